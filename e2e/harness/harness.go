@@ -232,16 +232,23 @@ func WaitHTTP(t testing.TB, url string, want int, timeout time.Duration) {
 	t.Helper()
 	client := &http.Client{Timeout: time.Second}
 	last := "no answer"
-	Eventually(t, timeout, func() bool {
+	deadline := time.Now().Add(timeout)
+	for {
 		resp, err := client.Get(url)
 		if err != nil {
 			last = err.Error()
-			return false
+		} else {
+			resp.Body.Close()
+			last = resp.Status
+			if resp.StatusCode == want {
+				return
+			}
 		}
-		resp.Body.Close()
-		last = resp.Status
-		return resp.StatusCode == want
-	}, "GET %s: want %d, last %s", url, want, &last)
+		if time.Now().After(deadline) {
+			t.Fatalf("GET %s: want %d within %s, last: %s", url, want, timeout, last)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // WaitTCP waits until addr accepts TCP connections.
