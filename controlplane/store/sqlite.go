@@ -1,0 +1,224 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	configv1 "github.com/llmproxy-go/llmproxy/gen/llmproxy/config/v1"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
+)
+
+// sqliteStore keeps the config in a SQLite file in WAL mode. Writes go
+// through one connection that opens its transactions with BEGIN IMMEDIATE,
+// so writers in this process queue on the connection and writers in other
+// processes wait on the file lock (busy_timeout); reads use a separate pool
+// and never block on a writer. Other processes' writes are seen by polling.
+type sqliteStore struct {
+	rw     *sql.DB // one connection, BEGIN IMMEDIATE
+	ro     *sql.DB // readers
+	hub    *hub
+	logger *slog.Logger
+
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+	closeErr  error
+}
+
+var _ Store = (*sqliteStore)(nil)
+
+// sqliteBusyTimeoutMS is how long a statement waits for another process's
+// lock on the file before failing with SQLITE_BUSY.
+const sqliteBusyTimeoutMS = 10000
+
+var sqliteSchema = []string{
+	`CREATE TABLE IF NOT EXISTS config_head (
+		id INTEGER PRIMARY KEY CHECK (id = 1),
+		revision INTEGER NOT NULL
+	)`,
+	`INSERT INTO config_head (id, revision) VALUES (1, 0) ON CONFLICT (id) DO NOTHING`,
+	`CREATE TABLE IF NOT EXISTS config_revisions (
+		revision INTEGER PRIMARY KEY,
+		body TEXT NOT NULL,
+		created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+	)`,
+}
+
+const (
+	sqliteLoad = `SELECT h.revision, COALESCE(r.body, '')
+		FROM config_head h LEFT JOIN config_revisions r ON r.revision = h.revision
+		WHERE h.id = 1`
+	sqliteHead   = `SELECT revision FROM config_head WHERE id = 1`
+	sqliteInsert = `INSERT INTO config_revisions (revision, body) VALUES (?, ?)`
+	sqliteBump   = `UPDATE config_head SET revision = ? WHERE id = 1`
+	sqlitePrune  = `DELETE FROM config_revisions WHERE revision <= ?`
+)
+
+func openSQLite(ctx context.Context, path string, logger *slog.Logger, opts options) (Store, error) {
+	switch {
+	case path == "":
+		return nil, errors.New("open store: empty sqlite path (want sqlite:PATH)")
+	case path == ":memory:" || strings.HasPrefix(path, "file:"):
+		return nil, fmt.Errorf("open store: unsupported sqlite path %q: use a plain file path", path)
+	case strings.ContainsAny(path, "?#"):
+		return nil, fmt.Errorf("open store: sqlite path %q must not contain '?' or '#'", path)
+	}
+	if dir := filepath.Dir(path); dir != "." {
+		if err := os.MkdirAll(dir, 0o750); err != nil {
+			return nil, fmt.Errorf("open store: create directory: %w", err)
+		}
+	}
+	params := fmt.Sprintf("?_pragma=busy_timeout(%d)&_pragma=journal_mode(WAL)", sqliteBusyTimeoutMS)
+	rw, err := sql.Open("sqlite", path+params+"&_txlock=immediate")
+	if err != nil {
+		return nil, fmt.Errorf("open store: open sqlite %q: %w", path, err)
+	}
+	rw.SetMaxOpenConns(1)
+	rw.SetMaxIdleConns(1)
+	rw.SetConnMaxLifetime(0)
+	rw.SetConnMaxIdleTime(0)
+	ro, err := sql.Open("sqlite", path+params)
+	if err != nil {
+		_ = rw.Close()
+		return nil, fmt.Errorf("open store: open sqlite %q: %w", path, err)
+	}
+	ro.SetMaxOpenConns(4)
+	ro.SetMaxIdleConns(4)
+
+	s := &sqliteStore{rw: rw, ro: ro, logger: logger}
+	if err := s.initSchema(ctx); err != nil {
+		_ = ro.Close()
+		_ = rw.Close()
+		return nil, fmt.Errorf("open store: sqlite %q: %w", path, err)
+	}
+	rev, err := s.head(ctx)
+	if err != nil {
+		_ = ro.Close()
+		_ = rw.Close()
+		return nil, fmt.Errorf("open store: sqlite %q: %w", path, err)
+	}
+	s.hub = newHub(rev)
+	bg, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	s.wg.Go(func() { s.hub.poll(bg, opts.pollInterval, s.head, logger) })
+	logger.Info("store: opened", "backend", "sqlite", "path", path, "revision", rev)
+	return s, nil
+}
+
+// initSchema creates the tables in one IMMEDIATE transaction, so processes
+// opening the same new file at once serialize on it.
+func (s *sqliteStore) initSchema(ctx context.Context) error {
+	tx, err := s.rw.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("create schema: %w", err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	for _, q := range sqliteSchema {
+		if _, err := tx.ExecContext(ctx, q); err != nil {
+			return fmt.Errorf("create schema: %w", err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("create schema: %w", err)
+	}
+	return nil
+}
+
+func (s *sqliteStore) head(ctx context.Context) (uint64, error) {
+	var rev int64
+	if err := s.ro.QueryRowContext(ctx, sqliteHead).Scan(&rev); err != nil {
+		return 0, fmt.Errorf("read head revision: %w", err)
+	}
+	return uint64(rev), nil
+}
+
+// Load implements [Store.Load].
+func (s *sqliteStore) Load(ctx context.Context) (uint64, *configv1.Config, error) {
+	var (
+		rev  int64
+		body string
+	)
+	if err := s.ro.QueryRowContext(ctx, sqliteLoad).Scan(&rev, &body); err != nil {
+		return 0, nil, fmt.Errorf("load config: %w", err)
+	}
+	if rev > 0 && body == "" {
+		return 0, nil, fmt.Errorf("load config: revision %d is missing", rev)
+	}
+	cfg, err := decodeConfig(uint64(rev), body)
+	if err != nil {
+		return 0, nil, fmt.Errorf("load config: %w", err)
+	}
+	return uint64(rev), cfg, nil
+}
+
+// Update implements [Store.Update].
+func (s *sqliteStore) Update(ctx context.Context, expected *uint64, fn UpdateFunc) (uint64, error) {
+	tx, err := s.rw.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, fmt.Errorf("update config: begin: %w", err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	var (
+		cur  int64
+		body string
+	)
+	if err := tx.QueryRowContext(ctx, sqliteLoad).Scan(&cur, &body); err != nil {
+		return 0, fmt.Errorf("update config: read head: %w", err)
+	}
+	if cur > 0 && body == "" {
+		return 0, fmt.Errorf("update config: revision %d is missing", cur)
+	}
+	rev := uint64(cur)
+	next, changed, err := prepare(rev, body, expected, fn)
+	if err != nil {
+		return 0, err
+	}
+	if !changed {
+		return rev, nil
+	}
+	newRev := cur + 1
+	if _, err := tx.ExecContext(ctx, sqliteInsert, newRev, next); err != nil {
+		return 0, fmt.Errorf("update config: insert revision %d: %w", newRev, err)
+	}
+	if _, err := tx.ExecContext(ctx, sqliteBump, newRev); err != nil {
+		return 0, fmt.Errorf("update config: bump revision: %w", err)
+	}
+	if newRev > HistoryLimit {
+		if _, err := tx.ExecContext(ctx, sqlitePrune, newRev-HistoryLimit); err != nil {
+			return 0, fmt.Errorf("update config: prune history: %w", err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, fmt.Errorf("update config: commit: %w", err)
+	}
+	s.hub.publish(uint64(newRev))
+	s.logger.Debug("store: committed", "revision", newRev)
+	return uint64(newRev), nil
+}
+
+// Watch implements [Store.Watch].
+func (s *sqliteStore) Watch(ctx context.Context) <-chan uint64 {
+	return s.hub.watch(ctx)
+}
+
+// Close implements [Store.Close].
+func (s *sqliteStore) Close() error {
+	s.closeOnce.Do(func() {
+		s.cancel()
+		s.wg.Wait()
+		s.hub.closeAll()
+		s.closeErr = errors.Join(s.ro.Close(), s.rw.Close())
+		if s.closeErr != nil {
+			s.closeErr = fmt.Errorf("close store: %w", s.closeErr)
+		}
+	})
+	return s.closeErr
+}
