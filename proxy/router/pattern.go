@@ -1,0 +1,321 @@
+// Package router maps a request (method, path, headers, model) to a route target using
+// LLMProxy's path patterns and priority order.
+//
+// # Patterns
+//
+// A pattern starts with "/" and is a list of segments separated by "/":
+//
+//	/v1/chat/completions          static segments, matched byte for byte
+//	/api/users/:id                ":name" matches one non-empty segment
+//	/api/items/{id:[0-9]+}        "{name:regex}" matches one segment the regex matches whole
+//	/api/{id}                     "{name}" is the same as ":name"
+//	/api/*/docs                   "*" in the middle matches one non-empty segment
+//	/files/*                      "*" as the last segment matches the rest of the path
+//
+// A segment that starts with ":" or "{" is a parameter; ":" elsewhere in a segment is an
+// ordinary character ("/v1/models/gemini:generateContent" is static). "*" must be a whole
+// segment. Parameter names are letters, digits and "_", unique within a pattern. Regexes use
+// Go's RE2 syntax and are anchored to the whole segment; they are compiled once, by
+// ParsePattern.
+//
+// # Slashes
+//
+// Matching is exact about slashes: "/v1/models" and "/v1/models/" are different paths, and
+// a pattern ending in "/" matches only paths ending in "/". Empty segments ("//") are not
+// allowed in patterns, and parameters and middle wildcards never match an empty segment.
+// A trailing "*" matches everything after its slash, including nothing: "/files/*" matches
+// "/files/", "/files/a" and "/files/a/b" but not "/files"; "/*" matches every path.
+//
+// Paths are matched as given: the caller passes the request's path without its query
+// (http.Request.URL.Path). The empty path is treated as "/".
+//
+// # Priority
+//
+// When several rules match, the winner is, in this order: a fully static pattern; the
+// pattern with more static segments; more regex parameters; fewer wildcards; more
+// segments (longer); the rule declared first. A rule whose conditions (model, headers,
+// methods) fail is skipped and the next candidate by priority is tried; when none is left
+// the router answers the default target.
+package router
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"regexp/syntax"
+	"strings"
+)
+
+// ErrInvalidPattern is the Kind of every error ParsePattern returns; errors.Is works on
+// them.
+var ErrInvalidPattern = errors.New("invalid route pattern")
+
+// PatternError describes why a route pattern was refused.
+type PatternError struct {
+	// Pattern is the pattern as given.
+	Pattern string
+	// Reason says what is wrong, e.g. `unclosed "{" at offset 5`.
+	Reason string
+	// Err is the underlying error, e.g. from regexp.Compile; may be nil.
+	Err error
+}
+
+// Error returns `invalid route pattern "<pattern>": <reason>`.
+func (e *PatternError) Error() string {
+	return fmt.Sprintf("invalid route pattern %q: %s", e.Pattern, e.Reason)
+}
+
+// Is reports whether target is ErrInvalidPattern.
+func (e *PatternError) Is(target error) bool { return target == ErrInvalidPattern }
+
+// Unwrap returns the underlying error, if any.
+func (e *PatternError) Unwrap() error { return e.Err }
+
+type segKind uint8
+
+const (
+	segStatic segKind = iota // literal text
+	segParam                 // :name or {name}
+	segRegex                 // {name:re}
+	segAny                   // * in the middle: one segment
+	segRest                  // * at the end: the rest
+)
+
+type segment struct {
+	kind segKind
+	lit  string         // segStatic: the text
+	name string         // segParam, segRegex: the parameter name
+	re   *regexp.Regexp // segRegex: anchored regex
+}
+
+// Pattern is a parsed route pattern. It is immutable and safe for concurrent use.
+type Pattern struct {
+	raw     string
+	segs    []segment
+	nStatic int
+	nRegex  int
+	nParam  int
+	nWild   int
+}
+
+// String returns the pattern as given to ParsePattern.
+func (p *Pattern) String() string { return p.raw }
+
+// IsStatic reports whether the pattern has no parameters and no wildcards, so it matches
+// exactly one path: itself.
+func (p *Pattern) IsStatic() bool { return p.nStatic == len(p.segs) }
+
+// Params returns the parameter names in order of appearance (wildcards have none).
+func (p *Pattern) Params() []string {
+	var names []string
+	for _, s := range p.segs {
+		if s.kind == segParam || s.kind == segRegex {
+			names = append(names, s.name)
+		}
+	}
+	return names
+}
+
+// Match reports whether path matches the pattern. It does not allocate.
+func (p *Pattern) Match(path string) bool {
+	if path == "" {
+		path = "/"
+	}
+	if p.IsStatic() {
+		return path == p.raw
+	}
+	return p.match(path)
+}
+
+// match walks path segment by segment without splitting it.
+func (p *Pattern) match(path string) bool {
+	pos := 0
+	for i := range p.segs {
+		s := &p.segs[i]
+		if pos >= len(path) || path[pos] != '/' {
+			return false
+		}
+		pos++
+		if s.kind == segRest {
+			return true
+		}
+		end := strings.IndexByte(path[pos:], '/')
+		if end < 0 {
+			end = len(path)
+		} else {
+			end += pos
+		}
+		seg := path[pos:end]
+		switch s.kind {
+		case segStatic:
+			if seg != s.lit {
+				return false
+			}
+		case segParam, segAny:
+			if seg == "" {
+				return false
+			}
+		case segRegex:
+			if seg == "" || !s.re.MatchString(seg) {
+				return false
+			}
+		}
+		pos = end
+	}
+	return pos == len(path)
+}
+
+// ParsePattern parses a route pattern (see the package documentation for the syntax). The
+// error, a *PatternError, names the problem: empty pattern, missing leading "/", empty
+// segment, "*" not a whole segment, unclosed "{", bad or empty regex (quoted), bad or
+// duplicate parameter name.
+func ParsePattern(p string) (*Pattern, error) {
+	fail := func(err error, format string, args ...any) (*Pattern, error) {
+		return nil, &PatternError{Pattern: p, Reason: fmt.Sprintf(format, args...), Err: err}
+	}
+	if p == "" {
+		return fail(nil, "empty pattern")
+	}
+	if p[0] != '/' {
+		return fail(nil, `must start with "/"`)
+	}
+	pat := &Pattern{raw: p}
+	seen := map[string]bool{}
+	addName := func(name string, off int) error {
+		if !validName(name) {
+			if name == "" {
+				return fmt.Errorf("empty parameter name at offset %d", off)
+			}
+			return fmt.Errorf("bad parameter name %q at offset %d (letters, digits and _ only)", name, off)
+		}
+		if seen[name] {
+			return fmt.Errorf("duplicate parameter name %q", name)
+		}
+		seen[name] = true
+		return nil
+	}
+	i := 1 // start of the current segment, just after its '/'
+	for {
+		if i < len(p) && p[i] == '{' {
+			end, err := closingBrace(p, i)
+			if err != nil {
+				return fail(nil, "%s", err)
+			}
+			if end+1 < len(p) && p[end+1] != '/' {
+				return fail(nil, `"}" at offset %d must end the segment`, end)
+			}
+			body := p[i+1 : end]
+			name, re, hasRe := strings.Cut(body, ":")
+			if err := addName(name, i+1); err != nil {
+				return fail(nil, "%s", err)
+			}
+			if !hasRe {
+				pat.segs = append(pat.segs, segment{kind: segParam, name: name})
+				pat.nParam++
+			} else {
+				if re == "" {
+					return fail(nil, "empty regex for parameter %q", name)
+				}
+				// Compile alone first: the error then quotes the user's text, and a regex
+				// valid on its own has balanced parentheses, so the anchored form below
+				// cannot be escaped by something like "a)|(b".
+				if _, err := regexp.Compile(re); err != nil {
+					return fail(err, "bad regex %q for parameter %q: %v", re, name, regexErrText(err))
+				}
+				rx, err := regexp.Compile(`^(?:` + re + `)$`)
+				if err != nil {
+					return fail(err, "bad regex %q for parameter %q: %v", re, name, regexErrText(err))
+				}
+				pat.segs = append(pat.segs, segment{kind: segRegex, name: name, re: rx})
+				pat.nRegex++
+			}
+			i = end + 1
+		} else {
+			end := strings.IndexByte(p[i:], '/')
+			if end < 0 {
+				end = len(p)
+			} else {
+				end += i
+			}
+			seg := p[i:end]
+			last := end == len(p)
+			switch {
+			case seg == "" && !last:
+				return fail(nil, "empty segment at offset %d", i)
+			case seg == "":
+				// "/" alone, or a trailing slash: an empty last segment.
+				pat.segs = append(pat.segs, segment{kind: segStatic})
+				pat.nStatic++
+			case seg == "*":
+				if last {
+					pat.segs = append(pat.segs, segment{kind: segRest})
+				} else {
+					pat.segs = append(pat.segs, segment{kind: segAny})
+				}
+				pat.nWild++
+			case strings.Contains(seg, "*"):
+				return fail(nil, `"*" must be a whole segment, got %q`, seg)
+			case seg[0] == ':':
+				if err := addName(seg[1:], i+1); err != nil {
+					return fail(nil, "%s", err)
+				}
+				pat.segs = append(pat.segs, segment{kind: segParam, name: seg[1:]})
+				pat.nParam++
+			case strings.ContainsAny(seg, "{}"):
+				return fail(nil, `"{" must start a segment and "}" end it, got %q`, seg)
+			default:
+				pat.segs = append(pat.segs, segment{kind: segStatic, lit: seg})
+				pat.nStatic++
+			}
+			i = end
+		}
+		if i >= len(p) {
+			break
+		}
+		i++ // skip '/'; a trailing '/' leaves an empty last segment
+	}
+	return pat, nil
+}
+
+// closingBrace returns the index of the '}' that closes the '{' at open, honouring nested
+// braces (regex repetitions like {3}) and backslash escapes.
+func closingBrace(p string, open int) (int, error) {
+	depth := 0
+	for j := open; j < len(p); j++ {
+		switch p[j] {
+		case '\\':
+			j++
+		case '{':
+			depth++
+		case '}':
+			depth--
+			if depth == 0 {
+				return j, nil
+			}
+		}
+	}
+	return 0, fmt.Errorf(`unclosed "{" at offset %d`, open)
+}
+
+func validName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
+			return false
+		}
+	}
+	return true
+}
+
+// regexErrText strips regexp's own "error parsing regexp: " prefix, which would repeat
+// what the caller already says.
+func regexErrText(err error) string {
+	var se *syntax.Error
+	if errors.As(err, &se) {
+		return fmt.Sprintf("%s: `%s`", se.Code, se.Expr)
+	}
+	return err.Error()
+}

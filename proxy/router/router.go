@@ -1,0 +1,223 @@
+package router
+
+import (
+	"cmp"
+	"fmt"
+	"net/http"
+	"net/textproto"
+	"slices"
+	"strings"
+)
+
+// Rule is one routing rule as configured. Path is required; the other conditions are
+// optional and all must hold for the rule to match.
+type Rule struct {
+	// Path is a route pattern (see ParsePattern).
+	Path string
+	// Model is a glob on the request's model (path.Match syntax, except that "*" and "?"
+	// also match "/"). Empty: any model, including none. A non-empty glob never matches
+	// a request without a model.
+	Model string
+	// Headers are exact matches: header name (case-insensitive) to value (exact, compared
+	// with each of the request's values for that name). Empty: any.
+	Headers map[string]string
+	// Methods are HTTP methods compared case-insensitively. Empty: any.
+	Methods []string
+	// Target is what Match returns when this rule wins (e.g. an index into the caller's
+	// group table).
+	Target int
+}
+
+type header struct {
+	key   string // canonical MIME form, for direct map lookup
+	value string
+}
+
+type rule struct {
+	pat     *Pattern
+	model   string
+	headers []header
+	methods []string
+	target  int
+	order   int // declaration index
+}
+
+// conditions reports whether the request satisfies the rule's model, header and method
+// conditions. It does not allocate.
+func (r *rule) conditions(method string, h http.Header, model string) bool {
+	if len(r.methods) > 0 {
+		ok := false
+		for _, m := range r.methods {
+			if strings.EqualFold(m, method) {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			return false
+		}
+	}
+	for _, hd := range r.headers {
+		ok := false
+		for _, v := range h[hd.key] {
+			if v == hd.value {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			return false
+		}
+	}
+	if r.model != "" && (model == "" || !globMatch(r.model, model)) {
+		return false
+	}
+	return true
+}
+
+// Router maps requests to targets. It is immutable once built and safe for concurrent
+// use; build a new one when the configuration changes.
+type Router struct {
+	defaultTarget int
+	needsModel    bool
+	// static holds fully static patterns by path, rules in declaration order.
+	static map[string][]*rule
+	// byFirst holds, for each literal first segment used by a dynamic pattern, the dynamic
+	// rules that can match a path starting with it (that literal or a non-literal first
+	// segment), in priority order.
+	byFirst map[string][]*rule
+	// generic holds the dynamic rules whose first segment is not a literal, in priority
+	// order: the candidates for a path whose first segment is not in byFirst.
+	generic []*rule
+}
+
+// New compiles rules into a Router; defaultTarget is what Match returns when no rule
+// matches. It fails on the first bad pattern, model glob, header name or method, naming
+// the rule by its index.
+func New(rules []Rule, defaultTarget int) (*Router, error) {
+	r := &Router{
+		defaultTarget: defaultTarget,
+		static:        map[string][]*rule{},
+		byFirst:       map[string][]*rule{},
+	}
+	var dynamic []*rule
+	for i, in := range rules {
+		pat, err := ParsePattern(in.Path)
+		if err != nil {
+			return nil, fmt.Errorf("compile rule %d: %w", i, err)
+		}
+		if in.Model != "" {
+			if err := checkGlob(in.Model); err != nil {
+				return nil, fmt.Errorf("compile rule %d: bad model glob %q: %w", i, in.Model, err)
+			}
+			r.needsModel = true
+		}
+		ru := &rule{pat: pat, model: in.Model, target: in.Target, order: i}
+		for name, v := range in.Headers {
+			if name == "" || !validHeaderName(name) {
+				return nil, fmt.Errorf("compile rule %d: bad header name %q", i, name)
+			}
+			ru.headers = append(ru.headers, header{key: textproto.CanonicalMIMEHeaderKey(name), value: v})
+		}
+		// Map order is random; sort so that evaluation order (and cost) is stable.
+		slices.SortFunc(ru.headers, func(a, b header) int { return cmp.Compare(a.key, b.key) })
+		for _, m := range in.Methods {
+			if m == "" || !validHeaderName(m) {
+				return nil, fmt.Errorf("compile rule %d: bad method %q", i, m)
+			}
+			ru.methods = append(ru.methods, m)
+		}
+		if pat.IsStatic() {
+			r.static[pat.raw] = append(r.static[pat.raw], ru)
+		} else {
+			dynamic = append(dynamic, ru)
+		}
+	}
+	slices.SortStableFunc(dynamic, func(a, b *rule) int { return comparePriority(a, b) })
+	for _, ru := range dynamic {
+		if s := ru.pat.segs[0]; s.kind == segStatic {
+			r.byFirst[s.lit] = nil
+		} else {
+			r.generic = append(r.generic, ru)
+		}
+	}
+	for first := range r.byFirst {
+		var list []*rule
+		for _, ru := range dynamic {
+			if s := ru.pat.segs[0]; s.kind != segStatic || s.lit == first {
+				list = append(list, ru)
+			}
+		}
+		r.byFirst[first] = list
+	}
+	return r, nil
+}
+
+// comparePriority orders dynamic rules best first: more static segments, more regex
+// parameters, fewer wildcards, more segments, declared earlier.
+func comparePriority(a, b *rule) int {
+	pa, pb := a.pat, b.pat
+	if c := cmp.Compare(pb.nStatic, pa.nStatic); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(pb.nRegex, pa.nRegex); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(pa.nWild, pb.nWild); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(len(pb.segs), len(pa.segs)); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.order, b.order)
+}
+
+// NeedsModel reports whether some rule has a Model condition, so the caller must read the
+// request body's model before calling Match.
+func (r *Router) NeedsModel() bool { return r.needsModel }
+
+// Match returns the target of the best rule (by priority) whose pattern matches path and
+// whose conditions hold, and that rule's pattern; or the default target and "" when no
+// rule matches. path is the request path without its query; "" is treated as "/". h may
+// be nil. Match does not allocate (regex parameters aside, which allocate only when
+// regexp needs a fresh matcher).
+func (r *Router) Match(method, path string, h http.Header, model string) (target int, pattern string) {
+	if path == "" {
+		path = "/"
+	}
+	for _, ru := range r.static[path] {
+		if ru.conditions(method, h, model) {
+			return ru.target, ru.pat.raw
+		}
+	}
+	cands := r.generic
+	if len(r.byFirst) > 0 && len(path) > 0 && path[0] == '/' {
+		first := path[1:]
+		if i := strings.IndexByte(first, '/'); i >= 0 {
+			first = first[:i]
+		}
+		if list, ok := r.byFirst[first]; ok {
+			cands = list
+		}
+	}
+	for _, ru := range cands {
+		if ru.pat.match(path) && ru.conditions(method, h, model) {
+			return ru.target, ru.pat.raw
+		}
+	}
+	return r.defaultTarget, ""
+}
+
+// validHeaderName reports whether s is an RFC 9110 token (header names and methods).
+func validHeaderName(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,393 @@
+package router
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"path"
+	"strings"
+	"testing"
+)
+
+func TestParsePatternErrors(t *testing.T) {
+	tests := []struct {
+		pattern string
+		want    string // substring of the error
+	}{
+		{"", "empty pattern"},
+		{"v1/chat", `must start with "/"`},
+		{"/a//b", "empty segment at offset 3"},
+		{"//", "empty segment at offset 1"},
+		{"/a/b*", `"*" must be a whole segment, got "b*"`},
+		{"/a/*b/c", `"*" must be a whole segment, got "*b"`},
+		{"/a/**", `"*" must be a whole segment`},
+		{"/a/{id:[0-9]+", `unclosed "{" at offset 3`},
+		{"/a/{id", `unclosed "{"`},
+		{"/a/{id:[0-9}", `bad regex "[0-9" for parameter "id"`},
+		{"/a/{id:(}", `bad regex "(" for parameter "id"`},
+		{"/a/{id:}", `empty regex for parameter "id"`},
+		{"/a/{:x}", "empty parameter name"},
+		{"/a/:", "empty parameter name"},
+		{"/a/:a-b", `bad parameter name "a-b"`},
+		{"/a/{id}x", `"}" at offset 6 must end the segment`},
+		{"/a/x{id}", `"{" must start a segment`},
+		{"/a/x}", `"{" must start a segment`},
+		{"/a/:id/:id", `duplicate parameter name "id"`},
+		{"/a/:id/{id:[0-9]+}", `duplicate parameter name "id"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.pattern, func(t *testing.T) {
+			p, err := ParsePattern(tt.pattern)
+			if err == nil {
+				t.Fatalf("ParsePattern(%q) = %v, nil; want error containing %q", tt.pattern, p, tt.want)
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("ParsePattern(%q) error = %q; want it to contain %q", tt.pattern, err, tt.want)
+			}
+			if !errors.Is(err, ErrInvalidPattern) {
+				t.Errorf("errors.Is(%v, ErrInvalidPattern) = false", err)
+			}
+			if !strings.HasPrefix(err.Error(), fmt.Sprintf("invalid route pattern %q: ", tt.pattern)) {
+				t.Errorf("error %q does not name the pattern", err)
+			}
+		})
+	}
+}
+
+func TestPatternMatch(t *testing.T) {
+	tests := []struct {
+		pattern string
+		yes     []string
+		no      []string
+	}{
+		{"/", []string{"/", ""}, []string{"/a", "//"}},
+		{"/v1/chat/completions", []string{"/v1/chat/completions"},
+			[]string{"/v1/chat/completions/", "/v1/chat", "/v1/chat/completionsx", "v1/chat/completions"}},
+		{"/v1/models/", []string{"/v1/models/"}, []string{"/v1/models", "/v1/models/x"}},
+		{"/api/users/:id", []string{"/api/users/123", "/api/users/abc"},
+			[]string{"/api/users/", "/api/users", "/api/users/1/2", "/api/users//"}},
+		{"/api/users/:id/history", []string{"/api/users/7/history"}, []string{"/api/users//history", "/api/users/7/history/"}},
+		{"/api/items/{id:[0-9]+}", []string{"/api/items/42"}, []string{"/api/items/abc", "/api/items/42a", "/api/items/a42", "/api/items/"}},
+		{"/api/products/{code:[A-Z][A-Z][A-Z][0-9][0-9][0-9]}", []string{"/api/products/ABC123"},
+			[]string{"/api/products/ABC1234", "/api/products/abc123"}},
+		{"/p/{n:[0-9]{3}}", []string{"/p/123"}, []string{"/p/12", "/p/1234"}},
+		{"/p/{n:a|b}", []string{"/p/a", "/p/b"}, []string{"/p/ab", "/p/xa"}},
+		{"/p/{n:a)|(b}", nil, nil}, // refused: see TestParsePatternAnchoring
+		{"/p/{id}", []string{"/p/x"}, []string{"/p/", "/p/x/y"}},
+		{"/api/*/docs", []string{"/api/v1/docs", "/api/v2/docs"}, []string{"/api//docs", "/api/v1/x/docs", "/api/docs"}},
+		{"/files/*", []string{"/files/", "/files/a", "/files/a/b", "/files/a/b/"}, []string{"/files", "/filesx/a", "/file/a"}},
+		{"/*", []string{"/", "/a", "/a/b/c", ""}, nil},
+		{"/api/:version/users/{id:[0-9]+}/profile", []string{"/api/v2/users/42/profile"},
+			[]string{"/api/v2/users/x/profile", "/api/v2/users/42"}},
+		{"/v1/models/gemini:generateContent", []string{"/v1/models/gemini:generateContent"}, []string{"/v1/models/gemini"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.pattern, func(t *testing.T) {
+			p, err := ParsePattern(tt.pattern)
+			if err != nil {
+				if tt.yes == nil && tt.no == nil {
+					return
+				}
+				t.Fatal(err)
+			}
+			for _, s := range tt.yes {
+				if !p.Match(s) {
+					t.Errorf("%q.Match(%q) = false; want true", tt.pattern, s)
+				}
+			}
+			for _, s := range tt.no {
+				if p.Match(s) {
+					t.Errorf("%q.Match(%q) = true; want false", tt.pattern, s)
+				}
+			}
+		})
+	}
+}
+
+// A regex with an unbalanced ")" must not escape the anchors.
+func TestParsePatternAnchoring(t *testing.T) {
+	if _, err := ParsePattern("/p/{n:a)|(b}"); err == nil {
+		t.Fatal("ParsePattern accepted an unbalanced regex")
+	}
+}
+
+func TestPatternInfo(t *testing.T) {
+	p, err := ParsePattern("/api/:version/x/{id:[0-9]+}/*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(p.Params(), ","); got != "version,id" {
+		t.Errorf("Params() = %q; want version,id", got)
+	}
+	if p.IsStatic() {
+		t.Error("IsStatic() = true")
+	}
+	if p.String() != "/api/:version/x/{id:[0-9]+}/*" {
+		t.Errorf("String() = %q", p.String())
+	}
+	s, _ := ParsePattern("/v1/chat/completions")
+	if !s.IsStatic() {
+		t.Error("static pattern: IsStatic() = false")
+	}
+}
+
+// TestRoutingPriority is the priority table: for each path, the pattern that must win
+// among the same rule set, declared in an order that differs from priority.
+func TestRoutingPriority(t *testing.T) {
+	patterns := []string{
+		"/files/*",               // 0
+		"/api/*/docs",            // 1
+		"/api/users/:id",         // 2
+		"/api/users/admin",       // 3
+		"/api/items/:id",         // 4
+		"/api/items/{id:[0-9]+}", // 5
+		"/api/:version/users/{id:[0-9]+}/profile", // 6
+		"/api/:a/:b/:c/profile",                   // 7
+		"/api/users/:id/history",                  // 8
+		"/api/specific-endpoint",                  // 9
+		"/api/:x",                                 // 10
+		"/api/*",                                  // 11
+		"/api/:x/docs",                            // 12
+		"/files/:name",                            // 13
+		"/*",                                      // 14
+		"/v1/:x/:y",                               // 15
+		"/v1/*/*",                                 // 16
+		"/v1/{x:v[0-9]}/*",                        // 17
+		"/v1/chat/completions",                    // 18
+		"/p/:a/:b",                                // 19 same rank as 20, declared first
+		"/p/:c/:d",                                // 20
+	}
+	var rules []Rule
+	for i, p := range patterns {
+		rules = append(rules, Rule{Path: p, Target: i})
+	}
+	r, err := New(rules, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		path string
+		want string
+	}{
+		{"/api/users/admin", "/api/users/admin"},                                // static beats param
+		{"/api/users/42", "/api/users/:id"},                                     // 2 static > 1 static
+		{"/api/items/42", "/api/items/{id:[0-9]+}"},                             // regex beats plain param
+		{"/api/items/abc", "/api/items/:id"},                                    // regex fails, plain param
+		{"/api/v2/users/42/profile", "/api/:version/users/{id:[0-9]+}/profile"}, // more static
+		{"/api/v2/things/42/profile", "/api/:a/:b/:c/profile"},
+		{"/api/users/7/history", "/api/users/:id/history"},
+		{"/api/specific-endpoint", "/api/specific-endpoint"},
+		{"/api/v1/docs", "/api/:x/docs"},  // param beats wildcard, same statics
+		{"/api/anything", "/api/:x"},      // param beats wildcard
+		{"/api/a/b/c/d", "/api/*"},        // rest
+		{"/files/readme", "/files/:name"}, // param beats rest
+		{"/files/a/b", "/files/*"},
+		{"/files/", "/files/*"},
+		{"/files", "/*"},
+		{"/", "/*"},
+		{"/other/x", "/*"},
+		{"/v1/chat/completions", "/v1/chat/completions"},
+		{"/v1/v2/x", "/v1/{x:v[0-9]}/*"}, // regex beats params
+		{"/v1/chat/x", "/v1/:x/:y"},      // params beat wildcards
+		{"/v1/chat/x/y", "/v1/*/*"},      // wildcards only
+		{"/p/1/2", "/p/:a/:b"},           // declaration order
+	}
+	for _, tt := range tests {
+		t.Run(tt.path, func(t *testing.T) {
+			target, pattern := r.Match("GET", tt.path, nil, "")
+			if pattern != tt.want {
+				t.Errorf("Match(%q) pattern = %q; want %q", tt.path, pattern, tt.want)
+			}
+			if target < 0 || patterns[target] != pattern {
+				t.Errorf("Match(%q) target = %d, pattern %q: target does not belong to the pattern", tt.path, target, pattern)
+			}
+		})
+	}
+}
+
+func TestDefaultTarget(t *testing.T) {
+	r, err := New([]Rule{{Path: "/v1/chat/completions", Target: 1}, {Path: "/api/:x", Target: 2}}, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"/", "", "/v1/embeddings", "/api/x/y", "/api"} {
+		if target, pattern := r.Match("POST", p, nil, ""); target != 7 || pattern != "" {
+			t.Errorf("Match(%q) = %d, %q; want 7, \"\"", p, target, pattern)
+		}
+	}
+	empty, err := New(nil, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if target, pattern := empty.Match("GET", "/x", nil, "gpt"); target != 3 || pattern != "" {
+		t.Errorf("empty router Match = %d, %q; want 3, \"\"", target, pattern)
+	}
+	if empty.NeedsModel() {
+		t.Error("empty router NeedsModel() = true")
+	}
+}
+
+func TestConditions(t *testing.T) {
+	rules := []Rule{
+		{Path: "/v1/chat/completions", Model: "gpt-4*", Target: 1},
+		{Path: "/v1/chat/completions", Model: "claude-?-*", Headers: map[string]string{"x-tenant": "acme"}, Target: 2},
+		{Path: "/v1/chat/completions", Methods: []string{"get"}, Target: 3},
+		{Path: "/v1/chat/completions", Model: "openai/*", Target: 4},
+		{Path: "/v1/:endpoint/completions", Model: "llama*", Methods: []string{"POST", "PUT"}, Target: 5},
+		{Path: "/v1/*", Headers: map[string]string{"X-Tenant": "beta", "X-Tier": "gold"}, Target: 6},
+		{Path: "/v1/:x/:y", Model: "[a-c]*", Target: 7},
+	}
+	r, err := New(rules, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !r.NeedsModel() {
+		t.Error("NeedsModel() = false")
+	}
+	hdr := func(kv ...string) http.Header {
+		h := http.Header{}
+		for i := 0; i < len(kv); i += 2 {
+			h.Add(kv[i], kv[i+1])
+		}
+		return h
+	}
+	tests := []struct {
+		name   string
+		method string
+		path   string
+		h      http.Header
+		model  string
+		want   int
+	}{
+		{"model glob", "POST", "/v1/chat/completions", nil, "gpt-4o", 1},
+		{"model glob miss falls to default", "POST", "/v1/chat/completions", nil, "gpt-3.5", 0},
+		{"model and header", "POST", "/v1/chat/completions", hdr("X-Tenant", "acme"), "claude-3-opus", 2},
+		{"header name case-insensitive", "POST", "/v1/chat/completions", http.Header{"X-Tenant": {"acme"}}, "claude-3-opus", 2},
+		{"header value exact, falls to /v1/:x/:y", "POST", "/v1/chat/completions", hdr("X-Tenant", "ACME"), "claude-3-opus", 7},
+		{"header any value", "POST", "/v1/chat/completions", hdr("X-Tenant", "other", "X-Tenant", "acme"), "claude-3-opus", 2},
+		{"header missing", "POST", "/v1/chat/completions", nil, "zeta-3", 0},
+		{"method case-insensitive", "GET", "/v1/chat/completions", nil, "", 3},
+		{"method miss", "DELETE", "/v1/chat/completions", nil, "", 0},
+		{"star crosses slash", "POST", "/v1/chat/completions", nil, "openai/gpt-4o", 4},
+		{"empty model never matches glob", "POST", "/v1/chat/completions", nil, "", 0},
+		{"static fails, param rule", "POST", "/v1/chat/completions", nil, "llama-3", 5},
+		{"param rule method miss, falls to next", "GET", "/v1/text/completions", nil, "llama-3", 0},
+		{"param rule method miss, falls to class", "GET", "/v1/text/completions", nil, "bert", 7},
+		{"all headers must hold", "POST", "/v1/a/b/c", hdr("X-Tenant", "beta"), "", 0},
+		{"all headers hold", "POST", "/v1/a/b/c", hdr("X-Tenant", "beta", "X-Tier", "gold"), "", 6},
+		{"rest wildcard with headers beats nothing else", "POST", "/v1/a/b", hdr("X-Tenant", "beta", "X-Tier", "gold"), "zzz", 6},
+		{"param beats rest when conditions hold", "POST", "/v1/a/b", hdr("X-Tenant", "beta", "X-Tier", "gold"), "cat", 7},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got, _ := r.Match(tt.method, tt.path, tt.h, tt.model); got != tt.want {
+				t.Errorf("Match(%s %s, %v, %q) = %d; want %d", tt.method, tt.path, tt.h, tt.model, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestNewErrors(t *testing.T) {
+	tests := []struct {
+		rule Rule
+		want string
+	}{
+		{Rule{Path: "x"}, `compile rule 1: invalid route pattern "x"`},
+		{Rule{Path: "/x", Model: "[a-"}, `compile rule 1: bad model glob "[a-"`},
+		{Rule{Path: "/x", Headers: map[string]string{"bad header": "v"}}, `compile rule 1: bad header name "bad header"`},
+		{Rule{Path: "/x", Methods: []string{""}}, `compile rule 1: bad method ""`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.want, func(t *testing.T) {
+			_, err := New([]Rule{{Path: "/ok"}, tt.rule}, 0)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("New error = %v; want %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestGlobMatchesPathMatch(t *testing.T) {
+	globs := []string{"*", "gpt-4*", "g?t", "[a-c]*", "[^a-c]*", "*-mini", "a*b*c", `\*x`, `[a\-b]x`, "*o*", "é?", "[é-ü]"}
+	inputs := []string{"", "gpt-4", "gpt-4o", "gpt", "got", "bert", "xyz", "4o-mini", "abc", "aXbYc", "ac", "*x", "-x", "éa", "ö", "o"}
+	for _, g := range globs {
+		for _, s := range inputs {
+			want, err := path.Match(g, s)
+			if err != nil {
+				t.Fatalf("path.Match(%q): %v", g, err)
+			}
+			if got := globMatch(g, s); got != want {
+				t.Errorf("globMatch(%q, %q) = %v; path.Match says %v", g, s, got, want)
+			}
+		}
+	}
+	if !globMatch("*", "meta-llama/Llama-3.1-8B") || !globMatch("openai/gpt-?o", "openai/gpt-4o") {
+		t.Error("glob does not cross /")
+	}
+}
+
+func TestMatchAllocs(t *testing.T) {
+	r := benchRouter(t)
+	h := http.Header{"X-Tenant": {"acme"}}
+	cases := []struct{ name, path string }{
+		{"static", "/v1/static/25/completions"},
+		{"param", "/v1/param25/abc/completions"},
+		{"regex", "/v1/regex25/12345"},
+		{"wildcard", "/v1/wild25/a/b/c"},
+		{"default", "/nowhere/at/all"},
+	}
+	for _, c := range cases {
+		if _, p := r.Match("POST", c.path, h, "gpt-4o"); p == "" && c.name != "default" {
+			t.Fatalf("%s: %q did not match", c.name, c.path)
+		}
+		allocs := testing.AllocsPerRun(200, func() { r.Match("POST", c.path, h, "gpt-4o") })
+		if allocs != 0 {
+			t.Errorf("%s: Match allocates %.1f times; want 0", c.name, allocs)
+		}
+	}
+}
+
+// benchRouter builds a router with 50 rules: static, param, regex and wildcard, plus
+// conditions on some.
+func benchRouter(tb testing.TB) *Router {
+	tb.Helper()
+	var rules []Rule
+	for i := range 20 {
+		rules = append(rules, Rule{Path: fmt.Sprintf("/v1/static/%d/completions", i), Target: len(rules)})
+	}
+	rules = append(rules, Rule{Path: "/v1/static/25/completions", Model: "gpt-*", Headers: map[string]string{"x-tenant": "acme"}, Target: len(rules)})
+	for i := range 10 {
+		rules = append(rules, Rule{Path: fmt.Sprintf("/v1/param%d/:id/completions", 20+i), Methods: []string{"POST"}, Target: len(rules)})
+	}
+	for i := range 10 {
+		rules = append(rules, Rule{Path: fmt.Sprintf("/v1/regex%d/{id:[0-9]+}", 20+i), Target: len(rules)})
+	}
+	for i := range 9 {
+		rules = append(rules, Rule{Path: fmt.Sprintf("/v1/wild%d/*", 20+i), Target: len(rules)})
+	}
+	if len(rules) != 50 {
+		tb.Fatalf("%d rules", len(rules))
+	}
+	r, err := New(rules, -1)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return r
+}
+
+func benchMatch(b *testing.B, path string) {
+	r := benchRouter(b)
+	h := http.Header{"X-Tenant": {"acme"}, "Content-Type": {"application/json"}}
+	if _, p := r.Match("POST", path, h, "gpt-4o"); p == "" {
+		b.Fatalf("%q did not match", path)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		r.Match("POST", path, h, "gpt-4o")
+	}
+}
+
+func BenchmarkMatchStatic(b *testing.B)   { benchMatch(b, "/v1/static/25/completions") }
+func BenchmarkMatchParam(b *testing.B)    { benchMatch(b, "/v1/param25/abc/completions") }
+func BenchmarkMatchRegex(b *testing.B)    { benchMatch(b, "/v1/regex25/12345") }
+func BenchmarkMatchWildcard(b *testing.B) { benchMatch(b, "/v1/wild25/a/b/c") }
