@@ -1,0 +1,593 @@
+package validate
+
+import (
+	"fmt"
+	"math"
+	"net"
+	"net/url"
+	"path"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	configv1 "github.com/llmproxy-go/llmproxy/gen/llmproxy/config/v1"
+)
+
+// parseRoutePattern checks a route path's syntax. It is proxy/router's parser, so the
+// control plane accepts exactly the patterns every proxy can compile.
+var parseRoutePattern = func(p string) error {
+	if !strings.HasPrefix(p, "/") {
+		return fmt.Errorf("must start with \"/\"")
+	}
+	return nil
+}
+
+// Valid values of the enumerations the model spells as strings.
+var (
+	authTypes  = []string{"none", "bearer", "basic"}
+	headerOps  = []string{"insert", "replace", "remove"}
+	strategies = []string{"roundrobin", "weighted_roundrobin", "random", "response_aware", "failover", "least_busy"}
+	rateScopes = []string{"local", "global"}
+	backends   = []string{"memory", "redis"}
+	retryWords = []string{"connect_error", "timeout"}
+)
+
+// Validate checks the whole configuration c and returns nil when it is valid, or the
+// errors.Join of one *FieldError per fault found (see Errors). It never stops at the first
+// fault. It is meant to run after ApplyDefaults, but treats unset fields as their defaults, so
+// it gives the same verdict before. Values that are `${env:NAME}` references are checked
+// only for the syntax of NAME; their content is checked when a proxy resolves them.
+// Validate does not modify c. A nil c is valid (the empty configuration).
+func Validate(c *configv1.Config) error {
+	if c == nil {
+		return nil
+	}
+	v := &validator{}
+	v.checkEnvRefs(c)
+	upstreams := v.upstreams(c.GetUpstreams())
+	groups := v.groups(c.GetUpstreamGroups(), upstreams)
+	if hs := c.GetHttpServer(); hs != nil {
+		v.httpServer(hs, groups)
+	}
+	return v.errs.err()
+}
+
+type validator struct {
+	errs errorList
+}
+
+func (v *validator) add(path string, kind error, format string, args ...any) {
+	v.errs.add(path, kind, format, args...)
+}
+
+// checkEnvRefs checks the NAME of every `${env:NAME}` value.
+func (v *validator) checkEnvRefs(c *configv1.Config) {
+	walkStrings(c.ProtoReflect(), "", func(p, s string) (string, bool) {
+		if name, ok := EnvRefName(s); IsEnvRef(s) && !ok {
+			v.add(p, ErrInvalid, "%q is not a valid environment variable name (letters, digits and _, not starting with a digit)", name)
+		}
+		return "", false
+	})
+}
+
+// name checks a resource name and reports whether it is usable as a key.
+func (v *validator) name(p, kind, name string) bool {
+	switch {
+	case name == "":
+		v.add(p, ErrInvalid, "%s name is required", kind)
+	case IsEnvRef(name):
+		v.add(p, ErrInvalid, "%s name cannot be an environment reference", kind)
+	case strings.TrimSpace(name) != name:
+		v.add(p, ErrInvalid, "%s name %q has leading or trailing spaces", kind, name)
+	case strings.ContainsRune(name, '/'):
+		v.add(p, ErrInvalid, "%s name %q must not contain \"/\"", kind, name)
+	case hasControl(name) || !utf8.ValidString(name):
+		v.add(p, ErrInvalid, "%s name %q contains control characters", kind, name)
+	case len(name) > 253:
+		v.add(p, ErrInvalid, "%s name is longer than 253 bytes", kind)
+	default:
+		return true
+	}
+	return false
+}
+
+// ref checks a reference to a resource of kind defined in names.
+func (v *validator) ref(p, kind, name string, names map[string]int) {
+	switch {
+	case name == "":
+		v.add(p, ErrInvalid, "%s name is required", kind)
+	case IsEnvRef(name):
+		v.add(p, ErrInvalid, "%s reference cannot be an environment reference", kind)
+	default:
+		if _, ok := names[name]; !ok {
+			v.add(p, ErrReference, "%s %q is not defined", kind, name)
+		}
+	}
+}
+
+func (v *validator) upstreams(list []*configv1.Upstream) map[string]int {
+	names := make(map[string]int, len(list))
+	for i, u := range list {
+		p := fmt.Sprintf("upstreams[%d]", i)
+		if u == nil {
+			v.add(p, ErrInvalid, "upstream is empty")
+			continue
+		}
+		if v.name(p+".name", "upstream", u.Name) {
+			if j, dup := names[u.Name]; dup {
+				v.add(p+".name", ErrDuplicate, "upstream %q is already defined at upstreams[%d]", u.Name, j)
+			} else {
+				names[u.Name] = i
+			}
+		}
+		v.upstreamURL(p+".url", u.Url)
+		v.auth(p+".auth", u.Auth)
+		for j, h := range u.Headers {
+			v.headerOp(fmt.Sprintf("%s.headers[%d]", p, j), h)
+		}
+		v.breaker(p+".breaker", u.Breaker)
+	}
+	return names
+}
+
+func (v *validator) upstreamURL(p, raw string) {
+	if raw == "" {
+		v.add(p, ErrInvalid, "url is required")
+		return
+	}
+	if IsEnvRef(raw) {
+		return
+	}
+	u, err := url.Parse(raw)
+	switch {
+	case err != nil:
+		v.add(p, ErrInvalid, "invalid url %q: %v", raw, unwrapURLError(err))
+	case u.Scheme != "http" && u.Scheme != "https":
+		v.add(p, ErrInvalid, "url %q must be absolute with scheme http or https", raw)
+	case u.Host == "" || u.Hostname() == "":
+		v.add(p, ErrInvalid, "url %q has no host", raw)
+	case u.Fragment != "":
+		v.add(p, ErrInvalid, "url %q must not have a fragment", raw)
+	default:
+		v.port(p, u)
+	}
+}
+
+// port checks the port of a parsed URL, if any.
+func (v *validator) port(p string, u *url.URL) {
+	if ps := u.Port(); ps != "" {
+		if n, err := strconv.Atoi(ps); err != nil || n < 1 || n > 65535 {
+			v.add(p, ErrInvalid, "url %q has an invalid port", u.Redacted())
+		}
+	}
+}
+
+func unwrapURLError(err error) error {
+	if ue, ok := err.(*url.Error); ok {
+		return ue.Err
+	}
+	return err
+}
+
+func (v *validator) auth(p string, a *configv1.Auth) {
+	if a == nil {
+		return
+	}
+	typ := a.Type
+	if typ == "" {
+		typ = defaultAuthType
+	}
+	if !IsEnvRef(typ) && !oneOf(typ, authTypes) {
+		v.add(p+".type", ErrInvalid, "unknown auth type %q (want %s)", typ, choices(authTypes))
+		return
+	}
+	switch typ {
+	case "bearer":
+		if a.Token == "" {
+			v.add(p+".token", ErrInvalid, "token is required for bearer auth")
+		}
+	case "basic":
+		if a.Username == "" {
+			v.add(p+".username", ErrInvalid, "username is required for basic auth")
+		} else if !IsEnvRef(a.Username) && strings.ContainsRune(a.Username, ':') {
+			v.add(p+".username", ErrInvalid, "username must not contain \":\" (RFC 7617)")
+		}
+		// An empty password is allowed: RFC 7617 permits it and some servers use it.
+	}
+	if typ != "bearer" && !IsEnvRef(typ) && a.Token != "" {
+		v.add(p+".token", ErrInvalid, "token is set but auth type is %q (want bearer)", typ)
+	}
+	if typ != "basic" && !IsEnvRef(typ) && (a.Username != "" || a.Password != "") {
+		v.add(p+".type", ErrInvalid, "username or password is set but auth type is %q (want basic)", typ)
+	}
+	for _, f := range []struct{ name, val string }{{"token", a.Token}, {"username", a.Username}, {"password", a.Password}} {
+		if !IsEnvRef(f.val) && hasControl(f.val) {
+			v.add(p+"."+f.name, ErrInvalid, "%s contains control characters", f.name)
+		}
+	}
+}
+
+func (v *validator) headerOp(p string, h *configv1.HeaderOp) {
+	if h == nil {
+		v.add(p, ErrInvalid, "header operation is empty")
+		return
+	}
+	switch {
+	case h.Op == "":
+		v.add(p+".op", ErrInvalid, "op is required (want %s)", choices(headerOps))
+	case IsEnvRef(h.Op):
+	case !oneOf(h.Op, headerOps):
+		v.add(p+".op", ErrInvalid, "unknown header op %q (want %s)", h.Op, choices(headerOps))
+	}
+	switch {
+	case h.Key == "":
+		v.add(p+".key", ErrInvalid, "key is required")
+	case IsEnvRef(h.Key):
+	case !isToken(h.Key):
+		v.add(p+".key", ErrInvalid, "%q is not a valid header name", h.Key)
+	}
+	if h.Op == "insert" || h.Op == "replace" {
+		if h.Value == "" {
+			v.add(p+".value", ErrInvalid, "value is required for %s", h.Op)
+		}
+	}
+	if !IsEnvRef(h.Value) && hasControl(strings.ReplaceAll(h.Value, "\t", "")) {
+		v.add(p+".value", ErrInvalid, "value contains control characters")
+	}
+}
+
+func (v *validator) breaker(p string, b *configv1.Breaker) {
+	if b == nil {
+		return
+	}
+	if b.Threshold != nil {
+		t := *b.Threshold
+		if math.IsNaN(t) || t < 0.01 || t > 1.0 {
+			v.add(p+".threshold", ErrInvalid, "threshold %v is out of range 0.01-1.0", t)
+		}
+	}
+	v.rangeU32(p+".cooldown", b.Cooldown, 1, 3600)
+	v.duration(p+".window", b.Window)
+	v.rangeU32(p+".min_requests", b.MinRequests, 1, 10000)
+	v.rangeU32(p+".half_open_probes", b.HalfOpenProbes, 1, 100)
+}
+
+func (v *validator) groups(list []*configv1.UpstreamGroup, upstreams map[string]int) map[string]int {
+	names := make(map[string]int, len(list))
+	for i, g := range list {
+		p := fmt.Sprintf("upstream_groups[%d]", i)
+		if g == nil {
+			v.add(p, ErrInvalid, "upstream group is empty")
+			continue
+		}
+		if v.name(p+".name", "upstream group", g.Name) {
+			if j, dup := names[g.Name]; dup {
+				v.add(p+".name", ErrDuplicate, "upstream group %q is already defined at upstream_groups[%d]", g.Name, j)
+			} else {
+				names[g.Name] = i
+			}
+		}
+		if len(g.Upstreams) == 0 {
+			v.add(p+".upstreams", ErrInvalid, "at least one upstream is required")
+		}
+		seen := make(map[string]int, len(g.Upstreams))
+		for j, m := range g.Upstreams {
+			mp := fmt.Sprintf("%s.upstreams[%d]", p, j)
+			if m == nil {
+				v.add(mp, ErrInvalid, "member is empty")
+				continue
+			}
+			v.ref(mp+".name", "upstream", m.Name, upstreams)
+			if m.Name != "" {
+				if k, dup := seen[m.Name]; dup {
+					v.add(mp+".name", ErrDuplicate, "upstream %q is already a member at %s.upstreams[%d]", m.Name, p, k)
+				} else {
+					seen[m.Name] = j
+				}
+			}
+			v.rangeU32(mp+".weight", m.Weight, 1, 65535)
+		}
+		if s := g.GetBalance().GetStrategy(); s != "" && !IsEnvRef(s) && !oneOf(s, strategies) {
+			v.add(p+".balance.strategy", ErrInvalid, "unknown strategy %q (want %s)", s, choices(strategies))
+		}
+		v.httpClient(p+".http_client", g.HttpClient)
+		v.concurrency(p+".concurrency", g.Concurrency)
+		v.cache(p+".cache", g.Cache)
+	}
+	return names
+}
+
+func (v *validator) httpClient(p string, hc *configv1.HttpClient) {
+	if hc == nil {
+		return
+	}
+	if hc.Agent != nil && !IsEnvRef(*hc.Agent) && hasControl(*hc.Agent) {
+		v.add(p+".agent", ErrInvalid, "agent contains control characters")
+	}
+	v.rangeU32(p+".keepalive", hc.Keepalive, 5, 600)
+	if t := hc.Timeout; t != nil {
+		v.rangeU32(p+".timeout.connect", t.Connect, 1, 120)
+		v.rangeU32(p+".timeout.request", t.Request, 1, 1200)
+		v.rangeU32(p+".timeout.idle", t.Idle, 5, 1800)
+	}
+	if r := hc.Retry; r != nil {
+		rp := p + ".retry"
+		v.rangeU32(rp+".attempts", r.Attempts, 1, 100)
+		v.rangeU32(rp+".initial", r.Initial, 100, 10000)
+		if d, ok := v.duration(rp+".max_backoff", r.MaxBackoff); ok && d > 0 {
+			initial := time.Duration(defaultRetryInitial) * time.Millisecond
+			if r.Initial != nil {
+				initial = time.Duration(*r.Initial) * time.Millisecond
+			}
+			if d < initial {
+				v.add(rp+".max_backoff", ErrInvalid, "max_backoff %s is shorter than initial %s", d, initial)
+			}
+		}
+		seen := make(map[string]int, len(r.RetryOn))
+		for j, item := range r.RetryOn {
+			ip := fmt.Sprintf("%s.retry_on[%d]", rp, j)
+			if IsEnvRef(item) {
+				continue
+			}
+			if !validRetryOn(item) {
+				v.add(ip, ErrInvalid, "%q is neither an HTTP status 100-599 nor one of %s", item, choices(retryWords))
+				continue
+			}
+			if k, dup := seen[item]; dup {
+				v.add(ip, ErrDuplicate, "%q is already listed at %s.retry_on[%d]", item, rp, k)
+			} else {
+				seen[item] = j
+			}
+		}
+	}
+	if px := hc.Proxy; px != nil {
+		v.proxyURL(p+".proxy.url", px.Url)
+	}
+}
+
+func validRetryOn(s string) bool {
+	if oneOf(s, retryWords) {
+		return true
+	}
+	if len(s) != 3 {
+		return false
+	}
+	n, err := strconv.Atoi(s)
+	return err == nil && n >= 100 && n <= 599
+}
+
+func (v *validator) proxyURL(p, raw string) {
+	if raw == "" {
+		v.add(p, ErrInvalid, "url is required")
+		return
+	}
+	if IsEnvRef(raw) {
+		return
+	}
+	u, err := url.Parse(raw)
+	switch {
+	case err != nil:
+		// The text may carry a password: do not echo it.
+		v.add(p, ErrInvalid, "invalid proxy url: %v", unwrapURLError(err))
+	case u.Scheme != "http" && u.Scheme != "https" && u.Scheme != "socks5" && u.Scheme != "socks5h":
+		v.add(p, ErrInvalid, "proxy url %q must be absolute with scheme http, https, socks5 or socks5h", u.Redacted())
+	case u.Hostname() == "":
+		v.add(p, ErrInvalid, "proxy url %q has no host", u.Redacted())
+	default:
+		v.port(p, u)
+	}
+}
+
+func (v *validator) concurrency(p string, cc *configv1.Concurrency) {
+	if cc == nil {
+		return
+	}
+	if cc.Max == nil {
+		v.add(p+".max", ErrInvalid, "max is required when concurrency is set")
+	} else {
+		v.rangeU32(p+".max", cc.Max, 1, 100000)
+	}
+	v.rangeU32(p+".queue", cc.Queue, 0, 1000000)
+	v.duration(p+".queue_timeout", cc.QueueTimeout)
+}
+
+func (v *validator) cache(p string, ca *configv1.Cache) {
+	if ca == nil {
+		return
+	}
+	if b := ca.Backend; b != "" && !IsEnvRef(b) && !oneOf(b, backends) {
+		v.add(p+".backend", ErrInvalid, "unknown cache backend %q (want %s)", b, choices(backends))
+	}
+	v.duration(p+".ttl", ca.Ttl)
+	v.rangeU32(p+".max_object_bytes", ca.MaxObjectBytes, 1, math.MaxUint32)
+	v.rangeU32(p+".max_bytes", ca.MaxBytes, 1, math.MaxUint32)
+	if ca.MaxObjectBytes != nil && ca.MaxBytes != nil && *ca.MaxObjectBytes > *ca.MaxBytes {
+		v.add(p+".max_object_bytes", ErrInvalid, "max_object_bytes %d is larger than max_bytes %d", *ca.MaxObjectBytes, *ca.MaxBytes)
+	}
+}
+
+// listener is a bound address of a forward or the admin listener.
+type listener struct {
+	path, who, addr string
+	port          uint32
+}
+
+func (v *validator) httpServer(hs *configv1.HttpServer, groups map[string]int) {
+	names := make(map[string]int, len(hs.Forwards))
+	var listeners []listener
+	for i, f := range hs.Forwards {
+		p := fmt.Sprintf("http_server.forwards[%d]", i)
+		if f == nil {
+			v.add(p, ErrInvalid, "forward is empty")
+			continue
+		}
+		if v.name(p+".name", "forward", f.Name) {
+			if j, dup := names[f.Name]; dup {
+				v.add(p+".name", ErrDuplicate, "forward %q is already defined at http_server.forwards[%d]", f.Name, j)
+			} else {
+				names[f.Name] = i
+			}
+		}
+		v.rangeU32(p+".port", f.Port, 1, 65535)
+		v.address(p+".address", f.Address)
+		v.ref(p+".default_group", "upstream group", f.DefaultGroup, groups)
+		v.routes(p, f.Routing, groups)
+		v.rateLimit(p+".ratelimit", f.Ratelimit)
+		if f.Timeout != nil {
+			v.rangeU32(p+".timeout.connect", f.Timeout.Connect, 1, 3600)
+		}
+		v.rangeU32(p+".max_body_bytes", f.MaxBodyBytes, 1, math.MaxUint32)
+		listeners = append(listeners, listener{
+			path: p + ".port", who: fmt.Sprintf("forward %q", f.Name),
+			addr: strOr(f.Address, defaultForwardAddress), port: u32Or(f.Port, defaultForwardPort),
+		})
+	}
+	if a := hs.Admin; a != nil {
+		v.rangeU32("http_server.admin.port", a.Port, 1, 65535)
+		v.address("http_server.admin.address", a.Address)
+		if a.Timeout != nil {
+			v.rangeU32("http_server.admin.timeout.connect", a.Timeout.Connect, 1, 3600)
+		}
+		listeners = append(listeners, listener{
+			path: "http_server.admin.port", who: "the admin listener",
+			addr: strOr(a.Address, defaultAdminAddress), port: u32Or(a.Port, defaultAdminPort),
+		})
+	}
+	v.listenerConflicts(listeners)
+}
+
+// listenerConflicts reports two listeners on one port whose addresses overlap (equal, or
+// one of them a wildcard). With SO_REUSEPORT both would bind and split the traffic.
+func (v *validator) listenerConflicts(ls []listener) {
+	for i := 1; i < len(ls); i++ {
+		for j := 0; j < i; j++ {
+			a, b := ls[i], ls[j]
+			if a.port != b.port || IsEnvRef(a.addr) || IsEnvRef(b.addr) {
+				continue
+			}
+			if a.addr == b.addr || isWildcard(a.addr) || isWildcard(b.addr) {
+				v.add(a.path, ErrDuplicate, "address %s conflicts with %s on %s",
+					net.JoinHostPort(a.addr, strconv.Itoa(int(a.port))), b.who, net.JoinHostPort(b.addr, strconv.Itoa(int(b.port))))
+				break
+			}
+		}
+	}
+}
+
+func isWildcard(addr string) bool {
+	if addr == "" {
+		return true
+	}
+	ip := net.ParseIP(addr)
+	return ip != nil && ip.IsUnspecified()
+}
+
+func (v *validator) address(p string, addr *string) {
+	if addr == nil || IsEnvRef(*addr) {
+		return
+	}
+	a := *addr
+	if a == "" {
+		v.add(p, ErrInvalid, "address is empty")
+		return
+	}
+	if net.ParseIP(a) == nil && !isHostname(a) {
+		v.add(p, ErrInvalid, "%q is neither an IP address nor a host name", a)
+	}
+}
+
+func (v *validator) routes(fp string, routes []*configv1.Route, groups map[string]int) {
+	seen := make(map[string]int, len(routes))
+	for j, r := range routes {
+		p := fmt.Sprintf("%s.routing[%d]", fp, j)
+		if r == nil {
+			v.add(p, ErrInvalid, "route is empty")
+			continue
+		}
+		switch {
+		case r.Path == "":
+			v.add(p+".path", ErrInvalid, "path is required")
+		case IsEnvRef(r.Path):
+			v.add(p+".path", ErrInvalid, "path cannot be an environment reference")
+		default:
+			if err := parseRoutePattern(r.Path); err != nil {
+				v.add(p+".path", ErrInvalid, "invalid path pattern %q: %v", r.Path, err)
+			}
+			if k, dup := seen[r.Path]; dup {
+				v.add(p+".path", ErrDuplicate, "duplicate route path %q (first at %s.routing[%d])", r.Path, fp, k)
+			} else {
+				seen[r.Path] = j
+			}
+		}
+		v.ref(p+".target_group", "upstream group", r.TargetGroup, groups)
+		if r.Model != "" && !IsEnvRef(r.Model) {
+			if _, err := path.Match(r.Model, ""); err != nil {
+				v.add(p+".model", ErrInvalid, "invalid model glob %q: %v", r.Model, err)
+			}
+		}
+		for _, k := range sortedKeys(r.Headers) {
+			if !isToken(k) {
+				v.add(fmt.Sprintf("%s.headers[%q]", p, k), ErrInvalid, "%q is not a valid header name", k)
+			}
+		}
+		mseen := make(map[string]int, len(r.Methods))
+		for k, m := range r.Methods {
+			mp := fmt.Sprintf("%s.methods[%d]", p, k)
+			switch {
+			case IsEnvRef(m):
+			case !isToken(m):
+				v.add(mp, ErrInvalid, "%q is not a valid HTTP method", m)
+			default:
+				if first, dup := mseen[m]; dup {
+					v.add(mp, ErrDuplicate, "method %q is already listed at %s.methods[%d]", m, p, first)
+				} else {
+					mseen[m] = k
+				}
+			}
+		}
+	}
+}
+
+func (v *validator) rateLimit(p string, rl *configv1.RateLimit) {
+	if rl == nil {
+		return
+	}
+	v.rangeU32(p+".per_second", rl.PerSecond, 1, 10000)
+	v.rangeU32(p+".burst", rl.Burst, 1, 20000)
+	switch k := rl.Key; {
+	case k == "", k == "ip", IsEnvRef(k):
+	case strings.HasPrefix(k, "header:"):
+		if name := strings.TrimPrefix(k, "header:"); !isToken(name) {
+			v.add(p+".key", ErrInvalid, "%q is not a valid header name", name)
+		}
+	default:
+		v.add(p+".key", ErrInvalid, "unknown rate limit key %q (want ip or header:NAME)", k)
+	}
+	if s := rl.Scope; s != "" && !IsEnvRef(s) && !oneOf(s, rateScopes) {
+		v.add(p+".scope", ErrInvalid, "unknown scope %q (want %s)", s, choices(rateScopes))
+	}
+}
+
+func (v *validator) rangeU32(p string, val *uint32, lo, hi uint32) {
+	if val != nil && (*val < lo || *val > hi) {
+		v.add(p, ErrInvalid, "%d is out of range %d-%d", *val, lo, hi)
+	}
+}
+
+// duration checks one of our duration strings: empty (default) or a positive Go duration.
+func (v *validator) duration(p, s string) (time.Duration, bool) {
+	if s == "" || IsEnvRef(s) {
+		return 0, false
+	}
+	d, err := time.ParseDuration(s)
+	switch {
+	case err != nil:
+		v.add(p, ErrInvalid, "invalid duration %q (want a number with a unit, e.g. \"500ms\", \"10s\")", s)
+		return 0, false
+	case d <= 0:
+		v.add(p, ErrInvalid, "duration %q must be positive", s)
+		return 0, false
+	}
+	return d, true
+}
