@@ -1,0 +1,99 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/llmproxy-go/llmproxy/controlplane/redact"
+)
+
+// AdminHandler returns the admin endpoints: /health, /ready, /metrics and /config.
+func (s *Server) AdminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /health", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case s.draining.Load():
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "shutting down"})
+		case s.opts.Holder.Load() == nil:
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "no config applied"})
+		default:
+			writeJSON(w, http.StatusOK, map[string]string{"status": "ready", "revision": revisionOf(s.opts.Holder.Load())})
+		}
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.opts.Metrics, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /config", s.serveConfig)
+	return mux
+}
+
+// serveConfig answers {"revision":…,"config":{…}} with the applied config in proto field
+// names, secrets redacted; 503 before the first config.
+func (s *Server) serveConfig(w http.ResponseWriter, r *http.Request) {
+	rt := s.opts.Holder.Load()
+	if rt == nil {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "no config applied"})
+		return
+	}
+	cfg := sourceOf(rt)
+	var raw json.RawMessage = []byte("{}")
+	if cfg != nil {
+		b, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(redact.Config(cfg))
+		if err != nil {
+			writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
+			return
+		}
+		raw = b
+	}
+	writeJSON(w, http.StatusOK, struct {
+		Revision string          `json:"revision"`
+		Config   json.RawMessage `json:"config"`
+	}{revisionOf(rt), raw})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// StartAdmin opens the admin listener on addr (SO_REUSEPORT, like the forwards) and serves
+// AdminHandler on it until Shutdown. It returns the bound address. It may be called once.
+func (s *Server) StartAdmin(addr string) (string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return "", ErrClosed
+	}
+	if s.admin != nil {
+		return "", errors.New("start admin: already started")
+	}
+	lc := net.ListenConfig{Control: reusePort}
+	ln, err := lc.Listen(context.Background(), "tcp", addr)
+	if err != nil {
+		return "", fmt.Errorf("open admin listener on %s: %w", addr, err)
+	}
+	s.admin = &http.Server{
+		Handler:           s.AdminHandler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       defaultIdleTimeout,
+	}
+	srv := s.admin
+	// Not in s.wg: Shutdown waits for the forwards first and closes the admin server last.
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error("admin listener failed", "addr", addr, "err", err)
+		}
+	}()
+	s.log.Info("admin listening", "addr", ln.Addr().String())
+	return ln.Addr().String(), nil
+}
