@@ -1,0 +1,335 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// Report is everything one run measured. Ratios compare the proxy with nginx of the same run.
+type Report struct {
+	When        time.Time          `json:"when"`
+	Machine     string             `json:"machine"`
+	FixedRate   []FixedRateRow     `json:"fixed_rate"`
+	Saturation  []SaturationRow    `json:"saturation"`
+	ProxyCost   *ProxyCost         `json:"proxy_cost,omitempty"`
+	Streaming   []StreamRow        `json:"streaming"`
+	IdleStreams []IdleRow          `json:"idle_streams"`
+	Propagation []PropagationRow   `json:"propagation"`
+	Errors      []string           `json:"errors,omitempty"`
+	Extra       map[string]float64 `json:"extra,omitempty"`
+}
+
+// FixedRateRow is one open-loop step against one target.
+type FixedRateRow struct {
+	Rate   int    `json:"rate"`
+	Target string `json:"target"`
+	Latency
+	AddedP50 Millis  `json:"added_p50_ms"` // over direct
+	AddedP99 Millis  `json:"added_p99_ms"`
+	VsNginx  float64 `json:"added_vs_nginx,omitempty"` // proxy's added p50 / nginx's added p50
+	RSSMB    float64 `json:"rss_mb,omitempty"`
+}
+
+// SaturationRow is one closed-loop run against one target.
+type SaturationRow struct {
+	Target string `json:"target"`
+	Saturation
+	VsNginx float64 `json:"vs_nginx,omitempty"`
+}
+
+// ProxyCost is the proxy's CPU and memory under saturation.
+type ProxyCost struct {
+	CPUSecPer1k float64 `json:"cpu_seconds_per_1000_requests"`
+	NginxCPU    float64 `json:"nginx_cpu_seconds_per_1000_requests,omitempty"`
+	PeakRSSMB   float64 `json:"peak_rss_mb"`
+}
+
+// StreamRow is the streaming measurement against one target.
+type StreamRow struct {
+	Target string `json:"target"`
+	Stream
+	AddedTTFB Millis `json:"added_ttfb_p50_ms"`
+	AddedGap  Millis `json:"added_gap_p99_ms"`
+}
+
+// IdleRow is the memory cost of idle open streams in the proxy.
+type IdleRow struct {
+	Streams        int     `json:"streams"`
+	Opened         int     `json:"opened"`
+	KiBPerStream   float64 `json:"kib_per_stream"`
+	RSSBeforeMB    float64 `json:"rss_before_mb"`
+	RSSWithOpenMB  float64 `json:"rss_open_mb"`
+	NginxKiBPerStr float64 `json:"nginx_kib_per_stream,omitempty"`
+}
+
+// PropagationRow is the config propagation measurement for one fleet size.
+type PropagationRow struct {
+	Proxies    int     `json:"proxies"`
+	Upstreams  int     `json:"upstreams"`
+	Writes     int     `json:"writes"`
+	P50        Millis  `json:"p50_ms"`
+	P99        Millis  `json:"p99_ms"`
+	Max        Millis  `json:"max_ms"`
+	CPCPUSec   float64 `json:"controlplane_cpu_seconds"`
+	CPPeakRSS  float64 `json:"controlplane_peak_rss_mb"`
+	InitialSec float64 `json:"initial_sync_seconds"`
+}
+
+// PropagationFunc measures config propagation to n simulated proxies; set by propagation.go.
+var PropagationFunc func(ctx context.Context, o Options, n int) (PropagationRow, error)
+
+// Run measures everything and returns the report.
+func Run(ctx context.Context, o Options) (*Report, error) {
+	r := &Report{When: time.Now().UTC(), Machine: machine(), Extra: map[string]float64{}}
+	limit := RaiseFileLimit(65536)
+	env, err := StartEnv(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	defer env.Stop()
+	nginx, haveNginx := env.Target("nginx")
+	proxy, _ := env.Target("proxy")
+
+	// Warm every path: connections, pools, JIT-free but cache-warm.
+	for _, t := range env.Targets {
+		Saturate(t.URL, 8, 500*time.Millisecond)
+	}
+
+	// 1. Fixed rate, open loop.
+	for _, rate := range o.Rates {
+		rows := map[string]*FixedRateRow{}
+		for _, t := range env.Targets {
+			l := FixedRate(t.URL, rate, o.Duration)
+			row := &FixedRateRow{Rate: rate, Target: t.Name, Latency: l}
+			if t.Proc != nil {
+				rss, _, _ := Memory(t.Proc.Pid())
+				row.RSSMB = float64(rss) / (1 << 20)
+			}
+			rows[t.Name] = row
+			o.Log.Info("fixed rate", "rate", rate, "target", t.Name, "p50_ms", l.P50, "p99_ms", l.P99, "errors", l.Errors)
+		}
+		d := rows["direct"]
+		for _, t := range env.Targets {
+			row := rows[t.Name]
+			if t.Name != "direct" {
+				row.AddedP50 = row.P50 - d.P50
+				row.AddedP99 = row.P99 - d.P99
+			}
+			r.FixedRate = append(r.FixedRate, *row)
+		}
+		if haveNginx {
+			p, n := &r.FixedRate[len(r.FixedRate)-1], rows["nginx"]
+			if n.AddedP50 > 0 {
+				p.VsNginx = float64(p.AddedP50) / float64(n.AddedP50)
+			}
+		}
+	}
+
+	// 2. Saturation, closed loop, with the proxy's CPU cost.
+	sat := map[string]Saturation{}
+	var cpu = map[string]float64{}
+	for _, t := range env.Targets {
+		var before float64
+		if t.Proc != nil {
+			before, _ = CPUSeconds(t.Proc.Pid())
+		}
+		s := Saturate(t.URL, o.Conc, o.Duration)
+		if t.Proc != nil {
+			after, _ := CPUSeconds(t.Proc.Pid())
+			if s.Requests > 0 {
+				cpu[t.Name] = (after - before) / float64(s.Requests) * 1000
+			}
+		}
+		sat[t.Name] = s
+		o.Log.Info("saturation", "target", t.Name, "rps", int(s.RPS), "errors", s.Errors)
+	}
+	for _, t := range env.Targets {
+		row := SaturationRow{Target: t.Name, Saturation: sat[t.Name]}
+		if haveNginx && t.Name == "proxy" && sat["nginx"].RPS > 0 {
+			row.VsNginx = sat["proxy"].RPS / sat["nginx"].RPS
+		}
+		r.Saturation = append(r.Saturation, row)
+	}
+	_, peak, _ := Memory(env.Proxy.Pid())
+	r.ProxyCost = &ProxyCost{CPUSecPer1k: cpu["proxy"], NginxCPU: cpu["nginx"], PeakRSSMB: float64(peak) / (1 << 20)}
+
+	// 3. Streaming: time to first byte and gaps between chunks.
+	var ds Stream
+	for _, t := range env.Targets {
+		s := Streams(t.URL, 40, 10, 10, 20*time.Millisecond)
+		row := StreamRow{Target: t.Name, Stream: s}
+		if t.Name == "direct" {
+			ds = s
+		} else {
+			row.AddedTTFB = s.TTFB50 - ds.TTFB50
+			row.AddedGap = s.Gap99 - ds.Gap99
+		}
+		r.Streaming = append(r.Streaming, row)
+		o.Log.Info("streaming", "target", t.Name, "ttfb_p50_ms", s.TTFB50, "gap_p99_ms", s.Gap99, "errors", s.Errors)
+	}
+
+	// Idle open streams: memory per stream in the proxy (and nginx).
+	for _, n := range o.Idle {
+		if uint64(n)*3+1000 > limit {
+			r.Errors = append(r.Errors, fmt.Sprintf("idle streams %d: open-file limit %d is too low", n, limit))
+			continue
+		}
+		row := IdleRow{Streams: n}
+		for _, t := range []Target{proxy, nginx} {
+			if t.Proc == nil {
+				continue
+			}
+			rssBefore, _, _ := Memory(t.Proc.Pid())
+			var rssOpen int64
+			opened, err := IdleStreams(ctx, t.URL, n, 2*time.Minute, func() (int, error) { return mockInFlight(env.MockAddr) },
+				func() { rssOpen, _, _ = Memory(t.Proc.Pid()) })
+			if err != nil {
+				r.Errors = append(r.Errors, fmt.Sprintf("idle streams %d via %s: %v", n, t.Name, err))
+				continue
+			}
+			per := float64(rssOpen-rssBefore) / float64(n) / 1024
+			if t.Name == "proxy" {
+				row.Opened, row.KiBPerStream = opened, per
+				row.RSSBeforeMB, row.RSSWithOpenMB = float64(rssBefore)/(1<<20), float64(rssOpen)/(1<<20)
+			} else {
+				row.NginxKiBPerStr = per
+			}
+			o.Log.Info("idle streams", "target", t.Name, "streams", n, "kib_per_stream", int(per))
+			// Let the upstream see the cancellations before the next step.
+			waitMockIdle(env.MockAddr, 30*time.Second)
+		}
+		r.IdleStreams = append(r.IdleStreams, row)
+	}
+	env.Stop()
+
+	// 4. Config propagation to a simulated fleet.
+	if PropagationFunc != nil {
+		for _, n := range o.Fleet {
+			row, err := PropagationFunc(ctx, o, n)
+			if err != nil {
+				r.Errors = append(r.Errors, fmt.Sprintf("propagation to %d proxies: %v", n, err))
+				continue
+			}
+			r.Propagation = append(r.Propagation, row)
+			o.Log.Info("propagation", "proxies", n, "p50_ms", row.P50, "p99_ms", row.P99)
+		}
+	}
+	return r, nil
+}
+
+func mockInFlight(addr string) (int, error) {
+	resp, err := http.Get("http://" + addr + "/_mock/stats")
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	var s map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
+		return 0, err
+	}
+	for _, k := range []string{"in_flight", "inflight", "current"} {
+		if v, ok := s[k].(float64); ok {
+			return int(v), nil
+		}
+	}
+	return 0, fmt.Errorf("mock stats carry no in-flight count: %v", s)
+}
+
+func waitMockIdle(addr string, d time.Duration) {
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		if n, err := mockInFlight(addr); err == nil && n == 0 {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func machine() string {
+	b, _ := os.ReadFile("/proc/cpuinfo")
+	model := ""
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "model name") {
+			model = strings.TrimSpace(strings.SplitN(l, ":", 2)[1])
+			break
+		}
+	}
+	return fmt.Sprintf("%s, %d CPUs", model, numCPU())
+}
+
+// Print writes the report as tables.
+func (r *Report) Print(w io.Writer) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(w, "LLMProxy for Go benchmark, %s, %s\n\n", r.When.Format(time.RFC3339), r.Machine)
+	fmt.Fprintln(w, "1. Fixed rate (open loop, non-streaming chat completions); added = over direct")
+	fmt.Fprintln(tw, "rate/s\ttarget\tp50 ms\tp90 ms\tp99 ms\tadded p50\tadded p99\tvs nginx\terrors\tRSS MB\t")
+	for _, x := range r.FixedRate {
+		fmt.Fprintf(tw, "%d\t%s\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f\t%s\t%d\t%s\t\n", x.Rate, x.Target, x.P50, x.P90, x.P99,
+			x.AddedP50, x.AddedP99, ratio(x.VsNginx), x.Errors, mb(x.RSSMB))
+	}
+	tw.Flush()
+	fmt.Fprintln(w, "\n2. Saturation (closed loop)")
+	fmt.Fprintln(tw, "target\treq/s\terrors\tvs nginx\t")
+	for _, x := range r.Saturation {
+		fmt.Fprintf(tw, "%s\t%.0f\t%d\t%s\t\n", x.Target, x.RPS, x.Errors, ratio(x.VsNginx))
+	}
+	tw.Flush()
+	if c := r.ProxyCost; c != nil {
+		fmt.Fprintf(w, "proxy: %.3f CPU s per 1000 requests (nginx %.3f), peak RSS %.1f MB\n", c.CPUSecPer1k, c.NginxCPU, c.PeakRSSMB)
+	}
+	fmt.Fprintln(w, "\n3. Streaming (10 chunks, 20 ms apart)")
+	fmt.Fprintln(tw, "target\tTTFB p50\tTTFB p99\tgap p50\tgap p99\tadded TTFB\tadded gap p99\terrors\t")
+	for _, x := range r.Streaming {
+		fmt.Fprintf(tw, "%s\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f\t%d\t\n", x.Target, x.TTFB50, x.TTFB99, x.Gap50, x.Gap99, x.AddedTTFB, x.AddedGap, x.Errors)
+	}
+	tw.Flush()
+	fmt.Fprintln(tw, "idle streams\tproxy KiB/stream\tnginx KiB/stream\tproxy RSS before MB\tproxy RSS open MB\t")
+	for _, x := range r.IdleStreams {
+		fmt.Fprintf(tw, "%d\t%.1f\t%.1f\t%.1f\t%.1f\t\n", x.Streams, x.KiBPerStream, x.NginxKiBPerStr, x.RSSBeforeMB, x.RSSWithOpenMB)
+	}
+	tw.Flush()
+	fmt.Fprintln(w, "\n4. Config propagation (admin write → every simulated proxy applied it)")
+	fmt.Fprintln(tw, "proxies\tupstreams\twrites\tp50 ms\tp99 ms\tmax ms\tCP CPU s\tCP peak RSS MB\tinitial sync s\t")
+	for _, x := range r.Propagation {
+		fmt.Fprintf(tw, "%d\t%d\t%d\t%.1f\t%.1f\t%.1f\t%.2f\t%.1f\t%.2f\t\n", x.Proxies, x.Upstreams, x.Writes, x.P50, x.P99, x.Max, x.CPCPUSec, x.CPPeakRSS, x.InitialSec)
+	}
+	tw.Flush()
+	for _, e := range r.Errors {
+		fmt.Fprintf(w, "error: %s\n", e)
+	}
+}
+
+// Save writes the report as JSON into dir and returns the path.
+func (r *Report) Save(dir string) (string, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	p := filepath.Join(dir, "bench-"+r.When.Format("20060102-150405")+".json")
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return "", err
+	}
+	return p, os.WriteFile(p, b, 0o644)
+}
+
+func ratio(x float64) string {
+	if x == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.2fx", x)
+}
+
+func mb(x float64) string {
+	if x == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.1f", x)
+}

@@ -1,0 +1,79 @@
+// Command benchharness runs the benchmarks behind `make bench`: mockllm direct, nginx as a
+// plain keepalive reverse proxy (when installed) and llmproxy side by side on loopback, plus
+// config propagation to a simulated fleet. It prints one table and writes the JSON report
+// under bench/out/. Every load step is bounded in time and everything started is stopped.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/llmproxy-go/llmproxy/e2e/bench"
+)
+
+func main() {
+	var (
+		binDir = flag.String("bin", "bin", "directory with the built binaries")
+		out    = flag.String("out", "bench/out", "directory for the JSON report")
+		dur    = flag.Duration("duration", 5*time.Second, "length of each load step")
+		rates  = flag.String("rates", "500,1000,2000", "fixed-rate steps, requests per second")
+		conc   = flag.Int("concurrency", 32, "closed-loop concurrency")
+		idle   = flag.String("idle", "1000,10000", "idle open stream counts")
+		fleet  = flag.String("fleet", "100,500", "simulated proxy counts for propagation")
+	)
+	flag.Parse()
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	work, err := os.MkdirTemp("", "llmproxy-bench-")
+	if err != nil {
+		fatal(err)
+	}
+	defer os.RemoveAll(work)
+	_ = os.Chmod(work, 0o755)
+
+	o := bench.Options{
+		BinDir: *binDir, WorkDir: work, Duration: *dur, Conc: *conc, Log: log,
+		Rates: ints(*rates), Idle: ints(*idle), Fleet: ints(*fleet),
+	}
+	start := time.Now()
+	r, err := bench.Run(ctx, o)
+	if err != nil {
+		fatal(err)
+	}
+	r.Print(os.Stdout)
+	p, err := r.Save(*out)
+	if err != nil {
+		fatal(err)
+	}
+	fmt.Printf("\nreport: %s (took %s)\n", p, time.Since(start).Round(time.Second))
+}
+
+func ints(s string) []int {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		n, err := strconv.Atoi(f)
+		if err != nil {
+			fatal(fmt.Errorf("not a number: %q", f))
+		}
+		out = append(out, n)
+	}
+	return out
+}
+
+func fatal(err error) {
+	fmt.Fprintln(os.Stderr, "benchharness:", err)
+	os.Exit(1)
+}
