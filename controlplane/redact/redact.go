@@ -281,4 +281,3 @@ func restoreURL(next, prev string) (string, bool) {
 	}
 	return scheme + "://" + user + ":" + *oldPass + "@" + rest, true
 }
-

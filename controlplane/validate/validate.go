@@ -12,15 +12,15 @@ import (
 	"unicode/utf8"
 
 	configv1 "github.com/llmproxy-go/llmproxy/gen/llmproxy/config/v1"
+	"github.com/llmproxy-go/llmproxy/proxy/router"
 )
 
-// parseRoutePattern checks a route path's syntax. It is proxy/router's parser, so the
-// control plane accepts exactly the patterns every proxy can compile.
-var parseRoutePattern = func(p string) error {
-	if !strings.HasPrefix(p, "/") {
-		return fmt.Errorf("must start with \"/\"")
-	}
-	return nil
+// ParseRoutePattern checks the syntax of a route path pattern with proxy/router's parser,
+// so the control plane accepts exactly the patterns every proxy can compile. The error
+// reads `invalid route pattern "<p>": <reason>`.
+func ParseRoutePattern(p string) error {
+	_, err := router.ParsePattern(p)
+	return err
 }
 
 // Valid values of the enumerations the model spells as strings.
@@ -410,7 +410,7 @@ func (v *validator) cache(p string, ca *configv1.Cache) {
 // listener is a bound address of a forward or the admin listener.
 type listener struct {
 	path, who, addr string
-	port          uint32
+	port            uint32
 }
 
 func (v *validator) httpServer(hs *configv1.HttpServer, groups map[string]int) {
@@ -511,8 +511,8 @@ func (v *validator) routes(fp string, routes []*configv1.Route, groups map[strin
 		case IsEnvRef(r.Path):
 			v.add(p+".path", ErrInvalid, "path cannot be an environment reference")
 		default:
-			if err := parseRoutePattern(r.Path); err != nil {
-				v.add(p+".path", ErrInvalid, "invalid path pattern %q: %v", r.Path, err)
+			if err := ParseRoutePattern(r.Path); err != nil {
+				v.add(p+".path", ErrInvalid, "%v", err)
 			}
 			if k, dup := seen[r.Path]; dup {
 				v.add(p+".path", ErrDuplicate, "duplicate route path %q (first at %s.routing[%d])", r.Path, fp, k)
@@ -526,9 +526,17 @@ func (v *validator) routes(fp string, routes []*configv1.Route, groups map[strin
 				v.add(p+".model", ErrInvalid, "invalid model glob %q: %v", r.Model, err)
 			}
 		}
+		hseen := make(map[string]string, len(r.Headers))
 		for _, k := range sortedKeys(r.Headers) {
-			if !isToken(k) {
-				v.add(fmt.Sprintf("%s.headers[%q]", p, k), ErrInvalid, "%q is not a valid header name", k)
+			hp := fmt.Sprintf("%s.headers[%q]", p, k)
+			canon := strings.ToLower(k)
+			switch first, dup := hseen[canon]; {
+			case !isToken(k):
+				v.add(hp, ErrInvalid, "%q is not a valid header name", k)
+			case dup:
+				v.add(hp, ErrDuplicate, "header %q is already matched as %q (header names ignore case)", k, first)
+			default:
+				hseen[canon] = k
 			}
 		}
 		mseen := make(map[string]int, len(r.Methods))
@@ -539,10 +547,10 @@ func (v *validator) routes(fp string, routes []*configv1.Route, groups map[strin
 			case !isToken(m):
 				v.add(mp, ErrInvalid, "%q is not a valid HTTP method", m)
 			default:
-				if first, dup := mseen[m]; dup {
+				if first, dup := mseen[strings.ToUpper(m)]; dup {
 					v.add(mp, ErrDuplicate, "method %q is already listed at %s.methods[%d]", m, p, first)
 				} else {
-					mseen[m] = k
+					mseen[strings.ToUpper(m)] = k
 				}
 			}
 		}
