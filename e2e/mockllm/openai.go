@@ -1,0 +1,136 @@
+package mockllm
+
+import (
+	"encoding/json"
+	"hash/fnv"
+	"math"
+	"net/http"
+	"strconv"
+	"time"
+)
+
+// appendChatCompletion appends a chat.completion object.
+func appendChatCompletion(b []byte, id uint64, created int64, model []byte, chunks, pad int, u usage) []byte {
+	b = append(b, `{"id":"chatcmpl-mock-`...)
+	b = strconv.AppendUint(b, id, 10)
+	b = append(b, `","object":"chat.completion","created":`...)
+	b = strconv.AppendInt(b, created, 10)
+	b = append(b, `,"model":`...)
+	b = append(b, model...)
+	b = append(b, `,"system_fingerprint":"fp_mockllm","choices":[{"index":0,"message":{"role":"assistant","content":"`...)
+	b = appendContent(b, chunks, pad)
+	b = append(b, `","refusal":null},"logprobs":null,"finish_reason":"stop"}],`...)
+	b = appendOpenAIUsage(b, u)
+	return append(b, '}')
+}
+
+func appendOpenAIUsage(b []byte, u usage) []byte {
+	b = append(b, `"usage":{"prompt_tokens":`...)
+	b = strconv.AppendInt(b, int64(u.prompt), 10)
+	b = append(b, `,"completion_tokens":`...)
+	b = strconv.AppendInt(b, int64(u.completion), 10)
+	b = append(b, `,"total_tokens":`...)
+	b = strconv.AppendInt(b, int64(u.prompt+u.completion), 10)
+	return append(b, '}')
+}
+
+// appendChunkHead appends the start of a chat.completion.chunk SSE event, up to "choices":.
+func appendChunkHead(b []byte, id uint64, created int64, model []byte) []byte {
+	b = append(b, `data: {"id":"chatcmpl-mock-`...)
+	b = strconv.AppendUint(b, id, 10)
+	b = append(b, `","object":"chat.completion.chunk","created":`...)
+	b = strconv.AppendInt(b, created, 10)
+	b = append(b, `,"model":`...)
+	b = append(b, model...)
+	return append(b, `,"system_fingerprint":"fp_mockllm","choices":`...)
+}
+
+// streamChat answers a chat completion as OpenAI's SSE stream.
+func (s *Server) streamChat(w http.ResponseWriter, r *http.Request, out *outcome, status int, p plan, info requestInfo, u usage, id uint64) {
+	now := time.Now().Unix()
+	sw := s.startStream(w, r, out, status)
+	buf := getBuf()
+	defer putBuf(buf)
+	ok := sendChunks(sw, out, p, buf, func(i int, b []byte) []byte {
+		b = appendChunkHead(b, id, now, info.model)
+		b = append(b, `[{"index":0,"delta":{`...)
+		if i == 0 {
+			b = append(b, `"role":"assistant",`...)
+		}
+		b = append(b, `"content":`...)
+		b = appendJSONString(b, word(i))
+		return append(b, "},\"logprobs\":null,\"finish_reason\":null}]}\n\n"...)
+	})
+	if !ok {
+		return
+	}
+	b := appendChunkHead((*buf)[:0], id, now, info.model)
+	if p.chunks == 0 {
+		b = append(b, `[{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":"stop"}]}`+"\n\n"...)
+	} else {
+		b = append(b, `[{"index":0,"delta":{},"logprobs":null,"finish_reason":"stop"}]}`+"\n\n"...)
+	}
+	if info.includeUsage {
+		b = appendChunkHead(b, id, now, info.model)
+		b = append(b, `[],`...)
+		b = appendOpenAIUsage(b, u)
+		b = append(b, "}\n\n"...)
+	}
+	b = append(b, "data: [DONE]\n\n"...)
+	*buf = b
+	if sw.send(b) {
+		out.complete = true
+	}
+}
+
+// serveEmbeddings answers one deterministic 8-dimensional vector per input. It is not on the
+// benchmark path, so it decodes the request with encoding/json.
+func (s *Server) serveEmbeddings(w http.ResponseWriter, out *outcome, status int, p plan, body []byte) {
+	var req struct {
+		Model json.RawMessage `json:"model"`
+		Input json.RawMessage `json:"input"`
+	}
+	if err := json.Unmarshal(body, &req); err != nil || len(req.Input) == 0 {
+		s.writeError(w, out, false, http.StatusBadRequest, "mockllm: embeddings need a JSON body with \"input\"", "")
+		return
+	}
+	inputs := []json.RawMessage{req.Input}
+	var list []json.RawMessage
+	if json.Unmarshal(req.Input, &list) == nil && len(list) > 0 && list[0][0] != '-' && (list[0][0] < '0' || list[0][0] > '9') {
+		inputs = list // a list of inputs, not one list of token ids
+	}
+	model := []byte(req.Model)
+	if len(model) == 0 || model[0] != '"' {
+		model = defaultModel
+	}
+	b := append([]byte(nil), `{"object":"list","data":[`...)
+	for i, in := range inputs {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"object":"embedding","index":`...)
+		b = strconv.AppendInt(b, int64(i), 10)
+		b = append(b, `,"embedding":[`...)
+		h := fnv.New64a()
+		_, _ = h.Write(in)
+		seed := h.Sum64()
+		for d := 0; d < 8; d++ {
+			if d > 0 {
+				b = append(b, ',')
+			}
+			seed = seed*6364136223846793005 + 1442695040888963407
+			v := float64(int64(seed>>11)%2000-1000) / 1000
+			b = strconv.AppendFloat(b, math.Round(v*1e6)/1e6, 'f', -1, 64)
+		}
+		b = append(b, "]}"...)
+	}
+	prompt := max(1, len(req.Input)/4)
+	b = append(b, `],"model":`...)
+	b = append(b, model...)
+	b = append(b, `,"usage":{"prompt_tokens":`...)
+	b = strconv.AppendInt(b, int64(prompt), 10)
+	b = append(b, `,"total_tokens":`...)
+	b = strconv.AppendInt(b, int64(prompt), 10)
+	b = append(b, "}}"...)
+	s.writeBody(w, out, status, p.breakAfter, "application/json", b)
+}
