@@ -86,8 +86,10 @@ type Store interface {
 	// The channel has a buffer of one and coalesces: when the receiver is
 	// slow, older pending values are replaced by the newest one, so values
 	// received are strictly increasing but not every revision is seen. A
-	// receiver should Load after each value. The channel is closed when ctx
-	// is done or the Store is closed. Any number of watchers may exist.
+	// receiver should Load after each value and ignore revisions it already
+	// has: a value may name a revision committed shortly before Watch was
+	// called. The channel is closed when ctx is done or the Store is closed.
+	// Any number of watchers may exist; Watch never blocks.
 	Watch(ctx context.Context) <-chan uint64
 
 	// Close stops background work, closes every Watch channel and releases
