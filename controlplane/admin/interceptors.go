@@ -103,9 +103,9 @@ func (m *Metrics) UnaryInterceptor() grpc.UnaryServerInterceptor {
 	}
 }
 
-// LoggingInterceptor returns a unary interceptor that logs AdminService calls: failures at
-// warn (internal ones at error), successes at debug (the service itself logs every committed
-// change at info). It logs the method, code, duration and error message, never metadata
+// LoggingInterceptor returns a unary interceptor that logs AdminService calls: successes at
+// debug (the service itself logs every committed change at info), refusals caused by the
+// request at info, internal failures at error, anything else at warn. It logs the method, code, duration and error message, never metadata
 // (which may hold the admin token).
 func LoggingInterceptor(log *slog.Logger) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
@@ -117,10 +117,14 @@ func LoggingInterceptor(log *slog.Logger) grpc.UnaryServerInterceptor {
 		_, method := splitMethod(info.FullMethod)
 		code := status.Code(err)
 		level := slog.LevelDebug
-		switch {
-		case code == codes.Internal || code == codes.Unknown:
+		switch code {
+		case codes.OK:
+		case codes.InvalidArgument, codes.NotFound, codes.AlreadyExists, codes.FailedPrecondition,
+			codes.Aborted, codes.Unauthenticated, codes.Canceled:
+			level = slog.LevelInfo // the caller's mistake or choice
+		case codes.Internal, codes.Unknown, codes.DataLoss:
 			level = slog.LevelError
-		case err != nil:
+		default:
 			level = slog.LevelWarn
 		}
 		attrs := []slog.Attr{

@@ -115,19 +115,29 @@ func prepare(cur *configv1.Config, wholeConfig bool, ch change) (*configv1.Confi
 // (secrets in clear; callers redact what they return).
 func (s *Server) commit(ctx context.Context, op string, expected *uint64, ch change) (uint64, *configv1.Config, error) {
 	var stored *configv1.Config
-	rev, err := s.store.Update(ctx, expected, func(_ uint64, cur *configv1.Config) (*configv1.Config, error) {
-		next, err := prepare(cur, false, ch)
+	var prevRev uint64
+	rev, err := s.store.Update(ctx, expected, func(cur uint64, cfg *configv1.Config) (*configv1.Config, error) {
+		next, err := prepare(cfg, false, ch)
 		if err != nil {
 			return nil, err
 		}
-		stored = next
+		stored, prevRev = next, cur
 		return next, nil
 	})
 	if err != nil {
 		return 0, nil, s.toStatus(ctx, op, err)
 	}
-	s.log.InfoContext(ctx, "config changed", "op", op, "revision", rev)
+	s.logCommit(ctx, op, prevRev, rev)
 	return rev, stored, nil
+}
+
+// logCommit logs a committed change at info, a write that changed nothing at debug.
+func (s *Server) logCommit(ctx context.Context, op string, prev, rev uint64) {
+	if rev == prev {
+		s.log.DebugContext(ctx, "config unchanged", "op", op, "revision", rev)
+		return
+	}
+	s.log.InfoContext(ctx, "config changed", "op", op, "revision", rev)
 }
 
 // ---- upstreams ----
@@ -681,13 +691,15 @@ func (s *Server) ApplyConfig(ctx context.Context, req *adminv1.ApplyConfigReques
 		setHeaders(ctx, rev, 0)
 		return &adminv1.ApplyConfigResponse{Revision: rev, DryRun: true}, nil
 	}
-	rev, err := s.store.Update(ctx, req.ExpectedRevision, func(_ uint64, cur *configv1.Config) (*configv1.Config, error) {
-		return prepare(cur, true, replace)
+	var prevRev uint64
+	rev, err := s.store.Update(ctx, req.ExpectedRevision, func(cur uint64, cfg *configv1.Config) (*configv1.Config, error) {
+		prevRev = cur
+		return prepare(cfg, true, replace)
 	})
 	if err != nil {
 		return nil, s.toStatus(ctx, "apply config", err)
 	}
-	s.log.InfoContext(ctx, "config changed", "op", "apply config", "revision", rev)
+	s.logCommit(ctx, "apply config", prevRev, rev)
 	setHeaders(ctx, rev, 0)
 	return &adminv1.ApplyConfigResponse{Revision: rev}, nil
 }
