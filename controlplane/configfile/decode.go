@@ -541,6 +541,11 @@ func Load(path string) (*configv1.Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
+	return load(path, data)
+}
+
+// load is Load on data already read; path names the file in messages.
+func load(path string, data []byte) (*configv1.Config, error) {
 	c, pos, err := decode(path, data)
 	if err != nil {
 		return nil, err
