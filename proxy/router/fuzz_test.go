@@ -2,6 +2,8 @@ package router
 
 import (
 	"net/http"
+	"path"
+	"strings"
 	"testing"
 )
 
@@ -60,6 +62,23 @@ func FuzzMatch(f *testing.F) {
 		}
 		if target == 1 && !pat.Match(path) {
 			t.Fatalf("rule 1 won but %q does not match %q", p1, path)
+		}
+	})
+}
+
+// FuzzGlob checks the model glob against path.Match, which it must equal on names
+// without "/" (where the two differ by design).
+func FuzzGlob(f *testing.F) {
+	f.Add("gpt-4*", "gpt-4o")
+	f.Add("[a-c]?*", "bert")
+	f.Add(`\*[^x]`, "*y")
+	f.Fuzz(func(t *testing.T, glob, name string) {
+		if checkGlob(glob) != nil || strings.Contains(name, "/") || strings.Contains(glob, "/") {
+			return
+		}
+		want, _ := path.Match(glob, name)
+		if got := globMatch(glob, name); got != want {
+			t.Fatalf("globMatch(%q, %q) = %v; path.Match says %v", glob, name, got, want)
 		}
 	})
 }

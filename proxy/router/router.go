@@ -40,6 +40,7 @@ type rule struct {
 	methods []string
 	target  int
 	order   int // declaration index
+	rank    int // position among dynamic rules in priority order (0 = best)
 }
 
 // conditions reports whether the request satisfies the rule's model, header and method
@@ -77,18 +78,27 @@ func (r *rule) conditions(method string, h http.Header, model string) bool {
 
 // Router maps requests to targets. It is immutable once built and safe for concurrent
 // use; build a new one when the configuration changes.
+//
+// Fully static patterns are found with one map lookup. Dynamic patterns hang in a trie
+// keyed by their leading literal segments ("/v1/:x/*" under "v1"); Match walks the
+// request path down that trie and, at each node on the way, tries only the rules whose
+// literal prefix is exactly that far, best rank first. A rule outranked by the best match
+// found so far is never tried, so the result is the same as trying every rule in priority
+// order, at the cost of a few map lookups.
 type Router struct {
 	defaultTarget int
 	needsModel    bool
 	// static holds fully static patterns by path, rules in declaration order.
 	static map[string][]*rule
-	// byFirst holds, for each literal first segment used by a dynamic pattern, the dynamic
-	// rules that can match a path starting with it (that literal or a non-literal first
-	// segment), in priority order.
-	byFirst map[string][]*rule
-	// generic holds the dynamic rules whose first segment is not a literal, in priority
-	// order: the candidates for a path whose first segment is not in byFirst.
-	generic []*rule
+	// root is the trie of dynamic rules.
+	root *node
+}
+
+// node is a trie node: the dynamic rules whose literal prefix ends here, best rank
+// first, and the children by next literal segment.
+type node struct {
+	rules    []*rule
+	children map[string]*node
 }
 
 // New compiles rules into a Router; defaultTarget is what Match returns when no rule
@@ -98,7 +108,7 @@ func New(rules []Rule, defaultTarget int) (*Router, error) {
 	r := &Router{
 		defaultTarget: defaultTarget,
 		static:        map[string][]*rule{},
-		byFirst:       map[string][]*rule{},
+		root:          &node{},
 	}
 	var dynamic []*rule
 	for i, in := range rules {
@@ -134,21 +144,24 @@ func New(rules []Rule, defaultTarget int) (*Router, error) {
 		}
 	}
 	slices.SortStableFunc(dynamic, func(a, b *rule) int { return comparePriority(a, b) })
-	for _, ru := range dynamic {
-		if s := ru.pat.segs[0]; s.kind == segStatic {
-			r.byFirst[s.lit] = nil
-		} else {
-			r.generic = append(r.generic, ru)
-		}
-	}
-	for first := range r.byFirst {
-		var list []*rule
-		for _, ru := range dynamic {
-			if s := ru.pat.segs[0]; s.kind != segStatic || s.lit == first {
-				list = append(list, ru)
+	for rank, ru := range dynamic {
+		ru.rank = rank
+		n := r.root
+		for _, s := range ru.pat.segs {
+			if s.kind != segStatic {
+				break
 			}
+			child := n.children[s.lit]
+			if child == nil {
+				if n.children == nil {
+					n.children = map[string]*node{}
+				}
+				child = &node{}
+				n.children[s.lit] = child
+			}
+			n = child
 		}
-		r.byFirst[first] = list
+		n.rules = append(n.rules, ru) // ranks ascend: the list stays in priority order
 	}
 	return r, nil
 }
@@ -179,8 +192,8 @@ func (r *Router) NeedsModel() bool { return r.needsModel }
 // Match returns the target of the best rule (by priority) whose pattern matches path and
 // whose conditions hold, and that rule's pattern; or the default target and "" when no
 // rule matches. path is the request path without its query; "" is treated as "/". h may
-// be nil. Match does not allocate (regex parameters aside, which allocate only when
-// regexp needs a fresh matcher).
+// be nil. Match does not allocate (regexp keeps its matchers in a pool, so a regex
+// parameter allocates only when the pool is cold).
 func (r *Router) Match(method, path string, h http.Header, model string) (target int, pattern string) {
 	if path == "" {
 		path = "/"
@@ -190,20 +203,34 @@ func (r *Router) Match(method, path string, h http.Header, model string) (target
 			return ru.target, ru.pat.raw
 		}
 	}
-	cands := r.generic
-	if len(r.byFirst) > 0 && len(path) > 0 && path[0] == '/' {
-		first := path[1:]
-		if i := strings.IndexByte(first, '/'); i >= 0 {
-			first = first[:i]
+	var best *rule
+	n, pos := r.root, 0
+	for {
+		for _, ru := range n.rules {
+			if best != nil && ru.rank > best.rank {
+				break
+			}
+			if ru.pat.match(path) && ru.conditions(method, h, model) {
+				best = ru
+				break
+			}
 		}
-		if list, ok := r.byFirst[first]; ok {
-			cands = list
+		if n.children == nil || pos >= len(path) || path[pos] != '/' {
+			break
 		}
+		end := strings.IndexByte(path[pos+1:], '/')
+		if end < 0 {
+			end = len(path)
+		} else {
+			end += pos + 1
+		}
+		if n = n.children[path[pos+1:end]]; n == nil {
+			break
+		}
+		pos = end
 	}
-	for _, ru := range cands {
-		if ru.pat.match(path) && ru.conditions(method, h, model) {
-			return ru.target, ru.pat.raw
-		}
+	if best != nil {
+		return best.target, best.pat.raw
 	}
 	return r.defaultTarget, ""
 }

@@ -3,8 +3,10 @@ package router
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/http"
 	"path"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -391,3 +393,80 @@ func BenchmarkMatchStatic(b *testing.B)   { benchMatch(b, "/v1/static/25/complet
 func BenchmarkMatchParam(b *testing.B)    { benchMatch(b, "/v1/param25/abc/completions") }
 func BenchmarkMatchRegex(b *testing.B)    { benchMatch(b, "/v1/regex25/12345") }
 func BenchmarkMatchWildcard(b *testing.B) { benchMatch(b, "/v1/wild25/a/b/c") }
+
+// TestMatchAgainstReference compares Match with the obvious implementation (try every
+// rule in priority order) on random rule sets and paths.
+func TestMatchAgainstReference(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	segs := []string{"v1", "v2", "chat", "a", ":p", "{r:[0-9]+}", "{s:v[0-9]}", "*", "1", ""}
+	pathSegs := []string{"v1", "v2", "chat", "a", "1", "42", "x", ""}
+	randPath := func(from []string, max int) string {
+		var b strings.Builder
+		for range 1 + rng.IntN(max) {
+			b.WriteString("/")
+			b.WriteString(from[rng.IntN(len(from))])
+		}
+		return b.String()
+	}
+	hits := 0
+	for round := range 300 {
+		var rules []Rule
+		var pats []*Pattern
+		for i := range 1 + rng.IntN(12) {
+			p, err := ParsePattern(randPath(segs, 4))
+			if err != nil {
+				continue
+			}
+			ru := Rule{Path: p.String(), Target: i}
+			if rng.IntN(4) == 0 {
+				ru.Methods = []string{"POST"}
+			}
+			rules = append(rules, ru)
+			pats = append(pats, p)
+		}
+		r, err := New(rules, -1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Reference: static rules in declaration order, then dynamic by comparePriority.
+		order := make([]int, len(rules))
+		for i := range order {
+			order[i] = i
+		}
+		cmpRule := func(a, b int) int {
+			sa, sb := pats[a].IsStatic(), pats[b].IsStatic()
+			switch {
+			case sa && !sb:
+				return -1
+			case sb && !sa:
+				return 1
+			case sa && sb:
+				return a - b
+			}
+			return comparePriority(&rule{pat: pats[a], order: a}, &rule{pat: pats[b], order: b})
+		}
+		slices.SortStableFunc(order, cmpRule)
+		for range 30 {
+			path := randPath(pathSegs, 5)
+			method := []string{"GET", "POST"}[rng.IntN(2)]
+			want, wantPat := -1, ""
+			for _, i := range order {
+				if pats[i].Match(path) && (rules[i].Methods == nil || method == "POST") {
+					want, wantPat = rules[i].Target, rules[i].Path
+					break
+				}
+			}
+			got, gotPat := r.Match(method, path, nil, "")
+			if want >= 0 {
+				hits++
+			}
+			if got != want || gotPat != wantPat {
+				t.Fatalf("round %d: rules %v: Match(%s %q) = %d %q; reference says %d %q",
+					round, rules, method, path, got, gotPat, want, wantPat)
+			}
+		}
+	}
+	if hits < 500 {
+		t.Errorf("only %d of 9000 paths matched a rule; the test exercises too little", hits)
+	}
+}
