@@ -106,8 +106,11 @@ func (m *Metrics) UnaryInterceptor() grpc.UnaryServerInterceptor {
 // LoggingInterceptor returns a unary interceptor that logs AdminService calls: successes at
 // debug (the service itself logs every committed change at info), refusals caused by the
 // request at info, internal failures at error, anything else at warn. It logs the method, code, duration and error message, never metadata
-// (which may hold the admin token).
+// (which may hold the admin token). A nil log discards.
 func LoggingInterceptor(log *slog.Logger) grpc.UnaryServerInterceptor {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 		if !IsAdminMethod(info.FullMethod) {
 			return handler(ctx, req)
