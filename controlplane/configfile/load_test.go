@@ -194,8 +194,8 @@ upstream_groups:
   - {name: g, upstreams: [{name: a}]}
   - {name: g, upstreams: [{name: a}]}
 `, []string{
-			`config.yaml:9:12: upstream_groups[1].name: upstream group "g" is already defined at upstream_groups[0]`,
 			`config.yaml:5:14: http_server.forwards[1].name: forward "f" is already defined at http_server.forwards[0]`,
+			`config.yaml:9:12: upstream_groups[1].name: upstream group "g" is already defined at upstream_groups[0]`,
 		}},
 		{"dangling references", `
 http_server:
@@ -212,9 +212,9 @@ upstream_groups:
       - name: a
       - name: x
 `, []string{
-			`config.yaml:14:15: upstream_groups[0].upstreams[1].name: upstream "x" is not defined`,
 			`config.yaml:5:22: http_server.forwards[0].default_group: upstream group "nope" is not defined`,
 			`config.yaml:8:25: http_server.forwards[0].routing[0].target_group: upstream group "missing" is not defined`,
+			`config.yaml:14:15: upstream_groups[0].upstreams[1].name: upstream "x" is not defined`,
 		}},
 		{"bearer without token", `
 upstreams:
@@ -367,6 +367,12 @@ upstream_groups:
     concurrency: {queue: 5}
     cache: {backend: disk, ttl: 5}
 `, []string{
+			`config.yaml:5:13: http_server.forwards[0].port: 0 is out of range 1-65535`,
+			`config.yaml:7:31: http_server.forwards[0].ratelimit.per_second: 10001 is out of range 1-10000`,
+			`config.yaml:7:45: http_server.forwards[0].ratelimit.burst: 0 is out of range 1-20000`,
+			`config.yaml:7:53: http_server.forwards[0].ratelimit.key: unknown rate limit key "cookie" (want ip or header:NAME)`,
+			`config.yaml:7:68: http_server.forwards[0].ratelimit.scope: unknown scope "cluster" (want local or global)`,
+			`config.yaml:8:26: http_server.forwards[0].timeout.connect: 0 is out of range 1-3600`,
 			`config.yaml:14:18: upstream_groups[0].http_client.keepalive: 0 is out of range 5-600`,
 			`config.yaml:15:26: upstream_groups[0].http_client.timeout.connect: 121 is out of range 1-120`,
 			`config.yaml:15:40: upstream_groups[0].http_client.timeout.request: 1201 is out of range 1-1200`,
@@ -376,12 +382,6 @@ upstream_groups:
 			`config.yaml:17:18: upstream_groups[0].concurrency.max: max is required when concurrency is set`,
 			`config.yaml:18:22: upstream_groups[0].cache.backend: unknown cache backend "disk" (want memory or redis)`,
 			`config.yaml:18:33: upstream_groups[0].cache.ttl: invalid duration "5" (want a number with a unit, e.g. "500ms", "10s")`,
-			`config.yaml:5:13: http_server.forwards[0].port: 0 is out of range 1-65535`,
-			`config.yaml:7:31: http_server.forwards[0].ratelimit.per_second: 10001 is out of range 1-10000`,
-			`config.yaml:7:45: http_server.forwards[0].ratelimit.burst: 0 is out of range 1-20000`,
-			`config.yaml:7:53: http_server.forwards[0].ratelimit.key: unknown rate limit key "cookie" (want ip or header:NAME)`,
-			`config.yaml:7:68: http_server.forwards[0].ratelimit.scope: unknown scope "cluster" (want local or global)`,
-			`config.yaml:8:26: http_server.forwards[0].timeout.connect: 0 is out of range 1-3600`,
 		}},
 		{"listener conflict", `
 http_server:
@@ -475,11 +475,11 @@ upstream_groups:
 		t.Fatalf("got %d errors; want 5:\n%v", len(fes), err)
 	}
 	wantPaths := []string{
+		"http_server.forwards[0].default_group",
 		"upstreams[0].auth.token",
 		"upstreams[0].breaker.threshold",
 		"upstreams[1].name",
 		"upstream_groups[0].upstreams[0].weight",
-		"http_server.forwards[0].default_group",
 	}
 	for i, fe := range fes {
 		if fe.Path != wantPaths[i] {

@@ -1,6 +1,7 @@
 package validate
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"net"
@@ -45,12 +46,23 @@ func Validate(c *configv1.Config) error {
 	}
 	v := &validator{}
 	v.checkEnvRefs(c)
+	envErrs := v.errs.errs
+	// Names are collected before the forwards that reference them are checked; errors are
+	// reported in the order of the file: http_server, upstreams, upstream_groups.
+	v.errs.errs = nil
 	upstreams := v.upstreams(c.GetUpstreams())
+	upstreamErrs := v.errs.errs
+	v.errs.errs = nil
 	groups := v.groups(c.GetUpstreamGroups(), upstreams)
+	groupErrs := v.errs.errs
+	v.errs.errs = nil
 	if hs := c.GetHttpServer(); hs != nil {
 		v.httpServer(hs, groups)
 	}
-	return v.errs.err()
+	all := append(envErrs, v.errs.errs...)
+	all = append(all, upstreamErrs...)
+	all = append(all, groupErrs...)
+	return errors.Join(all...)
 }
 
 type validator struct {

@@ -1,0 +1,378 @@
+package validate
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+
+	configv1 "github.com/llmproxy-go/llmproxy/gen/llmproxy/config/v1"
+	"google.golang.org/protobuf/proto"
+)
+
+// valid returns a small valid configuration.
+func valid() *configv1.Config {
+	return &configv1.Config{
+		HttpServer: &configv1.HttpServer{Forwards: []*configv1.Forward{{
+			Name: "main", DefaultGroup: "g",
+			Routing: []*configv1.Route{{Path: "/v1/chat/completions", TargetGroup: "g"}},
+		}}},
+		Upstreams: []*configv1.Upstream{{Name: "a", Url: "https://api.openai.com/v1",
+			Auth: &configv1.Auth{Type: "bearer", Token: "${env:OPENAI_API_KEY}"}}},
+		UpstreamGroups: []*configv1.UpstreamGroup{{Name: "g", Upstreams: []*configv1.UpstreamRef{{Name: "a"}}}},
+	}
+}
+
+func TestValidateValid(t *testing.T) {
+	for name, c := range map[string]*configv1.Config{
+		"nil":   nil,
+		"empty": {},
+		"small": valid(),
+	} {
+		t.Run(name, func(t *testing.T) {
+			if err := Validate(c); err != nil {
+				t.Fatalf("Validate: %v", err)
+			}
+			ApplyDefaults(c)
+			if err := Validate(c); err != nil {
+				t.Fatalf("Validate after defaults: %v", err)
+			}
+		})
+	}
+}
+
+func TestValidate(t *testing.T) {
+	tests := []struct {
+		name   string
+		mutate func(c *configv1.Config)
+		want   []string
+		kind   error
+	}{
+		{"names required", func(c *configv1.Config) {
+			c.Upstreams[0].Name = ""
+			c.UpstreamGroups[0].Name = ""
+			c.HttpServer.Forwards[0].Name = ""
+		}, []string{
+			`http_server.forwards[0].name: forward name is required`,
+			`http_server.forwards[0].default_group: upstream group "g" is not defined`,
+			`http_server.forwards[0].routing[0].target_group: upstream group "g" is not defined`,
+			`upstreams[0].name: upstream name is required`,
+			`upstream_groups[0].name: upstream group name is required`,
+			`upstream_groups[0].upstreams[0].name: upstream "a" is not defined`,
+		}, ErrInvalid},
+		{"bad names", func(c *configv1.Config) {
+			c.Upstreams[0].Name = "a/b"
+			c.UpstreamGroups[0].Name = " g"
+			c.HttpServer.Forwards[0].Name = "${env:NAME}"
+		}, []string{
+			`http_server.forwards[0].name: forward name cannot be an environment reference`,
+			`http_server.forwards[0].default_group: upstream group "g" is not defined`,
+			`http_server.forwards[0].routing[0].target_group: upstream group "g" is not defined`,
+			`upstreams[0].name: upstream name "a/b" must not contain "/"`,
+			`upstream_groups[0].name: upstream group name " g" has leading or trailing spaces`,
+			`upstream_groups[0].upstreams[0].name: upstream "a" is not defined`,
+		}, ErrInvalid},
+		{"duplicate member", func(c *configv1.Config) {
+			c.UpstreamGroups[0].Upstreams = append(c.UpstreamGroups[0].Upstreams, &configv1.UpstreamRef{Name: "a"})
+		}, []string{`upstream_groups[0].upstreams[1].name: upstream "a" is already a member at upstream_groups[0].upstreams[0]`}, ErrDuplicate},
+		{"dangling member", func(c *configv1.Config) {
+			c.UpstreamGroups[0].Upstreams[0].Name = "x"
+		}, []string{`upstream_groups[0].upstreams[0].name: upstream "x" is not defined`}, ErrReference},
+		{"token without bearer", func(c *configv1.Config) {
+			c.Upstreams[0].Auth = &configv1.Auth{Token: "t"}
+		}, []string{`upstreams[0].auth.token: token is set but auth type is "none" (want bearer)`}, ErrInvalid},
+		{"basic with colon and control chars", func(c *configv1.Config) {
+			c.Upstreams[0].Auth = &configv1.Auth{Type: "basic", Username: "a:b", Password: "x\ny"}
+		}, []string{
+			`upstreams[0].auth.username: username must not contain ":" (RFC 7617)`,
+			`upstreams[0].auth.password: password contains control characters`,
+		}, ErrInvalid},
+		{"basic with empty password is fine", func(c *configv1.Config) {
+			c.Upstreams[0].Auth = &configv1.Auth{Type: "basic", Username: "u"}
+		}, nil, nil},
+		{"env refs skip format checks", func(c *configv1.Config) {
+			c.Upstreams[0].Url = "${env:UPSTREAM_URL}"
+			c.HttpServer.Forwards[0].Address = proto.String("${env:BIND}")
+			c.UpstreamGroups[0].HttpClient = &configv1.HttpClient{Proxy: &configv1.OutboundProxy{Url: "${env:HTTPS_PROXY}"}}
+		}, nil, nil},
+		{"route details", func(c *configv1.Config) {
+			r := c.HttpServer.Forwards[0].Routing[0]
+			r.Headers = map[string]string{"X-Tenant": "a", "x-tenant": "b", "bad name": "c"}
+			r.Methods = []string{"POST", "post"}
+			r.Model = "gpt-4*"
+		}, []string{
+			`http_server.forwards[0].routing[0].headers["bad name"]: "bad name" is not a valid header name`,
+			`http_server.forwards[0].routing[0].headers["x-tenant"]: header "x-tenant" is already matched as "X-Tenant" (header names ignore case)`,
+			`http_server.forwards[0].routing[0].methods[1]: method "post" is already listed at http_server.forwards[0].routing[0].methods[0]`,
+		}, ErrInvalid},
+		{"path as env ref", func(c *configv1.Config) {
+			c.HttpServer.Forwards[0].Routing[0].Path = "${env:P}"
+		}, []string{`http_server.forwards[0].routing[0].path: path cannot be an environment reference`}, ErrInvalid},
+		{"ratelimit header key", func(c *configv1.Config) {
+			c.HttpServer.Forwards[0].Ratelimit = &configv1.RateLimit{Key: "header:"}
+		}, []string{`http_server.forwards[0].ratelimit.key: "" is not a valid header name`}, ErrInvalid},
+		{"address", func(c *configv1.Config) {
+			c.HttpServer.Forwards[0].Address = proto.String("not an address")
+		}, []string{`http_server.forwards[0].address: "not an address" is neither an IP address nor a host name`}, ErrInvalid},
+		{"max_backoff shorter than initial", func(c *configv1.Config) {
+			c.UpstreamGroups[0].HttpClient = &configv1.HttpClient{Retry: &configv1.Retry{Initial: proto.Uint32(1000), MaxBackoff: "500ms"}}
+		}, []string{`upstream_groups[0].http_client.retry.max_backoff: max_backoff 500ms is shorter than initial 1s`}, ErrInvalid},
+		{"cache sizes", func(c *configv1.Config) {
+			c.UpstreamGroups[0].Cache = &configv1.Cache{MaxObjectBytes: proto.Uint32(10), MaxBytes: proto.Uint32(5)}
+		}, []string{`upstream_groups[0].cache.max_object_bytes: max_object_bytes 10 is larger than max_bytes 5`}, ErrInvalid},
+		{"concurrency bounds", func(c *configv1.Config) {
+			c.UpstreamGroups[0].Concurrency = &configv1.Concurrency{Max: proto.Uint32(0), QueueTimeout: "0s"}
+		}, []string{
+			`upstream_groups[0].concurrency.max: 0 is out of range 1-100000`,
+			`upstream_groups[0].concurrency.queue_timeout: duration "0s" must be positive`,
+		}, ErrInvalid},
+		{"nil elements", func(c *configv1.Config) {
+			c.Upstreams = append(c.Upstreams, nil)
+			c.UpstreamGroups[0].Upstreams = append(c.UpstreamGroups[0].Upstreams, nil)
+		}, []string{`upstreams[1]: upstream is empty`, `upstream_groups[0].upstreams[1]: member is empty`}, ErrInvalid},
+		{"nan threshold", func(c *configv1.Config) {
+			nan := 0.0
+			nan /= nan
+			c.Upstreams[0].Breaker = &configv1.Breaker{Threshold: &nan}
+		}, []string{`upstreams[0].breaker.threshold: threshold NaN is out of range 0.01-1.0`}, ErrInvalid},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := valid()
+			tt.mutate(c)
+			err := Validate(c)
+			var got []string
+			for _, fe := range Errors(err) {
+				got = append(got, fe.Error())
+			}
+			if strings.Join(got, "\n") != strings.Join(tt.want, "\n") {
+				t.Fatalf("got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(tt.want, "\n"))
+			}
+			if tt.kind != nil && !errors.Is(err, tt.kind) {
+				t.Errorf("errors.Is(err, %v) is false", tt.kind)
+			}
+			// Defaults never change the verdict.
+			ApplyDefaults(c)
+			if again := Validate(c); fmt.Sprint(again) != fmt.Sprint(err) {
+				t.Errorf("after ApplyDefaults:\n%v\nbefore:\n%v", again, err)
+			}
+		})
+	}
+}
+
+func TestFieldError(t *testing.T) {
+	fe := &FieldError{Path: "upstreams[0].name", Kind: ErrDuplicate, Msg: `upstream "a" is already defined`}
+	if got, want := fe.Error(), `upstreams[0].name: upstream "a" is already defined`; got != want {
+		t.Errorf("Error() = %q; want %q", got, want)
+	}
+	if !errors.Is(fe, ErrDuplicate) || errors.Is(fe, ErrReference) {
+		t.Error("errors.Is does not follow Kind")
+	}
+	if (&FieldError{Kind: ErrInvalid, Msg: "m"}).Error() != "m" {
+		t.Error("empty path should print the message only")
+	}
+	other := &FieldError{Path: "p", Kind: ErrReference, Msg: "m"}
+	joined := errors.Join(fe, fmt.Errorf("file.yaml:3:4: %w", other), errors.New("plain"))
+	wrapped := fmt.Errorf("load config: %w", joined)
+	got := Errors(wrapped)
+	if len(got) != 3 || got[0] != fe || got[1] != other || got[2].Msg != "plain" || got[2].Kind != ErrInvalid {
+		t.Errorf("Errors flattened wrongly: %v", got)
+	}
+	if Errors(nil) != nil {
+		t.Error("Errors(nil) should be nil")
+	}
+	var as *FieldError
+	if !errors.As(wrapped, &as) || as != fe {
+		t.Error("errors.As does not find the first field error")
+	}
+}
+
+func TestApplyDefaults(t *testing.T) {
+	c := &configv1.Config{
+		HttpServer: &configv1.HttpServer{
+			Forwards: []*configv1.Forward{{Name: "f", DefaultGroup: "g", Ratelimit: &configv1.RateLimit{}}},
+			Admin:    &configv1.Admin{},
+		},
+		Upstreams: []*configv1.Upstream{{Name: "u", Url: "http://u"}},
+		UpstreamGroups: []*configv1.UpstreamGroup{{
+			Name: "g", Upstreams: []*configv1.UpstreamRef{{Name: "u"}},
+			HttpClient:  &configv1.HttpClient{Stream: proto.Bool(false), Retry: &configv1.Retry{}},
+			Concurrency: &configv1.Concurrency{Max: proto.Uint32(4)},
+			Cache:       &configv1.Cache{},
+		}},
+	}
+	ApplyDefaults(c)
+	want := &configv1.Config{
+		HttpServer: &configv1.HttpServer{
+			Forwards: []*configv1.Forward{{
+				Name: "f", DefaultGroup: "g", Port: proto.Uint32(3000), Address: proto.String("0.0.0.0"), MaxBodyBytes: proto.Uint32(10485760),
+				Timeout:   &configv1.ServerTimeout{Connect: proto.Uint32(10)},
+				Ratelimit: &configv1.RateLimit{Enabled: proto.Bool(false), PerSecond: proto.Uint32(100), Burst: proto.Uint32(200), Key: "ip", Scope: "local"},
+			}},
+			Admin: &configv1.Admin{Port: proto.Uint32(9000), Address: proto.String("127.0.0.1"), Timeout: &configv1.ServerTimeout{Connect: proto.Uint32(10)}},
+		},
+		Upstreams: []*configv1.Upstream{{
+			Name: "u", Url: "http://u", Auth: &configv1.Auth{Type: "none"},
+			Breaker: &configv1.Breaker{Threshold: proto.Float64(0.5), Cooldown: proto.Uint32(30), Window: "10s", MinRequests: proto.Uint32(5), HalfOpenProbes: proto.Uint32(1)},
+		}},
+		UpstreamGroups: []*configv1.UpstreamGroup{{
+			Name:      "g",
+			Upstreams: []*configv1.UpstreamRef{{Name: "u", Weight: proto.Uint32(1)}},
+			Balance:   &configv1.Balance{Strategy: "roundrobin"},
+			HttpClient: &configv1.HttpClient{
+				Agent: proto.String("LLMProxy/1.0"), Keepalive: proto.Uint32(60), Stream: proto.Bool(false),
+				Timeout: &configv1.ClientTimeout{Connect: proto.Uint32(10), Request: proto.Uint32(300), Idle: proto.Uint32(60)},
+				Retry:   &configv1.Retry{Attempts: proto.Uint32(3), Initial: proto.Uint32(500), MaxBackoff: "10s", RetryOn: []string{"connect_error", "timeout", "429", "502", "503", "504"}},
+			},
+			Concurrency: &configv1.Concurrency{Max: proto.Uint32(4), Queue: proto.Uint32(0), DropExcess: proto.Bool(false), QueueTimeout: "30s"},
+			Cache:       &configv1.Cache{Enabled: proto.Bool(false), Backend: "memory", Ttl: "5m", MaxObjectBytes: proto.Uint32(1048576), MaxBytes: proto.Uint32(67108864), Shared: proto.Bool(false)},
+		}},
+	}
+	if !proto.Equal(c, want) {
+		t.Errorf("got\n%v\nwant\n%v", c, want)
+	}
+	again := proto.Clone(c).(*configv1.Config)
+	ApplyDefaults(again)
+	if !proto.Equal(again, c) {
+		t.Error("ApplyDefaults is not idempotent")
+	}
+	if err := Validate(c); err != nil {
+		t.Errorf("defaults are not valid: %v", err)
+	}
+	ApplyDefaults(nil)
+	empty := &configv1.Config{}
+	ApplyDefaults(empty)
+	if !proto.Equal(empty, &configv1.Config{}) {
+		t.Errorf("defaults added blocks to an empty config: %v", empty)
+	}
+}
+
+func TestEnvRefs(t *testing.T) {
+	for _, tt := range []struct {
+		s     string
+		isRef bool
+		name  string
+		ok    bool
+	}{
+		{"${env:OPENAI_API_KEY}", true, "OPENAI_API_KEY", true},
+		{"${env:_x1}", true, "_x1", true},
+		{"${env:1X}", true, "1X", false},
+		{"${env:A-B}", true, "A-B", false},
+		{"${env:}", true, "", false},
+		{"Bearer ${env:X}", false, "", false},
+		{"${env:X", false, "", false},
+		{"", false, "", false},
+	} {
+		if got := IsEnvRef(tt.s); got != tt.isRef {
+			t.Errorf("IsEnvRef(%q) = %v; want %v", tt.s, got, tt.isRef)
+		}
+		if name, ok := EnvRefName(tt.s); name != tt.name || ok != tt.ok {
+			t.Errorf("EnvRefName(%q) = %q, %v; want %q, %v", tt.s, name, ok, tt.name, tt.ok)
+		}
+	}
+}
+
+func TestResolveEnv(t *testing.T) {
+	c := valid()
+	c.Upstreams[0].Headers = []*configv1.HeaderOp{{Op: "insert", Key: "x-api-key", Value: "${env:MISSING}"}}
+	c.HttpServer.Forwards[0].Routing[0].Headers = map[string]string{"X-Tenant": "${env:TENANT}"}
+	c.UpstreamGroups[0].HttpClient = &configv1.HttpClient{
+		Agent: proto.String("${env:AGENT}"),
+		Retry: &configv1.Retry{RetryOn: []string{"502", "${env:RETRY}"}},
+		Proxy: &configv1.OutboundProxy{Url: "${env:bad-name}"},
+	}
+	env := map[string]string{"OPENAI_API_KEY": "sk-1", "TENANT": "acme", "AGENT": "", "RETRY": "timeout"}
+	err := ResolveEnv(c, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	var got []string
+	for _, fe := range Errors(err) {
+		got = append(got, fe.Error())
+		if !errors.Is(fe, ErrInvalid) {
+			t.Errorf("%v is not ErrInvalid", fe)
+		}
+	}
+	want := []string{
+		`upstreams[0].headers[0].value: environment variable MISSING is not set`,
+		`upstream_groups[0].http_client.proxy.url: "bad-name" is not a valid environment variable name`,
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	checks := []struct{ what, got, want string }{
+		{"token", c.Upstreams[0].Auth.Token, "sk-1"},
+		{"route header", c.HttpServer.Forwards[0].Routing[0].Headers["X-Tenant"], "acme"},
+		{"agent (set but empty)", c.UpstreamGroups[0].HttpClient.GetAgent(), ""},
+		{"retry_on", strings.Join(c.UpstreamGroups[0].HttpClient.Retry.RetryOn, ","), "502,timeout"},
+		{"unresolved stays", c.Upstreams[0].Headers[0].Value, "${env:MISSING}"},
+	}
+	for _, ch := range checks {
+		if ch.got != ch.want {
+			t.Errorf("%s: got %q; want %q", ch.what, ch.got, ch.want)
+		}
+	}
+	if c.UpstreamGroups[0].HttpClient.Agent == nil {
+		t.Error("agent presence lost")
+	}
+	if err := ResolveEnv(nil, nil); err != nil {
+		t.Errorf("ResolveEnv(nil) = %v", err)
+	}
+}
+
+func TestCheckSupported(t *testing.T) {
+	c := valid()
+	c.HttpServer.Forwards[0].Ratelimit = &configv1.RateLimit{Scope: "global"}
+	c.UpstreamGroups[0].Cache = &configv1.Cache{Enabled: proto.Bool(true)}
+	c.UpstreamGroups = append(c.UpstreamGroups, &configv1.UpstreamGroup{Name: "h", Upstreams: []*configv1.UpstreamRef{{Name: "a"}},
+		Cache: &configv1.Cache{Enabled: proto.Bool(false)}})
+	if err := Validate(c); err != nil {
+		t.Fatalf("the model accepts every feature: %v", err)
+	}
+	features := []Feature{
+		{Field: "upstream_groups.cache.enabled", Value: "true", Reason: "response caching is not implemented"},
+		{Field: "http_server.forwards.ratelimit.scope", Value: "global", Reason: "global rate limits need Redis"},
+		{Field: "upstream_groups.concurrency", Reason: "concurrency limits are not implemented"},
+	}
+	err := CheckSupported(c, features)
+	var got []string
+	for _, fe := range Errors(err) {
+		got = append(got, fe.Error())
+		if !errors.Is(fe, ErrNotSupported) {
+			t.Errorf("%v is not ErrNotSupported", fe)
+		}
+	}
+	want := []string{
+		`http_server.forwards[0].ratelimit.scope: global rate limits need Redis`,
+		`upstream_groups[0].cache.enabled: response caching is not implemented`,
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if err := CheckSupported(c, nil); err != nil {
+		t.Errorf("no features: %v", err)
+	}
+}
+
+func TestUsers(t *testing.T) {
+	c := valid()
+	if got := UpstreamUsers(c, "a"); strings.Join(got, ",") != "upstream_groups[0].upstreams[0].name" {
+		t.Errorf("UpstreamUsers = %v", got)
+	}
+	if got := GroupUsers(c, "g"); strings.Join(got, ",") != "http_server.forwards[0].default_group,http_server.forwards[0].routing[0].target_group" {
+		t.Errorf("GroupUsers = %v", got)
+	}
+	if UpstreamUsers(c, "zz") != nil || GroupUsers(nil, "g") != nil {
+		t.Error("unused names should have no users")
+	}
+}
+
+func TestParseRoutePattern(t *testing.T) {
+	for _, p := range []string{"/v1/chat/completions", "/api/:id", "/api/items/{id:[0-9]+}", "/files/*", "/api/*/docs"} {
+		if err := ParseRoutePattern(p); err != nil {
+			t.Errorf("%q: %v", p, err)
+		}
+	}
+	for _, p := range []string{"", "v1", "/a/{id:[}", "/a//b"} {
+		if err := ParseRoutePattern(p); err == nil {
+			t.Errorf("%q accepted", p)
+		}
+	}
+}
