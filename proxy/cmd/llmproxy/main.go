@@ -1,0 +1,372 @@
+// Command llmproxy is the data-plane proxy of LLMProxy for Go. It serves the forwards of a
+// configuration, taken either from a YAML file (--config, reloaded on SIGHUP) or from the
+// control plane (--control-plane), and an admin listener with /health, /ready, /metrics and
+// /config.
+//
+//	llmproxy --config config.yaml [--admin-addr 127.0.0.1:9000] [--redis URL]
+//	llmproxy --config config.yaml --test
+//	llmproxy --control-plane 127.0.0.1:18000 [--node-id ID] [--state-dir .data/proxy]
+//
+// SIGTERM or SIGINT stops accepting, drains in-flight requests up to --shutdown-timeout and
+// exits 0. Logs are JSON (log/slog) on stderr.
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/llmproxy-go/llmproxy/controlplane/configfile"
+	"github.com/llmproxy-go/llmproxy/controlplane/validate"
+	configv1 "github.com/llmproxy-go/llmproxy/gen/llmproxy/config/v1"
+	"github.com/llmproxy-go/llmproxy/proxy/config"
+	"github.com/llmproxy-go/llmproxy/proxy/forward"
+	"github.com/llmproxy-go/llmproxy/proxy/server"
+	"github.com/llmproxy-go/llmproxy/proxy/telemetry"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// flags are the command line.
+type flags struct {
+	configFile      string
+	test            bool
+	controlPlane    string
+	nodeID          string
+	adminAddr       string
+	stateDir        string
+	redisURL        string
+	shutdownTimeout time.Duration
+	logLevel        string
+}
+
+func parseFlags(args []string, stderr io.Writer) (*flags, error) {
+	f := &flags{}
+	fs := flag.NewFlagSet("llmproxy", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	host, _ := os.Hostname()
+	fs.StringVar(&f.configFile, "config", "", "serve the YAML configuration in `FILE` (SIGHUP reloads it)")
+	fs.BoolVar(&f.test, "test", false, "with --config: validate the file, print every error and exit")
+	fs.StringVar(&f.controlPlane, "control-plane", "", "follow the control plane at `HOST:PORT` (xDS)")
+	fs.StringVar(&f.nodeID, "node-id", host, "node id sent to the control plane")
+	fs.StringVar(&f.adminAddr, "admin-addr", "127.0.0.1:9000", "admin listener (/health, /ready, /metrics, /config); a config file's http_server.admin overrides it")
+	fs.StringVar(&f.stateDir, "state-dir", ".data/proxy", "directory for the last good control-plane snapshot")
+	fs.StringVar(&f.redisURL, "redis", os.Getenv("LLMPROXY_REDIS_URL"), "Redis `URL` for global rate limits (env LLMPROXY_REDIS_URL)")
+	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "longest drain of in-flight requests on SIGTERM")
+	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	switch {
+	case f.configFile == "" && f.controlPlane == "":
+		return nil, errors.New("one of --config FILE or --control-plane HOST:PORT is required")
+	case f.configFile != "" && f.controlPlane != "":
+		return nil, errors.New("--config and --control-plane are exclusive: give one")
+	case f.test && f.configFile == "":
+		return nil, errors.New("--test needs --config FILE")
+	case f.shutdownTimeout <= 0:
+		return nil, errors.New("--shutdown-timeout must be positive")
+	}
+	return f, nil
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return 0, fmt.Errorf("parse --log-level %q: want debug, info, warn or error", s)
+	}
+	return l, nil
+}
+
+// run is main without the exit; it returns the exit code.
+func run(args []string, stdout, stderr io.Writer) int {
+	f, err := parseFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "llmproxy:", err)
+		return 2
+	}
+	level, err := parseLevel(f.logLevel)
+	if err != nil {
+		fmt.Fprintln(stderr, "llmproxy:", err)
+		return 2
+	}
+	if f.test {
+		return testConfig(f.configFile, stdout, stderr)
+	}
+	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := serve(ctx, f, log); err != nil {
+		log.Error("llmproxy stopped", "err", err)
+		return 1
+	}
+	return 0
+}
+
+// testConfig is --test: load, validate and compile the file, print "configuration ok" on
+// stdout or every error, one a line, on stderr, and return the exit code.
+func testConfig(path string, stdout, stderr io.Writer) int {
+	metrics := telemetry.NewMetrics()
+	reg := config.NewRegistry(metrics, slog.New(slog.DiscardHandler))
+	defer reg.Close()
+	_, _, err := loadFile(path, reg, config.Options{Metrics: metrics})
+	if err != nil {
+		fmt.Fprintf(stderr, "%s\nconfiguration is invalid\n", err)
+		return 1
+	}
+	fmt.Fprintln(stdout, "configuration ok")
+	return 0
+}
+
+// loadFile reads, validates and compiles a configuration file. Its revision is "file:" and
+// the first 12 hex digits of the SHA-256 of its bytes. Errors are one a line, each prefixed
+// with the file name (and, for validation errors, the line and column).
+func loadFile(path string, reg *config.Registry, opts config.Options) (*config.Runtime, *configv1.Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read config: %w", err)
+	}
+	cfg, err := configfile.Load(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	sum := sha256.Sum256(data)
+	opts.Revision = "file:" + hex.EncodeToString(sum[:])[:12]
+	rt, err := config.Compile(cfg, reg, opts)
+	if err != nil {
+		var lines []error
+		for _, fe := range validate.Errors(err) {
+			lines = append(lines, fmt.Errorf("%s: %w", path, fe))
+		}
+		return nil, nil, errors.Join(lines...)
+	}
+	return rt, cfg, nil
+}
+
+// proxy is the running process: its compiled-config state and its listeners.
+type proxy struct {
+	log      *slog.Logger
+	metrics  *telemetry.Metrics
+	reg      *config.Registry
+	holder   *config.Holder
+	srv      *server.Server
+	redis    redis.UniversalClient
+	applyMu  sync.Mutex // one compile-apply-prune at a time
+	revision string     // last applied, under applyMu
+}
+
+// compileOptions are the Compile inputs shared by every configuration.
+func (p *proxy) compileOptions() config.Options {
+	return config.Options{Metrics: p.metrics, Logger: p.log, Redis: p.redis}
+}
+
+// install applies a compiled runtime: listeners first (a port that cannot be bound fails
+// it and the old config keeps serving), then the registry drops what rt no longer uses.
+// Called with applyMu held.
+func (p *proxy) install(rt *config.Runtime) error {
+	if err := p.srv.Apply(rt); err != nil {
+		p.reg.Prune(p.holder.Load()) // forget state created for the refused runtime
+		return err
+	}
+	p.reg.Prune(rt)
+	p.revision = rt.Revision
+	p.log.Info("config applied", "revision", rt.Revision, "forwards", len(rt.Forwards), "groups", len(rt.Groups))
+	return nil
+}
+
+// applyConfig compiles and applies a configuration from the control plane; the error is
+// the NACK reason.
+func (p *proxy) applyConfig(revision string, cfg *configv1.Config) error {
+	p.applyMu.Lock()
+	defer p.applyMu.Unlock()
+	opts := p.compileOptions()
+	opts.Revision = revision
+	rt, err := config.Compile(cfg, p.reg, opts)
+	if err != nil {
+		p.reg.Prune(p.holder.Load())
+		return fmt.Errorf("compile revision %s: %w", revision, err)
+	}
+	return p.install(rt)
+}
+
+// applyFile loads, compiles and applies a configuration file.
+func (p *proxy) applyFile(path string) error {
+	p.applyMu.Lock()
+	defer p.applyMu.Unlock()
+	rt, _, err := loadFile(path, p.reg, p.compileOptions())
+	if err != nil {
+		p.reg.Prune(p.holder.Load())
+		return err
+	}
+	if rt.Revision == p.revision {
+		p.log.Info("config unchanged", "revision", rt.Revision)
+		p.reg.Prune(p.holder.Load())
+		return nil
+	}
+	return p.install(rt)
+}
+
+// adminAddrOf returns the admin address a configuration file asks for, if it has an
+// http_server.admin block.
+func adminAddrOf(cfg *configv1.Config) (string, bool) {
+	a := cfg.GetHttpServer().GetAdmin()
+	if a == nil {
+		return "", false
+	}
+	port := a.GetPort()
+	if port == 0 {
+		port = 9000
+	}
+	host := a.GetAddress()
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, strconv.Itoa(int(port))), true
+}
+
+// serve runs the proxy until ctx ends, then drains.
+func serve(ctx context.Context, f *flags, log *slog.Logger) error {
+	// Catch SIGHUP before anything else: its default action would end the process.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
+	p := &proxy{log: log, metrics: telemetry.NewMetrics(), holder: &config.Holder{}}
+	p.reg = config.NewRegistry(p.metrics, log)
+	defer p.reg.Close()
+
+	if f.redisURL != "" {
+		ropts, err := redis.ParseURL(f.redisURL)
+		if err != nil {
+			return fmt.Errorf("parse --redis: %w", err)
+		}
+		client := redis.NewClient(ropts)
+		defer client.Close()
+		p.redis = client
+	}
+
+	shutdownTracing, tracer, err := telemetry.SetupTracing(ctx)
+	if err != nil {
+		log.Warn("tracing disabled", "err", err)
+	}
+	defer func() {
+		tctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		shutdownTracing(tctx)
+	}()
+
+	p.srv = server.New(server.Options{
+		Holder: p.holder,
+		Handler: func(name string) http.Handler {
+			return forward.New(p.holder, name, forward.Deps{Metrics: p.metrics, Logger: log, Tracer: tracer})
+		},
+		Metrics:      p.metrics.Registry,
+		Logger:       log,
+		DrainTimeout: f.shutdownTimeout,
+	})
+
+	adminAddr := f.adminAddr
+	var first *config.Runtime
+	if f.configFile != "" {
+		rt, cfg, err := loadFile(f.configFile, p.reg, p.compileOptions())
+		if err != nil {
+			return err
+		}
+		first = rt
+		if a, ok := adminAddrOf(cfg); ok {
+			adminAddr = a
+		}
+	}
+	if _, err := p.srv.StartAdmin(adminAddr); err != nil {
+		return err
+	}
+
+	errc := make(chan error, 1)
+	if first != nil {
+		p.applyMu.Lock()
+		err := p.install(first)
+		p.applyMu.Unlock()
+		if err != nil {
+			shutdown(p, f.shutdownTimeout)
+			return err
+		}
+		go reloadOnHUP(ctx, p, f.configFile, hup)
+	} else {
+		go func() {
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-hup:
+					log.Info("SIGHUP ignored: the config comes from the control plane")
+				}
+			}
+		}()
+		go func() {
+			errc <- runControlPlane(ctx, f.controlPlane, f.nodeID, f.stateDir, p.applyConfig, log)
+		}()
+	}
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		log.Info("stopping: draining in-flight requests", "timeout", f.shutdownTimeout.String())
+	case err := <-errc:
+		if err != nil && ctx.Err() == nil {
+			runErr = fmt.Errorf("control plane client: %w", err)
+		}
+	}
+	shutdown(p, f.shutdownTimeout)
+	return runErr
+}
+
+// shutdown stops every listener and drains up to timeout.
+func shutdown(p *proxy, timeout time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if err := p.srv.Shutdown(ctx); err != nil {
+		p.log.Warn("drain cut short", "err", err)
+		return
+	}
+	p.log.Info("drained")
+}
+
+// reloadOnHUP reloads the configuration file on every SIGHUP until ctx ends. A file that
+// fails to load, compile or bind keeps the running configuration.
+func reloadOnHUP(ctx context.Context, p *proxy, path string, hup <-chan os.Signal) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			p.log.Info("SIGHUP: reloading config", "file", path)
+			if err := p.applyFile(path); err != nil {
+				p.log.Error("reload failed; the running config keeps serving", "file", path, "err", err)
+			}
+		}
+	}
+}

@@ -1,0 +1,96 @@
+package main
+
+import (
+	"bytes"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	configv1 "github.com/llmproxy-go/llmproxy/gen/llmproxy/config/v1"
+)
+
+func TestParseFlags(t *testing.T) {
+	cases := []struct {
+		name    string
+		args    []string
+		wantErr string
+	}{
+		{"config", []string{"--config", "x.yaml"}, ""},
+		{"control plane", []string{"--control-plane", "127.0.0.1:18000"}, ""},
+		{"neither", nil, "one of --config FILE or --control-plane HOST:PORT is required"},
+		{"both", []string{"--config", "x.yaml", "--control-plane", "h:1"}, "exclusive"},
+		{"test without config", []string{"--control-plane", "h:1", "--test"}, "--test needs --config"},
+		{"bad timeout", []string{"--config", "x", "--shutdown-timeout", "0s"}, "--shutdown-timeout"},
+		{"stray argument", []string{"--config", "x", "extra"}, "unexpected arguments"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			f, err := parseFlags(c.args, &bytes.Buffer{})
+			if c.wantErr == "" {
+				if err != nil {
+					t.Fatalf("parseFlags(%q) = %v", c.args, err)
+				}
+				if f.adminAddr != "127.0.0.1:9000" || f.stateDir != ".data/proxy" || f.shutdownTimeout != 30*time.Second {
+					t.Errorf("defaults: %+v", f)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), c.wantErr) {
+				t.Fatalf("parseFlags(%q) = %v; want an error containing %q", c.args, err, c.wantErr)
+			}
+		})
+	}
+}
+
+func TestRedisFlagFromEnv(t *testing.T) {
+	t.Setenv("LLMPROXY_REDIS_URL", "redis://127.0.0.1:6379/3")
+	f, err := parseFlags([]string{"--config", "x"}, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.redisURL != "redis://127.0.0.1:6379/3" {
+		t.Errorf("redis = %q; want the env value", f.redisURL)
+	}
+}
+
+// TestExamplesPassTest runs --test on the shipped example files.
+func TestExamplesPassTest(t *testing.T) {
+	t.Setenv("OPENAI_API_KEY", "sk-test")
+	t.Setenv("ANTHROPIC_API_KEY", "sk-ant-test")
+	for _, name := range []string{"quickstart.yaml", "providers.yaml"} {
+		t.Run(name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			path := filepath.Join("..", "..", "..", "deploy", "examples", name)
+			if code := run([]string{"--test", "--config", path}, &stdout, &stderr); code != 0 {
+				t.Fatalf("--test %s: exit %d\n%s%s", name, code, stdout.String(), stderr.String())
+			}
+			if got := stdout.String(); got != "configuration ok\n" {
+				t.Errorf("stdout = %q", got)
+			}
+		})
+	}
+}
+
+func TestAdminAddrOf(t *testing.T) {
+	port := uint32(9100)
+	host := "0.0.0.0"
+	cases := []struct {
+		name string
+		cfg  *configv1.Config
+		want string
+		ok   bool
+	}{
+		{"no config", nil, "", false},
+		{"no admin block", &configv1.Config{HttpServer: &configv1.HttpServer{}}, "", false},
+		{"port only", &configv1.Config{HttpServer: &configv1.HttpServer{Admin: &configv1.Admin{Port: &port}}}, "127.0.0.1:9100", true},
+		{"both", &configv1.Config{HttpServer: &configv1.HttpServer{Admin: &configv1.Admin{Port: &port, Address: &host}}}, "0.0.0.0:9100", true},
+		{"empty block", &configv1.Config{HttpServer: &configv1.HttpServer{Admin: &configv1.Admin{}}}, "127.0.0.1:9000", true},
+	}
+	for _, c := range cases {
+		got, ok := adminAddrOf(c.cfg)
+		if got != c.want || ok != c.ok {
+			t.Errorf("%s: adminAddrOf = %q, %v; want %q, %v", c.name, got, ok, c.want, c.ok)
+		}
+	}
+}
