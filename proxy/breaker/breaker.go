@@ -228,13 +228,14 @@ func (b *Breaker) Stop() {
 // closedDone records the outcome of a call admitted while closed and opens the breaker
 // when the window's failure rate reaches the threshold.
 func (b *Breaker) closedDone(ph *phase, ok bool) {
-	now := b.clock.Now().UnixNano()
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.cur.Load() != ph {
 		return // admitted in an earlier phase
 	}
-	epoch := now / b.slot
+	// Read the clock under the lock: times then only grow, and a bucket is never reset
+	// by a sample older than the one that claimed it.
+	epoch := b.clock.Now().UnixNano() / b.slot
 	bk := &b.window[epoch%buckets]
 	if bk.epoch != epoch {
 		*bk = bucket{epoch: epoch}

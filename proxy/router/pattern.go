@@ -278,23 +278,52 @@ func ParsePattern(p string) (*Pattern, error) {
 }
 
 // closingBrace returns the index of the '}' that closes the '{' at open, honouring nested
-// braces (regex repetitions like {3}) and backslash escapes.
+// braces (regex repetitions like {3}), backslash escapes and character classes, inside
+// which braces are literal ("[{}]", "[]}]", "[^]}]"). When that finds no end, it tries
+// again without classes, so that a typo such as "{id:[0-9}" gets the regex's own error
+// rather than "unclosed".
 func closingBrace(p string, open int) (int, error) {
+	if j, ok := scanBrace(p, open, true); ok {
+		return j, nil
+	}
+	if j, ok := scanBrace(p, open, false); ok {
+		return j, nil
+	}
+	return 0, fmt.Errorf(`unclosed "{" at offset %d`, open)
+}
+
+func scanBrace(p string, open int, classes bool) (int, bool) {
 	depth := 0
 	for j := open; j < len(p); j++ {
 		switch p[j] {
 		case '\\':
 			j++
+		case '[':
+			if !classes {
+				break
+			}
+			j++
+			if j < len(p) && p[j] == '^' {
+				j++
+			}
+			if j < len(p) && p[j] == ']' {
+				j++ // a leading ']' is a literal member
+			}
+			for ; j < len(p) && p[j] != ']'; j++ {
+				if p[j] == '\\' {
+					j++
+				}
+			}
 		case '{':
 			depth++
 		case '}':
 			depth--
 			if depth == 0 {
-				return j, nil
+				return j, true
 			}
 		}
 	}
-	return 0, fmt.Errorf(`unclosed "{" at offset %d`, open)
+	return 0, false
 }
 
 func validName(s string) bool {

@@ -74,6 +74,10 @@ func TestPatternMatch(t *testing.T) {
 			[]string{"/api/products/ABC1234", "/api/products/abc123"}},
 		{"/p/{n:[0-9]{3}}", []string{"/p/123"}, []string{"/p/12", "/p/1234"}},
 		{"/p/{n:a|b}", []string{"/p/a", "/p/b"}, []string{"/p/ab", "/p/xa"}},
+		{"/p/{n:[{}]+}", []string{"/p/{", "/p/}{"}, []string{"/p/x"}},
+		{"/p/{n:[]}x]}", []string{"/p/}", "/p/]"}, []string{"/p/{"}},
+		{"/p/{n:[^]}]}", []string{"/p/a"}, []string{"/p/}", "/p/]"}},
+		{`/p/{n:\{[0-9]\}}`, []string{"/p/{1}"}, []string{"/p/1"}},
 		{"/p/{n:a)|(b}", nil, nil}, // refused: see TestParsePatternAnchoring
 		{"/p/{id}", []string{"/p/x"}, []string{"/p/", "/p/x/y"}},
 		{"/api/*/docs", []string{"/api/v1/docs", "/api/v2/docs"}, []string{"/api//docs", "/api/v1/x/docs", "/api/docs"}},
