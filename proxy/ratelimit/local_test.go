@@ -145,7 +145,7 @@ func TestLocalEvictsIdleBuckets(t *testing.T) {
 		t.Fatalf("after a full refill Len %d; want 1", got)
 	}
 	after := heapInUse()
-	if peak <= base || after-base > (peak-base)/4 {
+	if peak <= base || (after > base && after-base > (peak-base)/4) {
 		t.Errorf("heap in use: %d KiB before, %d KiB with %d keys, %d KiB after eviction; want the keys' memory back",
 			base>>10, peak>>10, keys, after>>10)
 	}
@@ -172,8 +172,13 @@ func TestLocalJanitorAndClose(t *testing.T) {
 	}
 	l.Close()
 	l.Close() // idempotent
-	if got := runtime.NumGoroutine(); got > before {
-		t.Errorf("goroutines %d after Close; want ≤ %d", got, before)
+	// Close waited for the janitor; other tests' goroutines may still be winding down.
+	deadline = time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > before {
+		if time.Now().After(deadline) {
+			t.Fatalf("goroutines %d after Close; want ≤ %d", runtime.NumGoroutine(), before)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
 
