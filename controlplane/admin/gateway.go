@@ -28,8 +28,10 @@ import (
 	"github.com/llmproxy-go/llmproxy/gen/openapi"
 )
 
-// maxBodyBytes bounds REST request bodies (a whole config of thousands of upstreams fits).
-const maxBodyBytes = 32 << 20
+// MaxMessageBytes bounds REST request bodies and the gateway's gRPC messages (a whole
+// config of thousands of upstreams fits many times over). The gRPC server should accept
+// messages of this size too (grpc.MaxRecvMsgSize).
+const MaxMessageBytes = 32 << 20
 
 // HTTPOptions configure NewHTTPHandler.
 type HTTPOptions struct {
@@ -81,7 +83,10 @@ func NewHTTPHandler(ctx context.Context, o HTTPOptions) (http.Handler, error) {
 		}),
 	)
 	target := LoopbackTarget(o.GRPCAddr)
-	dial := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	dial := []grpc.DialOption{
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessageBytes), grpc.MaxCallSendMsgSize(MaxMessageBytes)),
+	}
 	if err := adminv1.RegisterAdminServiceHandlerFromEndpoint(ctx, gw, target, dial); err != nil {
 		return nil, fmt.Errorf("register rest gateway: %w", err)
 	}
@@ -95,7 +100,7 @@ func NewHTTPHandler(ctx context.Context, o HTTPOptions) (http.Handler, error) {
 	if o.Registry != nil {
 		mux.Handle("GET /metrics", promhttp.HandlerFor(o.Registry, promhttp.HandlerOpts{Registry: o.Registry}))
 	}
-	mux.Handle("/", http.MaxBytesHandler(gw, maxBodyBytes))
+	mux.Handle("/", http.MaxBytesHandler(gw, MaxMessageBytes))
 	return mux, nil
 }
 

@@ -115,7 +115,7 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 	}
 
 	token := os.Getenv(tokenEnv)
-	gs := grpc.NewServer(grpc.ChainUnaryInterceptor(
+	gs := grpc.NewServer(grpc.MaxRecvMsgSize(admin.MaxMessageBytes), grpc.ChainUnaryInterceptor(
 		metrics.UnaryInterceptor(),
 		admin.LoggingInterceptor(log.With("component", "admin")),
 		admin.AuthInterceptor(token),
@@ -161,6 +161,7 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 	hsrv := &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.With("component", "http").Handler(), slog.LevelWarn),
 	}
 

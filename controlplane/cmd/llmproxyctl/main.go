@@ -233,7 +233,9 @@ func (c *cli) dispatch(args []string) error {
 // connect dials the control plane and returns a client, a context carrying the token and
 // the call timeout, and a cleanup function.
 func (c *cli) connect() (adminv1.AdminServiceClient, context.Context, func(), error) {
-	conn, err := grpc.NewClient(c.server, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(c.server,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(admin.MaxMessageBytes)))
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("connect %s: %w", c.server, err)
 	}
