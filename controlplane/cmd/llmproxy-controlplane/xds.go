@@ -3,21 +3,35 @@ package main
 import (
 	"context"
 	"log/slog"
+	"os"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 
 	"github.com/llmproxy-go/llmproxy/controlplane/admin"
 	"github.com/llmproxy-go/llmproxy/controlplane/store"
+	"github.com/llmproxy-go/llmproxy/controlplane/xds"
 )
 
 // setupXDS registers the ADS service on gs, starts publishing store revisions as snapshots
 // and returns the fleet status for ListProxies. ctx is cancelled when the control plane
-// shuts down, before gs stops. reg is the control plane's metrics registry. A nil Fleet
-// means no proxy is tracked.
-//
-// This is the hook for the xDS server (package controlplane/xds); until it lands, the
-// control plane serves the admin API only.
+// shuts down, before gs stops: the publisher stops and ADS streams end. reg is the control
+// plane's metrics registry. When LLMPROXY_XDS_AUTH_TOKEN is set, ADS streams must carry
+// "authorization: Bearer <token>".
 func setupXDS(ctx context.Context, gs *grpc.Server, st store.Store, reg *prometheus.Registry, log *slog.Logger) (admin.Fleet, error) {
-	return nil, nil
+	srv, err := xds.New(ctx, xds.Options{
+		Logger:     log,
+		Registerer: reg,
+		Token:      os.Getenv(xds.TokenEnv),
+	})
+	if err != nil {
+		return nil, err
+	}
+	srv.Register(gs)
+	go func() {
+		if err := srv.Run(ctx, st); err != nil {
+			log.Error("xds publisher stopped", "err", err)
+		}
+	}()
+	return srv, nil
 }

@@ -1,0 +1,318 @@
+package xds
+
+import (
+	"cmp"
+	"context"
+	"log/slog"
+	"maps"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/server/delta/v3"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/llmproxy-go/llmproxy/controlplane/snapshot"
+	adminv1 "github.com/llmproxy-go/llmproxy/gen/llmproxy/admin/v1"
+	xdsv1 "github.com/llmproxy-go/llmproxy/gen/llmproxy/xds/v1"
+)
+
+// fleet implements go-control-plane's delta callbacks and keeps the status
+// of every proxy.
+//
+// ACK bookkeeping. A delta ACK names a response nonce, not a version, and
+// our proxies answer every response at once: an ACK means "consistent so
+// far", and it reports an applied revision only when it answers the
+// response that made the proxy's resources match a manifest. The proxy's
+// resources are exactly what this stream sent (starting from the versions
+// it announced on subscription), so each stream mirrors them: name →
+// version per type, plus the last manifest. When a response is sent, the
+// fleet notes under its nonce whether the mirror then matched the manifest.
+// An ACK of such a nonce sets the proxy's acked revision to the manifest's;
+// a NACK records the manifest's revision (or, for a response that left the
+// revision incomplete, the response's system version) and the error
+// detail's message.
+type fleet struct {
+	log      *slog.Logger
+	metrics  *metrics
+	forget   time.Duration
+	manifest func(version string) *xdsv1.Manifest
+	now      func() time.Time
+
+	mu      sync.Mutex
+	streams map[int64]*streamState
+	nodes   map[string]*nodeState
+}
+
+var _ delta.Callbacks = (*fleet)(nil)
+
+// nodeState is what Proxies reports for one node id.
+type nodeState struct {
+	streams        int
+	connectedSince time.Time
+	lastSeen       time.Time
+	address        string
+	acked          uint64
+	nackRevision   uint64
+	nackError      string
+}
+
+// streamState is one ADS stream. Its mirror fields are touched only by the
+// stream's goroutine (go-control-plane calls a stream's callbacks from
+// one goroutine); node is set under fleet.mu.
+type streamState struct {
+	opened   time.Time
+	address  string
+	node     string
+	mirror   map[string]map[string]string // type URL → name → version
+	manifest *xdsv1.Manifest              // the manifest the proxy holds, if known
+	// manifestVersion is the version manifest was resolved for.
+	manifestVersion string
+	pending         map[string]sentResponse // type URL → last response sent
+}
+
+// sentResponse is what the fleet remembers of a response until it is
+// answered.
+type sentResponse struct {
+	nonce    string
+	version  uint64 // the response's system version (snapshot revision)
+	complete bool   // the proxy's resources matched manifest after it
+	revision uint64 // the manifest's revision, when complete
+}
+
+func newFleet(log *slog.Logger, m *metrics, forget time.Duration, manifest func(string) *xdsv1.Manifest) *fleet {
+	return &fleet{
+		log:      log,
+		metrics:  m,
+		forget:   forget,
+		manifest: manifest,
+		now:      time.Now,
+		streams:  map[int64]*streamState{},
+		nodes:    map[string]*nodeState{},
+	}
+}
+
+// OnDeltaStreamOpen records the stream and its peer address.
+func (f *fleet) OnDeltaStreamOpen(ctx context.Context, id int64, _ string) error {
+	st := &streamState{
+		opened:  f.now(),
+		mirror:  map[string]map[string]string{},
+		pending: map[string]sentResponse{},
+	}
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		st.address = p.Addr.String()
+	}
+	f.mu.Lock()
+	f.streams[id] = st
+	f.mu.Unlock()
+	return nil
+}
+
+// OnDeltaStreamClosed marks the stream's node disconnected when it was its
+// last stream.
+func (f *fleet) OnDeltaStreamClosed(id int64, _ *corev3.Node) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	st, ok := f.streams[id]
+	if !ok {
+		return
+	}
+	delete(f.streams, id)
+	if n := f.nodes[st.node]; st.node != "" && n != nil {
+		n.streams--
+		n.lastSeen = f.now()
+		if n.streams == 0 {
+			f.metrics.connected.Dec()
+			f.log.Info("proxy disconnected", "node_id", st.node, "address", st.address)
+		}
+	}
+}
+
+// OnStreamDeltaRequest notes the node on its first request, the announced
+// versions on a type's subscription, and ACKs and NACKs.
+func (f *fleet) OnStreamDeltaRequest(id int64, req *discoveryv3.DeltaDiscoveryRequest) error {
+	f.mu.Lock()
+	st := f.streams[id]
+	f.mu.Unlock()
+	if st == nil {
+		return nil
+	}
+	if st.node == "" && req.GetNode() != nil {
+		f.identify(st, req.GetNode().GetId())
+	}
+	typeURL := req.GetTypeUrl()
+	if _, subscribed := st.mirror[typeURL]; !subscribed {
+		st.mirror[typeURL] = maps.Clone(req.GetInitialResourceVersions())
+		if st.mirror[typeURL] == nil {
+			st.mirror[typeURL] = map[string]string{}
+		}
+	}
+	sent, ok := st.pending[typeURL]
+	if req.GetResponseNonce() == "" || !ok || sent.nonce != req.GetResponseNonce() {
+		return nil
+	}
+	delete(st.pending, typeURL)
+	label := typeLabel(typeURL)
+	if d := req.GetErrorDetail(); d != nil {
+		rev := sent.version
+		if sent.complete {
+			rev = sent.revision
+		}
+		f.metrics.nacks.WithLabelValues(label).Inc()
+		f.log.Warn("proxy refused config", "node_id", st.node, "revision", rev, "type", label, "error", d.GetMessage())
+		f.update(st, func(n *nodeState) { n.nackRevision, n.nackError = rev, d.GetMessage() })
+		return nil
+	}
+	f.metrics.acks.WithLabelValues(label).Inc()
+	if sent.complete {
+		f.update(st, func(n *nodeState) {
+			if n.acked != sent.revision {
+				f.log.Info("proxy applied config", "node_id", st.node, "revision", sent.revision)
+			}
+			n.acked = sent.revision
+		})
+	}
+	return nil
+}
+
+// OnStreamDeltaResponse updates the stream's mirror and remembers, under
+// the response's nonce, whether the proxy's resources then match the
+// manifest.
+func (f *fleet) OnStreamDeltaResponse(id int64, _ *discoveryv3.DeltaDiscoveryRequest, resp *discoveryv3.DeltaDiscoveryResponse) {
+	f.mu.Lock()
+	st := f.streams[id]
+	f.mu.Unlock()
+	if st == nil {
+		return
+	}
+	typeURL := resp.GetTypeUrl()
+	have := st.mirror[typeURL]
+	if have == nil {
+		have = map[string]string{}
+		st.mirror[typeURL] = have
+	}
+	for _, r := range resp.GetResources() {
+		have[r.GetName()] = r.GetVersion()
+	}
+	for _, name := range resp.GetRemovedResources() {
+		delete(have, name)
+	}
+	st.followManifest(resp, f.manifest)
+	sent := sentResponse{nonce: resp.GetNonce()}
+	sent.version, _ = strconv.ParseUint(resp.GetSystemVersionInfo(), 10, 64)
+	if m := st.manifest; m != nil && st.matches(m) {
+		sent.complete, sent.revision = true, m.GetRevision()
+	}
+	st.pending[typeURL] = sent
+}
+
+// followManifest keeps st.manifest in step with the manifest version the
+// proxy holds: from the server's recent snapshots when known (a proxy
+// resuming with the current revision is sent no manifest at all), else
+// decoded from this response.
+func (st *streamState) followManifest(resp *discoveryv3.DeltaDiscoveryResponse, known func(string) *xdsv1.Manifest) {
+	v, ok := st.mirror[snapshot.ManifestType][snapshot.ManifestName]
+	switch {
+	case !ok:
+		st.manifest, st.manifestVersion = nil, ""
+		return
+	case st.manifest != nil && st.manifestVersion == v:
+		return
+	}
+	st.manifest, st.manifestVersion = known(v), v
+	if st.manifest != nil || resp.GetTypeUrl() != snapshot.ManifestType {
+		return
+	}
+	for _, r := range resp.GetResources() {
+		if r.GetName() == snapshot.ManifestName {
+			m := &xdsv1.Manifest{}
+			if proto.Unmarshal(r.GetResource().GetValue(), m) == nil {
+				st.manifest = m
+			}
+		}
+	}
+}
+
+func (st *streamState) matches(m *xdsv1.Manifest) bool {
+	return maps.Equal(st.mirror[snapshot.ForwardType], m.GetForwards()) &&
+		maps.Equal(st.mirror[snapshot.UpstreamGroupType], m.GetUpstreamGroups()) &&
+		maps.Equal(st.mirror[snapshot.UpstreamType], m.GetUpstreams())
+}
+
+// identify attaches a stream to its node id.
+func (f *fleet) identify(st *streamState, id string) {
+	if id == "" {
+		id = "unknown@" + st.address
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	st.node = id
+	n := f.nodes[id]
+	if n == nil {
+		n = &nodeState{}
+		f.nodes[id] = n
+	}
+	if n.streams == 0 {
+		f.metrics.connected.Inc()
+		f.log.Info("proxy connected", "node_id", id, "address", st.address)
+	}
+	n.streams++
+	n.connectedSince = st.opened
+	n.lastSeen = f.now()
+	n.address = st.address
+}
+
+// update changes the stream's node status under the lock.
+func (f *fleet) update(st *streamState, fn func(*nodeState)) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if n := f.nodes[st.node]; n != nil {
+		fn(n)
+	}
+}
+
+// proxies reports every node, forgetting those disconnected for longer
+// than f.forget.
+func (f *fleet) proxies() []*adminv1.ProxyStatus {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	now := f.now()
+	out := make([]*adminv1.ProxyStatus, 0, len(f.nodes))
+	for id, n := range f.nodes {
+		if n.streams == 0 && now.Sub(n.lastSeen) > f.forget {
+			delete(f.nodes, id)
+			continue
+		}
+		out = append(out, &adminv1.ProxyStatus{
+			NodeId:           id,
+			Connected:        n.streams > 0,
+			ConnectedSince:   timestamppb.New(n.connectedSince),
+			AckedRevision:    n.acked,
+			LastNackRevision: n.nackRevision,
+			LastNackError:    n.nackError,
+			Address:          n.address,
+		})
+	}
+	slices.SortFunc(out, func(a, b *adminv1.ProxyStatus) int { return cmp.Compare(a.GetNodeId(), b.GetNodeId()) })
+	return out
+}
+
+// typeLabel is the metrics label of a type URL.
+func typeLabel(typeURL string) string {
+	switch typeURL {
+	case snapshot.ManifestType:
+		return "manifest"
+	case snapshot.ForwardType:
+		return "forward"
+	case snapshot.UpstreamGroupType:
+		return "upstream_group"
+	case snapshot.UpstreamType:
+		return "upstream"
+	}
+	return "other"
+}

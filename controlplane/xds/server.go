@@ -1,0 +1,260 @@
+// Package xds serves the configuration to the fleet of proxies over delta
+// ADS (go-control-plane), publishes every committed store revision as a
+// snapshot, and records what each proxy has acknowledged or refused.
+//
+// One SnapshotCache entry serves the whole fleet: every proxy gets the
+// same snapshot (a constant NodeHash), so one SetSnapshot reaches all of
+// them. Only delta ADS is served: it sends proxies only what changed, and
+// it has no resend loop on NACK. State-of-the-world ADS answers
+// Unimplemented.
+//
+// Snapshots carry upstream credentials in clear; nothing here logs
+// resources.
+package xds
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	gcplog "github.com/envoyproxy/go-control-plane/pkg/log"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/server/delta/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/llmproxy-go/llmproxy/controlplane/snapshot"
+	adminv1 "github.com/llmproxy-go/llmproxy/gen/llmproxy/admin/v1"
+	configv1 "github.com/llmproxy-go/llmproxy/gen/llmproxy/config/v1"
+	xdsv1 "github.com/llmproxy-go/llmproxy/gen/llmproxy/xds/v1"
+)
+
+// TokenEnv names the environment variable that, when set, holds the bearer
+// token the ADS stream requires (and proxies send).
+const TokenEnv = "LLMPROXY_XDS_AUTH_TOKEN"
+
+// fleetNode is the one cache key: every proxy shares one snapshot.
+const fleetNode = "fleet"
+
+// fleetHash maps every node to fleetNode.
+type fleetHash struct{}
+
+func (fleetHash) ID(*corev3.Node) string { return fleetNode }
+
+// Options configures a [Server].
+type Options struct {
+	// Logger; nil discards logs.
+	Logger *slog.Logger
+	// Registerer receives the server's metrics; nil registers none.
+	Registerer prometheus.Registerer
+	// Token, when non-empty, is required on every ADS stream as metadata
+	// "authorization: Bearer <token>"; streams without it fail with
+	// Unauthenticated.
+	Token string
+	// ForgetAfter is how long a disconnected proxy stays in Proxies();
+	// zero selects 24h.
+	ForgetAfter time.Duration
+}
+
+// Server is the control plane's xDS side: the snapshot cache, the delta
+// ADS service, the publisher and the fleet status. Its methods are safe
+// for concurrent use.
+type Server struct {
+	log     *slog.Logger
+	token   string
+	cache   cachev3.SnapshotCache
+	delta   delta.Server
+	fleet   *fleet
+	metrics *metrics
+
+	mu        sync.Mutex
+	published uint64
+	manifests manifestIndex
+}
+
+// New returns a Server whose streams end when ctx is done. It fails only
+// when its metrics cannot be registered.
+func New(ctx context.Context, opts Options) (*Server, error) {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	m, err := newMetrics(opts.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("new xds server: %w", err)
+	}
+	s := &Server{
+		log:       log,
+		token:     opts.Token,
+		metrics:   m,
+		manifests: newManifestIndex(16),
+	}
+	forget := opts.ForgetAfter
+	if forget <= 0 {
+		forget = 24 * time.Hour
+	}
+	s.fleet = newFleet(log, m, forget, s.manifestByVersion)
+	s.cache = cachev3.NewSnapshotCache(true, fleetHash{}, cacheLogger(log))
+	s.delta = delta.NewServer(ctx, s.cache, s.fleet)
+	return s, nil
+}
+
+// Register adds the ADS service to gs. Call it before gs.Serve.
+func (s *Server) Register(gs *grpc.Server) {
+	discoveryv3.RegisterAggregatedDiscoveryServiceServer(gs, &adsService{s: s})
+}
+
+// Proxies returns the status of every proxy connected now or seen within
+// ForgetAfter, sorted by node id. It satisfies admin.Fleet.
+func (s *Server) Proxies() []*adminv1.ProxyStatus { return s.fleet.proxies() }
+
+// Revision returns the revision of the last published snapshot, 0 before
+// the first.
+func (s *Server) Revision() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.published
+}
+
+// Publish builds the snapshot of revision rev of cfg and hands it to every
+// proxy. It blocks while the cache fans the snapshot out to open streams;
+// call it from one goroutine (Run does), never from inside an admin RPC. A
+// revision not newer than the last published one is ignored.
+func (s *Server) Publish(ctx context.Context, rev uint64, cfg *configv1.Config) error {
+	snap, err := snapshot.New(rev, cfg)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	if rev <= s.published {
+		s.mu.Unlock()
+		return nil
+	}
+	s.manifests.add(snap.ManifestVersion(), snap.Manifest())
+	s.mu.Unlock()
+	if err := s.cache.SetSnapshot(ctx, fleetNode, snap); err != nil {
+		return fmt.Errorf("set snapshot of revision %d: %w", rev, err)
+	}
+	s.mu.Lock()
+	s.published = max(s.published, rev)
+	s.mu.Unlock()
+	s.metrics.version.Set(float64(rev))
+	return nil
+}
+
+func (s *Server) manifestByVersion(version string) *xdsv1.Manifest {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.manifests.get(version)
+}
+
+// adsService serves delta ADS through go-control-plane and refuses
+// state-of-the-world ADS.
+type adsService struct {
+	discoveryv3.UnimplementedAggregatedDiscoveryServiceServer
+	s *Server
+}
+
+func (a *adsService) StreamAggregatedResources(discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesServer) error {
+	return status.Error(codes.Unimplemented, "state-of-the-world ADS is not served; use DeltaAggregatedResources")
+}
+
+func (a *adsService) DeltaAggregatedResources(stream discoveryv3.AggregatedDiscoveryService_DeltaAggregatedResourcesServer) error {
+	if err := checkToken(stream.Context(), a.s.token); err != nil {
+		return err
+	}
+	return a.s.delta.DeltaStreamHandler(stream, resource.AnyType)
+}
+
+// checkToken fails with Unauthenticated unless ctx's metadata carries
+// "authorization: Bearer <token>". An empty token accepts everything.
+func checkToken(ctx context.Context, token string) error {
+	if token == "" {
+		return nil
+	}
+	md, _ := metadata.FromIncomingContext(ctx)
+	for _, v := range md.Get("authorization") {
+		scheme, got, ok := strings.Cut(v, " ")
+		if ok && strings.EqualFold(scheme, "bearer") && subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), []byte(token)) == 1 {
+			return nil
+		}
+	}
+	return status.Error(codes.Unauthenticated, "missing or invalid bearer token: send authorization: Bearer <"+TokenEnv+">")
+}
+
+// StreamAuthInterceptor returns a stream interceptor that applies the same
+// token check to the ADS methods only, for a gRPC server built with it.
+// The Server already checks its own streams; the interceptor rejects them
+// earlier, before any handler runs.
+func StreamAuthInterceptor(token string) grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		if strings.HasPrefix(info.FullMethod, "/envoy.service.discovery.v3.AggregatedDiscoveryService/") {
+			if err := checkToken(ss.Context(), token); err != nil {
+				return err
+			}
+		}
+		return handler(srv, ss)
+	}
+}
+
+// ServerOptions returns gRPC server options suited to long-lived ADS
+// streams: keepalive pings from the server every 30s (a dead proxy is
+// noticed within a minute) and permission for proxies to ping every 20s.
+func ServerOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 20 * time.Second}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 20 * time.Second, PermitWithoutStream: true}),
+	}
+}
+
+// cacheLogger routes go-control-plane's logs to slog; its info messages
+// (one per watch) are debug here.
+func cacheLogger(log *slog.Logger) gcplog.Logger {
+	return gcplog.LoggerFuncs{
+		DebugFunc: func(f string, a ...any) { log.Debug(fmt.Sprintf(f, a...)) },
+		InfoFunc:  func(f string, a ...any) { log.Debug(fmt.Sprintf(f, a...)) },
+		WarnFunc:  func(f string, a ...any) { log.Warn(fmt.Sprintf(f, a...)) },
+		ErrorFunc: func(f string, a ...any) { log.Error(fmt.Sprintf(f, a...)) },
+	}
+}
+
+// manifestIndex remembers the manifests of the last few snapshots by
+// version, so a proxy that resumes with a known manifest version can be
+// followed without resending the manifest.
+type manifestIndex struct {
+	limit int
+	order []string
+	byVer map[string]*xdsv1.Manifest
+}
+
+func newManifestIndex(limit int) manifestIndex {
+	return manifestIndex{limit: limit, byVer: map[string]*xdsv1.Manifest{}}
+}
+
+func (m *manifestIndex) add(version string, man *xdsv1.Manifest) {
+	if _, ok := m.byVer[version]; ok {
+		return
+	}
+	m.byVer[version] = man
+	m.order = append(m.order, version)
+	if len(m.order) > m.limit {
+		delete(m.byVer, m.order[0])
+		m.order = m.order[1:]
+	}
+}
+
+func (m *manifestIndex) get(version string) *xdsv1.Manifest { return m.byVer[version] }
+
+var errWatchClosed = errors.New("store watch closed")
