@@ -63,7 +63,9 @@ func (s *Server) serveConfig(w http.ResponseWriter, r *http.Request) {
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false) // "<redacted>" reads as such
+	_ = enc.Encode(v)
 }
 
 // StartAdmin opens the admin listener on addr (SO_REUSEPORT, like the forwards) and serves

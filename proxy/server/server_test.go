@@ -388,6 +388,9 @@ func TestAdminEndpoints(t *testing.T) {
 	if got.Revision != "file:abc123" {
 		t.Errorf("revision = %q", got.Revision)
 	}
+	if !strings.Contains(string(body), `"token":"<redacted>"`) {
+		t.Errorf("/config does not show the redaction marker: %s", body)
+	}
 	if strings.Contains(string(body), "sk-live-123") {
 		t.Errorf("/config leaks a secret: %s", body)
 	}
