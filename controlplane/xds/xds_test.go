@@ -487,3 +487,45 @@ func TestAuth(t *testing.T) {
 	p := startProxy(t, cp.addr, "p", "", "s3cret", nil)
 	p.waitRevision(rev)
 }
+
+// gatedStore holds Load until released, so a test can connect proxies to a
+// control plane that has not published anything yet.
+type gatedStore struct {
+	store.Store
+	release chan struct{}
+}
+
+func (g *gatedStore) Load(ctx context.Context) (uint64, *configv1.Config, error) {
+	select {
+	case <-g.release:
+	case <-ctx.Done():
+		return 0, nil, ctx.Err()
+	}
+	return g.Store.Load(ctx)
+}
+
+// TestResumeBeforeFirstPublish: a proxy resuming from its state dir
+// connects before the control plane has published; once it does, nothing is
+// resent or re-applied, and the fleet status shows the proxy at the
+// revision.
+func TestResumeBeforeFirstPublish(t *testing.T) {
+	base := openStore(t)
+	cfg := config("/v1/a", "u1", "u2")
+	rev := put(t, base, cfg)
+	dir := t.TempDir()
+	if err := xdsclient.SaveState(dir, fmt.Sprint(rev), cfg); err != nil {
+		t.Fatal(err)
+	}
+	st := &gatedStore{Store: base, release: make(chan struct{})}
+	cp := startControlPlane(t, st, "127.0.0.1:0", "")
+	p := startProxy(t, cp.addr, "p", dir, "", nil)
+	p.waitRevision(rev) // from the state dir
+	cp.waitProxies(t, "p connected", func(m map[string]*adminv1.ProxyStatus) bool { return m["p"].GetConnected() })
+	close(st.release)
+	cp.waitProxies(t, "p acked", func(m map[string]*adminv1.ProxyStatus) bool { return m["p"].GetAckedRevision() == rev })
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.calls) != 1 {
+		t.Errorf("applied %d times; want once, from the state dir", len(p.calls))
+	}
+}

@@ -320,7 +320,6 @@ func (t *tracker) resolve() error {
 		err = t.apply(m.GetRevision(), cfg)
 	}
 	if err != nil {
-		err = fmt.Errorf("revision %d: %w", m.GetRevision(), err)
 		t.failedManifest, t.failedErr = me.version, err
 		return err
 	}

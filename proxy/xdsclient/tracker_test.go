@@ -277,7 +277,7 @@ func TestNACK(t *testing.T) {
 		t.Fatalf("incomplete revision NACKed: %v", a.GetErrorDetail())
 	}
 	a := tr.handle(srv.respond(upstreamType))
-	if a.GetErrorDetail() == nil || !strings.Contains(a.GetErrorDetail().GetMessage(), "revision 2: upstreams[0].url: not a URL") {
+	if a.GetErrorDetail() == nil || !strings.Contains(a.GetErrorDetail().GetMessage(), "upstreams[0].url: not a URL") {
 		t.Fatalf("answer %v; want a NACK with the reason", a)
 	}
 	if a.GetResponseNonce() != strconv.Itoa(srv.nonce) || a.GetTypeUrl() != upstreamType {

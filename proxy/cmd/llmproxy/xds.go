@@ -2,15 +2,28 @@ package main
 
 import (
 	"context"
-	"errors"
 	"log/slog"
+	"os"
 
 	configv1 "github.com/llmproxy-go/llmproxy/gen/llmproxy/config/v1"
+	"github.com/llmproxy-go/llmproxy/proxy/xdsclient"
 )
+
+// xdsTokenEnv holds the bearer token the control plane's ADS stream requires, if any.
+const xdsTokenEnv = "LLMPROXY_XDS_AUTH_TOKEN"
 
 // runControlPlane follows the control plane at addr as node nodeID until ctx ends, keeping
 // the last good snapshot in stateDir. apply compiles and applies one revision; its error is
-// the NACK reason.
+// the NACK reason. The snapshot saved in stateDir, if any, is applied first, so a proxy
+// started while the control plane is unreachable serves at once; the client then reconnects
+// with backoff for as long as ctx lives. It returns nil when ctx ends.
 func runControlPlane(ctx context.Context, addr, nodeID, stateDir string, apply func(revision string, cfg *configv1.Config) error, log *slog.Logger) error {
-	return errors.New("control plane mode is not built yet")
+	return xdsclient.Run(ctx, xdsclient.Options{
+		Addr:     addr,
+		NodeID:   nodeID,
+		StateDir: stateDir,
+		Apply:    apply,
+		Logger:   log.With("component", "xds"),
+		Token:    os.Getenv(xdsTokenEnv),
+	})
 }
