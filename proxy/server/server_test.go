@@ -417,3 +417,34 @@ func errString(err error) string {
 	}
 	return ""
 }
+
+func TestRetimedForwardReopensOnSameAddress(t *testing.T) {
+	s, _, _ := newTestServer(t, time.Hour)
+	a := freeAddr(t)
+	if err := s.Apply(runtime("r1", [2]string{"a", a})); err != nil {
+		t.Fatal(err)
+	}
+	s.mu.Lock()
+	old := s.live["a"]
+	s.mu.Unlock()
+	rt := runtime("r2", [2]string{"a", a})
+	rt.Forwards[0].HeaderTimeout = 7 * time.Second
+	if err := s.Apply(rt); err != nil {
+		t.Fatalf("re-timed forward on the same address: %v", err)
+	}
+	s.mu.Lock()
+	cur, lingering := s.live["a"], len(s.lingering)
+	s.mu.Unlock()
+	if cur == old || cur.srv.ReadHeaderTimeout != 7*time.Second {
+		t.Fatalf("forward kept its old server (header timeout %s)", cur.srv.ReadHeaderTimeout)
+	}
+	if lingering != 0 {
+		t.Error("the replaced listener lingers on the address its successor took")
+	}
+	select {
+	case <-old.stopped:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the replaced listener kept serving")
+	}
+	mustGet(t, a, "/", "a r2")
+}

@@ -169,14 +169,15 @@ func loadFile(path string, reg *config.Registry, opts config.Options) (*config.R
 
 // proxy is the running process: its compiled-config state and its listeners.
 type proxy struct {
-	log      *slog.Logger
-	metrics  *telemetry.Metrics
-	reg      *config.Registry
-	holder   *config.Holder
-	srv      *server.Server
-	redis    redis.UniversalClient
-	applyMu  sync.Mutex // one compile-apply-prune at a time
-	revision string     // last applied, under applyMu
+	log       *slog.Logger
+	metrics   *telemetry.Metrics
+	reg       *config.Registry
+	holder    *config.Holder
+	srv       *server.Server
+	redis     redis.UniversalClient
+	applyMu   sync.Mutex // one compile-apply-prune at a time
+	revision  string     // last applied, under applyMu
+	adminAddr string     // the admin listener's configured address
 }
 
 // compileOptions are the Compile inputs shared by every configuration.
@@ -217,10 +218,13 @@ func (p *proxy) applyConfig(revision string, cfg *configv1.Config) error {
 func (p *proxy) applyFile(path string) error {
 	p.applyMu.Lock()
 	defer p.applyMu.Unlock()
-	rt, _, err := loadFile(path, p.reg, p.compileOptions())
+	rt, cfg, err := loadFile(path, p.reg, p.compileOptions())
 	if err != nil {
 		p.reg.Prune(p.holder.Load())
 		return err
+	}
+	if a, ok := adminAddrOf(cfg); ok && a != p.adminAddr {
+		p.log.Warn("http_server.admin changed: the admin listener moves only on restart", "running", p.adminAddr, "file", a)
 	}
 	if rt.Revision == p.revision {
 		p.log.Info("config unchanged", "revision", rt.Revision)
@@ -304,6 +308,7 @@ func serve(ctx context.Context, f *flags, log *slog.Logger) error {
 	if _, err := p.srv.StartAdmin(adminAddr); err != nil {
 		return err
 	}
+	p.adminAddr = adminAddr
 
 	errc := make(chan error, 1)
 	if first != nil {
