@@ -65,24 +65,71 @@ func (p *Proc) Stop() {
 // Pid returns the process id.
 func (p *Proc) Pid() int { return p.Cmd.Process.Pid }
 
-// CPUSeconds returns user+system CPU time the process has used so far.
-func CPUSeconds(pid int) (float64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+// groupPids returns the pids of the process group led by pid (the harness starts every
+// process in its own group, so nginx's workers count with their master).
+func groupPids(pid int) []int {
+	out := []int{pid}
+	ents, err := os.ReadDir("/proc")
 	if err != nil {
-		return 0, fmt.Errorf("read stat: %w", err)
+		return out
 	}
-	// Fields after the command name, which is in parentheses and may hold spaces.
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	f := strings.Fields(s[i+2:])
-	// f[0] is field 3 (state); utime is field 14, stime field 15.
-	ut, _ := strconv.ParseFloat(f[11], 64)
-	st, _ := strconv.ParseFloat(f[12], 64)
-	return (ut + st) / 100, nil // USER_HZ is 100 on Linux
+	for _, e := range ents {
+		p, err := strconv.Atoi(e.Name())
+		if err != nil || p == pid {
+			continue
+		}
+		if f := statFields(p); len(f) > 2 && f[2] == strconv.Itoa(pid) {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
-// Memory returns the process's current and peak resident set size in bytes.
+// statFields returns the fields of /proc/PID/stat after the command name: f[0] is the state
+// (field 3), f[2] the process group (field 5), f[11] utime (field 14), f[12] stime.
+func statFields(pid int) []string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return nil
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 || i+2 > len(s) {
+		return nil
+	}
+	return strings.Fields(s[i+2:])
+}
+
+// CPUSeconds returns the user+system CPU time used so far by the process group led by pid.
+func CPUSeconds(pid int) (float64, error) {
+	var total float64
+	for _, p := range groupPids(pid) {
+		f := statFields(p)
+		if len(f) < 13 {
+			continue
+		}
+		ut, _ := strconv.ParseFloat(f[11], 64)
+		st, _ := strconv.ParseFloat(f[12], 64)
+		total += (ut + st) / 100 // USER_HZ is 100 on Linux
+	}
+	return total, nil
+}
+
+// Memory returns the current and peak resident set size in bytes of the process group led
+// by pid (peaks are summed, an upper bound for a group).
 func Memory(pid int) (rss, peak int64, err error) {
+	for _, p := range groupPids(pid) {
+		r, pk, err := memoryOf(p)
+		if err != nil {
+			continue
+		}
+		rss += r
+		peak += pk
+	}
+	return rss, peak, nil
+}
+
+func memoryOf(pid int) (rss, peak int64, err error) {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0, 0, fmt.Errorf("read status: %w", err)
