@@ -4,8 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-BIN=${BIN:-bin}
-mkdir -p .data/proxy
+BIN=${BIN:-bin}      # where make build put the binaries
+DATA=${DATA:-.data}  # control-plane database, proxy state and logs
+mkdir -p "$DATA/proxy"
 pids=()
 cleanup() {
   trap - INT TERM EXIT
@@ -25,18 +26,18 @@ wait_http() { # url, what
   exit 1
 }
 
-"$BIN/mockllm" --addr 127.0.0.1:8080 --name mock-a 2> .data/mock-a.log & pids+=($!)
-"$BIN/mockllm" --addr 127.0.0.1:8081 --name mock-b 2> .data/mock-b.log & pids+=($!)
-"$BIN/llmproxy-controlplane" --store sqlite:.data/controlplane.db \
-  --bootstrap deploy/examples/quickstart.yaml 2> .data/controlplane.log & pids+=($!)
+"$BIN/mockllm" --addr 127.0.0.1:8080 --name mock-a > "$DATA/mock-a.log" 2>&1 & pids+=($!)
+"$BIN/mockllm" --addr 127.0.0.1:8081 --name mock-b > "$DATA/mock-b.log" 2>&1 & pids+=($!)
+"$BIN/llmproxy-controlplane" --store "sqlite:$DATA/controlplane.db" \
+  --bootstrap deploy/examples/quickstart.yaml > "$DATA/controlplane.log" 2>&1 & pids+=($!)
 wait_http http://127.0.0.1:18001/health "control plane"
 "$BIN/llmproxy" --control-plane 127.0.0.1:18000 --node-id local-proxy \
-  --state-dir .data/proxy --admin-addr 127.0.0.1:9000 2> .data/proxy.log & pids+=($!)
+  --state-dir "$DATA/proxy" --admin-addr 127.0.0.1:9000 > "$DATA/proxy.log" 2>&1 & pids+=($!)
 wait_http http://127.0.0.1:9000/ready "proxy"
 
-cat <<'MSG'
+cat <<MSG
 
-LLMProxy is running (logs in .data/*.log):
+LLMProxy is running (logs in $DATA/*.log):
   proxy          http://127.0.0.1:3000   (admin: http://127.0.0.1:9000/config)
   control plane  grpc 127.0.0.1:18000, REST http://127.0.0.1:18001/api/v1/
   upstreams      mockllm "mock-a" :8080, "mock-b" :8081
