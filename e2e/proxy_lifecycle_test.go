@@ -102,6 +102,38 @@ func TestProxyReloadUnderLoad(t *testing.T) {
 		t.Errorf("requests to the new port: %v; want them all (and at least 20) on m2", newCounts)
 	}
 	t.Logf("answers by port and upstream: %v (%d requests)", byTarget, done.Load())
+
+	// Reloads that cannot apply keep the running config: a broken file, and a port that
+	// another socket holds.
+	rev2 := p.revision(t)
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	data["Port"] = harness.Port(t, taken.Addr().String())
+	bad := map[string]string{
+		"broken file": "http_server: [\n",
+		"port taken":  renderConfig(t, reloadConfig, data),
+	}
+	for name, content := range bad {
+		if err := os.WriteFile(p.Config, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		failedBefore := strings.Count(p.proc.Output(), "reload failed")
+		if err := p.proc.Signal(syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+		harness.Eventually(t, 5*time.Second, func() bool {
+			return strings.Count(p.proc.Output(), "reload failed") > failedBefore
+		}, "%s: no reload failure logged", name)
+		if got := p.revision(t); got != rev2 {
+			t.Errorf("%s: revision %s after a failed reload; want %s kept", name, got, rev2)
+		}
+		if a := mustSend(t, "POST", "http://"+newAddr+"/v1/chat/completions", body); a.Status != http.StatusOK || a.Upstream() != "m2" {
+			t.Errorf("%s: after a failed reload: status %d from %q; want 200 from m2", name, a.Status, a.Upstream())
+		}
+	}
 }
 
 const drainConfig = `

@@ -89,7 +89,7 @@ func TestProxyStreaming(t *testing.T) {
 		if tEnd-tFirst < 800*time.Millisecond {
 			t.Errorf("first chunk at %s, end at %s: want the first chunk at least 800ms before the end", tFirst, tEnd)
 		}
-		if tFirst > 250*time.Millisecond {
+		if tFirst > 500*time.Millisecond {
 			t.Errorf("first chunk took %s; want it at once", tFirst)
 		}
 	})
