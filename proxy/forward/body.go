@@ -1,0 +1,104 @@
+package forward
+
+import (
+	"bytes"
+	"io"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// copyBufSize is the relay buffer size.
+const copyBufSize = 32 << 10
+
+var copyBufPool = sync.Pool{New: func() any { b := make([]byte, copyBufSize); return &b }}
+
+// maxPooledBody is the largest request-body buffer returned to the pool; bigger ones are
+// left to the garbage collector so the pool does not pin rare large bodies.
+const maxPooledBody = 1 << 20
+
+var bodyBufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// replayable is a request body read into memory so that every attempt sends the same
+// bytes. Readers handed to the transport are counted: the buffer returns to the pool only
+// when the transport closed every one of them (it may still write a body after RoundTrip
+// returned).
+type replayable struct {
+	buf  *bytes.Buffer
+	open atomic.Int32
+}
+
+func (b *replayable) data() []byte { return b.buf.Bytes() }
+
+// reader returns a fresh reader over the body.
+func (b *replayable) reader() io.ReadCloser {
+	b.open.Add(1)
+	return &replayReader{parent: b, r: bytes.NewReader(b.buf.Bytes())}
+}
+
+// release returns the buffer to the pool when no reader is still open.
+func (b *replayable) release() {
+	if b.open.Load() == 0 && b.buf.Cap() <= maxPooledBody {
+		b.buf.Reset()
+		bodyBufPool.Put(b.buf)
+	}
+	b.buf = nil
+}
+
+type replayReader struct {
+	parent *replayable
+	r      *bytes.Reader
+	closed atomic.Bool
+}
+
+func (r *replayReader) Read(p []byte) (int, error) { return r.r.Read(p) }
+
+func (r *replayReader) Close() error {
+	if r.closed.CompareAndSwap(false, true) {
+		r.parent.open.Add(-1)
+	}
+	return nil
+}
+
+// readBody reads rc whole into a pooled buffer. sizeHint is the Content-Length, or -1.
+func readBody(rc io.Reader, sizeHint int64) (*replayable, error) {
+	buf := bodyBufPool.Get().(*bytes.Buffer)
+	if sizeHint > 0 && sizeHint < 64<<20 {
+		buf.Grow(int(sizeHint) + 1)
+	}
+	if _, err := buf.ReadFrom(rc); err != nil {
+		buf.Reset()
+		if buf.Cap() <= maxPooledBody {
+			bodyBufPool.Put(buf)
+		}
+		return nil, err
+	}
+	return &replayable{buf: buf}, nil
+}
+
+// idleBody bounds the silence between reads of an upstream answer: a timer armed before
+// each Read and stopped after it fires onIdle (which cancels the attempt) when a Read
+// waits longer than d.
+type idleBody struct {
+	rc io.ReadCloser
+	t  *time.Timer
+	d  time.Duration
+}
+
+func newIdleBody(rc io.ReadCloser, d time.Duration, onIdle func()) *idleBody {
+	t := time.AfterFunc(d, onIdle)
+	t.Stop()
+	return &idleBody{rc: rc, t: t, d: d}
+}
+
+func (b *idleBody) Read(p []byte) (int, error) {
+	b.t.Reset(b.d)
+	n, err := b.rc.Read(p)
+	b.t.Stop()
+	return n, err
+}
+
+func (b *idleBody) Close() error {
+	b.t.Stop()
+	return b.rc.Close()
+}

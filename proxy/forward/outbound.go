@@ -1,0 +1,184 @@
+package forward
+
+import (
+	"encoding/hex"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/textproto"
+	"net/url"
+	"strings"
+
+	"github.com/llmproxy-go/llmproxy/proxy/config"
+)
+
+// hopHeaders are the hop-by-hop headers a proxy must not forward: RFC 9110 section 7.6.1
+// (Connection, Proxy-Connection, Keep-Alive, TE, Transfer-Encoding, Upgrade), RFC 7230
+// section 6.1's list, and Proxy-Authenticate / Proxy-Authorization (RFC 9110 sections 11.7.1
+// and 11.7.2), which concern the proxy itself. Headers named in Connection are removed too.
+var hopHeaders = [...]string{
+	"Connection",
+	"Proxy-Connection",
+	"Keep-Alive",
+	"Proxy-Authenticate",
+	"Proxy-Authorization",
+	"Te",
+	"Trailer",
+	"Transfer-Encoding",
+	"Upgrade",
+}
+
+// removeHopHeaders deletes hop-by-hop headers from h, those listed in its Connection
+// header first.
+func removeHopHeaders(h http.Header) {
+	for _, v := range h["Connection"] {
+		for v != "" {
+			var name string
+			name, v, _ = strings.Cut(v, ",")
+			if name = textproto.TrimString(name); name != "" {
+				delete(h, http.CanonicalHeaderKey(name))
+			}
+		}
+	}
+	for _, k := range hopHeaders {
+		delete(h, k)
+	}
+}
+
+// joinURLPath appends the request path reqPath to the upstream base path, with exactly one
+// slash between them: ("/v1", "/chat") and ("/v1/", "/chat") give "/v1/chat"; an empty
+// base gives reqPath; an empty reqPath gives the base (or "/").
+func joinURLPath(base, reqPath string) string {
+	switch {
+	case base == "" || base == "/":
+		if reqPath == "" {
+			return "/"
+		}
+		return reqPath
+	case reqPath == "":
+		return base
+	}
+	bs := base[len(base)-1] == '/'
+	rs := reqPath[0] == '/'
+	switch {
+	case bs && rs:
+		return base + reqPath[1:]
+	case !bs && !rs:
+		return base + "/" + reqPath
+	}
+	return base + reqPath
+}
+
+// targetURL is the upstream URL for the inbound URL in: the member's scheme, host and path
+// prefix, then in's path, and in's query.
+func targetURL(base *url.URL, in *url.URL) *url.URL {
+	u := &url.URL{Scheme: base.Scheme, Host: base.Host, User: base.User, RawQuery: in.RawQuery}
+	if in.RawPath == "" && base.RawPath == "" {
+		u.Path = joinURLPath(base.Path, in.Path)
+		return u
+	}
+	// Escaped paths: join both forms so reserved characters keep their escaping.
+	u.Path = joinURLPath(base.Path, in.Path)
+	u.RawPath = joinURLPath(base.EscapedPath(), in.EscapedPath())
+	return u
+}
+
+// newRequestID returns 32 hex digits from 16 random bytes.
+func newRequestID() string {
+	var b [16]byte
+	a, c := rand.Uint64(), rand.Uint64()
+	for i := 0; i < 8; i++ {
+		b[i] = byte(a >> (8 * i))
+		b[8+i] = byte(c >> (8 * i))
+	}
+	return hex.EncodeToString(b[:])
+}
+
+// clientIP returns the host part of a RemoteAddr ("1.2.3.4:5678" → "1.2.3.4").
+func clientIP(remoteAddr string) string {
+	host, _, err := net.SplitHostPort(remoteAddr)
+	if err != nil {
+		return remoteAddr
+	}
+	return host
+}
+
+// outboundHeader builds the header sent to member m from the inbound header in (which it
+// does not modify): hop-by-hop headers removed, X-Forwarded-For appended, X-Forwarded-Proto
+// set, X-Request-Id set, the member's auth and header ops applied, User-Agent set.
+func outboundHeader(in http.Header, r *http.Request, g *config.Group, m *config.Member, requestID string) http.Header {
+	h := in.Clone()
+	if h == nil {
+		h = make(http.Header, 8)
+	}
+	removeHopHeaders(h)
+	if ip := clientIP(r.RemoteAddr); ip != "" {
+		if prior, ok := h["X-Forwarded-For"]; ok && len(prior) > 0 {
+			h["X-Forwarded-For"] = []string{strings.Join(prior, ", ") + ", " + ip}
+		} else {
+			h["X-Forwarded-For"] = []string{ip}
+		}
+	}
+	if r.TLS != nil {
+		h["X-Forwarded-Proto"] = protoHTTPS
+	} else {
+		h["X-Forwarded-Proto"] = protoHTTP
+	}
+	h["X-Request-Id"] = []string{requestID}
+	if m.Auth != "" {
+		h["Authorization"] = []string{m.Auth}
+	}
+	for i := range m.HeaderOps {
+		op := &m.HeaderOps[i]
+		switch op.Op {
+		case config.HeaderInsert:
+			if _, ok := h[op.Key]; !ok {
+				h[op.Key] = []string{op.Value}
+			}
+		case config.HeaderReplace:
+			h[op.Key] = []string{op.Value}
+		case config.HeaderRemove:
+			delete(h, op.Key)
+		}
+	}
+	// An empty agent sends no User-Agent (net/http omits an empty value).
+	h["User-Agent"] = []string{g.Agent}
+	return h
+}
+
+var (
+	protoHTTP  = []string{"http"}
+	protoHTTPS = []string{"https"}
+)
+
+// copyResponseHeader copies the upstream answer's header to dst, hop-by-hop headers
+// excepted.
+func copyResponseHeader(dst, src http.Header) {
+	_, hasConn := src["Connection"]
+	for k, vv := range src {
+		if isHop(k) {
+			continue
+		}
+		dst[k] = vv
+	}
+	if hasConn {
+		for _, v := range src["Connection"] {
+			for v != "" {
+				var name string
+				name, v, _ = strings.Cut(v, ",")
+				if name = textproto.TrimString(name); name != "" {
+					delete(dst, http.CanonicalHeaderKey(name))
+				}
+			}
+		}
+	}
+}
+
+func isHop(k string) bool {
+	for _, h := range hopHeaders {
+		if h == k {
+			return true
+		}
+	}
+	return false
+}

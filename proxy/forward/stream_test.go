@@ -1,0 +1,119 @@
+package forward
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestSSEFirstChunkBeforeSecond(t *testing.T) {
+	sendSecond := make(chan struct{})
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(200)
+		io.WriteString(w, "data: one\n\n")
+		w.(http.Flusher).Flush()
+		select {
+		case <-sendSecond:
+		case <-r.Context().Done():
+			return
+		}
+		io.WriteString(w, "data: two\n\n")
+	}))
+	defer up.Close()
+	p := newTestProxy(t, simpleConfig("", "a"), up.URL)
+
+	resp := post(t, p.URL+"/v1/chat/completions", `{"stream":true}`)
+	defer resp.Body.Close()
+	br := bufio.NewReader(resp.Body)
+	line, err := br.ReadString('\n')
+	if err != nil || line != "data: one\n" {
+		t.Fatalf("first line = %q, %v; want data: one (before the upstream sent the second)", line, err)
+	}
+	close(sendSecond)
+	rest, _ := io.ReadAll(br)
+	if string(rest) != "\ndata: two\n\n" {
+		t.Errorf("rest = %q", rest)
+	}
+}
+
+func TestClientCancelReachesUpstream(t *testing.T) {
+	arrived := make(chan struct{})
+	canceled := make(chan struct{})
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.ReadAll(r.Body) // the server notices a closed connection only once the body is read
+		close(arrived)
+		<-r.Context().Done()
+		close(canceled)
+	}))
+	defer up.Close()
+	p := newTestProxy(t, simpleConfig("", "a"), up.URL)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, "POST", p.URL+"/v1/chat/completions", strings.NewReader("{}"))
+	errc := make(chan error, 1)
+	go func() {
+		_, err := http.DefaultClient.Do(req)
+		errc <- err
+	}()
+	<-arrived
+	cancel()
+	select {
+	case <-canceled:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the upstream request was not canceled")
+	}
+	if err := <-errc; err == nil {
+		t.Error("client request succeeded; want canceled")
+	}
+}
+
+func TestMidStreamDeathSSEError(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(200)
+		io.WriteString(w, "data: {\"x\":1}\n\n")
+		w.(http.Flusher).Flush()
+		panic(http.ErrAbortHandler) // the upstream dies mid-stream
+	}))
+	defer up.Close()
+	// Retries on: a started stream must still not be retried.
+	p := newTestProxy(t, simpleConfig("    http_client:\n      retry: {attempts: 3, initial: 100, retry_on: [\"502\", connect_error, timeout]}\n", "a"), up.URL)
+
+	resp := post(t, p.URL+"/v1/chat/completions", `{"stream":true}`)
+	body := readAll(t, resp)
+	want := "data: {\"x\":1}\n\ndata: {\"error\":{\"message\":\"upstream stream interrupted\",\"type\":\"upstream_error\",\"code\":\"stream_interrupted\"}}\n\n"
+	if resp.StatusCode != 200 || body != want {
+		t.Errorf("got %d %q; want 200 %q", resp.StatusCode, body, want)
+	}
+	if n := upstreamRequests(t, p, "a"); n != 1 {
+		t.Errorf("upstream attempts = %v; want 1 (a started stream is not retried)", n)
+	}
+}
+
+func TestMidBodyDeathAborts(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Length", "100")
+		w.WriteHeader(200)
+		io.WriteString(w, `{"partial":`)
+		w.(http.Flusher).Flush()
+		panic(http.ErrAbortHandler)
+	}))
+	defer up.Close()
+	p := newTestProxy(t, simpleConfig("", "a"), up.URL)
+	resp, err := http.Post(p.URL+"/v1/chat/completions", "application/json", strings.NewReader("{}"))
+	if err == nil {
+		// The status line may have gone out; the body must then end in an error.
+		_, err = io.ReadAll(resp.Body)
+		resp.Body.Close()
+	}
+	if err == nil {
+		t.Error("reading a body whose upstream died succeeded; want an error")
+	}
+}
