@@ -87,6 +87,7 @@ type exchange struct {
 	ctx   context.Context
 	start time.Time
 	reqID string
+	idHdr []string // X-Request-Id header value, shared by both directions
 
 	route    *config.RouteMetrics
 	group    *config.Group
@@ -113,7 +114,8 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if ex.reqID == "" || len(ex.reqID) > 200 {
 		ex.reqID = newRequestID()
 	}
-	w.Header()["X-Request-Id"] = []string{ex.reqID}
+	ex.idHdr = []string{ex.reqID}
+	w.Header()["X-Request-Id"] = ex.idHdr
 
 	ex.rt = h.holder.Load()
 	ex.fw = ex.rt.Forward(h.name)
@@ -410,7 +412,7 @@ func (ex *exchange) try(g *config.Group, m *config.Member, done func(bool)) *att
 	out.Close = false
 	out.TransferEncoding = nil
 	out.Trailer = nil
-	out.Header = outboundHeader(r.Header, r, g, m, ex.reqID)
+	out.Header = outboundHeader(r.Header, r, g, m, ex.idHdr)
 	switch {
 	case ex.body != nil:
 		body := ex.body

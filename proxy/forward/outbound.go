@@ -105,8 +105,8 @@ func clientIP(remoteAddr string) string {
 
 // outboundHeader builds the header sent to member m from the inbound header in (which it
 // does not modify): hop-by-hop headers removed, X-Forwarded-For appended, X-Forwarded-Proto
-// set, X-Request-Id set, the member's auth and header ops applied, User-Agent set.
-func outboundHeader(in http.Header, r *http.Request, g *config.Group, m *config.Member, requestID string) http.Header {
+// set, X-Request-Id set (requestID is shared, never modified), the member's auth and header ops applied, User-Agent set.
+func outboundHeader(in http.Header, r *http.Request, g *config.Group, m *config.Member, requestID []string) http.Header {
 	h := in.Clone()
 	if h == nil {
 		h = make(http.Header, 8)
@@ -124,7 +124,7 @@ func outboundHeader(in http.Header, r *http.Request, g *config.Group, m *config.
 	} else {
 		h["X-Forwarded-Proto"] = protoHTTP
 	}
-	h["X-Request-Id"] = []string{requestID}
+	h["X-Request-Id"] = requestID
 	if m.Auth != "" {
 		h["Authorization"] = []string{m.Auth}
 	}

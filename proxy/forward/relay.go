@@ -30,7 +30,7 @@ func (ex *exchange) relay(g *config.Group, a *attempt) {
 	if up := resp.Header["X-Request-Id"]; len(up) > 0 && up[0] != ex.reqID {
 		h["X-Upstream-Request-Id"] = up
 	}
-	h["X-Request-Id"] = []string{ex.reqID}
+	h["X-Request-Id"] = ex.idHdr
 	ex.status = resp.StatusCode
 	ex.w.WriteHeader(resp.StatusCode)
 

@@ -1,0 +1,105 @@
+package forward
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/llmproxy-go/llmproxy/proxy/config"
+)
+
+const benchAnswer = `{"id":"chatcmpl-1","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"Hello there, how can I help?"},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":8,"total_tokens":20}}`
+
+func benchProxy(b *testing.B, groupExtra string) string {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, benchAnswer)
+	}))
+	b.Cleanup(up.Close)
+	p := newTestProxy(b, simpleConfig(groupExtra, "a"), up.URL)
+	return p.URL
+}
+
+func runBench(b *testing.B, target string) {
+	tr := &http.Transport{MaxIdleConnsPerHost: 1024, DisableCompression: true}
+	b.Cleanup(tr.CloseIdleConnections)
+	client := &http.Client{Transport: tr}
+	const body = `{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}`
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			resp, err := client.Post(target+"/v1/chat/completions", "application/json", strings.NewReader(body))
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				b.Errorf("status %d", resp.StatusCode)
+				return
+			}
+		}
+	})
+}
+
+// BenchmarkProxyNonStream measures the whole loopback path client → proxy → upstream;
+// allocations include the test client's and upstream's.
+func BenchmarkProxyNonStream(b *testing.B) {
+	b.Run("no-retry", func(b *testing.B) { runBench(b, benchProxy(b, "")) })
+	b.Run("retry", func(b *testing.B) { runBench(b, benchProxy(b, retryCfg)) })
+}
+
+// BenchmarkDirect is the same load without the proxy, for comparison.
+func BenchmarkDirect(b *testing.B) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, benchAnswer)
+	}))
+	defer up.Close()
+	runBench(b, up.URL)
+}
+
+func BenchmarkOutboundHeader(b *testing.B) {
+	in := http.Header{
+		"Content-Type":    {"application/json"},
+		"Authorization":   {"Bearer client"},
+		"Accept":          {"*/*"},
+		"User-Agent":      {"openai-python/1.0"},
+		"X-Stainless-Os":  {"Linux"},
+		"Connection":      {"keep-alive"},
+		"X-Forwarded-For": {"10.0.0.1"},
+	}
+	r := &http.Request{Header: in, RemoteAddr: "127.0.0.1:5555", URL: &url.URL{Path: "/v1/chat/completions"}}
+	g := &config.Group{Agent: "LLMProxy/1.0"}
+	m := &config.Member{Auth: "Bearer sk-xxx", HeaderOps: []config.HeaderOp{{Op: config.HeaderInsert, Key: "Openai-Organization", Value: "org"}}}
+	b.ReportAllocs()
+	for b.Loop() {
+		outboundHeader(in, r, g, m, []string{"0123456789abcdef0123456789abcdef"})
+	}
+}
+
+func BenchmarkUsageScanSSE(b *testing.B) {
+	stream := []byte(strings.Repeat("data: {\"id\":\"c\",\"choices\":[{\"delta\":{\"content\":\"word \"}}]}\n\n", 200) +
+		"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":200}}\n\ndata: [DONE]\n\n")
+	b.SetBytes(int64(len(stream)))
+	b.ReportAllocs()
+	for b.Loop() {
+		var u usage
+		sc := sseScanner{onLine: func(l []byte) {
+			if p, ok := sseData(l); ok && len(p) > 0 && p[0] == '{' {
+				u.scan(p)
+			}
+		}}
+		for i := 0; i < len(stream); i += 1024 {
+			sc.Write(stream[i:min(i+1024, len(stream))])
+		}
+		sc.Close()
+	}
+}
