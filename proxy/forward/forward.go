@@ -187,7 +187,9 @@ func (ex *exchange) serve() {
 	}
 	g := ex.rt.Groups[target]
 	ex.group = g
-	if g.Retry != nil && hasBody && ex.body == nil {
+	// The body is read into memory when retries may replay it, or when tracing wants the
+	// model for gen_ai.request.model; otherwise it streams through.
+	if (g.Retry != nil || ex.h.tracer != nil) && hasBody && ex.body == nil {
 		if !ex.readBody() {
 			return
 		}
