@@ -366,3 +366,65 @@ upstream_groups: [{name: g, upstreams: [{name: a}]}]
 		t.Errorf("ratelimit_total = %v; want 1", n)
 	}
 }
+
+func TestBreakerRecoversAndFailoverReturns(t *testing.T) {
+	var aBroken atomic.Bool
+	aBroken.Store(true)
+	var aHits, bHits atomic.Int64
+	a := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		aHits.Add(1)
+		if aBroken.Load() {
+			w.WriteHeader(500)
+			return
+		}
+		io.WriteString(w, "a")
+	}))
+	defer a.Close()
+	b := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		bHits.Add(1)
+		io.WriteString(w, "b")
+	}))
+	defer b.Close()
+	cfg := `
+http_server:
+  forwards: [{name: f, port: 3999, default_group: g}]
+upstreams:
+  - {name: a, url: "{{U0}}", breaker: {threshold: 0.5, cooldown: 1, min_requests: 2}}
+  - {name: b, url: "{{U1}}"}
+upstream_groups:
+  - name: g
+    upstreams: [{name: a}, {name: b}]
+    balance: {strategy: failover}
+    http_client:
+      retry: {attempts: 1, initial: 100, retry_on: ["500"]}
+`
+	p := newTestProxy(t, cfg, a.URL, b.URL)
+	brk := p.Runtime.Groups[0].Members[0].Breaker
+	// While a fails, clients see no error: the retry fails over to b.
+	for i := 0; i < 4; i++ {
+		resp := post(t, p.URL+"/x", `{}`)
+		if got := readAll(t, resp); resp.StatusCode != 200 || got != "b" {
+			t.Fatalf("request %d: %d %q; want 200 from b", i, resp.StatusCode, got)
+		}
+	}
+	if brk.Ready() {
+		t.Fatal("a's breaker did not open")
+	}
+	hitsWhileOpen := aHits.Load()
+	readAll(t, post(t, p.URL+"/x", `{}`))
+	if aHits.Load() != hitsWhileOpen {
+		t.Error("an open breaker let a request through")
+	}
+	aBroken.Store(false)
+	waitFor(t, "half-open after cooldown", brk.Ready)
+	// The probe goes to a (first in failover order), closes the breaker, traffic returns.
+	for i := 0; i < 3; i++ {
+		resp := post(t, p.URL+"/x", `{}`)
+		if got := readAll(t, resp); got != "a" {
+			t.Fatalf("after recovery request %d answered by %q; want a", i, got)
+		}
+	}
+	if st := brk.State().String(); st != "closed" {
+		t.Errorf("breaker state %s; want closed", st)
+	}
+}
