@@ -19,6 +19,22 @@
 // member when there is one; a Retry-After of the answer is honoured (up to max_backoff)
 // when the retry goes to the same upstream. Nothing is retried once the answer's status
 // line has been written to the client.
+//
+// Streams: an event stream (text/event-stream) or an answer of unknown length is flushed
+// after every write. An upstream that breaks mid-stream ends the client's event stream with
+// `data: {"error":{…}}` (OpenAI shape); any other broken body aborts the response
+// (http.ErrAbortHandler) so the client sees a broken answer, never a truncated success.
+// Stream groups (http_client.stream true) have no response-header timeout: time to first
+// token can be minutes. The idle timeout bounds the silence during each body read.
+//
+// Tokens: usage is read from plain (not content-encoded) answers without holding them
+// back: event streams through a line scanner that only copies an unfinished line, JSON
+// answers through a 16 KiB tail window (usage comes last in OpenAI and Anthropic answers).
+//
+// Logs: one Info access-log record per request (request and trace ids, route, group,
+// upstream, status, attempts, bytes, duration, tokens) built with LogAttrs, skipped when
+// the logger does not enable Info; a Warn record per failed upstream attempt. Requests
+// whose client left are recorded with status 499 and nothing is written.
 package forward
 
 import (

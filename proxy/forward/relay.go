@@ -113,6 +113,7 @@ func (ex *exchange) relay(g *config.Group, a *attempt) {
 		ex.settleClientGone(a)
 		ex.endSpan(a, nil)
 		ex.status = StatusClientClosedRequest
+		ex.perr = ErrClientGone
 		return
 	}
 	if readErr != nil {
