@@ -2,6 +2,7 @@ package forward
 
 import (
 	"bytes"
+	"encoding/json"
 )
 
 // maxSSELine bounds the bytes kept for one unfinished SSE line; a longer line is skipped
@@ -223,7 +224,7 @@ func intField(obj, key []byte) (int64, bool) {
 }
 
 // topLevelString returns the value of key at the top level of the JSON object doc when
-// it is a string without escapes (the common case for "model"), and whether it found one.
+// it is a string, and whether it found one (escaped strings are decoded with encoding/json).
 // Nested keys of the same name are ignored.
 func topLevelString(doc, key []byte) (string, bool) {
 	i := skipSpace(doc, 0)
@@ -258,7 +259,11 @@ func topLevelString(doc, key []byte) (string, bool) {
 			if isKey {
 				v := doc[i+1 : vEnd-1]
 				if bytes.IndexByte(v, '\\') >= 0 {
-					return "", false
+					var out string
+					if json.Unmarshal(doc[i:vEnd], &out) != nil {
+						return "", false
+					}
+					return out, true
 				}
 				return string(v), true
 			}

@@ -48,7 +48,7 @@ func TestTopLevelModel(t *testing.T) {
 		{`{"messages":[]}`, ""},
 		{`[1]`, ""},
 		{`{"model":42}`, ""},
-		{`{"model":"a\"b"}`, ""},
+		{`{"model":"a\"b\u00e9"}`, "a\"bé"},
 	}
 	for _, tt := range tests {
 		if got := modelOf([]byte(tt.doc)); got != tt.want {
