@@ -39,11 +39,9 @@ const (
 )
 
 // DefaultKeepalive is the default interval of HTTP/2 keepalive pings on an
-// idle connection. It is the shortest interval a gRPC server with the
-// default enforcement policy accepts; a shorter one gets the connection
-// closed with "too many pings" unless the server allows it
-// (controlplane/xds.ServerOptions does).
-const DefaultKeepalive = 5 * time.Minute
+// idle connection, so a dead control-plane host is noticed within a minute.
+// The control plane permits pings this often (controlplane/xds.ServerOptions).
+const DefaultKeepalive = 30 * time.Second
 
 // Options configures [Run].
 type Options struct {

@@ -18,6 +18,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/llmproxy-go/llmproxy/controlplane/xds"
 	"io"
 	"log/slog"
 	"net/http"
@@ -115,11 +116,11 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 	}
 
 	token := os.Getenv(tokenEnv)
-	gs := grpc.NewServer(grpc.MaxRecvMsgSize(admin.MaxMessageBytes), grpc.ChainUnaryInterceptor(
+	gs := grpc.NewServer(append(xds.ServerOptions(), grpc.MaxRecvMsgSize(admin.MaxMessageBytes), grpc.ChainUnaryInterceptor(
 		metrics.UnaryInterceptor(),
 		admin.LoggingInterceptor(log.With("component", "admin")),
 		admin.AuthInterceptor(token),
-	))
+	))...)
 
 	// xdsCtx ends before the gRPC server stops, so ADS streams can close by themselves.
 	xdsCtx, stopXDS := context.WithCancel(context.WithoutCancel(ctx))
