@@ -5,7 +5,7 @@ BIN := bin
 BUF := npx --yes @bufbuild/buf@1.75.0
 BINARIES := llmproxy-controlplane llmproxy llmproxyctl mockllm
 
-.PHONY: help build test run generate lint bench e2e tidy-check generate-check clean
+.PHONY: help build test run generate lint bench bench-deps e2e tidy-check generate-check clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -36,9 +36,13 @@ lint: ## gofmt, go vet, buf lint
 	$(GO) vet ./...
 	$(BUF) lint
 
-bench: build ## benchmark harness (proxy vs nginx vs direct) and Go micro-benchmarks
-	$(GO) test -run '^$$' -bench . -benchmem ./proxy/...
-	$(GO) run ./e2e/cmd/benchharness --bin $(BIN)
+bench: build ## benchmarks: Go micro-benchmarks of the hot paths, then proxy vs nginx vs direct (bench/out/)
+	@mkdir -p bench/out
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 300ms ./proxy/... | tee bench/out/micro.txt
+	$(GO) run ./e2e/cmd/benchharness --bin $(BIN) --out bench/out
+
+bench-deps: ## install nginx-light, the benchmark's baseline (Debian, as root)
+	command -v nginx >/dev/null || (apt-get update && apt-get install -y nginx-light)
 
 generate-check: generate ## fail when gen/ is stale
 	@git diff --exit-code -- gen || (echo "gen/ is stale: run make generate and commit"; exit 1)
