@@ -142,190 +142,79 @@ func (s *Server) logCommit(ctx context.Context, op string, prev, rev uint64) {
 
 // ---- upstreams ----
 
-func findUpstream(c *configv1.Config, name string) int {
-	for i, u := range c.GetUpstreams() {
-		if u.GetName() == name {
-			return i
-		}
-	}
-	return -1
-}
-
 // ListUpstreams returns every upstream, secrets redacted.
 func (s *Server) ListUpstreams(ctx context.Context, _ *adminv1.ListUpstreamsRequest) (*adminv1.ListUpstreamsResponse, error) {
-	rev, cfg, err := s.load(ctx, "list upstreams")
+	rev, us, err := upstreams.list(ctx, s)
 	if err != nil {
 		return nil, err
 	}
-	return &adminv1.ListUpstreamsResponse{Upstreams: cfg.GetUpstreams(), Revision: rev}, nil
+	return &adminv1.ListUpstreamsResponse{Upstreams: us, Revision: rev}, nil
 }
 
 // GetUpstream returns one upstream, secrets redacted.
 func (s *Server) GetUpstream(ctx context.Context, req *adminv1.GetUpstreamRequest) (*configv1.Upstream, error) {
-	_, cfg, err := s.load(ctx, "get upstream")
-	if err != nil {
-		return nil, err
-	}
-	i := findUpstream(cfg, req.GetName())
-	if i < 0 {
-		return nil, notFound("upstream", req.GetName())
-	}
-	return cfg.Upstreams[i], nil
+	return upstreams.get(ctx, s, req.GetName())
 }
 
 // CreateUpstream adds an upstream; its name must be new.
 func (s *Server) CreateUpstream(ctx context.Context, req *adminv1.CreateUpstreamRequest) (*adminv1.UpstreamResponse, error) {
-	u := req.GetUpstream()
-	if u == nil {
-		return nil, invalidField("upstream", "required")
-	}
-	rev, next, err := s.commit(ctx, "create upstream", req.ExpectedRevision, func(next *configv1.Config) (pathRewrite, error) {
-		if u.GetName() != "" && findUpstream(next, u.GetName()) >= 0 {
-			return pathRewrite{}, status.Errorf(codes.AlreadyExists, "upstream %q already exists", u.GetName())
-		}
-		next.Upstreams = append(next.Upstreams, proto.Clone(u).(*configv1.Upstream))
-		return pathRewrite{fmt.Sprintf("upstreams[%d]", len(next.Upstreams)-1), "upstream"}, nil
-	})
+	rev, u, err := upstreams.create(ctx, s, req.GetUpstream(), req.ExpectedRevision)
 	if err != nil {
 		return nil, err
 	}
-	setHeaders(ctx, rev, 201)
-	return &adminv1.UpstreamResponse{Upstream: storedUpstream(next, u.GetName()), Revision: rev}, nil
+	return &adminv1.UpstreamResponse{Upstream: u, Revision: rev}, nil
 }
 
 // UpdateUpstream replaces an existing upstream whole.
 func (s *Server) UpdateUpstream(ctx context.Context, req *adminv1.UpdateUpstreamRequest) (*adminv1.UpstreamResponse, error) {
-	name := req.GetName()
-	u := req.GetUpstream()
-	if u == nil {
-		return nil, invalidField("upstream", "required")
-	}
-	if err := matchName("upstream.name", u.GetName(), name); err != nil {
-		return nil, err
-	}
-	u = proto.Clone(u).(*configv1.Upstream)
-	u.Name = name
-	rev, next, err := s.commit(ctx, "update upstream", req.ExpectedRevision, func(next *configv1.Config) (pathRewrite, error) {
-		i := findUpstream(next, name)
-		if i < 0 {
-			return pathRewrite{}, notFound("upstream", name)
-		}
-		next.Upstreams[i] = u
-		return pathRewrite{fmt.Sprintf("upstreams[%d]", i), "upstream"}, nil
-	})
+	rev, u, err := upstreams.update(ctx, s, req.GetName(), req.GetUpstream(), req.ExpectedRevision)
 	if err != nil {
 		return nil, err
 	}
-	setHeaders(ctx, rev, 0)
-	return &adminv1.UpstreamResponse{Upstream: storedUpstream(next, name), Revision: rev}, nil
+	return &adminv1.UpstreamResponse{Upstream: u, Revision: rev}, nil
 }
 
 // DeleteUpstream removes an upstream that no group uses.
 func (s *Server) DeleteUpstream(ctx context.Context, req *adminv1.DeleteUpstreamRequest) (*adminv1.DeleteResponse, error) {
-	name := req.GetName()
-	rev, _, err := s.commit(ctx, "delete upstream", req.ExpectedRevision, func(next *configv1.Config) (pathRewrite, error) {
-		i := findUpstream(next, name)
-		if i < 0 {
-			return pathRewrite{}, notFound("upstream", name)
-		}
-		if err := inUse(fmt.Sprintf("upstream %q", name), upstreamUsers(next, name)); err != nil {
-			return pathRewrite{}, err
-		}
-		next.Upstreams = append(next.Upstreams[:i], next.Upstreams[i+1:]...)
-		return pathRewrite{}, nil
-	})
+	rev, err := upstreams.delete(ctx, s, req.GetName(), req.ExpectedRevision)
 	if err != nil {
 		return nil, err
 	}
-	setHeaders(ctx, rev, 204)
 	return &adminv1.DeleteResponse{Revision: rev}, nil
-}
-
-func storedUpstream(c *configv1.Config, name string) *configv1.Upstream {
-	if i := findUpstream(c, name); i >= 0 {
-		return redact.Upstream(c.Upstreams[i])
-	}
-	return nil
 }
 
 // ---- upstream groups ----
 
-func findGroup(c *configv1.Config, name string) int {
-	for i, g := range c.GetUpstreamGroups() {
-		if g.GetName() == name {
-			return i
-		}
-	}
-	return -1
-}
-
 // ListUpstreamGroups returns every group, secrets redacted.
 func (s *Server) ListUpstreamGroups(ctx context.Context, _ *adminv1.ListUpstreamGroupsRequest) (*adminv1.ListUpstreamGroupsResponse, error) {
-	rev, cfg, err := s.load(ctx, "list upstream groups")
+	rev, gs, err := upstreamGroups.list(ctx, s)
 	if err != nil {
 		return nil, err
 	}
-	return &adminv1.ListUpstreamGroupsResponse{UpstreamGroups: cfg.GetUpstreamGroups(), Revision: rev}, nil
+	return &adminv1.ListUpstreamGroupsResponse{UpstreamGroups: gs, Revision: rev}, nil
 }
 
 // GetUpstreamGroup returns one group, secrets redacted.
 func (s *Server) GetUpstreamGroup(ctx context.Context, req *adminv1.GetUpstreamGroupRequest) (*configv1.UpstreamGroup, error) {
-	_, cfg, err := s.load(ctx, "get upstream group")
-	if err != nil {
-		return nil, err
-	}
-	i := findGroup(cfg, req.GetName())
-	if i < 0 {
-		return nil, notFound("upstream group", req.GetName())
-	}
-	return cfg.UpstreamGroups[i], nil
+	return upstreamGroups.get(ctx, s, req.GetName())
 }
 
 // CreateUpstreamGroup adds a group; its name must be new and its members must exist.
 func (s *Server) CreateUpstreamGroup(ctx context.Context, req *adminv1.CreateUpstreamGroupRequest) (*adminv1.UpstreamGroupResponse, error) {
-	g := req.GetUpstreamGroup()
-	if g == nil {
-		return nil, invalidField("upstream_group", "required")
-	}
-	rev, next, err := s.commit(ctx, "create upstream group", req.ExpectedRevision, func(next *configv1.Config) (pathRewrite, error) {
-		if g.GetName() != "" && findGroup(next, g.GetName()) >= 0 {
-			return pathRewrite{}, status.Errorf(codes.AlreadyExists, "upstream group %q already exists", g.GetName())
-		}
-		next.UpstreamGroups = append(next.UpstreamGroups, proto.Clone(g).(*configv1.UpstreamGroup))
-		return pathRewrite{fmt.Sprintf("upstream_groups[%d]", len(next.UpstreamGroups)-1), "upstream_group"}, nil
-	})
+	rev, g, err := upstreamGroups.create(ctx, s, req.GetUpstreamGroup(), req.ExpectedRevision)
 	if err != nil {
 		return nil, err
 	}
-	setHeaders(ctx, rev, 201)
-	return &adminv1.UpstreamGroupResponse{UpstreamGroup: storedGroup(next, g.GetName()), Revision: rev}, nil
+	return &adminv1.UpstreamGroupResponse{UpstreamGroup: g, Revision: rev}, nil
 }
 
 // UpdateUpstreamGroup replaces an existing group whole.
 func (s *Server) UpdateUpstreamGroup(ctx context.Context, req *adminv1.UpdateUpstreamGroupRequest) (*adminv1.UpstreamGroupResponse, error) {
-	name := req.GetName()
-	g := req.GetUpstreamGroup()
-	if g == nil {
-		return nil, invalidField("upstream_group", "required")
-	}
-	if err := matchName("upstream_group.name", g.GetName(), name); err != nil {
-		return nil, err
-	}
-	g = proto.Clone(g).(*configv1.UpstreamGroup)
-	g.Name = name
-	rev, next, err := s.commit(ctx, "update upstream group", req.ExpectedRevision, func(next *configv1.Config) (pathRewrite, error) {
-		i := findGroup(next, name)
-		if i < 0 {
-			return pathRewrite{}, notFound("upstream group", name)
-		}
-		next.UpstreamGroups[i] = g
-		return pathRewrite{fmt.Sprintf("upstream_groups[%d]", i), "upstream_group"}, nil
-	})
+	rev, g, err := upstreamGroups.update(ctx, s, req.GetName(), req.GetUpstreamGroup(), req.ExpectedRevision)
 	if err != nil {
 		return nil, err
 	}
-	setHeaders(ctx, rev, 0)
-	return &adminv1.UpstreamGroupResponse{UpstreamGroup: storedGroup(next, name), Revision: rev}, nil
+	return &adminv1.UpstreamGroupResponse{UpstreamGroup: g, Revision: rev}, nil
 }
 
 // PatchUpstreamGroup replaces a group's member list atomically, keeping its other settings.
@@ -336,7 +225,7 @@ func (s *Server) PatchUpstreamGroup(ctx context.Context, req *adminv1.PatchUpstr
 		members[i] = proto.Clone(m).(*configv1.UpstreamRef)
 	}
 	rev, next, err := s.commit(ctx, "patch upstream group", req.ExpectedRevision, func(next *configv1.Config) (pathRewrite, error) {
-		i := findGroup(next, name)
+		i := upstreamGroups.find(next, name)
 		if i < 0 {
 			return pathRewrite{}, notFound("upstream group", name)
 		}
@@ -347,144 +236,59 @@ func (s *Server) PatchUpstreamGroup(ctx context.Context, req *adminv1.PatchUpstr
 		return nil, err
 	}
 	setHeaders(ctx, rev, 0)
-	return &adminv1.UpstreamGroupResponse{UpstreamGroup: storedGroup(next, name), Revision: rev}, nil
+	return &adminv1.UpstreamGroupResponse{UpstreamGroup: upstreamGroups.stored(next, name), Revision: rev}, nil
 }
 
 // DeleteUpstreamGroup removes a group that no forward or route uses.
 func (s *Server) DeleteUpstreamGroup(ctx context.Context, req *adminv1.DeleteUpstreamGroupRequest) (*adminv1.DeleteResponse, error) {
-	name := req.GetName()
-	rev, _, err := s.commit(ctx, "delete upstream group", req.ExpectedRevision, func(next *configv1.Config) (pathRewrite, error) {
-		i := findGroup(next, name)
-		if i < 0 {
-			return pathRewrite{}, notFound("upstream group", name)
-		}
-		if err := inUse(fmt.Sprintf("upstream group %q", name), groupUsers(next, name)); err != nil {
-			return pathRewrite{}, err
-		}
-		next.UpstreamGroups = append(next.UpstreamGroups[:i], next.UpstreamGroups[i+1:]...)
-		return pathRewrite{}, nil
-	})
+	rev, err := upstreamGroups.delete(ctx, s, req.GetName(), req.ExpectedRevision)
 	if err != nil {
 		return nil, err
 	}
-	setHeaders(ctx, rev, 204)
 	return &adminv1.DeleteResponse{Revision: rev}, nil
-}
-
-func storedGroup(c *configv1.Config, name string) *configv1.UpstreamGroup {
-	if i := findGroup(c, name); i >= 0 {
-		return redact.UpstreamGroup(c.UpstreamGroups[i])
-	}
-	return nil
 }
 
 // ---- forwards ----
 
-func findForward(c *configv1.Config, name string) int {
-	for i, f := range c.GetHttpServer().GetForwards() {
-		if f.GetName() == name {
-			return i
-		}
-	}
-	return -1
-}
-
 // ListForwards returns every forward.
 func (s *Server) ListForwards(ctx context.Context, _ *adminv1.ListForwardsRequest) (*adminv1.ListForwardsResponse, error) {
-	rev, cfg, err := s.load(ctx, "list forwards")
+	rev, fs, err := forwards.list(ctx, s)
 	if err != nil {
 		return nil, err
 	}
-	return &adminv1.ListForwardsResponse{Forwards: cfg.GetHttpServer().GetForwards(), Revision: rev}, nil
+	return &adminv1.ListForwardsResponse{Forwards: fs, Revision: rev}, nil
 }
 
 // GetForward returns one forward.
 func (s *Server) GetForward(ctx context.Context, req *adminv1.GetForwardRequest) (*configv1.Forward, error) {
-	_, cfg, err := s.load(ctx, "get forward")
-	if err != nil {
-		return nil, err
-	}
-	i := findForward(cfg, req.GetName())
-	if i < 0 {
-		return nil, notFound("forward", req.GetName())
-	}
-	return cfg.HttpServer.Forwards[i], nil
+	return forwards.get(ctx, s, req.GetName())
 }
 
 // CreateForward adds a forward; its name must be new and its groups must exist.
 func (s *Server) CreateForward(ctx context.Context, req *adminv1.CreateForwardRequest) (*adminv1.ForwardResponse, error) {
-	f := req.GetForward()
-	if f == nil {
-		return nil, invalidField("forward", "required")
-	}
-	rev, next, err := s.commit(ctx, "create forward", req.ExpectedRevision, func(next *configv1.Config) (pathRewrite, error) {
-		if f.GetName() != "" && findForward(next, f.GetName()) >= 0 {
-			return pathRewrite{}, status.Errorf(codes.AlreadyExists, "forward %q already exists", f.GetName())
-		}
-		if next.HttpServer == nil {
-			next.HttpServer = &configv1.HttpServer{}
-		}
-		next.HttpServer.Forwards = append(next.HttpServer.Forwards, proto.Clone(f).(*configv1.Forward))
-		return pathRewrite{fmt.Sprintf("http_server.forwards[%d]", len(next.HttpServer.Forwards)-1), "forward"}, nil
-	})
+	rev, f, err := forwards.create(ctx, s, req.GetForward(), req.ExpectedRevision)
 	if err != nil {
 		return nil, err
 	}
-	setHeaders(ctx, rev, 201)
-	return &adminv1.ForwardResponse{Forward: storedForward(next, f.GetName()), Revision: rev}, nil
+	return &adminv1.ForwardResponse{Forward: f, Revision: rev}, nil
 }
 
 // UpdateForward replaces an existing forward whole, routes included.
 func (s *Server) UpdateForward(ctx context.Context, req *adminv1.UpdateForwardRequest) (*adminv1.ForwardResponse, error) {
-	name := req.GetName()
-	f := req.GetForward()
-	if f == nil {
-		return nil, invalidField("forward", "required")
-	}
-	if err := matchName("forward.name", f.GetName(), name); err != nil {
-		return nil, err
-	}
-	f = proto.Clone(f).(*configv1.Forward)
-	f.Name = name
-	rev, next, err := s.commit(ctx, "update forward", req.ExpectedRevision, func(next *configv1.Config) (pathRewrite, error) {
-		i := findForward(next, name)
-		if i < 0 {
-			return pathRewrite{}, notFound("forward", name)
-		}
-		next.HttpServer.Forwards[i] = f
-		return pathRewrite{fmt.Sprintf("http_server.forwards[%d]", i), "forward"}, nil
-	})
+	rev, f, err := forwards.update(ctx, s, req.GetName(), req.GetForward(), req.ExpectedRevision)
 	if err != nil {
 		return nil, err
 	}
-	setHeaders(ctx, rev, 0)
-	return &adminv1.ForwardResponse{Forward: storedForward(next, name), Revision: rev}, nil
+	return &adminv1.ForwardResponse{Forward: f, Revision: rev}, nil
 }
 
 // DeleteForward removes a forward and its routes.
 func (s *Server) DeleteForward(ctx context.Context, req *adminv1.DeleteForwardRequest) (*adminv1.DeleteResponse, error) {
-	name := req.GetName()
-	rev, _, err := s.commit(ctx, "delete forward", req.ExpectedRevision, func(next *configv1.Config) (pathRewrite, error) {
-		i := findForward(next, name)
-		if i < 0 {
-			return pathRewrite{}, notFound("forward", name)
-		}
-		fs := next.HttpServer.Forwards
-		next.HttpServer.Forwards = append(fs[:i], fs[i+1:]...)
-		return pathRewrite{}, nil
-	})
+	rev, err := forwards.delete(ctx, s, req.GetName(), req.ExpectedRevision)
 	if err != nil {
 		return nil, err
 	}
-	setHeaders(ctx, rev, 204)
 	return &adminv1.DeleteResponse{Revision: rev}, nil
-}
-
-func storedForward(c *configv1.Config, name string) *configv1.Forward {
-	if i := findForward(c, name); i >= 0 {
-		return proto.Clone(c.HttpServer.Forwards[i]).(*configv1.Forward)
-	}
-	return nil
 }
 
 // ---- routes ----
@@ -528,7 +332,7 @@ func (s *Server) ListRoutes(ctx context.Context, req *adminv1.ListRoutesRequest)
 	if err != nil {
 		return nil, err
 	}
-	i := findForward(cfg, req.GetName())
+	i := forwards.find(cfg, req.GetName())
 	if i < 0 {
 		return nil, notFound("forward", req.GetName())
 	}
@@ -549,7 +353,7 @@ func (s *Server) GetRoute(ctx context.Context, req *adminv1.GetRouteRequest) (*a
 	if err != nil {
 		return nil, err
 	}
-	i := findForward(cfg, req.GetName())
+	i := forwards.find(cfg, req.GetName())
 	if i < 0 {
 		return nil, notFound("forward", req.GetName())
 	}
@@ -570,7 +374,7 @@ func (s *Server) CreateRoute(ctx context.Context, req *adminv1.CreateRouteReques
 	}
 	r = proto.Clone(r).(*configv1.Route)
 	rev, _, err := s.commit(ctx, "create route", req.ExpectedRevision, func(next *configv1.Config) (pathRewrite, error) {
-		i := findForward(next, name)
+		i := forwards.find(next, name)
 		if i < 0 {
 			return pathRewrite{}, notFound("forward", name)
 		}
@@ -606,7 +410,7 @@ func (s *Server) UpdateRoute(ctx context.Context, req *adminv1.UpdateRouteReques
 	r = proto.Clone(r).(*configv1.Route)
 	r.Path = path
 	rev, _, err := s.commit(ctx, "update route", req.ExpectedRevision, func(next *configv1.Config) (pathRewrite, error) {
-		i := findForward(next, name)
+		i := forwards.find(next, name)
 		if i < 0 {
 			return pathRewrite{}, notFound("forward", name)
 		}
@@ -633,7 +437,7 @@ func (s *Server) DeleteRoute(ctx context.Context, req *adminv1.DeleteRouteReques
 		return nil, err
 	}
 	rev, _, err := s.commit(ctx, "delete route", req.ExpectedRevision, func(next *configv1.Config) (pathRewrite, error) {
-		i := findForward(next, name)
+		i := forwards.find(next, name)
 		if i < 0 {
 			return pathRewrite{}, notFound("forward", name)
 		}
