@@ -25,13 +25,11 @@ import (
 // reads the head revision. Polling backs that up, so a lost notification or a
 // reconnect delays a Watch by at most the poll interval.
 type postgresStore struct {
+	changes
 	pool   *pgxpool.Pool
 	dsn    string // only for redacting errors
-	hub    *hub
 	logger *slog.Logger
 
-	cancel    context.CancelFunc
-	wg        sync.WaitGroup
 	closeOnce sync.Once
 }
 
@@ -62,17 +60,16 @@ var postgresSchema = []string{
 }
 
 const (
-	postgresLoad = `SELECT h.revision, COALESCE(r.body, '')
-		FROM config_head h LEFT JOIN config_revisions r ON r.revision = h.revision
-		WHERE h.id = 1`
-	postgresHead     = `SELECT revision FROM config_head WHERE id = 1`
 	postgresLockHead = `SELECT revision FROM config_head WHERE id = 1 FOR UPDATE`
 	postgresBody     = `SELECT body FROM config_revisions WHERE revision = $1`
-	postgresInsert   = `INSERT INTO config_revisions (revision, body) VALUES ($1, $2)`
-	postgresBump     = `UPDATE config_head SET revision = $1 WHERE id = 1`
-	postgresPrune    = `DELETE FROM config_revisions WHERE revision <= $1`
 	postgresNotify   = `SELECT pg_notify($1, $2)`
 )
+
+var postgresWrites = revisionWrites{
+	insert: `INSERT INTO config_revisions (revision, body) VALUES ($1, $2)`,
+	bump:   `UPDATE config_head SET revision = $1 WHERE id = 1`,
+	prune:  `DELETE FROM config_revisions WHERE revision <= $1`,
+}
 
 func openPostgres(ctx context.Context, dsn string, logger *slog.Logger, opts options) (Store, error) {
 	cfg, err := pgxpool.ParseConfig(dsn)
@@ -97,10 +94,7 @@ func openPostgres(ctx context.Context, dsn string, logger *slog.Logger, opts opt
 		pool.Close()
 		return nil, redact(fmt.Errorf("open store: %w", err), dsn)
 	}
-	s.hub = newHub(rev)
-	bg, cancel := context.WithCancel(context.Background())
-	s.cancel = cancel
-	s.wg.Go(func() { s.hub.poll(bg, opts.pollInterval, s.head, logger) })
+	bg := s.start(rev, opts.pollInterval, s.head, logger)
 	s.wg.Go(func() { s.listen(bg) })
 	logger.Info("store: opened", "backend", "postgres",
 		"host", cfg.ConnConfig.Host, "database", cfg.ConnConfig.Database, "revision", rev)
@@ -132,7 +126,7 @@ func (s *postgresStore) initSchema(ctx context.Context) error {
 
 func (s *postgresStore) head(ctx context.Context) (uint64, error) {
 	var rev int64
-	if err := s.pool.QueryRow(ctx, postgresHead).Scan(&rev); err != nil {
+	if err := s.pool.QueryRow(ctx, headQuery).Scan(&rev); err != nil {
 		return 0, redact(fmt.Errorf("read head revision: %w", err), s.dsn)
 	}
 	return uint64(rev), nil
@@ -144,17 +138,10 @@ func (s *postgresStore) Load(ctx context.Context) (uint64, *configv1.Config, err
 		rev  int64
 		body string
 	)
-	if err := s.pool.QueryRow(ctx, postgresLoad).Scan(&rev, &body); err != nil {
+	if err := s.pool.QueryRow(ctx, loadQuery).Scan(&rev, &body); err != nil {
 		return 0, nil, redact(fmt.Errorf("load config: %w", err), s.dsn)
 	}
-	if rev > 0 && body == "" {
-		return 0, nil, fmt.Errorf("load config: revision %d is missing", rev)
-	}
-	cfg, err := decodeConfig(uint64(rev), body)
-	if err != nil {
-		return 0, nil, fmt.Errorf("load config: %w", err)
-	}
-	return uint64(rev), cfg, nil
+	return loaded(rev, body)
 }
 
 // Update implements [Store.Update]. Serialization failures and deadlocks
@@ -209,16 +196,12 @@ func (s *postgresStore) updateOnce(ctx context.Context, expected *uint64, fn Upd
 		return uint64(cur), false, nil
 	}
 	n := cur + 1
-	if _, err := tx.Exec(ctx, postgresInsert, n, next); err != nil {
-		return dbErr(fmt.Sprintf("insert revision %d", n), err)
+	exec := func(ctx context.Context, q string, args ...any) error {
+		_, err := tx.Exec(ctx, q, args...)
+		return err
 	}
-	if _, err := tx.Exec(ctx, postgresBump, n); err != nil {
-		return dbErr("bump revision", err)
-	}
-	if n > HistoryLimit {
-		if _, err := tx.Exec(ctx, postgresPrune, n-HistoryLimit); err != nil {
-			return dbErr("prune history", err)
-		}
+	if step, err := writeRevision(ctx, exec, postgresWrites, n, next); err != nil {
+		return dbErr(step, err)
 	}
 	if _, err := tx.Exec(ctx, postgresNotify, notifyChannel, strconv.FormatInt(n, 10)); err != nil {
 		return dbErr("notify", err)
@@ -294,17 +277,10 @@ func (s *postgresStore) listenOnce(ctx context.Context) (listened bool, err erro
 	}
 }
 
-// Watch implements [Store.Watch].
-func (s *postgresStore) Watch(ctx context.Context) <-chan uint64 {
-	return s.hub.watch(ctx)
-}
-
 // Close implements [Store.Close].
 func (s *postgresStore) Close() error {
 	s.closeOnce.Do(func() {
-		s.cancel()
-		s.wg.Wait()
-		s.hub.closeAll()
+		s.stop()
 		s.pool.Close()
 	})
 	return nil

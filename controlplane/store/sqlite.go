@@ -22,13 +22,11 @@ import (
 // processes wait on the file lock (busy_timeout); reads use a separate pool
 // and never block on a writer. Other processes' writes are seen by polling.
 type sqliteStore struct {
+	changes
 	rw     *sql.DB // one connection, BEGIN IMMEDIATE
 	ro     *sql.DB // readers
-	hub    *hub
 	logger *slog.Logger
 
-	cancel    context.CancelFunc
-	wg        sync.WaitGroup
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -52,15 +50,11 @@ var sqliteSchema = []string{
 	)`,
 }
 
-const (
-	sqliteLoad = `SELECT h.revision, COALESCE(r.body, '')
-		FROM config_head h LEFT JOIN config_revisions r ON r.revision = h.revision
-		WHERE h.id = 1`
-	sqliteHead   = `SELECT revision FROM config_head WHERE id = 1`
-	sqliteInsert = `INSERT INTO config_revisions (revision, body) VALUES (?, ?)`
-	sqliteBump   = `UPDATE config_head SET revision = ? WHERE id = 1`
-	sqlitePrune  = `DELETE FROM config_revisions WHERE revision <= ?`
-)
+var sqliteWrites = revisionWrites{
+	insert: `INSERT INTO config_revisions (revision, body) VALUES (?, ?)`,
+	bump:   `UPDATE config_head SET revision = ? WHERE id = 1`,
+	prune:  `DELETE FROM config_revisions WHERE revision <= ?`,
+}
 
 func openSQLite(ctx context.Context, path string, logger *slog.Logger, opts options) (Store, error) {
 	switch {
@@ -105,10 +99,7 @@ func openSQLite(ctx context.Context, path string, logger *slog.Logger, opts opti
 		_ = rw.Close()
 		return nil, fmt.Errorf("open store: sqlite %q: %w", path, err)
 	}
-	s.hub = newHub(rev)
-	bg, cancel := context.WithCancel(context.Background())
-	s.cancel = cancel
-	s.wg.Go(func() { s.hub.poll(bg, opts.pollInterval, s.head, logger) })
+	s.start(rev, opts.pollInterval, s.head, logger)
 	logger.Info("store: opened", "backend", "sqlite", "path", path, "revision", rev)
 	return s, nil
 }
@@ -134,7 +125,7 @@ func (s *sqliteStore) initSchema(ctx context.Context) error {
 
 func (s *sqliteStore) head(ctx context.Context) (uint64, error) {
 	var rev int64
-	if err := s.ro.QueryRowContext(ctx, sqliteHead).Scan(&rev); err != nil {
+	if err := s.ro.QueryRowContext(ctx, headQuery).Scan(&rev); err != nil {
 		return 0, fmt.Errorf("read head revision: %w", err)
 	}
 	return uint64(rev), nil
@@ -146,17 +137,10 @@ func (s *sqliteStore) Load(ctx context.Context) (uint64, *configv1.Config, error
 		rev  int64
 		body string
 	)
-	if err := s.ro.QueryRowContext(ctx, sqliteLoad).Scan(&rev, &body); err != nil {
+	if err := s.ro.QueryRowContext(ctx, loadQuery).Scan(&rev, &body); err != nil {
 		return 0, nil, fmt.Errorf("load config: %w", err)
 	}
-	if rev > 0 && body == "" {
-		return 0, nil, fmt.Errorf("load config: revision %d is missing", rev)
-	}
-	cfg, err := decodeConfig(uint64(rev), body)
-	if err != nil {
-		return 0, nil, fmt.Errorf("load config: %w", err)
-	}
-	return uint64(rev), cfg, nil
+	return loaded(rev, body)
 }
 
 // Update implements [Store.Update].
@@ -170,7 +154,7 @@ func (s *sqliteStore) Update(ctx context.Context, expected *uint64, fn UpdateFun
 		cur  int64
 		body string
 	)
-	if err := tx.QueryRowContext(ctx, sqliteLoad).Scan(&cur, &body); err != nil {
+	if err := tx.QueryRowContext(ctx, loadQuery).Scan(&cur, &body); err != nil {
 		return 0, fmt.Errorf("update config: read head: %w", err)
 	}
 	if cur > 0 && body == "" {
@@ -185,16 +169,12 @@ func (s *sqliteStore) Update(ctx context.Context, expected *uint64, fn UpdateFun
 		return rev, nil
 	}
 	newRev := cur + 1
-	if _, err := tx.ExecContext(ctx, sqliteInsert, newRev, next); err != nil {
-		return 0, fmt.Errorf("update config: insert revision %d: %w", newRev, err)
+	exec := func(ctx context.Context, q string, args ...any) error {
+		_, err := tx.ExecContext(ctx, q, args...)
+		return err
 	}
-	if _, err := tx.ExecContext(ctx, sqliteBump, newRev); err != nil {
-		return 0, fmt.Errorf("update config: bump revision: %w", err)
-	}
-	if newRev > HistoryLimit {
-		if _, err := tx.ExecContext(ctx, sqlitePrune, newRev-HistoryLimit); err != nil {
-			return 0, fmt.Errorf("update config: prune history: %w", err)
-		}
+	if step, err := writeRevision(ctx, exec, sqliteWrites, newRev, next); err != nil {
+		return 0, fmt.Errorf("update config: %s: %w", step, err)
 	}
 	if err := tx.Commit(); err != nil {
 		return 0, fmt.Errorf("update config: commit: %w", err)
@@ -204,17 +184,10 @@ func (s *sqliteStore) Update(ctx context.Context, expected *uint64, fn UpdateFun
 	return uint64(newRev), nil
 }
 
-// Watch implements [Store.Watch].
-func (s *sqliteStore) Watch(ctx context.Context) <-chan uint64 {
-	return s.hub.watch(ctx)
-}
-
 // Close implements [Store.Close].
 func (s *sqliteStore) Close() error {
 	s.closeOnce.Do(func() {
-		s.cancel()
-		s.wg.Wait()
-		s.hub.closeAll()
+		s.stop()
 		s.closeErr = errors.Join(s.ro.Close(), s.rw.Close())
 		if s.closeErr != nil {
 			s.closeErr = fmt.Errorf("close store: %w", s.closeErr)

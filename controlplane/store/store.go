@@ -161,6 +161,52 @@ func encodeConfig(c *configv1.Config) (string, error) {
 	return string(b), nil
 }
 
+// Queries both backends run as written.
+const (
+	loadQuery = `SELECT h.revision, COALESCE(r.body, '')
+		FROM config_head h LEFT JOIN config_revisions r ON r.revision = h.revision
+		WHERE h.id = 1`
+	headQuery = `SELECT revision FROM config_head WHERE id = 1`
+)
+
+// loaded turns the head row read by loadQuery into the results of Load.
+func loaded(rev int64, body string) (uint64, *configv1.Config, error) {
+	if rev > 0 && body == "" {
+		return 0, nil, fmt.Errorf("load config: revision %d is missing", rev)
+	}
+	cfg, err := decodeConfig(uint64(rev), body)
+	if err != nil {
+		return 0, nil, fmt.Errorf("load config: %w", err)
+	}
+	return uint64(rev), cfg, nil
+}
+
+// revisionWrites are the statements that store a new revision, in a
+// backend's placeholder syntax.
+type revisionWrites struct{ insert, bump, prune string }
+
+// execFunc runs one statement in the caller's transaction.
+type execFunc func(ctx context.Context, query string, args ...any) error
+
+// writeRevision stores body as revision n, makes it the head and prunes the
+// history beyond HistoryLimit, all through exec in the caller's transaction.
+// On failure it returns the step that failed (e.g. "bump revision") and the
+// error.
+func writeRevision(ctx context.Context, exec execFunc, st revisionWrites, n int64, body string) (step string, err error) {
+	if err := exec(ctx, st.insert, n, body); err != nil {
+		return fmt.Sprintf("insert revision %d", n), err
+	}
+	if err := exec(ctx, st.bump, n); err != nil {
+		return "bump revision", err
+	}
+	if n > HistoryLimit {
+		if err := exec(ctx, st.prune, n-HistoryLimit); err != nil {
+			return "prune history", err
+		}
+	}
+	return "", nil
+}
+
 // decodeConfig parses a stored body. Unknown fields are an error: they mean
 // a newer writer, and silently dropping them would lose them at the next
 // write.

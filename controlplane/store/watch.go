@@ -22,6 +22,37 @@ type hub struct {
 	kick chan struct{}
 }
 
+// changes is the part of a store that reports new revisions: a hub and the
+// background loops that feed it. Stores embed it for Watch.
+type changes struct {
+	hub    *hub
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// start creates the hub at revision rev and starts the poll loop over head.
+// It returns the context other background loops of the store run under;
+// stop cancels it.
+func (c *changes) start(rev uint64, interval time.Duration, head func(context.Context) (uint64, error), logger *slog.Logger) context.Context {
+	c.hub = newHub(rev)
+	bg, cancel := context.WithCancel(context.Background())
+	c.cancel = cancel
+	c.wg.Go(func() { c.hub.poll(bg, interval, head, logger) })
+	return bg
+}
+
+// Watch implements [Store.Watch].
+func (c *changes) Watch(ctx context.Context) <-chan uint64 {
+	return c.hub.watch(ctx)
+}
+
+// stop ends the background loops, waits for them and closes every watcher.
+func (c *changes) stop() {
+	c.cancel()
+	c.wg.Wait()
+	c.hub.closeAll()
+}
+
 func newHub(initial uint64) *hub {
 	return &hub{
 		last:     initial,
