@@ -7,6 +7,9 @@
 //	llmproxy --config config.yaml --test
 //	llmproxy --control-plane 127.0.0.1:18000 [--node-id ID] [--state-dir .data/proxy]
 //
+// --pprof-addr 127.0.0.1:PORT serves net/http/pprof (/debug/pprof/) on a
+// loopback address for profiling; it is off unless given and refuses other addresses.
+//
 // SIGTERM or SIGINT stops accepting, drains in-flight requests up to --shutdown-timeout and
 // exits 0. Logs are JSON (log/slog) on stderr.
 package main
@@ -56,6 +59,7 @@ type flags struct {
 	redisURL        string
 	shutdownTimeout time.Duration
 	logLevel        string
+	pprofAddr       string
 }
 
 func parseFlags(args []string, stderr io.Writer) (*flags, error) {
@@ -72,6 +76,7 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	fs.StringVar(&f.redisURL, "redis", os.Getenv("LLMPROXY_REDIS_URL"), "Redis `URL` for global rate limits (env LLMPROXY_REDIS_URL)")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "longest drain of in-flight requests on SIGTERM")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.StringVar(&f.pprofAddr, "pprof-addr", "", "serve net/http/pprof on the loopback `HOST:PORT` (profiling; off by default)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -87,6 +92,11 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 		return nil, errors.New("--test needs --config FILE")
 	case f.shutdownTimeout <= 0:
 		return nil, errors.New("--shutdown-timeout must be positive")
+	}
+	if f.pprofAddr != "" {
+		if err := checkLoopback(f.pprofAddr); err != nil {
+			return nil, err
+		}
 	}
 	return f, nil
 }
@@ -258,6 +268,14 @@ func serve(ctx context.Context, f *flags, log *slog.Logger) error {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+
+	if f.pprofAddr != "" {
+		stopPprof, err := servePprof(f.pprofAddr, log)
+		if err != nil {
+			return err
+		}
+		defer stopPprof()
+	}
 
 	p := &proxy{log: log, metrics: telemetry.NewMetrics(), holder: &config.Holder{}}
 	p.reg = config.NewRegistry(p.metrics, log)

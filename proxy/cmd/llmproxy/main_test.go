@@ -94,3 +94,16 @@ func TestAdminAddrOf(t *testing.T) {
 		}
 	}
 }
+
+func TestPprofAddrLoopbackOnly(t *testing.T) {
+	for _, a := range []string{"127.0.0.1:6060", "[::1]:6060", "localhost:6060"} {
+		if _, err := parseFlags([]string{"--config", "x", "--pprof-addr", a}, &bytes.Buffer{}); err != nil {
+			t.Errorf("--pprof-addr %s: %v", a, err)
+		}
+	}
+	for _, a := range []string{"0.0.0.0:6060", ":6060", "10.0.0.1:6060", "6060"} {
+		if _, err := parseFlags([]string{"--config", "x", "--pprof-addr", a}, &bytes.Buffer{}); err == nil {
+			t.Errorf("--pprof-addr %s accepted; want an error", a)
+		}
+	}
+}
