@@ -23,21 +23,43 @@ var bodyBufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 // bytes. Readers handed to the transport are counted: the buffer returns to the pool only
 // when the transport closed every one of them (it may still write a body after RoundTrip
 // returned).
+//
+// A small body with a Content-Length (up to maxSmallBody) is read into its own slice
+// instead (mem): its readers are io.NopCloser(*bytes.Reader), which net/http recognises as
+// in-memory and sends in the same write as the request headers (one syscall and one
+// packet instead of two); such a slice is never pooled, as the transport does not report
+// when it has finished with it.
 type replayable struct {
 	buf  *bytes.Buffer
+	mem  []byte
 	open atomic.Int32
 }
 
-func (b *replayable) data() []byte { return b.buf.Bytes() }
+// maxSmallBody is the largest Content-Length read into an unpooled slice.
+const maxSmallBody = 64 << 10
+
+func (b *replayable) data() []byte {
+	if b.buf == nil {
+		return b.mem
+	}
+	return b.buf.Bytes()
+}
 
 // reader returns a fresh reader over the body.
 func (b *replayable) reader() io.ReadCloser {
+	if b.buf == nil {
+		return io.NopCloser(bytes.NewReader(b.mem))
+	}
 	b.open.Add(1)
 	return &replayReader{parent: b, r: bytes.NewReader(b.buf.Bytes())}
 }
 
 // release returns the buffer to the pool when no reader is still open.
 func (b *replayable) release() {
+	if b.buf == nil {
+		b.mem = nil
+		return
+	}
 	if b.open.Load() == 0 && b.buf.Cap() <= maxPooledBody {
 		b.buf.Reset()
 		bodyBufPool.Put(b.buf)
@@ -60,8 +82,16 @@ func (r *replayReader) Close() error {
 	return nil
 }
 
-// readBody reads rc whole into a pooled buffer. sizeHint is the Content-Length, or -1.
+// readBody reads rc whole into a pooled buffer, or into its own slice when sizeHint, the
+// Content-Length (or -1), is at most maxSmallBody.
 func readBody(rc io.Reader, sizeHint int64) (*replayable, error) {
+	if sizeHint > 0 && sizeHint <= maxSmallBody {
+		mem := make([]byte, sizeHint)
+		if _, err := io.ReadFull(rc, mem); err != nil {
+			return nil, err
+		}
+		return &replayable{mem: mem}, nil
+	}
 	buf := bodyBufPool.Get().(*bytes.Buffer)
 	if sizeHint > 0 && sizeHint < 64<<20 {
 		buf.Grow(int(sizeHint) + 1)

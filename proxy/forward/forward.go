@@ -14,7 +14,8 @@
 //
 // Retries (the group's http_client.retry): only what retry_on lists is retried; the body is
 // read into memory first so every attempt sends the same bytes (groups without retries
-// stream the body through). Backoff is exponential from initial, capped by max_backoff,
+// stream the body through, except a body of at most 64 KiB with a Content-Length, which is
+// read first so that it leaves in the same write as the request headers). Backoff is exponential from initial, capped by max_backoff,
 // with equal jitter (half fixed, half random). The next attempt goes to another ready
 // member when there is one; a Retry-After of the answer is honoured (up to max_backoff)
 // when the retry goes to the same upstream. Nothing is retried once the answer's status
@@ -203,9 +204,11 @@ func (ex *exchange) serve() {
 	}
 	g := ex.rt.Groups[target]
 	ex.group = g
-	// The body is read into memory when retries may replay it, or when tracing wants the
-	// model for gen_ai.request.model; otherwise it streams through.
-	if (g.Retry != nil || ex.h.tracer != nil) && hasBody && ex.body == nil {
+	// The body is read into memory when retries may replay it, when tracing wants the
+	// model for gen_ai.request.model, or when it is small with a Content-Length (it then
+	// goes out in the same write as the request headers); otherwise it streams through.
+	small := r.ContentLength > 0 && r.ContentLength <= maxSmallBody
+	if (g.Retry != nil || ex.h.tracer != nil || small) && hasBody && ex.body == nil {
 		if !ex.readBody() {
 			return
 		}
