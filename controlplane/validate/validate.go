@@ -118,29 +118,46 @@ func (v *validator) ref(p, kind, name string, names map[string]int) {
 	}
 }
 
-func (v *validator) upstreams(list []*configv1.Upstream) map[string]int {
-	names := make(map[string]int, len(list))
-	for i, u := range list {
-		p := fmt.Sprintf("upstreams[%d]", i)
-		if u == nil {
-			v.add(p, ErrInvalid, "upstream is empty")
+// named is a config resource identified by its name.
+type named interface {
+	comparable
+	GetName() string
+}
+
+// namedList checks the items of the list at path list, resources of kind: none may be nil
+// ("<kind> is empty") and every name must be valid and unique. It calls check with the path
+// and each non-nil item, and returns the index of every valid name.
+func namedList[T named](v *validator, list, kind string, items []T, check func(p string, it T)) map[string]int {
+	names := make(map[string]int, len(items))
+	var empty T
+	for i, it := range items {
+		p := fmt.Sprintf("%s[%d]", list, i)
+		if it == empty {
+			v.add(p, ErrInvalid, "%s is empty", kind)
 			continue
 		}
-		if v.name(p+".name", "upstream", u.Name) {
-			if j, dup := names[u.Name]; dup {
-				v.add(p+".name", ErrDuplicate, "upstream %q is already defined at upstreams[%d]", u.Name, j)
+		name := it.GetName()
+		if v.name(p+".name", kind, name) {
+			if j, dup := names[name]; dup {
+				v.add(p+".name", ErrDuplicate, "%s %q is already defined at %s[%d]", kind, name, list, j)
 			} else {
-				names[u.Name] = i
+				names[name] = i
 			}
 		}
+		check(p, it)
+	}
+	return names
+}
+
+func (v *validator) upstreams(list []*configv1.Upstream) map[string]int {
+	return namedList(v, "upstreams", "upstream", list, func(p string, u *configv1.Upstream) {
 		v.upstreamURL(p+".url", u.Url)
 		v.auth(p+".auth", u.Auth)
 		for j, h := range u.Headers {
 			v.headerOp(fmt.Sprintf("%s.headers[%d]", p, j), h)
 		}
 		v.breaker(p+".breaker", u.Breaker)
-	}
-	return names
+	})
 }
 
 func (v *validator) upstreamURL(p, raw string) {
@@ -266,20 +283,7 @@ func (v *validator) breaker(p string, b *configv1.Breaker) {
 }
 
 func (v *validator) groups(list []*configv1.UpstreamGroup, upstreams map[string]int) map[string]int {
-	names := make(map[string]int, len(list))
-	for i, g := range list {
-		p := fmt.Sprintf("upstream_groups[%d]", i)
-		if g == nil {
-			v.add(p, ErrInvalid, "upstream group is empty")
-			continue
-		}
-		if v.name(p+".name", "upstream group", g.Name) {
-			if j, dup := names[g.Name]; dup {
-				v.add(p+".name", ErrDuplicate, "upstream group %q is already defined at upstream_groups[%d]", g.Name, j)
-			} else {
-				names[g.Name] = i
-			}
-		}
+	return namedList(v, "upstream_groups", "upstream group", list, func(p string, g *configv1.UpstreamGroup) {
 		if len(g.Upstreams) == 0 {
 			v.add(p+".upstreams", ErrInvalid, "at least one upstream is required")
 		}
@@ -306,8 +310,7 @@ func (v *validator) groups(list []*configv1.UpstreamGroup, upstreams map[string]
 		v.httpClient(p+".http_client", g.HttpClient)
 		v.concurrency(p+".concurrency", g.Concurrency)
 		v.cache(p+".cache", g.Cache)
-	}
-	return names
+	})
 }
 
 func (v *validator) httpClient(p string, hc *configv1.HttpClient) {
@@ -426,21 +429,8 @@ type listener struct {
 }
 
 func (v *validator) httpServer(hs *configv1.HttpServer, groups map[string]int) {
-	names := make(map[string]int, len(hs.Forwards))
 	var listeners []listener
-	for i, f := range hs.Forwards {
-		p := fmt.Sprintf("http_server.forwards[%d]", i)
-		if f == nil {
-			v.add(p, ErrInvalid, "forward is empty")
-			continue
-		}
-		if v.name(p+".name", "forward", f.Name) {
-			if j, dup := names[f.Name]; dup {
-				v.add(p+".name", ErrDuplicate, "forward %q is already defined at http_server.forwards[%d]", f.Name, j)
-			} else {
-				names[f.Name] = i
-			}
-		}
+	namedList(v, "http_server.forwards", "forward", hs.Forwards, func(p string, f *configv1.Forward) {
 		v.rangeU32(p+".port", f.Port, 1, 65535)
 		v.address(p+".address", f.Address)
 		v.ref(p+".default_group", "upstream group", f.DefaultGroup, groups)
@@ -454,7 +444,7 @@ func (v *validator) httpServer(hs *configv1.HttpServer, groups map[string]int) {
 			path: p + ".port", who: fmt.Sprintf("forward %q", f.Name),
 			addr: strOr(f.Address, defaultForwardAddress), port: u32Or(f.Port, defaultForwardPort),
 		})
-	}
+	})
 	if a := hs.Admin; a != nil {
 		v.rangeU32("http_server.admin.port", a.Port, 1, 65535)
 		v.address("http_server.admin.address", a.Address)
