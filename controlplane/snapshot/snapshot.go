@@ -3,18 +3,23 @@
 //
 // A [Snapshot] holds three resource types of the config model (forwards,
 // upstream groups, upstreams; each named by its name field) and one
-// [xdsv1.Manifest], named "current", that lists the name and version of
-// every resource of the revision. Delta xDS delivers each type on its own
-// schedule, and a type that did not change in a revision gets no update at
-// all; the manifest lets a proxy hold a revision back until the resources
-// it has match it exactly, so it never applies a mix of two revisions.
+// [xdsv1.Manifest], named "current", that gives per type the number of
+// resources of the revision and a digest of their names and versions
+// ([Digest]). Delta xDS delivers each type on its own schedule, and a type
+// that did not change in a revision gets no update at all; the manifest
+// lets a proxy hold a revision back until the digest of the resources it
+// has matches it, so it never applies a mix of two revisions. The manifest
+// is a few hundred bytes whatever the size of the config, so a write that
+// changes one resource sends two small resources to every proxy.
 //
 // The snapshot version of every type is the store revision as a decimal
 // string, so control-plane replicas sharing one store agree on it. A
 // resource's version is a content hash: the hex SHA-256 of its
 // deterministic protobuf encoding, the same function go-control-plane uses
-// for the versions it puts on the wire, so the versions in the manifest are
-// the versions a proxy receives.
+// for the versions it puts on the wire (it computes them itself and ignores
+// the snapshot's version map there; the map serves to diff against what a
+// proxy holds), so the versions the digests cover are the versions a proxy
+// receives and announces on reconnect.
 //
 // A Snapshot carries upstream credentials in clear, because proxies need
 // them: never log a Snapshot or its resources.
@@ -22,9 +27,12 @@ package snapshot
 
 import (
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
@@ -64,6 +72,29 @@ func ResourceVersion(m proto.Message) (string, error) {
 	return hex.EncodeToString(sum[:]), nil
 }
 
+// Digest returns the count and digest of a set of resources given as name
+// → version: the hex SHA-256 over the pairs sorted by name, each written as
+// uvarint(len(name)) name uvarint(len(version)) version. proxy/xdsclient
+// computes the same digest over the resources it holds.
+func Digest(versions map[string]string) *xdsv1.TypeDigest {
+	h := sha256.New()
+	var buf []byte
+	for _, name := range slices.Sorted(maps.Keys(versions)) {
+		v := versions[name]
+		buf = binary.AppendUvarint(buf[:0], uint64(len(name)))
+		buf = append(buf, name...)
+		buf = binary.AppendUvarint(buf, uint64(len(v)))
+		buf = append(buf, v...)
+		h.Write(buf)
+	}
+	return &xdsv1.TypeDigest{Count: uint32(len(versions)), Digest: hex.EncodeToString(h.Sum(nil))}
+}
+
+// SameDigest reports whether two digests describe the same set.
+func SameDigest(a, b *xdsv1.TypeDigest) bool {
+	return a != nil && b != nil && a.GetCount() == b.GetCount() && a.GetDigest() == b.GetDigest()
+}
+
 // Snapshot is one revision of the configuration as xDS resources. It is
 // immutable once built and safe for concurrent use. It implements
 // go-control-plane's cache/v3 ResourceSnapshot.
@@ -92,15 +123,8 @@ func New(rev uint64, cfg *configv1.Config) (*Snapshot, error) {
 		withTTL:   make(map[string]map[string]types.ResourceWithTTL, 4),
 		versions:  make(map[string]map[string]string, 4),
 	}
-	m := &xdsv1.Manifest{
-		Name:           ManifestName,
-		Revision:       rev,
-		Forwards:       map[string]string{},
-		UpstreamGroups: map[string]string{},
-		Upstreams:      map[string]string{},
-	}
 	var errs []error
-	add := func(typeURL string, names map[string]string, name string, res types.ResourceWithName) {
+	add := func(typeURL string, name string, res types.ResourceWithName) {
 		if name == "" {
 			errs = append(errs, fmt.Errorf("%s: resource without a name", shortType(typeURL)))
 			return
@@ -116,9 +140,6 @@ func New(rev uint64, cfg *configv1.Config) (*Snapshot, error) {
 			return
 		}
 		s.put(typeURL, name, res, v)
-		if names != nil {
-			names[name] = v
-		}
 	}
 	for _, t := range []string{ForwardType, UpstreamGroupType, UpstreamType, ManifestType} {
 		s.resources[t] = map[string]types.Resource{}
@@ -126,16 +147,23 @@ func New(rev uint64, cfg *configv1.Config) (*Snapshot, error) {
 		s.versions[t] = map[string]string{}
 	}
 	for _, f := range cfg.GetHttpServer().GetForwards() {
-		add(ForwardType, m.Forwards, f.GetName(), f)
+		add(ForwardType, f.GetName(), f)
 	}
 	for _, g := range cfg.GetUpstreamGroups() {
-		add(UpstreamGroupType, m.UpstreamGroups, g.GetName(), g)
+		add(UpstreamGroupType, g.GetName(), g)
 	}
 	for _, u := range cfg.GetUpstreams() {
-		add(UpstreamType, m.Upstreams, u.GetName(), u)
+		add(UpstreamType, u.GetName(), u)
 	}
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("build snapshot of revision %d: %w", rev, errors.Join(errs...))
+	}
+	m := &xdsv1.Manifest{
+		Name:                ManifestName,
+		Revision:            rev,
+		ForwardDigest:       Digest(s.versions[ForwardType]),
+		UpstreamGroupDigest: Digest(s.versions[UpstreamGroupType]),
+		UpstreamDigest:      Digest(s.versions[UpstreamType]),
 	}
 	mv, err := ResourceVersion(m)
 	if err != nil {
@@ -157,6 +185,20 @@ func (s *Snapshot) Revision() uint64 { return s.revision }
 
 // Manifest returns the snapshot's manifest. The caller must not modify it.
 func (s *Snapshot) Manifest() *xdsv1.Manifest { return s.manifest }
+
+// TypeDigest returns the manifest's digest of a resource type, nil for the
+// manifest's own type and unknown types.
+func TypeDigest(m *xdsv1.Manifest, typeURL string) *xdsv1.TypeDigest {
+	switch typeURL {
+	case ForwardType:
+		return m.GetForwardDigest()
+	case UpstreamGroupType:
+		return m.GetUpstreamGroupDigest()
+	case UpstreamType:
+		return m.GetUpstreamDigest()
+	}
+	return nil
+}
 
 // ManifestVersion returns the version (content hash) of the manifest.
 func (s *Snapshot) ManifestVersion() string { return s.versions[ManifestType][ManifestName] }

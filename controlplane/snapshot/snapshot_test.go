@@ -124,24 +124,19 @@ func TestVersionsMatchGoControlPlane(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := s.Manifest()
-	byType := map[string]map[string]string{
-		ForwardType:       m.GetForwards(),
-		UpstreamGroupType: m.GetUpstreamGroups(),
-		UpstreamType:      m.GetUpstreams(),
-	}
-	for typeURL, listed := range byType {
+	for _, typeURL := range []string{ForwardType, UpstreamGroupType, UpstreamType} {
 		res := s.GetResources(typeURL)
-		if len(res) != len(listed) {
-			t.Errorf("%s: %d resources, manifest lists %d", typeURL, len(res), len(listed))
+		if d := TypeDigest(m, typeURL); !SameDigest(d, Digest(s.GetVersionMap(typeURL))) || int(d.GetCount()) != len(res) {
+			t.Errorf("%s: manifest digest %v, %d resources", typeURL, d, len(res))
 		}
 		for name, r := range res {
 			b, err := cachev3.MarshalResource(r)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if want := cachev3.HashResource(b); listed[name] != want || s.GetVersionMap(typeURL)[name] != want {
-				t.Errorf("%s %s: manifest version %q, version map %q; go-control-plane hash %q",
-					typeURL, name, listed[name], s.GetVersionMap(typeURL)[name], want)
+			if want := cachev3.HashResource(b); s.GetVersionMap(typeURL)[name] != want {
+				t.Errorf("%s %s: version map %q; go-control-plane hash %q",
+					typeURL, name, s.GetVersionMap(typeURL)[name], want)
 			}
 			if got := cachev3.GetResourceName(r); got != name {
 				t.Errorf("%s: resource name %q under key %q", typeURL, got, name)
@@ -150,6 +145,26 @@ func TestVersionsMatchGoControlPlane(t *testing.T) {
 	}
 	if m.GetRevision() != 3 || s.GetVersion(ManifestType) != "3" || s.GetVersion("type.googleapis.com/other") != "" {
 		t.Errorf("revision %d, version %q", m.GetRevision(), s.GetVersion(ManifestType))
+	}
+}
+
+func TestDigest(t *testing.T) {
+	a := Digest(map[string]string{"a": "1", "b": "2"})
+	if a.GetCount() != 2 || len(a.GetDigest()) != 64 {
+		t.Fatalf("digest %v", a)
+	}
+	for _, other := range []map[string]string{
+		{"a": "1", "b": "3"}, {"a": "1"}, {"a": "1", "b": "2", "c": "3"}, {"a": "1", "c": "2"}, {"a1": "", "b": "2"},
+	} {
+		if SameDigest(a, Digest(other)) {
+			t.Errorf("%v has the digest of {a:1 b:2}", other)
+		}
+	}
+	if !SameDigest(a, Digest(map[string]string{"b": "2", "a": "1"})) {
+		t.Error("digest depends on map order")
+	}
+	if SameDigest(nil, nil) {
+		t.Error("nil digests match")
 	}
 }
 

@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"log/slog"
-	"maps"
 	"slices"
 	"strconv"
 	"sync"
@@ -28,25 +27,37 @@ import (
 // ACK bookkeeping. A delta ACK names a response nonce, not a version, and
 // our proxies answer every response at once: an ACK means "consistent so
 // far", and it reports an applied revision only when it answers the
-// response that made the proxy's resources match a manifest. The proxy's
-// resources are exactly what this stream sent (starting from the versions
-// it announced on subscription), so each stream mirrors them: name →
-// version per type, plus the last manifest. When a response is sent, the
-// fleet notes under its nonce whether the mirror then matched the manifest.
-// An ACK of such a nonce sets the proxy's acked revision to the manifest's;
-// a NACK records the manifest's revision (or, for a response that left the
-// revision incomplete, the response's system version) and the error
-// detail's message.
+// response that made the proxy's resources match a manifest. Our proxies
+// subscribe to every type with a wildcard, so after a response of a type at
+// snapshot revision V a proxy holds exactly that type's resources of V
+// (go-control-plane sends the difference between what the stream returned
+// and V); before any response it holds what it announced on subscription.
+// Each stream therefore tracks, per type, only the digest of what the proxy
+// holds (taken from the manifest of V, or computed once from the announced
+// versions) and the manifest it holds: O(1) per response, whatever the
+// size of the config. When a response is sent, the fleet notes under its
+// nonce whether the proxy then matched its manifest. An ACK of such a nonce
+// sets the proxy's acked revision to the manifest's; a NACK records the
+// manifest's revision (or, for a response that left the revision
+// incomplete, the response's system version) and the error detail's
+// message. A stream that subscribes to anything but the wildcard is never
+// reported as having applied a revision.
 type fleet struct {
 	log      *slog.Logger
 	metrics  *metrics
 	forget   time.Duration
-	manifest func(version string) *xdsv1.Manifest
+	manifest manifestLookup
 	now      func() time.Time
 
 	mu      sync.Mutex
 	streams map[int64]*streamState
 	nodes   map[string]*nodeState
+}
+
+// manifestLookup finds the manifests of recent snapshots.
+type manifestLookup interface {
+	byVersion(version string) *xdsv1.Manifest
+	byRevision(rev uint64) *xdsv1.Manifest
 }
 
 var _ delta.Callbacks = (*fleet)(nil)
@@ -62,18 +73,22 @@ type nodeState struct {
 	nackError      string
 }
 
-// streamState is one ADS stream. Its mirror fields are touched only by the
-// stream's goroutine (go-control-plane calls a stream's callbacks from
+// streamState is one ADS stream. Its tracking fields are touched only by
+// the stream's goroutine (go-control-plane calls a stream's callbacks from
 // one goroutine); node is set under fleet.mu.
 type streamState struct {
-	opened   time.Time
-	address  string
-	node     string
-	mirror   map[string]map[string]string // type URL → name → version
-	manifest *xdsv1.Manifest              // the manifest the proxy holds, if known
-	// manifestVersion is the version manifest was resolved for.
-	manifestVersion string
-	pending         map[string]sentResponse // type URL → last response sent
+	opened  time.Time
+	address string
+	node    string
+	// held is, per subscribed type, the digest of the resources the proxy
+	// holds; a nil value means unknown.
+	held map[string]*xdsv1.TypeDigest
+	// manifest is the manifest the proxy holds, if known.
+	manifest *xdsv1.Manifest
+	// untracked is set once the stream subscribes to anything but the
+	// wildcard: what it holds is then not followed.
+	untracked bool
+	pending   map[string]sentResponse // type URL → last response sent
 }
 
 // sentResponse is what the fleet remembers of a response until it is
@@ -85,7 +100,7 @@ type sentResponse struct {
 	revision uint64 // the manifest's revision, when complete
 }
 
-func newFleet(log *slog.Logger, m *metrics, forget time.Duration, manifest func(string) *xdsv1.Manifest) *fleet {
+func newFleet(log *slog.Logger, m *metrics, forget time.Duration, manifest manifestLookup) *fleet {
 	return &fleet{
 		log:      log,
 		metrics:  m,
@@ -101,7 +116,7 @@ func newFleet(log *slog.Logger, m *metrics, forget time.Duration, manifest func(
 func (f *fleet) OnDeltaStreamOpen(ctx context.Context, id int64, _ string) error {
 	st := &streamState{
 		opened:  f.now(),
-		mirror:  map[string]map[string]string{},
+		held:    map[string]*xdsv1.TypeDigest{},
 		pending: map[string]sentResponse{},
 	}
 	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
@@ -146,11 +161,11 @@ func (f *fleet) OnStreamDeltaRequest(id int64, req *discoveryv3.DeltaDiscoveryRe
 		f.identify(st, req.GetNode().GetId())
 	}
 	typeURL := req.GetTypeUrl()
-	if _, subscribed := st.mirror[typeURL]; !subscribed {
-		st.mirror[typeURL] = maps.Clone(req.GetInitialResourceVersions())
-		if st.mirror[typeURL] == nil {
-			st.mirror[typeURL] = map[string]string{}
-		}
+	if !wildcardOnly(req) {
+		st.untracked = true
+	}
+	if _, subscribed := st.held[typeURL]; !subscribed {
+		st.subscribe(typeURL, req.GetInitialResourceVersions(), f.manifest)
 	}
 	sent, ok := st.pending[typeURL]
 	if req.GetResponseNonce() == "" || !ok || sent.nonce != req.GetResponseNonce() {
@@ -180,8 +195,34 @@ func (f *fleet) OnStreamDeltaRequest(id int64, req *discoveryv3.DeltaDiscoveryRe
 	return nil
 }
 
-// OnStreamDeltaResponse updates the stream's mirror and remembers, under
-// the response's nonce, whether the proxy's resources then match the
+// wildcardOnly reports whether req subscribes to nothing but the wildcard
+// (an empty list on a type's first request is the legacy wildcard).
+func wildcardOnly(req *discoveryv3.DeltaDiscoveryRequest) bool {
+	if len(req.GetResourceNamesUnsubscribe()) > 0 {
+		return false
+	}
+	for _, name := range req.GetResourceNamesSubscribe() {
+		if name != "*" {
+			return false
+		}
+	}
+	return true
+}
+
+// subscribe records what the proxy announced it holds of typeURL.
+func (st *streamState) subscribe(typeURL string, initial map[string]string, known manifestLookup) {
+	if typeURL != snapshot.ManifestType {
+		st.held[typeURL] = snapshot.Digest(initial)
+		return
+	}
+	st.held[typeURL] = nil
+	if v, ok := initial[snapshot.ManifestName]; ok && len(initial) == 1 {
+		st.manifest = known.byVersion(v)
+	}
+}
+
+// OnStreamDeltaResponse notes what the proxy holds after the response and
+// remembers, under the response's nonce, whether that matches the
 // manifest.
 func (f *fleet) OnStreamDeltaResponse(id int64, _ *discoveryv3.DeltaDiscoveryRequest, resp *discoveryv3.DeltaDiscoveryResponse) {
 	f.mu.Lock()
@@ -191,57 +232,48 @@ func (f *fleet) OnStreamDeltaResponse(id int64, _ *discoveryv3.DeltaDiscoveryReq
 		return
 	}
 	typeURL := resp.GetTypeUrl()
-	have := st.mirror[typeURL]
-	if have == nil {
-		have = map[string]string{}
-		st.mirror[typeURL] = have
-	}
-	for _, r := range resp.GetResources() {
-		have[r.GetName()] = r.GetVersion()
-	}
-	for _, name := range resp.GetRemovedResources() {
-		delete(have, name)
-	}
-	st.followManifest(resp, f.manifest)
 	sent := sentResponse{nonce: resp.GetNonce()}
 	sent.version, _ = strconv.ParseUint(resp.GetSystemVersionInfo(), 10, 64)
+	at := f.manifest.byRevision(sent.version) // the snapshot the response brings the type to
+	if typeURL == snapshot.ManifestType {
+		st.manifest = at
+		if at == nil {
+			st.manifest = decodeManifest(resp)
+		}
+	} else {
+		st.held[typeURL] = snapshot.TypeDigest(at, typeURL) // nil, unknown, when at is
+	}
 	if m := st.manifest; m != nil && st.matches(m) {
 		sent.complete, sent.revision = true, m.GetRevision()
 	}
 	st.pending[typeURL] = sent
 }
 
-// followManifest keeps st.manifest in step with the manifest version the
-// proxy holds: from the server's recent snapshots when known (a proxy
-// resuming with the current revision is sent no manifest at all), else
-// decoded from this response.
-func (st *streamState) followManifest(resp *discoveryv3.DeltaDiscoveryResponse, known func(string) *xdsv1.Manifest) {
-	v, ok := st.mirror[snapshot.ManifestType][snapshot.ManifestName]
-	switch {
-	case !ok:
-		st.manifest, st.manifestVersion = nil, ""
-		return
-	case st.manifest != nil && st.manifestVersion == v:
-		return
-	}
-	st.manifest, st.manifestVersion = known(v), v
-	if st.manifest != nil || resp.GetTypeUrl() != snapshot.ManifestType {
-		return
-	}
+// decodeManifest returns the manifest a response carries, or nil.
+func decodeManifest(resp *discoveryv3.DeltaDiscoveryResponse) *xdsv1.Manifest {
 	for _, r := range resp.GetResources() {
 		if r.GetName() == snapshot.ManifestName {
 			m := &xdsv1.Manifest{}
 			if proto.Unmarshal(r.GetResource().GetValue(), m) == nil {
-				st.manifest = m
+				return m
 			}
 		}
 	}
+	return nil
 }
 
+// matches reports whether the proxy holds exactly the resources m
+// describes.
 func (st *streamState) matches(m *xdsv1.Manifest) bool {
-	return maps.Equal(st.mirror[snapshot.ForwardType], m.GetForwards()) &&
-		maps.Equal(st.mirror[snapshot.UpstreamGroupType], m.GetUpstreamGroups()) &&
-		maps.Equal(st.mirror[snapshot.UpstreamType], m.GetUpstreams())
+	if st.untracked {
+		return false
+	}
+	for _, typeURL := range []string{snapshot.ForwardType, snapshot.UpstreamGroupType, snapshot.UpstreamType} {
+		if !snapshot.SameDigest(st.held[typeURL], snapshot.TypeDigest(m, typeURL)) {
+			return false
+		}
+	}
+	return true
 }
 
 // identify attaches a stream to its node id.

@@ -99,13 +99,13 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 		log:       log,
 		token:     opts.Token,
 		metrics:   m,
-		manifests: newManifestIndex(16),
+		manifests: newManifestIndex(64),
 	}
 	forget := opts.ForgetAfter
 	if forget <= 0 {
 		forget = 24 * time.Hour
 	}
-	s.fleet = newFleet(log, m, forget, s.manifestByVersion)
+	s.fleet = newFleet(log, m, forget, (*manifestLookupFunc)(s))
 	s.cache = cachev3.NewSnapshotCache(true, fleetHash{}, cacheLogger(log))
 	s.delta = delta.NewServer(ctx, s.cache, s.fleet)
 	return s, nil
@@ -154,10 +154,19 @@ func (s *Server) Publish(ctx context.Context, rev uint64, cfg *configv1.Config) 
 	return nil
 }
 
-func (s *Server) manifestByVersion(version string) *xdsv1.Manifest {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.manifests.get(version)
+// manifestLookupFunc finds the manifests of the server's recent snapshots.
+type manifestLookupFunc Server
+
+func (l *manifestLookupFunc) byVersion(version string) *xdsv1.Manifest {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.manifests.byVer[version]
+}
+
+func (l *manifestLookupFunc) byRevision(rev uint64) *xdsv1.Manifest {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.manifests.byRev[rev]
 }
 
 // adsService serves delta ADS through go-control-plane and refuses
@@ -231,30 +240,36 @@ func cacheLogger(log *slog.Logger) gcplog.Logger {
 }
 
 // manifestIndex remembers the manifests of the last few snapshots by
-// version, so a proxy that resumes with a known manifest version can be
-// followed without resending the manifest.
+// version and by revision, so the fleet knows what a proxy holds after a
+// response (by the response's revision) and when it resumes with a known
+// manifest (by the version it announces).
 type manifestIndex struct {
-	limit int
-	order []string
-	byVer map[string]*xdsv1.Manifest
+	limit    int
+	order    []*xdsv1.Manifest
+	versions []string
+	byVer    map[string]*xdsv1.Manifest
+	byRev    map[uint64]*xdsv1.Manifest
 }
 
 func newManifestIndex(limit int) manifestIndex {
-	return manifestIndex{limit: limit, byVer: map[string]*xdsv1.Manifest{}}
+	return manifestIndex{limit: limit, byVer: map[string]*xdsv1.Manifest{}, byRev: map[uint64]*xdsv1.Manifest{}}
 }
 
 func (m *manifestIndex) add(version string, man *xdsv1.Manifest) {
-	if _, ok := m.byVer[version]; ok {
+	if _, ok := m.byRev[man.GetRevision()]; ok {
 		return
 	}
 	m.byVer[version] = man
-	m.order = append(m.order, version)
+	m.byRev[man.GetRevision()] = man
+	m.order = append(m.order, man)
+	m.versions = append(m.versions, version)
 	if len(m.order) > m.limit {
-		delete(m.byVer, m.order[0])
-		m.order = m.order[1:]
+		if m.byVer[m.versions[0]] == m.order[0] {
+			delete(m.byVer, m.versions[0])
+		}
+		delete(m.byRev, m.order[0].GetRevision())
+		m.order, m.versions = m.order[1:], m.versions[1:]
 	}
 }
-
-func (m *manifestIndex) get(version string) *xdsv1.Manifest { return m.byVer[version] }
 
 var errWatchClosed = errors.New("store watch closed")

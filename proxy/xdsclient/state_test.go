@@ -48,8 +48,8 @@ func TestStateRoundTrip(t *testing.T) {
 	}
 	want, _ := resourceSetOf(2, cfg)
 	for _, typeURL := range typeURLs {
-		for name, e := range want[typeURL] {
-			if tr.applied[typeURL][name].version != e.version {
+		for name, e := range want[typeURL].entries {
+			if tr.applied[typeURL].entries[name].version != e.version {
 				t.Errorf("%s %s: version changed by the round trip", typeURL, name)
 			}
 		}

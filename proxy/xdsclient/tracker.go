@@ -2,6 +2,7 @@ package xdsclient
 
 import (
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -65,49 +66,92 @@ type entry struct {
 	err     error
 }
 
-// resourceSet holds resources by type URL, then by name. Messages are never
-// modified once stored, so sets may share them.
-type resourceSet map[string]map[string]entry
+// typeSet holds the resources of one type by name, and their digest once
+// computed. A typeSet may be shared by two resourceSets (the received and
+// the applied resources); whoever changes it first copies it (see
+// tracker.mutable).
+type typeSet struct {
+	entries map[string]entry
+	digest  *xdsv1.TypeDigest // nil until computed
+}
+
+func (ts *typeSet) copy() *typeSet {
+	return &typeSet{entries: maps.Clone(ts.entries), digest: ts.digest}
+}
+
+// digestOf returns the count and digest of the set, as the control plane
+// computes them for a manifest (controlplane/snapshot.Digest, checked by a
+// test): the hex SHA-256 over the (name, version) pairs sorted by name,
+// each written as uvarint(len(name)) name uvarint(len(version)) version.
+func (ts *typeSet) digestOf() *xdsv1.TypeDigest {
+	if ts.digest != nil {
+		return ts.digest
+	}
+	h := sha256.New()
+	var buf []byte
+	for _, name := range slices.Sorted(maps.Keys(ts.entries)) {
+		v := ts.entries[name].version
+		buf = binary.AppendUvarint(buf[:0], uint64(len(name)))
+		buf = append(buf, name...)
+		buf = binary.AppendUvarint(buf, uint64(len(v)))
+		buf = append(buf, v...)
+		h.Write(buf)
+	}
+	ts.digest = &xdsv1.TypeDigest{Count: uint32(len(ts.entries)), Digest: hex.EncodeToString(h.Sum(nil))}
+	return ts.digest
+}
+
+// resourceSet holds resources by type URL. Messages are never modified
+// once stored, so sets may share them.
+type resourceSet map[string]*typeSet
 
 func newResourceSet() resourceSet {
 	s := make(resourceSet, len(typeURLs))
 	for _, t := range typeURLs {
-		s[t] = map[string]entry{}
+		s[t] = &typeSet{entries: map[string]entry{}}
 	}
 	return s
 }
 
-func (s resourceSet) clone() resourceSet {
-	c := make(resourceSet, len(s))
-	for t, m := range s {
-		c[t] = maps.Clone(m)
-	}
-	return c
-}
+// share returns a set with the same typeSets: neither set may then change
+// a typeSet in place without copying it first.
+func (s resourceSet) share() resourceSet { return maps.Clone(s) }
 
 // versions returns name → version for one type.
 func (s resourceSet) versions(typeURL string) map[string]string {
-	out := make(map[string]string, len(s[typeURL]))
-	for name, e := range s[typeURL] {
+	out := make(map[string]string, len(s[typeURL].entries))
+	for name, e := range s[typeURL].entries {
 		out[name] = e.version
 	}
 	return out
 }
 
-// matches reports whether the set holds exactly the resources m lists, at
-// the versions it lists.
-func (s resourceSet) matches(m *xdsv1.Manifest) bool {
-	return sameVersions(s[forwardType], m.GetForwards()) &&
-		sameVersions(s[upstreamGroupType], m.GetUpstreamGroups()) &&
-		sameVersions(s[upstreamType], m.GetUpstreams())
+// manifestDigest returns the manifest's digest of a resource type.
+func manifestDigest(m *xdsv1.Manifest, typeURL string) *xdsv1.TypeDigest {
+	switch typeURL {
+	case forwardType:
+		return m.GetForwardDigest()
+	case upstreamGroupType:
+		return m.GetUpstreamGroupDigest()
+	case upstreamType:
+		return m.GetUpstreamDigest()
+	}
+	return nil
 }
 
-func sameVersions(have map[string]entry, want map[string]string) bool {
-	if len(have) != len(want) {
-		return false
+// matches reports whether the set holds exactly the resources m
+// describes: per type the same count and digest. Counts are compared
+// first, and a type's digest is computed only once per change.
+func (s resourceSet) matches(m *xdsv1.Manifest) bool {
+	types := [...]string{forwardType, upstreamGroupType, upstreamType}
+	for _, typeURL := range types {
+		want := manifestDigest(m, typeURL)
+		if want == nil || uint32(len(s[typeURL].entries)) != want.GetCount() {
+			return false
+		}
 	}
-	for name, v := range want {
-		if e, ok := have[name]; !ok || e.version != v {
+	for _, typeURL := range types {
+		if s[typeURL].digestOf().GetDigest() != manifestDigest(m, typeURL).GetDigest() {
 			return false
 		}
 	}
@@ -119,27 +163,25 @@ func sameVersions(have map[string]entry, want map[string]string) bool {
 func (s resourceSet) config() (*configv1.Config, error) {
 	var errs []error
 	cfg := &configv1.Config{HttpServer: &configv1.HttpServer{}}
-	for _, name := range slices.Sorted(maps.Keys(s[forwardType])) {
-		if e := s[forwardType][name]; e.msg != nil {
-			cfg.HttpServer.Forwards = append(cfg.HttpServer.Forwards, e.msg.(*configv1.Forward))
-		} else {
-			errs = append(errs, fmt.Errorf("forward %q: %w", name, e.err))
+	each := func(typeURL, kind string, add func(proto.Message)) {
+		entries := s[typeURL].entries
+		for _, name := range slices.Sorted(maps.Keys(entries)) {
+			if e := entries[name]; e.msg != nil {
+				add(e.msg)
+			} else {
+				errs = append(errs, fmt.Errorf("%s %q: %w", kind, name, e.err))
+			}
 		}
 	}
-	for _, name := range slices.Sorted(maps.Keys(s[upstreamGroupType])) {
-		if e := s[upstreamGroupType][name]; e.msg != nil {
-			cfg.UpstreamGroups = append(cfg.UpstreamGroups, e.msg.(*configv1.UpstreamGroup))
-		} else {
-			errs = append(errs, fmt.Errorf("upstream group %q: %w", name, e.err))
-		}
-	}
-	for _, name := range slices.Sorted(maps.Keys(s[upstreamType])) {
-		if e := s[upstreamType][name]; e.msg != nil {
-			cfg.Upstreams = append(cfg.Upstreams, e.msg.(*configv1.Upstream))
-		} else {
-			errs = append(errs, fmt.Errorf("upstream %q: %w", name, e.err))
-		}
-	}
+	each(forwardType, "forward", func(m proto.Message) {
+		cfg.HttpServer.Forwards = append(cfg.HttpServer.Forwards, m.(*configv1.Forward))
+	})
+	each(upstreamGroupType, "upstream group", func(m proto.Message) {
+		cfg.UpstreamGroups = append(cfg.UpstreamGroups, m.(*configv1.UpstreamGroup))
+	})
+	each(upstreamType, "upstream", func(m proto.Message) {
+		cfg.Upstreams = append(cfg.Upstreams, m.(*configv1.Upstream))
+	})
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
@@ -150,42 +192,41 @@ func (s resourceSet) config() (*configv1.Config, error) {
 // of cfg, manifest included.
 func resourceSetOf(rev uint64, cfg *configv1.Config) (resourceSet, error) {
 	s := newResourceSet()
-	m := &xdsv1.Manifest{
-		Name:           manifestName,
-		Revision:       rev,
-		Forwards:       map[string]string{},
-		UpstreamGroups: map[string]string{},
-		Upstreams:      map[string]string{},
-	}
-	add := func(typeURL string, list map[string]string, name string, msg proto.Message) error {
+	add := func(typeURL string, name string, msg proto.Message) error {
 		v, err := resourceVersion(msg)
 		if err != nil {
 			return err
 		}
-		s[typeURL][name] = entry{version: v, msg: msg}
-		list[name] = v
+		s[typeURL].entries[name] = entry{version: v, msg: msg}
 		return nil
 	}
 	for _, f := range cfg.GetHttpServer().GetForwards() {
-		if err := add(forwardType, m.Forwards, f.GetName(), proto.Clone(f)); err != nil {
+		if err := add(forwardType, f.GetName(), proto.Clone(f)); err != nil {
 			return nil, err
 		}
 	}
 	for _, g := range cfg.GetUpstreamGroups() {
-		if err := add(upstreamGroupType, m.UpstreamGroups, g.GetName(), proto.Clone(g)); err != nil {
+		if err := add(upstreamGroupType, g.GetName(), proto.Clone(g)); err != nil {
 			return nil, err
 		}
 	}
 	for _, u := range cfg.GetUpstreams() {
-		if err := add(upstreamType, m.Upstreams, u.GetName(), proto.Clone(u)); err != nil {
+		if err := add(upstreamType, u.GetName(), proto.Clone(u)); err != nil {
 			return nil, err
 		}
+	}
+	m := &xdsv1.Manifest{
+		Name:                manifestName,
+		Revision:            rev,
+		ForwardDigest:       s[forwardType].digestOf(),
+		UpstreamGroupDigest: s[upstreamGroupType].digestOf(),
+		UpstreamDigest:      s[upstreamType].digestOf(),
 	}
 	v, err := resourceVersion(m)
 	if err != nil {
 		return nil, err
 	}
-	s[manifestType][manifestName] = entry{version: v, msg: m}
+	s[manifestType].entries[manifestName] = entry{version: v, msg: m}
 	return s, nil
 }
 
@@ -196,7 +237,7 @@ func resourceSetOf(rev uint64, cfg *configv1.Config) (resourceSet, error) {
 // Every response is answered at once, so every type's watch stays open and
 // the client's resources converge on the control plane's latest snapshot.
 // A revision is applied when the received resources match the received
-// manifest exactly; the answer to the response that completed it is an ACK
+// manifest exactly (per type, the same count and digest); the answer to the response that completed it is an ACK
 // when the apply succeeded and a NACK with the reason when it failed.
 // Answers to responses that leave the revision incomplete are ACKs (the
 // resources are consistent so far). The control plane mirrors the same
@@ -206,8 +247,12 @@ type tracker struct {
 	// the cached messages: apply must not modify it.
 	apply func(rev uint64, cfg *configv1.Config) error
 
-	cache   resourceSet // what the control plane has sent on this stream
-	applied resourceSet // the last applied revision's resources
+	// cache is what the control plane has sent on this stream, applied the
+	// last applied revision's resources. They share the typeSets of the
+	// types that did not change since the last apply; mutable copies one
+	// before it changes.
+	cache   resourceSet
+	applied resourceSet
 
 	appliedRev      uint64
 	appliedManifest string // manifest version of the applied revision; "" if none
@@ -229,8 +274,8 @@ func (t *tracker) seed(rev uint64, cfg *configv1.Config) error {
 	}
 	t.applied = s
 	t.appliedRev = rev
-	t.appliedManifest = s[manifestType][manifestName].version
-	t.cache = s.clone()
+	t.appliedManifest = s[manifestType].entries[manifestName].version
+	t.cache = s.share()
 	return nil
 }
 
@@ -238,7 +283,7 @@ func (t *tracker) seed(rev uint64, cfg *configv1.Config) error {
 // difference between the applied resources and its current snapshot.
 // Resources of a revision that was received but not applied are dropped.
 func (t *tracker) restart(node *corev3.Node) []*discoveryv3.DeltaDiscoveryRequest {
-	t.cache = t.applied.clone()
+	t.cache = t.applied.share()
 	reqs := make([]*discoveryv3.DeltaDiscoveryRequest, 0, len(typeURLs))
 	for i, typeURL := range typeURLs {
 		req := &discoveryv3.DeltaDiscoveryRequest{
@@ -259,12 +304,15 @@ func (t *tracker) restart(node *corev3.Node) []*discoveryv3.DeltaDiscoveryReques
 func (t *tracker) handle(resp *discoveryv3.DeltaDiscoveryResponse) *discoveryv3.DeltaDiscoveryRequest {
 	typeURL := resp.GetTypeUrl()
 	answer := &discoveryv3.DeltaDiscoveryRequest{TypeUrl: typeURL, ResponseNonce: resp.GetNonce()}
-	have, known := t.cache[typeURL]
-	if !known {
+	if _, known := t.cache[typeURL]; !known {
 		answer.ErrorDetail = nack(fmt.Errorf("unknown resource type %q", typeURL))
 		return answer
 	}
 	var errs []error
+	var have map[string]entry
+	if len(resp.GetResources()) > 0 || len(resp.GetRemovedResources()) > 0 {
+		have = t.mutable(typeURL).entries
+	}
 	for _, r := range resp.GetResources() {
 		e := entry{version: r.GetVersion()}
 		msg := newResource(typeURL)
@@ -301,7 +349,7 @@ func (t *tracker) handle(resp *discoveryv3.DeltaDiscoveryResponse) *discoveryv3.
 // it exactly and it is neither applied nor refused already. It returns the
 // reason the revision is refused, or nil.
 func (t *tracker) resolve() error {
-	me, ok := t.cache[manifestType][manifestName]
+	me, ok := t.cache[manifestType].entries[manifestName]
 	if !ok || me.msg == nil {
 		return nil
 	}
@@ -323,10 +371,22 @@ func (t *tracker) resolve() error {
 		t.failedManifest, t.failedErr = me.version, err
 		return err
 	}
-	t.applied = t.cache.clone()
+	t.applied = t.cache.share()
 	t.appliedRev = m.GetRevision()
 	t.appliedManifest = me.version
 	return nil
+}
+
+// mutable returns the cache's typeSet of typeURL ready to change: copied
+// when the applied set shares it, its digest reset.
+func (t *tracker) mutable(typeURL string) *typeSet {
+	ts := t.cache[typeURL]
+	if ts == t.applied[typeURL] {
+		ts = ts.copy()
+		t.cache[typeURL] = ts
+	}
+	ts.digest = nil
+	return ts
 }
 
 func nack(err error) *statuspb.Status {

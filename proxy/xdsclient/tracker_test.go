@@ -356,6 +356,42 @@ func TestSeedMatchesControlPlane(t *testing.T) {
 	}
 }
 
+// TestDigestMatchesSnapshot: the client's digest of the resources it holds
+// is the control plane's digest of the same names and versions.
+func TestDigestMatchesSnapshot(t *testing.T) {
+	for _, versions := range []map[string]string{{}, {"a": "1"}, {"b": "2", "a": "1", "long-name": strings.Repeat("f", 200)}} {
+		ts := &typeSet{entries: map[string]entry{}}
+		for name, v := range versions {
+			ts.entries[name] = entry{version: v}
+		}
+		if got, want := ts.digestOf(), snapshot.Digest(versions); !snapshot.SameDigest(got, want) {
+			t.Errorf("%v: client %v, control plane %v", versions, got, want)
+		}
+	}
+}
+
+// TestAppliedUnchangedByLaterResponses: the applied set shares unchanged
+// types with the cache, and a response after an apply does not change it.
+func TestAppliedUnchangedByLaterResponses(t *testing.T) {
+	tr := newTracker((&recorder{}).apply)
+	cfg := cfgOf(map[string]string{"a": "http://a", "b": "http://b"}, "g", "a", "b")
+	if err := tr.seed(1, cfg); err != nil {
+		t.Fatal(err)
+	}
+	tr.restart(nil)
+	before := tr.applied.versions(upstreamType)
+	tr.handle(&discoveryv3.DeltaDiscoveryResponse{TypeUrl: upstreamType, Nonce: "1", RemovedResources: []string{"a"}})
+	if got := tr.applied.versions(upstreamType); !maps.Equal(got, before) {
+		t.Errorf("applied upstreams %v, want %v", got, before)
+	}
+	if _, ok := tr.cache[upstreamType].entries["a"]; ok {
+		t.Error("removal not in the cache")
+	}
+	if tr.cache[forwardType] != tr.applied[forwardType] {
+		t.Error("unchanged type copied")
+	}
+}
+
 func TestTypeURLsMatchSnapshot(t *testing.T) {
 	if got, want := typeURLs[:], snapshot.TypeURLs(); !slices.Equal(got, want) {
 		t.Errorf("client types %v, control plane %v", got, want)

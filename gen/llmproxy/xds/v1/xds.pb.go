@@ -23,20 +23,22 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
-// Manifest names every resource of one revision. Delta xDS delivers each type on its own
+// Manifest summarizes every resource of one revision. Delta xDS delivers each type on its own
 // schedule, so a proxy holds a revision back until the resources it has match the manifest
 // exactly; it never applies a mix of two revisions. There is one Manifest, named "current".
+// Its size does not grow with the config: per type it carries a count and a digest, which a
+// proxy compares with the digest of the resources it holds.
 type Manifest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	// The store revision this manifest describes.
 	Revision uint64 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
-	// Resource name to resource version (a content hash), per type.
-	Forwards       map[string]string `protobuf:"bytes,3,rep,name=forwards,proto3" json:"forwards,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	UpstreamGroups map[string]string `protobuf:"bytes,4,rep,name=upstream_groups,json=upstreamGroups,proto3" json:"upstream_groups,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	Upstreams      map[string]string `protobuf:"bytes,5,rep,name=upstreams,proto3" json:"upstreams,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Per type: how many resources the revision has and the digest of their names and versions.
+	ForwardDigest       *TypeDigest `protobuf:"bytes,6,opt,name=forward_digest,json=forwardDigest,proto3" json:"forward_digest,omitempty"`
+	UpstreamGroupDigest *TypeDigest `protobuf:"bytes,7,opt,name=upstream_group_digest,json=upstreamGroupDigest,proto3" json:"upstream_group_digest,omitempty"`
+	UpstreamDigest      *TypeDigest `protobuf:"bytes,8,opt,name=upstream_digest,json=upstreamDigest,proto3" json:"upstream_digest,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *Manifest) Reset() {
@@ -83,47 +85,97 @@ func (x *Manifest) GetRevision() uint64 {
 	return 0
 }
 
-func (x *Manifest) GetForwards() map[string]string {
+func (x *Manifest) GetForwardDigest() *TypeDigest {
 	if x != nil {
-		return x.Forwards
+		return x.ForwardDigest
 	}
 	return nil
 }
 
-func (x *Manifest) GetUpstreamGroups() map[string]string {
+func (x *Manifest) GetUpstreamGroupDigest() *TypeDigest {
 	if x != nil {
-		return x.UpstreamGroups
+		return x.UpstreamGroupDigest
 	}
 	return nil
 }
 
-func (x *Manifest) GetUpstreams() map[string]string {
+func (x *Manifest) GetUpstreamDigest() *TypeDigest {
 	if x != nil {
-		return x.Upstreams
+		return x.UpstreamDigest
 	}
 	return nil
+}
+
+// TypeDigest identifies the exact set of resources of one type: their number, and the hex
+// SHA-256 over the (name, version) pairs sorted by name, each pair written as
+// uvarint(len(name)) name uvarint(len(version)) version.
+type TypeDigest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Count         uint32                 `protobuf:"varint,1,opt,name=count,proto3" json:"count,omitempty"`
+	Digest        string                 `protobuf:"bytes,2,opt,name=digest,proto3" json:"digest,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TypeDigest) Reset() {
+	*x = TypeDigest{}
+	mi := &file_llmproxy_xds_v1_xds_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TypeDigest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TypeDigest) ProtoMessage() {}
+
+func (x *TypeDigest) ProtoReflect() protoreflect.Message {
+	mi := &file_llmproxy_xds_v1_xds_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TypeDigest.ProtoReflect.Descriptor instead.
+func (*TypeDigest) Descriptor() ([]byte, []int) {
+	return file_llmproxy_xds_v1_xds_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *TypeDigest) GetCount() uint32 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *TypeDigest) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
 }
 
 var File_llmproxy_xds_v1_xds_proto protoreflect.FileDescriptor
 
 const file_llmproxy_xds_v1_xds_proto_rawDesc = "" +
 	"\n" +
-	"\x19llmproxy/xds/v1/xds.proto\x12\x0fllmproxy.xds.v1\"\xdd\x03\n" +
+	"\x19llmproxy/xds/v1/xds.proto\x12\x0fllmproxy.xds.v1\"\xcd\x02\n" +
 	"\bManifest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
-	"\brevision\x18\x02 \x01(\x04R\brevision\x12C\n" +
-	"\bforwards\x18\x03 \x03(\v2'.llmproxy.xds.v1.Manifest.ForwardsEntryR\bforwards\x12V\n" +
-	"\x0fupstream_groups\x18\x04 \x03(\v2-.llmproxy.xds.v1.Manifest.UpstreamGroupsEntryR\x0eupstreamGroups\x12F\n" +
-	"\tupstreams\x18\x05 \x03(\v2(.llmproxy.xds.v1.Manifest.UpstreamsEntryR\tupstreams\x1a;\n" +
-	"\rForwardsEntry\x12\x10\n" +
-	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1aA\n" +
-	"\x13UpstreamGroupsEntry\x12\x10\n" +
-	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a<\n" +
-	"\x0eUpstreamsEntry\x12\x10\n" +
-	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B;Z9github.com/llmproxy-go/llmproxy/gen/llmproxy/xds/v1;xdsv1b\x06proto3"
+	"\brevision\x18\x02 \x01(\x04R\brevision\x12B\n" +
+	"\x0eforward_digest\x18\x06 \x01(\v2\x1b.llmproxy.xds.v1.TypeDigestR\rforwardDigest\x12O\n" +
+	"\x15upstream_group_digest\x18\a \x01(\v2\x1b.llmproxy.xds.v1.TypeDigestR\x13upstreamGroupDigest\x12D\n" +
+	"\x0fupstream_digest\x18\b \x01(\v2\x1b.llmproxy.xds.v1.TypeDigestR\x0eupstreamDigestJ\x04\b\x03\x10\x04J\x04\b\x04\x10\x05J\x04\b\x05\x10\x06R\bforwardsR\x0fupstream_groupsR\tupstreams\":\n" +
+	"\n" +
+	"TypeDigest\x12\x14\n" +
+	"\x05count\x18\x01 \x01(\rR\x05count\x12\x16\n" +
+	"\x06digest\x18\x02 \x01(\tR\x06digestB;Z9github.com/llmproxy-go/llmproxy/gen/llmproxy/xds/v1;xdsv1b\x06proto3"
 
 var (
 	file_llmproxy_xds_v1_xds_proto_rawDescOnce sync.Once
@@ -137,17 +189,15 @@ func file_llmproxy_xds_v1_xds_proto_rawDescGZIP() []byte {
 	return file_llmproxy_xds_v1_xds_proto_rawDescData
 }
 
-var file_llmproxy_xds_v1_xds_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_llmproxy_xds_v1_xds_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
 var file_llmproxy_xds_v1_xds_proto_goTypes = []any{
-	(*Manifest)(nil), // 0: llmproxy.xds.v1.Manifest
-	nil,              // 1: llmproxy.xds.v1.Manifest.ForwardsEntry
-	nil,              // 2: llmproxy.xds.v1.Manifest.UpstreamGroupsEntry
-	nil,              // 3: llmproxy.xds.v1.Manifest.UpstreamsEntry
+	(*Manifest)(nil),   // 0: llmproxy.xds.v1.Manifest
+	(*TypeDigest)(nil), // 1: llmproxy.xds.v1.TypeDigest
 }
 var file_llmproxy_xds_v1_xds_proto_depIdxs = []int32{
-	1, // 0: llmproxy.xds.v1.Manifest.forwards:type_name -> llmproxy.xds.v1.Manifest.ForwardsEntry
-	2, // 1: llmproxy.xds.v1.Manifest.upstream_groups:type_name -> llmproxy.xds.v1.Manifest.UpstreamGroupsEntry
-	3, // 2: llmproxy.xds.v1.Manifest.upstreams:type_name -> llmproxy.xds.v1.Manifest.UpstreamsEntry
+	1, // 0: llmproxy.xds.v1.Manifest.forward_digest:type_name -> llmproxy.xds.v1.TypeDigest
+	1, // 1: llmproxy.xds.v1.Manifest.upstream_group_digest:type_name -> llmproxy.xds.v1.TypeDigest
+	1, // 2: llmproxy.xds.v1.Manifest.upstream_digest:type_name -> llmproxy.xds.v1.TypeDigest
 	3, // [3:3] is the sub-list for method output_type
 	3, // [3:3] is the sub-list for method input_type
 	3, // [3:3] is the sub-list for extension type_name
@@ -166,7 +216,7 @@ func file_llmproxy_xds_v1_xds_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_llmproxy_xds_v1_xds_proto_rawDesc), len(file_llmproxy_xds_v1_xds_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   4,
+			NumMessages:   2,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
