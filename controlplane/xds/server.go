@@ -229,11 +229,17 @@ func ServerOptions() []grpc.ServerOption {
 }
 
 // cacheLogger routes go-control-plane's logs to slog; its info messages
-// (one per watch) are debug here.
+// (one per watch) are debug here. Debug messages are formatted only when
+// debug is enabled: they list every resource name of a response.
 func cacheLogger(log *slog.Logger) gcplog.Logger {
+	debug := func(f string, a ...any) {
+		if log.Enabled(context.Background(), slog.LevelDebug) {
+			log.Debug(fmt.Sprintf(f, a...))
+		}
+	}
 	return gcplog.LoggerFuncs{
-		DebugFunc: func(f string, a ...any) { log.Debug(fmt.Sprintf(f, a...)) },
-		InfoFunc:  func(f string, a ...any) { log.Debug(fmt.Sprintf(f, a...)) },
+		DebugFunc: debug,
+		InfoFunc:  debug,
 		WarnFunc:  func(f string, a ...any) { log.Warn(fmt.Sprintf(f, a...)) },
 		ErrorFunc: func(f string, a ...any) { log.Error(fmt.Sprintf(f, a...)) },
 	}
