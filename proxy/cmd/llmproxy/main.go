@@ -11,7 +11,8 @@
 // loopback address for profiling; it is off unless given and refuses other addresses.
 //
 // SIGTERM or SIGINT stops accepting, drains in-flight requests up to --shutdown-timeout and
-// exits 0. Logs are JSON (log/slog) on stderr.
+// exits 0. Logs are JSON (log/slog) on stderr, with one Info record per request unless
+// --access-log=false.
 package main
 
 import (
@@ -60,6 +61,7 @@ type flags struct {
 	shutdownTimeout time.Duration
 	logLevel        string
 	pprofAddr       string
+	accessLog       bool
 }
 
 func parseFlags(args []string, stderr io.Writer) (*flags, error) {
@@ -76,6 +78,7 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	fs.StringVar(&f.redisURL, "redis", os.Getenv("LLMPROXY_REDIS_URL"), "Redis `URL` for global rate limits (env LLMPROXY_REDIS_URL)")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "longest drain of in-flight requests on SIGTERM")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.BoolVar(&f.accessLog, "access-log", true, "log one Info record per request (--access-log=false keeps the other logs)")
 	fs.StringVar(&f.pprofAddr, "pprof-addr", "", "serve net/http/pprof on the loopback `HOST:PORT` (profiling; off by default)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -304,7 +307,7 @@ func serve(ctx context.Context, f *flags, log *slog.Logger) error {
 	p.srv = server.New(server.Options{
 		Holder: p.holder,
 		Handler: func(name string) http.Handler {
-			return forward.New(p.holder, name, forward.Deps{Metrics: p.metrics, Logger: log, Tracer: tracer})
+			return forward.New(p.holder, name, forward.Deps{Metrics: p.metrics, Logger: log, Tracer: tracer, NoAccessLog: !f.accessLog})
 		},
 		Metrics:      p.metrics.Registry,
 		Logger:       log,

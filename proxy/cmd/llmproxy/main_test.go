@@ -107,3 +107,14 @@ func TestPprofAddrLoopbackOnly(t *testing.T) {
 		}
 	}
 }
+
+func TestAccessLogFlag(t *testing.T) {
+	f, err := parseFlags([]string{"--config", "x"}, &bytes.Buffer{})
+	if err != nil || !f.accessLog {
+		t.Fatalf("default --access-log = %v, %v; want on", f != nil && f.accessLog, err)
+	}
+	f, err = parseFlags([]string{"--config", "x", "--access-log=false"}, &bytes.Buffer{})
+	if err != nil || f.accessLog {
+		t.Fatalf("--access-log=false: %+v, %v", f, err)
+	}
+}
