@@ -45,7 +45,7 @@ func StartEnv(ctx context.Context, o Options) (*Env, error) {
 	if e.MockAddr, err = FreeAddr(); err != nil {
 		return nil, err
 	}
-	e.Mock, err = Start(o.WorkDir, "mockllm", filepath.Join(o.BinDir, "mockllm"), []string{"--addr", e.MockAddr, "--name", "mock"})
+	e.Mock, err = Start(o.WorkDir, "mockllm", filepath.Join(o.BinDir, "mockllm"), []string{"--addr", e.MockAddr, "--name", "mock", "--max-records", "0"})
 	if err != nil {
 		return nil, err
 	}
