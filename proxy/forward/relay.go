@@ -41,6 +41,11 @@ func (ex *exchange) relay(g *config.Group, a *attempt) {
 	if flush {
 		rc = http.NewResponseController(ex.w)
 	}
+	if sse {
+		// The client learns at once that its stream is open, as it would talking to the
+		// upstream directly, rather than when the first token comes (which can take minutes).
+		_ = rc.Flush()
+	}
 	// Token counting only on plain (not content-encoded) answers.
 	plain := resp.Header.Get("Content-Encoding") == ""
 	var scanner *sseScanner

@@ -117,3 +117,52 @@ func TestMidBodyDeathAborts(t *testing.T) {
 		t.Error("reading a body whose upstream died succeeded; want an error")
 	}
 }
+
+// An event stream's headers reach the client when the upstream sends them, not with the
+// first token: the client (and an idle stream) knows at once that the stream is open.
+func TestSSEHeadersBeforeFirstChunk(t *testing.T) {
+	sendFirst := make(chan struct{})
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(200)
+		w.(http.Flusher).Flush()
+		select {
+		case <-sendFirst:
+		case <-r.Context().Done():
+			return
+		}
+		io.WriteString(w, "data: one\n\n")
+	}))
+	defer up.Close()
+	p := newTestProxy(t, simpleConfig("", "a"), up.URL)
+
+	got := make(chan *http.Response, 1)
+	go func() {
+		resp, err := http.Post(p.URL+"/v1/chat/completions", "application/json", strings.NewReader(`{"stream":true}`))
+		if err != nil {
+			t.Error(err)
+			close(got)
+			return
+		}
+		got <- resp
+	}()
+	var resp *http.Response
+	select {
+	case resp = <-got:
+	case <-time.After(5 * time.Second):
+		close(sendFirst)
+		t.Fatal("no response headers while the upstream holds its first chunk; want them at once")
+	}
+	if resp == nil {
+		return
+	}
+	defer resp.Body.Close()
+	if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
+		t.Errorf("Content-Type = %q", ct)
+	}
+	close(sendFirst)
+	b, _ := io.ReadAll(resp.Body)
+	if string(b) != "data: one\n\n" {
+		t.Errorf("body = %q", b)
+	}
+}
