@@ -13,6 +13,13 @@ const copyBufSize = 32 << 10
 
 var copyBufPool = sync.Pool{New: func() any { b := make([]byte, copyBufSize); return &b }}
 
+// streamBufSize is the relay buffer of event streams and unknown-length answers. Such a
+// stream spends most of its life blocked in a read holding its buffer, and its events are
+// small, so a small buffer keeps the memory of many open streams low.
+const streamBufSize = 4 << 10
+
+var streamBufPool = sync.Pool{New: func() any { b := make([]byte, streamBufSize); return &b }}
+
 // maxPooledBody is the largest request-body buffer returned to the pool; bigger ones are
 // left to the garbage collector so the pool does not pin rare large bodies.
 const maxPooledBody = 1 << 20

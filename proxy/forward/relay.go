@@ -63,7 +63,11 @@ func (ex *exchange) relay(g *config.Group, a *attempt) {
 		cancel := a.cancel
 		body = newIdleBody(resp.Body, g.IdleTimeout, func() { cancel(errIdleTimeout) })
 	}
-	bufp := copyBufPool.Get().(*[]byte)
+	pool := &copyBufPool
+	if flush {
+		pool = &streamBufPool
+	}
+	bufp := pool.Get().(*[]byte)
 	buf := *bufp
 	var readErr error
 	clientGone := false
@@ -96,7 +100,7 @@ func (ex *exchange) relay(g *config.Group, a *attempt) {
 			break
 		}
 	}
-	copyBufPool.Put(bufp)
+	pool.Put(bufp)
 	body.Close()
 	if scanner != nil {
 		scanner.Close()
