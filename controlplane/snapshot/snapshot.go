@@ -27,32 +27,30 @@ package snapshot
 
 import (
 	"crypto/sha256"
-	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"maps"
-	"slices"
 	"strconv"
 
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"github.com/llmproxy-go/llmproxy/controlplane/manifest"
 	"google.golang.org/protobuf/proto"
 
 	configv1 "github.com/llmproxy-go/llmproxy/gen/llmproxy/config/v1"
 	xdsv1 "github.com/llmproxy-go/llmproxy/gen/llmproxy/xds/v1"
 )
 
-// Type URLs of the resources in a snapshot.
+// Type URLs of the resources in a snapshot (the wire contract in controlplane/manifest).
 const (
-	ForwardType       = "type.googleapis.com/llmproxy.config.v1.Forward"
-	UpstreamGroupType = "type.googleapis.com/llmproxy.config.v1.UpstreamGroup"
-	UpstreamType      = "type.googleapis.com/llmproxy.config.v1.Upstream"
-	ManifestType      = "type.googleapis.com/llmproxy.xds.v1.Manifest"
+	ForwardType       = manifest.ForwardType
+	UpstreamGroupType = manifest.UpstreamGroupType
+	UpstreamType      = manifest.UpstreamType
+	ManifestType      = manifest.ManifestType
 )
 
 // ManifestName is the name of the one Manifest resource of a snapshot.
-const ManifestName = "current"
+const ManifestName = manifest.Name
 
 // TypeURLs returns the type URLs a proxy subscribes to, the manifest first.
 // The caller owns the returned slice.
@@ -72,28 +70,12 @@ func ResourceVersion(m proto.Message) (string, error) {
 	return hex.EncodeToString(sum[:]), nil
 }
 
-// Digest returns the count and digest of a set of resources given as name
-// → version: the hex SHA-256 over the pairs sorted by name, each written as
-// uvarint(len(name)) name uvarint(len(version)) version. proxy/xdsclient
-// computes the same digest over the resources it holds.
-func Digest(versions map[string]string) *xdsv1.TypeDigest {
-	h := sha256.New()
-	var buf []byte
-	for _, name := range slices.Sorted(maps.Keys(versions)) {
-		v := versions[name]
-		buf = binary.AppendUvarint(buf[:0], uint64(len(name)))
-		buf = append(buf, name...)
-		buf = binary.AppendUvarint(buf, uint64(len(v)))
-		buf = append(buf, v...)
-		h.Write(buf)
-	}
-	return &xdsv1.TypeDigest{Count: uint32(len(versions)), Digest: hex.EncodeToString(h.Sum(nil))}
-}
+// Digest returns the count and digest of a set of resources given as name → version
+// (manifest.Digest; proxy/xdsclient computes the same over the resources it holds).
+func Digest(versions map[string]string) *xdsv1.TypeDigest { return manifest.Digest(versions) }
 
 // SameDigest reports whether two digests describe the same set.
-func SameDigest(a, b *xdsv1.TypeDigest) bool {
-	return a != nil && b != nil && a.GetCount() == b.GetCount() && a.GetDigest() == b.GetDigest()
-}
+func SameDigest(a, b *xdsv1.TypeDigest) bool { return manifest.Same(a, b) }
 
 // Snapshot is one revision of the configuration as xDS resources. It is
 // immutable once built and safe for concurrent use. It implements
@@ -189,15 +171,7 @@ func (s *Snapshot) Manifest() *xdsv1.Manifest { return s.manifest }
 // TypeDigest returns the manifest's digest of a resource type, nil for the
 // manifest's own type and unknown types.
 func TypeDigest(m *xdsv1.Manifest, typeURL string) *xdsv1.TypeDigest {
-	switch typeURL {
-	case ForwardType:
-		return m.GetForwardDigest()
-	case UpstreamGroupType:
-		return m.GetUpstreamGroupDigest()
-	case UpstreamType:
-		return m.GetUpstreamDigest()
-	}
-	return nil
+	return manifest.TypeDigest(m, typeURL)
 }
 
 // ManifestVersion returns the version (content hash) of the manifest.

@@ -2,7 +2,6 @@ package xdsclient
 
 import (
 	"crypto/sha256"
-	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -16,18 +15,18 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/llmproxy-go/llmproxy/controlplane/manifest"
 	configv1 "github.com/llmproxy-go/llmproxy/gen/llmproxy/config/v1"
 	xdsv1 "github.com/llmproxy-go/llmproxy/gen/llmproxy/xds/v1"
 )
 
-// Type URLs the client subscribes to. They match controlplane/snapshot
-// (checked by a test); the proxy does not import the control plane.
+// Type URLs the client subscribes to: the wire contract in controlplane/manifest.
 const (
-	manifestType      = "type.googleapis.com/llmproxy.xds.v1.Manifest"
-	forwardType       = "type.googleapis.com/llmproxy.config.v1.Forward"
-	upstreamGroupType = "type.googleapis.com/llmproxy.config.v1.UpstreamGroup"
-	upstreamType      = "type.googleapis.com/llmproxy.config.v1.Upstream"
-	manifestName      = "current"
+	manifestType      = manifest.ManifestType
+	forwardType       = manifest.ForwardType
+	upstreamGroupType = manifest.UpstreamGroupType
+	upstreamType      = manifest.UpstreamType
+	manifestName      = manifest.Name
 )
 
 // typeURLs lists the subscribed types, the manifest first.
@@ -79,25 +78,13 @@ func (ts *typeSet) copy() *typeSet {
 	return &typeSet{entries: maps.Clone(ts.entries), digest: ts.digest}
 }
 
-// digestOf returns the count and digest of the set, as the control plane
-// computes them for a manifest (controlplane/snapshot.Digest, checked by a
-// test): the hex SHA-256 over the (name, version) pairs sorted by name,
-// each written as uvarint(len(name)) name uvarint(len(version)) version.
+// digestOf returns the count and digest of the set, computed as the control
+// plane computes them for a manifest (manifest.DigestSorted), once per change.
 func (ts *typeSet) digestOf() *xdsv1.TypeDigest {
 	if ts.digest != nil {
 		return ts.digest
 	}
-	h := sha256.New()
-	var buf []byte
-	for _, name := range slices.Sorted(maps.Keys(ts.entries)) {
-		v := ts.entries[name].version
-		buf = binary.AppendUvarint(buf[:0], uint64(len(name)))
-		buf = append(buf, name...)
-		buf = binary.AppendUvarint(buf, uint64(len(v)))
-		buf = append(buf, v...)
-		h.Write(buf)
-	}
-	ts.digest = &xdsv1.TypeDigest{Count: uint32(len(ts.entries)), Digest: hex.EncodeToString(h.Sum(nil))}
+	ts.digest = manifest.DigestSorted(slices.Sorted(maps.Keys(ts.entries)), func(n string) string { return ts.entries[n].version })
 	return ts.digest
 }
 
@@ -126,32 +113,19 @@ func (s resourceSet) versions(typeURL string) map[string]string {
 	return out
 }
 
-// manifestDigest returns the manifest's digest of a resource type.
-func manifestDigest(m *xdsv1.Manifest, typeURL string) *xdsv1.TypeDigest {
-	switch typeURL {
-	case forwardType:
-		return m.GetForwardDigest()
-	case upstreamGroupType:
-		return m.GetUpstreamGroupDigest()
-	case upstreamType:
-		return m.GetUpstreamDigest()
-	}
-	return nil
-}
-
 // matches reports whether the set holds exactly the resources m
 // describes: per type the same count and digest. Counts are compared
 // first, and a type's digest is computed only once per change.
 func (s resourceSet) matches(m *xdsv1.Manifest) bool {
 	types := [...]string{forwardType, upstreamGroupType, upstreamType}
 	for _, typeURL := range types {
-		want := manifestDigest(m, typeURL)
+		want := manifest.TypeDigest(m, typeURL)
 		if want == nil || uint32(len(s[typeURL].entries)) != want.GetCount() {
 			return false
 		}
 	}
 	for _, typeURL := range types {
-		if s[typeURL].digestOf().GetDigest() != manifestDigest(m, typeURL).GetDigest() {
+		if s[typeURL].digestOf().GetDigest() != manifest.TypeDigest(m, typeURL).GetDigest() {
 			return false
 		}
 	}

@@ -1,0 +1,28 @@
+package manifest
+
+import "testing"
+
+func TestDigest(t *testing.T) {
+	a := Digest(map[string]string{"u1": "v1", "u2": "v2"})
+	if a.GetCount() != 2 || len(a.GetDigest()) != 64 {
+		t.Fatalf("digest = %v; want count 2 and a hex SHA-256", a)
+	}
+	vs := map[string]string{"u1": "v1", "u2": "v2"}
+	same := DigestSorted([]string{"u1", "u2"}, func(n string) string { return vs[n] })
+	if !Same(a, same) {
+		t.Errorf("Digest and DigestSorted disagree: %v vs %v", a, same)
+	}
+	for name, other := range map[string]map[string]string{
+		"changed version": {"u1": "v1", "u2": "v3"},
+		"renamed":         {"u1": "v1", "u3": "v2"},
+		"one fewer":       {"u1": "v1"},
+		"split boundary":  {"u1v": "1", "u2": "v2"},
+	} {
+		if Same(a, Digest(other)) {
+			t.Errorf("%s: same digest as the original set", name)
+		}
+	}
+	if Same(nil, a) || Same(a, nil) {
+		t.Error("nil must match nothing")
+	}
+}
