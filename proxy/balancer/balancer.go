@@ -171,6 +171,25 @@ func (p *RoundRobin) Pick(skip func(i int) bool) int {
 	return e.nth(int(c % uint64(e.count)))
 }
 
+// PickWithout implements Rotator: it chooses as Pick would for the next request, but
+// leaves the rotation where it is.
+func (p *RoundRobin) PickWithout(skip func(i int) bool) int {
+	e := scan(skip, p.n)
+	if e.count == 0 {
+		return -1
+	}
+	return e.nth(int(p.next.Load() % uint64(e.count)))
+}
+
+// Rotator is implemented by pickers that keep a rotation (RoundRobin). PickWithout chooses a
+// member without moving the rotation on: a retry of one request must not take the turn of
+// the next request, or with one failing member every first attempt would land on it.
+type Rotator interface {
+	PickWithout(skip func(i int) bool) int
+}
+
+var _ Rotator = (*RoundRobin)(nil)
+
 // WeightedRoundRobin is smooth weighted round robin as nginx does it: each pick, every
 // member not skipped adds its weight to its current score, the highest score wins (the
 // first on ties) and gives back the total. Weights 1:2:3 over 12 picks give exactly 2, 4

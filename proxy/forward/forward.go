@@ -51,6 +51,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/llmproxy-go/llmproxy/proxy/balancer"
 	"github.com/llmproxy-go/llmproxy/proxy/breaker"
 	"github.com/llmproxy-go/llmproxy/proxy/config"
 	"github.com/llmproxy-go/llmproxy/proxy/telemetry"
@@ -294,14 +295,21 @@ func (s *memberSet) has(i int) bool {
 
 // pick chooses a member that is ready, not rejected and, when possible, not tried yet;
 // -1 when none is ready.
+// A retry leaves a rotating picker's rotation alone (balancer.Rotator), so it does not take
+// the next request's turn.
 func pick(g *config.Group, tried, rejected *memberSet) int {
-	i := g.Picker.Pick(func(i int) bool {
+	retry := tried.small != 0 || tried.big != nil
+	choose := g.Picker.Pick
+	if r, ok := g.Picker.(balancer.Rotator); ok && retry {
+		choose = r.PickWithout
+	}
+	i := choose(func(i int) bool {
 		return tried.has(i) || rejected.has(i) || !g.Members[i].Breaker.Ready()
 	})
-	if i >= 0 || tried.small == 0 && tried.big == nil {
+	if i >= 0 || !retry {
 		return i
 	}
-	return g.Picker.Pick(func(i int) bool {
+	return choose(func(i int) bool {
 		return rejected.has(i) || !g.Members[i].Breaker.Ready()
 	})
 }

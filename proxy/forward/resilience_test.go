@@ -428,3 +428,45 @@ upstream_groups:
 		t.Errorf("breaker state %s; want closed", st)
 	}
 }
+
+// A retry does not take the next request's round-robin turn: with one member failing (and
+// its breaker not opening), first attempts still alternate between the members instead of
+// all landing on the failing one.
+func TestRoundRobinRetryKeepsRotation(t *testing.T) {
+	var badHits atomic.Int64
+	bad := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		badHits.Add(1)
+		w.WriteHeader(502)
+	}))
+	defer bad.Close()
+	good := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(200)
+	}))
+	defer good.Close()
+	cfg := `
+http_server:
+  forwards: [{name: f, port: 3999, default_group: g}]
+upstreams:
+  - name: a
+    url: "{{U0}}"
+    breaker: {threshold: 1.0, min_requests: 10000}
+  - name: b
+    url: "{{U1}}"
+upstream_groups:
+  - name: g
+    upstreams: [{name: a}, {name: b}]
+    http_client:
+      retry: {attempts: 1, initial: 100, max_backoff: "100ms", retry_on: ["502"]}
+`
+	p := newTestProxy(t, cfg, bad.URL, good.URL)
+	const n = 10
+	for i := range n {
+		resp := post(t, p.URL+"/v1/chat/completions", `{}`)
+		if got := readAll(t, resp); resp.StatusCode != 200 {
+			t.Fatalf("request %d: %d %q; want 200 (b, directly or on retry)", i, resp.StatusCode, got)
+		}
+	}
+	if got := badHits.Load(); got > n/2+1 {
+		t.Errorf("failing member a got %d of %d first attempts; want about half (retries must not take turns)", got, n)
+	}
+}
