@@ -176,11 +176,7 @@ func (s *Server) UpdateUpstream(ctx context.Context, req *adminv1.UpdateUpstream
 
 // DeleteUpstream removes an upstream that no group uses.
 func (s *Server) DeleteUpstream(ctx context.Context, req *adminv1.DeleteUpstreamRequest) (*adminv1.DeleteResponse, error) {
-	rev, err := upstreams.delete(ctx, s, req.GetName(), req.ExpectedRevision)
-	if err != nil {
-		return nil, err
-	}
-	return &adminv1.DeleteResponse{Revision: rev}, nil
+	return deleted(upstreams.delete(ctx, s, req.GetName(), req.ExpectedRevision))
 }
 
 // ---- upstream groups ----
@@ -241,11 +237,7 @@ func (s *Server) PatchUpstreamGroup(ctx context.Context, req *adminv1.PatchUpstr
 
 // DeleteUpstreamGroup removes a group that no forward or route uses.
 func (s *Server) DeleteUpstreamGroup(ctx context.Context, req *adminv1.DeleteUpstreamGroupRequest) (*adminv1.DeleteResponse, error) {
-	rev, err := upstreamGroups.delete(ctx, s, req.GetName(), req.ExpectedRevision)
-	if err != nil {
-		return nil, err
-	}
-	return &adminv1.DeleteResponse{Revision: rev}, nil
+	return deleted(upstreamGroups.delete(ctx, s, req.GetName(), req.ExpectedRevision))
 }
 
 // ---- forwards ----
@@ -284,11 +276,7 @@ func (s *Server) UpdateForward(ctx context.Context, req *adminv1.UpdateForwardRe
 
 // DeleteForward removes a forward and its routes.
 func (s *Server) DeleteForward(ctx context.Context, req *adminv1.DeleteForwardRequest) (*adminv1.DeleteResponse, error) {
-	rev, err := forwards.delete(ctx, s, req.GetName(), req.ExpectedRevision)
-	if err != nil {
-		return nil, err
-	}
-	return &adminv1.DeleteResponse{Revision: rev}, nil
+	return deleted(forwards.delete(ctx, s, req.GetName(), req.ExpectedRevision))
 }
 
 // ---- routes ----
@@ -585,4 +573,12 @@ func inUse(what string, users []user) error {
 	}
 	st := status.New(codes.FailedPrecondition, what+" is used by "+strings.Join(descs, ", "))
 	return withViolations(st, br).Err()
+}
+
+// deleted turns a delete's new revision into its response.
+func deleted(rev uint64, err error) (*adminv1.DeleteResponse, error) {
+	if err != nil {
+		return nil, err
+	}
+	return &adminv1.DeleteResponse{Revision: rev}, nil
 }
