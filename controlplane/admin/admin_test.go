@@ -174,6 +174,20 @@ func wantCode(t *testing.T, err error, code codes.Code, substrs ...string) {
 	}
 }
 
+// wantResource checks that err carries a ResourceInfo detail naming what is missing.
+func wantResource(t *testing.T, err error, typ, name, owner string) {
+	t.Helper()
+	for _, d := range status.Convert(err).Details() {
+		if ri, ok := d.(*errdetails.ResourceInfo); ok {
+			if ri.ResourceType != typ || ri.ResourceName != name || ri.Owner != owner {
+				t.Errorf("resource info = %v; want type %q name %q owner %q", ri, typ, name, owner)
+			}
+			return
+		}
+	}
+	t.Errorf("%v has no ResourceInfo detail", err)
+}
+
 func TestUpstreamLifecycle(t *testing.T) {
 	e := newEnv(t, "", nil)
 	ctx := e.ctx(t)
@@ -217,6 +231,7 @@ func TestUpstreamLifecycle(t *testing.T) {
 	wantCode(t, err, codes.InvalidArgument, "upstream.name", `"zz"`, `"a"`)
 	_, err = e.client.UpdateUpstream(ctx, &adminv1.UpdateUpstreamRequest{Name: "nope", Upstream: upstream("nope")})
 	wantCode(t, err, codes.NotFound, `upstream "nope" not found`)
+	wantResource(t, err, admin.ResourceUpstream, "nope", "")
 	_, err = e.client.UpdateUpstream(ctx, &adminv1.UpdateUpstreamRequest{Name: "a"})
 	wantCode(t, err, codes.InvalidArgument, "upstream: required")
 
@@ -438,6 +453,7 @@ func TestRoutes(t *testing.T) {
 	wantCode(t, err, codes.AlreadyExists, path)
 	_, err = e.client.CreateRoute(ctx, &adminv1.CreateRouteRequest{Name: "nope", Route: &configv1.Route{Path: "/y", TargetGroup: "g1"}})
 	wantCode(t, err, codes.NotFound, `forward "nope"`)
+	wantResource(t, err, admin.ResourceForward, "nope", "")
 	_, err = e.client.CreateRoute(ctx, &adminv1.CreateRouteRequest{Name: "f", Route: &configv1.Route{Path: "/z", TargetGroup: "none"}})
 	wantCode(t, err, codes.FailedPrecondition, "route.target_group")
 
@@ -466,6 +482,7 @@ func TestRoutes(t *testing.T) {
 	}
 	_, err = e.client.DeleteRoute(ctx, &adminv1.DeleteRouteRequest{Name: "f", Id: id})
 	wantCode(t, err, codes.NotFound, path)
+	wantResource(t, err, admin.ResourceRoute, path, "f")
 }
 
 func TestForwards(t *testing.T) {

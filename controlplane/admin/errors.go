@@ -47,9 +47,29 @@ func (s *Server) toStatus(ctx context.Context, op string, err error) error {
 	return status.Error(codes.Internal, op+": "+err.Error())
 }
 
-// notFound is the NOT_FOUND status for a missing resource, e.g. `upstream "a" not found`.
+// Resource types named by the ResourceInfo detail of NOT_FOUND statuses, so clients tell
+// what is missing (a route, or the forward that should hold it) without reading messages.
+const (
+	ResourceUpstream      = "upstream"
+	ResourceUpstreamGroup = "upstream group"
+	ResourceForward       = "forward"
+	// ResourceRoute is a forward's route: ResourceName is its path, Owner the forward.
+	ResourceRoute = "route"
+)
+
+// notFound is the NOT_FOUND status for a missing resource, e.g. `upstream "a" not found`,
+// with a ResourceInfo detail naming its type (one of the Resource constants) and name.
 func notFound(kind, name string) error {
-	return status.Errorf(codes.NotFound, "%s %q not found", kind, name)
+	return withResource(status.Newf(codes.NotFound, "%s %q not found", kind, name),
+		&errdetails.ResourceInfo{ResourceType: kind, ResourceName: name})
+}
+
+// withResource attaches ri to st.
+func withResource(st *status.Status, ri *errdetails.ResourceInfo) error {
+	if d, err := st.WithDetails(ri); err == nil {
+		return d.Err()
+	}
+	return st.Err()
 }
 
 // invalidField is an INVALID_ARGUMENT status naming one request field.

@@ -36,21 +36,21 @@ type kind[T resource] struct {
 
 var (
 	upstreams = kind[*configv1.Upstream]{
-		name: "upstream", field: "upstream", path: "upstreams",
+		name: ResourceUpstream, field: "upstream", path: "upstreams",
 		items:    (*configv1.Config).GetUpstreams,
 		setItems: func(c *configv1.Config, us []*configv1.Upstream) { c.Upstreams = us },
 		redact:   redact.Upstream,
 		users:    upstreamUsers,
 	}
 	upstreamGroups = kind[*configv1.UpstreamGroup]{
-		name: "upstream group", field: "upstream_group", path: "upstream_groups",
+		name: ResourceUpstreamGroup, field: "upstream_group", path: "upstream_groups",
 		items:    (*configv1.Config).GetUpstreamGroups,
 		setItems: func(c *configv1.Config, gs []*configv1.UpstreamGroup) { c.UpstreamGroups = gs },
 		redact:   redact.UpstreamGroup,
 		users:    groupUsers,
 	}
 	forwards = kind[*configv1.Forward]{
-		name: "forward", field: "forward", path: "http_server.forwards",
+		name: ResourceForward, field: "forward", path: "http_server.forwards",
 		items: func(c *configv1.Config) []*configv1.Forward { return c.GetHttpServer().GetForwards() },
 		setItems: func(c *configv1.Config, fs []*configv1.Forward) {
 			if c.HttpServer == nil {

@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -310,8 +311,10 @@ func findRoute(f *configv1.Forward, path string) int {
 	return -1
 }
 
+// routeNotFound is the NOT_FOUND status for a missing route of an existing forward.
 func routeNotFound(forward, path string) error {
-	return status.Errorf(codes.NotFound, "route %q not found in forward %q", path, forward)
+	return withResource(status.Newf(codes.NotFound, "route %q not found in forward %q", path, forward),
+		&errdetails.ResourceInfo{ResourceType: ResourceRoute, ResourceName: path, Owner: forward})
 }
 
 // ListRoutes returns a forward's routes in declaration order.
