@@ -4,8 +4,10 @@
 // understood here without code.
 //
 // Decoding is strict: unknown keys, duplicate keys and values of the wrong type are errors,
-// each with file:line:column, and every such error is reported at once. Decode applies no
-// defaults and no validation; Load does the three steps (decode, default, validate).
+// each with file:line:column, and every such error is reported at once. Parse reads a file
+// once into a File, which keeps where every value sits: File.Validate applies the defaults
+// and validates, File.Locate points any later error (a proxy's compile step, a control
+// plane's answer) into the file, and File.WithEnv applies LLMProxy's environment overrides.
 //
 // The functions are pure and safe for concurrent use.
 package configfile
@@ -16,7 +18,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"os"
 	"regexp"
 	"sort"
 	"strconv"
@@ -36,6 +37,9 @@ type Error struct {
 	File string
 	// Line and Column locate the offending key or value, 1-based; 0 when unknown.
 	Line, Column int
+	// Env, when not empty, names the environment variable the offending value came from
+	// (see File.WithEnv); Line and Column are then 0.
+	Env string
 	// Path is the field path of the value, e.g. "upstreams[0].breaker.threshold"; empty at
 	// the top level or when the fault is in the YAML syntax itself.
 	Path string
@@ -44,9 +48,11 @@ type Error struct {
 }
 
 // Error returns "file:line:column: msg" (or "file:line: msg", or "file: msg" when the
-// position is not known).
+// position is not known, or "file: env NAME: msg" for a value from the environment).
 func (e *Error) Error() string {
 	switch {
+	case e.Env != "":
+		return fmt.Sprintf("%s: env %s: %s", e.File, e.Env, e.Msg)
 	case e.Line > 0 && e.Column > 0:
 		return fmt.Sprintf("%s:%d:%d: %s", e.File, e.Line, e.Column, e.Msg)
 	case e.Line > 0:
@@ -72,53 +78,73 @@ const (
 	maxErrors = 200
 )
 
-// Decode parses a YAML document into a configuration. filename is used in messages only.
-// An empty document (or one holding only comments or null) is the empty configuration. A
-// null value leaves its field unset. On failure it returns nil and the errors.Join of every
-// *Error found.
+// Decode parses a YAML document into a configuration: Parse(filename, data).Config().
+// filename is used in messages only. An empty document (or one holding only comments or
+// null) is the empty configuration. A null value leaves its field unset. On failure it
+// returns nil and the errors.Join of every *Error found.
 func Decode(filename string, data []byte) (*configv1.Config, error) {
-	c, _, err := decode(filename, data)
-	return c, err
+	f, err := Parse(filename, data)
+	if err != nil {
+		return nil, err
+	}
+	return f.config, nil
 }
 
-// position is where a field's value sits in the file.
-type position struct{ line, column int }
+// position is where a field's value sits: a line and column of the file, or the
+// environment variable that replaced it.
+type position struct {
+	line, column int
+	env          string
+}
 
 type decoder struct {
 	file  string
 	errs  []error
 	nodes int
-	// pos maps field paths to positions, for validation errors reported by Load.
+	// pos maps field paths to positions, for errors found after decoding (File.Locate).
 	pos map[string]position
+	// env maps the nodes that File.WithEnv put in to their variable.
+	env map[*yaml.Node]string
 }
 
 var yamlLineRE = regexp.MustCompile(`^yaml: line (\d+): `)
 
-func decode(filename string, data []byte) (*configv1.Config, map[string]position, error) {
-	d := &decoder{file: filename, pos: map[string]position{}}
+// parseYAML reads the one YAML document of data and returns its top node, nil for an empty
+// document.
+func parseYAML(filename string, data []byte) (*yaml.Node, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var doc yaml.Node
 	if err := dec.Decode(&doc); err != nil {
 		if errors.Is(err, io.EOF) {
-			return &configv1.Config{}, d.pos, nil
+			return nil, nil
 		}
-		return nil, nil, d.syntaxError(err)
+		return nil, syntaxError(filename, err)
 	}
 	var extra yaml.Node
 	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
 		if err != nil {
-			return nil, nil, d.syntaxError(err)
+			return nil, syntaxError(filename, err)
 		}
-		return nil, nil, &Error{File: filename, Line: extra.Line, Column: extra.Column,
+		return nil, &Error{File: filename, Line: extra.Line, Column: extra.Column,
 			Msg: "only one YAML document is allowed"}
 	}
-	c := &configv1.Config{}
 	root := &doc
 	if root.Kind == yaml.DocumentNode {
 		if len(root.Content) == 0 {
-			return c, d.pos, nil
+			return nil, nil
 		}
 		root = root.Content[0]
+	}
+	return root, nil
+}
+
+// decodeTree decodes the top node root (nil: the empty configuration); env marks the nodes
+// that came from the environment.
+func decodeTree(filename string, root *yaml.Node, env map[*yaml.Node]string) (*configv1.Config, map[string]position, error) {
+	d := &decoder{file: filename, pos: map[string]position{}, env: env}
+	c := &configv1.Config{}
+	if root == nil {
+		return c, d.pos, nil
 	}
 	d.message(root, c.ProtoReflect(), "")
 	if len(d.errs) > 0 {
@@ -127,8 +153,16 @@ func decode(filename string, data []byte) (*configv1.Config, map[string]position
 	return c, d.pos, nil
 }
 
+// at returns where n sits.
+func (d *decoder) at(n *yaml.Node) position {
+	if name, ok := d.env[n]; ok {
+		return position{env: name}
+	}
+	return position{line: n.Line, column: n.Column}
+}
+
 // syntaxError turns a YAML parser error into an *Error with its line.
-func (d *decoder) syntaxError(err error) error {
+func syntaxError(filename string, err error) error {
 	msg := err.Error()
 	line := 0
 	if m := yamlLineRE.FindStringSubmatch(msg); m != nil {
@@ -137,7 +171,7 @@ func (d *decoder) syntaxError(err error) error {
 	} else {
 		msg = strings.TrimPrefix(msg, "yaml: ")
 	}
-	return &Error{File: d.file, Line: line, Msg: "invalid YAML: " + msg}
+	return &Error{File: filename, Line: line, Msg: "invalid YAML: " + msg}
 }
 
 func (d *decoder) fail(n *yaml.Node, path, format string, args ...any) {
@@ -149,7 +183,8 @@ func (d *decoder) fail(n *yaml.Node, path, format string, args ...any) {
 	}
 	e := &Error{File: d.file, Path: path, Msg: fmt.Sprintf(format, args...)}
 	if n != nil {
-		e.Line, e.Column = n.Line, n.Column
+		p := d.at(n)
+		e.Line, e.Column, e.Env = p.line, p.column, p.env
 	}
 	d.errs = append(d.errs, e)
 }
@@ -296,7 +331,7 @@ func validKeys(desc protoreflect.MessageDescriptor, aliases map[string]protorefl
 
 // field decodes the value v of the field fd of m.
 func (d *decoder) field(v *yaml.Node, m protoreflect.Message, fd protoreflect.FieldDescriptor, path string) {
-	d.pos[path] = position{v.Line, v.Column}
+	d.pos[path] = d.at(v)
 	v, ok := d.resolve(v)
 	if !ok || isNull(v) {
 		return
@@ -329,7 +364,7 @@ func (d *decoder) field(v *yaml.Node, m protoreflect.Message, fd protoreflect.Fi
 				continue
 			}
 			vn := v.Content[i+1]
-			d.pos[kp] = position{vn.Line, vn.Column}
+			d.pos[kp] = d.at(vn)
 			if fd.MapValue().Kind() == protoreflect.MessageKind {
 				elem := mp.NewValue()
 				d.message(vn, elem.Message(), kp)
@@ -356,7 +391,7 @@ func (d *decoder) field(v *yaml.Node, m protoreflect.Message, fd protoreflect.Fi
 		l := m.Mutable(fd).List()
 		for i, item := range v.Content {
 			ip := fmt.Sprintf("%s[%d]", path, i)
-			d.pos[ip] = position{item.Line, item.Column}
+			d.pos[ip] = d.at(item)
 			if fd.Kind() == protoreflect.MessageKind {
 				elem := l.NewElement()
 				d.message(item, elem.Message(), ip)
@@ -530,55 +565,6 @@ func absU64(v int64) uint64 {
 		return uint64(-(v + 1)) + 1
 	}
 	return uint64(v)
-}
-
-// Load reads the file at path, decodes it, applies defaults and validates it. Validation
-// errors keep their *validate.FieldError (see validate.Errors) and are prefixed with the
-// file name and, when the field is in the file, its line and column:
-// `config.yaml:14:19: upstream_groups[0].upstreams[0].name: upstream "x" is not defined`.
-func Load(path string) (*configv1.Config, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("read config: %w", err)
-	}
-	return load(path, data)
-}
-
-// load is Load on data already read; path names the file in messages.
-func load(path string, data []byte) (*configv1.Config, error) {
-	c, pos, err := decode(path, data)
-	if err != nil {
-		return nil, err
-	}
-	validate.ApplyDefaults(c)
-	if err := validate.Validate(c); err != nil {
-		fes := validate.Errors(err)
-		errs := make([]error, 0, len(fes))
-		for _, fe := range fes {
-			if p, ok := lookup(pos, fe.Path); ok {
-				errs = append(errs, fmt.Errorf("%s:%d:%d: %w", path, p.line, p.column, fe))
-			} else {
-				errs = append(errs, fmt.Errorf("%s: %w", path, fe))
-			}
-		}
-		return nil, errors.Join(errs...)
-	}
-	return c, nil
-}
-
-// lookup finds the position of path, or of its nearest ancestor that is in the file.
-func lookup(pos map[string]position, path string) (position, bool) {
-	for path != "" {
-		if p, ok := pos[path]; ok {
-			return p, true
-		}
-		i := strings.LastIndexAny(path, ".[")
-		if i < 0 {
-			break
-		}
-		path = path[:i]
-	}
-	return position{}, false
 }
 
 // sortedMapKeys returns the keys of a protoreflect map in order.

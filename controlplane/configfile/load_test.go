@@ -117,13 +117,26 @@ func TestLoadExamples(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.file, func(t *testing.T) {
-			c, err := Load(filepath.Join("testdata", tt.file))
+			data, err := os.ReadFile(filepath.Join("testdata", tt.file))
 			if err != nil {
-				t.Fatalf("Load: %v", err)
+				t.Fatal(err)
+			}
+			c, err := load(tt.file, data)
+			if err != nil {
+				t.Fatalf("load: %v", err)
 			}
 			tt.check(t, c)
 		})
 	}
+}
+
+// load is Parse then Validate.
+func load(name string, data []byte) (*configv1.Config, error) {
+	f, err := Parse(name, data)
+	if err != nil {
+		return nil, err
+	}
+	return f.Validate()
 }
 
 func eq[T comparable](t *testing.T, what string, got, want T) {
@@ -488,18 +501,38 @@ upstream_groups:
 	}
 }
 
-func TestLoadFile(t *testing.T) {
-	dir := t.TempDir()
-	p := filepath.Join(dir, "config.yaml")
-	if err := os.WriteFile(p, []byte(strings.Replace(base, "default_group: g", "default_group: h", 1)), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	_, err := Load(p)
-	want := p + `:5:22: http_server.forwards[0].default_group: upstream group "h" is not defined`
+// TestParseStdin checks that a file read from standard input keeps its positions.
+func TestParseStdin(t *testing.T) {
+	_, err := load("<stdin>", []byte(strings.Replace(base, "default_group: g", "default_group: h", 1)))
+	want := `<stdin>:5:22: http_server.forwards[0].default_group: upstream group "h" is not defined`
 	if err == nil || err.Error() != want {
 		t.Errorf("got %v; want %s", err, want)
 	}
-	if _, err := Load(filepath.Join(dir, "missing.yaml")); err == nil || !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("missing file: got %v; want os.ErrNotExist", err)
+}
+
+// TestLocate checks that errors found after decoding (a proxy's compile step, a control
+// plane's answer) point into the file, and that paths not in it get the file name only.
+func TestLocate(t *testing.T) {
+	f, err := Parse("config.yaml", []byte(base))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = f.Locate(errors.Join(
+		&validate.FieldError{Path: "upstreams[0].url", Kind: validate.ErrInvalid, Msg: "bad"},
+		&validate.FieldError{Path: "upstreams[0].auth.token", Kind: validate.ErrInvalid, Msg: "missing"},
+		&validate.FieldError{Path: "pricing", Kind: validate.ErrNotSupported, Msg: "no"},
+		errors.New("plain"),
+	))
+	checkLines(t, err, []string{
+		"config.yaml:8:10: upstreams[0].url: bad",
+		"config.yaml:7:5: upstreams[0].auth.token: missing",
+		"config.yaml: pricing: no",
+		"config.yaml: plain",
+	})
+	if !errors.Is(err, validate.ErrNotSupported) {
+		t.Error("located errors lost their kind")
+	}
+	if f.Locate(nil) != nil {
+		t.Error("Locate(nil) is not nil")
 	}
 }

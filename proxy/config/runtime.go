@@ -22,6 +22,7 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/llmproxy-go/llmproxy/controlplane/configfile"
 	configv1 "github.com/llmproxy-go/llmproxy/gen/llmproxy/config/v1"
 	"github.com/llmproxy-go/llmproxy/proxy/balancer"
 	"github.com/llmproxy-go/llmproxy/proxy/breaker"
@@ -41,6 +42,10 @@ type Runtime struct {
 	// references are kept unresolved, so redacting it is enough to show it. Callers must
 	// not modify it.
 	Source *configv1.Config
+	// EnvOverrides lists the values of Source that came from LLMPROXY_ environment
+	// variables (static mode, see configfile.File.WithEnv). Compile leaves it nil; the
+	// caller that loaded the file sets it before storing the runtime.
+	EnvOverrides []configfile.Override
 	// Forwards are the listeners, in configuration order.
 	Forwards []*Forward
 	// Groups are the upstream groups, in configuration order; Group.Index is the position.

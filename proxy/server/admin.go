@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/llmproxy-go/llmproxy/controlplane/configfile"
 	"github.com/llmproxy-go/llmproxy/controlplane/redact"
 )
 
@@ -37,27 +38,39 @@ func (s *Server) AdminHandler() http.Handler {
 }
 
 // serveConfig answers {"revision":…,"config":{…}} with the applied config in proto field
-// names, secrets redacted; 503 before the first config.
+// names, secrets redacted; 503 before the first config. A static config whose values came
+// from LLMPROXY_ variables adds "env_overrides": [{"variable","path","value"}], the values
+// read from the redacted config.
 func (s *Server) serveConfig(w http.ResponseWriter, r *http.Request) {
 	rt := s.opts.Holder.Load()
 	if rt == nil {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "no config applied"})
 		return
 	}
-	cfg := sourceOf(rt)
+	red := redact.Config(sourceOf(rt))
 	var raw json.RawMessage = []byte("{}")
-	if cfg != nil {
-		b, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(redact.Config(cfg))
+	if red != nil {
+		b, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(red)
 		if err != nil {
 			writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
 			return
 		}
 		raw = b
 	}
+	type override struct {
+		configfile.Override
+		Value string `json:"value"`
+	}
+	var overrides []override
+	for _, o := range rt.EnvOverrides {
+		v, _ := configfile.ValueAt(red, o.Path)
+		overrides = append(overrides, override{o, v})
+	}
 	writeJSON(w, http.StatusOK, struct {
-		Revision string          `json:"revision"`
-		Config   json.RawMessage `json:"config"`
-	}{revisionOf(rt), raw})
+		Revision     string          `json:"revision"`
+		Config       json.RawMessage `json:"config"`
+		EnvOverrides []override      `json:"env_overrides,omitempty"`
+	}{revisionOf(rt), raw, overrides})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

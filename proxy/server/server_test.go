@@ -8,10 +8,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/llmproxy-go/llmproxy/controlplane/configfile"
 	configv1 "github.com/llmproxy-go/llmproxy/gen/llmproxy/config/v1"
 	"github.com/llmproxy-go/llmproxy/proxy/config"
 	"google.golang.org/protobuf/proto"
@@ -408,6 +410,52 @@ func TestAdminEndpoints(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 200 {
 		t.Errorf("/metrics = %d", resp.StatusCode)
+	}
+	if strings.Contains(string(body), "env_overrides") {
+		t.Errorf("/config lists env overrides when there are none: %s", body)
+	}
+}
+
+// TestAdminConfigEnvOverrides checks that /config names the values that came from the
+// environment, with their secrets redacted.
+func TestAdminConfigEnvOverrides(t *testing.T) {
+	s, _, _ := newTestServer(t, -1)
+	admin, err := s.StartAdmin("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt := runtime("file:abc123", [2]string{"a", freeAddr(t)})
+	rt.Source = &configv1.Config{Upstreams: []*configv1.Upstream{
+		{Name: "u", Url: "http://127.0.0.1:7", Auth: &configv1.Auth{Type: "bearer", Token: "sk-from-env"}},
+	}}
+	rt.EnvOverrides = []configfile.Override{
+		{Variable: "LLMPROXY_UPSTREAMS__0__AUTH__TOKEN", Path: "upstreams[0].auth.token"},
+		{Variable: "LLMPROXY_UPSTREAMS__0__URL", Path: "upstreams[0].url"},
+	}
+	if err := s.Apply(rt); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := client.Get("http://" + admin + "/config")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	var got struct {
+		EnvOverrides []struct{ Variable, Path, Value string } `json:"env_overrides"`
+	}
+	if err := json.Unmarshal(body, &got); err != nil {
+		t.Fatalf("decode /config %s: %v", body, err)
+	}
+	want := []struct{ Variable, Path, Value string }{
+		{"LLMPROXY_UPSTREAMS__0__AUTH__TOKEN", "upstreams[0].auth.token", "<redacted>"},
+		{"LLMPROXY_UPSTREAMS__0__URL", "upstreams[0].url", "http://127.0.0.1:7"},
+	}
+	if !slices.Equal(got.EnvOverrides, want) {
+		t.Errorf("env_overrides = %+v; want %+v", got.EnvOverrides, want)
+	}
+	if strings.Contains(string(body), "sk-from-env") {
+		t.Errorf("/config leaks a secret: %s", body)
 	}
 }
 

@@ -220,17 +220,18 @@ func bootstrap(ctx context.Context, st store.Store, path string, log *slog.Logge
 		log.Info("store holds a config; bootstrap file not applied", "revision", rev, "file", path)
 		return nil
 	}
-	if _, err := configfile.Load(path); err != nil {
-		return fmt.Errorf("bootstrap: %w", err)
-	}
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return fmt.Errorf("bootstrap: %w", err)
 	}
-	cfg, err := configfile.Decode(path, data)
+	f, err := configfile.Parse(path, data)
 	if err != nil {
 		return fmt.Errorf("bootstrap: %w", err)
 	}
+	if _, err := f.Validate(); err != nil {
+		return fmt.Errorf("bootstrap: %w", err)
+	}
+	cfg := f.Config()
 	zero := uint64(0)
 	rev, err = st.Update(ctx, &zero, func(uint64, *configv1.Config) (*configv1.Config, error) { return cfg, nil })
 	switch {

@@ -38,7 +38,6 @@ import (
 
 	"github.com/llmproxy-go/llmproxy/controlplane/admin"
 	"github.com/llmproxy-go/llmproxy/controlplane/configfile"
-	"github.com/llmproxy-go/llmproxy/controlplane/validate"
 	adminv1 "github.com/llmproxy-go/llmproxy/gen/llmproxy/admin/v1"
 	configv1 "github.com/llmproxy-go/llmproxy/gen/llmproxy/config/v1"
 )
@@ -246,21 +245,23 @@ func (c *cli) connect() (adminv1.AdminServiceClient, context.Context, func(), er
 	return adminv1.NewAdminServiceClient(conn), ctx, func() { cancel(); conn.Close() }, nil
 }
 
-// readInput reads the file named by path, or stdin for "-". It returns the name to use in
-// messages.
-func (c *cli) readInput(path string) (string, []byte, error) {
+// readFile reads and parses the config file at path, or stdin for "-" (named "<stdin>" in
+// messages, with lines and columns like a file).
+func (c *cli) readFile(path string) (*configfile.File, error) {
+	var name string
+	var data []byte
+	var err error
 	if path == "-" {
-		b, err := io.ReadAll(c.stdin)
-		if err != nil {
-			return "", nil, fmt.Errorf("read stdin: %w", err)
-		}
-		return "<stdin>", b, nil
+		name = "<stdin>"
+		data, err = io.ReadAll(c.stdin)
+	} else {
+		name = path
+		data, err = os.ReadFile(path)
 	}
-	b, err := os.ReadFile(path)
 	if err != nil {
-		return "", nil, fmt.Errorf("read config: %w", err)
+		return nil, fmt.Errorf("read config: %w", err)
 	}
-	return path, b, nil
+	return configfile.Parse(name, data)
 }
 
 func (c *cli) apply(args []string) error {
@@ -274,11 +275,7 @@ func (c *cli) apply(args []string) error {
 	if *file == "" || len(pos) > 0 {
 		return usagef("usage: llmproxyctl apply -f FILE [--dry-run]")
 	}
-	name, data, err := c.readInput(*file)
-	if err != nil {
-		return err
-	}
-	cfg, err := configfile.Decode(name, data)
+	f, err := c.readFile(*file)
 	if err != nil {
 		return joinLines(err)
 	}
@@ -288,7 +285,7 @@ func (c *cli) apply(args []string) error {
 	}
 	defer done()
 	resp, err := client.ApplyConfig(ctx, &adminv1.ApplyConfigRequest{
-		Config:           cfg,
+		Config:           f.Config(),
 		DryRun:           *dryRun,
 		ExpectedRevision: c.expected.ptr(),
 	})
@@ -540,35 +537,15 @@ func (c *cli) validate(args []string) error {
 	if *file == "" || len(pos) > 0 {
 		return usagef("usage: llmproxyctl validate -f FILE")
 	}
-	if *file == "-" {
-		name, data, err := c.readInput(*file)
-		if err != nil {
-			return err
-		}
-		cfg, err := configfile.Decode(name, data)
-		if err == nil {
-			validate.ApplyDefaults(cfg)
-			if verr := validate.Validate(cfg); verr != nil {
-				err = prefixAll(name, verr)
-			}
-		}
-		if err != nil {
-			return joinLines(err)
-		}
-	} else if _, err := configfile.Load(*file); err != nil {
+	f, err := c.readFile(*file)
+	if err == nil {
+		_, err = f.Validate()
+	}
+	if err != nil {
 		return joinLines(err)
 	}
 	fmt.Fprintf(c.stdout, "%s: valid\n", *file)
 	return nil
-}
-
-// prefixAll prefixes every field error of err with name.
-func prefixAll(name string, err error) error {
-	var errs []error
-	for _, fe := range validate.Errors(err) {
-		errs = append(errs, fmt.Errorf("%s: %w", name, fe))
-	}
-	return errors.Join(errs...)
 }
 
 // joinLines formats an errors.Join tree one error per line, each prefixed like the first

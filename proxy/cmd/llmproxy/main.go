@@ -37,7 +37,6 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/llmproxy-go/llmproxy/controlplane/configfile"
-	"github.com/llmproxy-go/llmproxy/controlplane/validate"
 	configv1 "github.com/llmproxy-go/llmproxy/gen/llmproxy/config/v1"
 	"github.com/llmproxy-go/llmproxy/proxy/config"
 	"github.com/llmproxy-go/llmproxy/proxy/forward"
@@ -146,7 +145,7 @@ func testConfig(path string, stdout, stderr io.Writer) int {
 	metrics := telemetry.NewMetrics()
 	reg := config.NewRegistry(metrics, slog.New(slog.DiscardHandler))
 	defer reg.Close()
-	_, _, err := loadFile(path, reg, config.Options{Metrics: metrics})
+	_, _, err := loadFile(path, os.Environ(), reg, config.Options{Metrics: metrics})
 	if err != nil {
 		fmt.Fprintf(stderr, "%s\nconfiguration is invalid\n", err)
 		return 1
@@ -155,15 +154,24 @@ func testConfig(path string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// loadFile reads, validates and compiles a configuration file. Its revision is "file:" and
-// the first 12 hex digits of the SHA-256 of its bytes. Errors are one a line, each prefixed
-// with the file name (and, for validation errors, the line and column).
-func loadFile(path string, reg *config.Registry, opts config.Options) (*config.Runtime, *configv1.Config, error) {
+// loadFile reads, validates and compiles a configuration file, with the LLMPROXY_
+// environment overrides of environ applied (configfile.File.WithEnv). Its revision is
+// "file:" and the first 12 hex digits of the SHA-256 of the bytes it read. Errors are one a
+// line, each prefixed with the file name and, when known, the line and column (or the
+// variable) of the field at fault.
+func loadFile(path string, environ []string, reg *config.Registry, opts config.Options) (*config.Runtime, *configv1.Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, nil, fmt.Errorf("read config: %w", err)
 	}
-	cfg, err := configfile.Load(path)
+	f, err := configfile.Parse(path, data)
+	if err != nil {
+		return nil, nil, err
+	}
+	if f, err = f.WithEnv(environ); err != nil {
+		return nil, nil, err
+	}
+	cfg, err := f.Validate()
 	if err != nil {
 		return nil, nil, err
 	}
@@ -171,12 +179,9 @@ func loadFile(path string, reg *config.Registry, opts config.Options) (*config.R
 	opts.Revision = "file:" + hex.EncodeToString(sum[:])[:12]
 	rt, err := config.Compile(cfg, reg, opts)
 	if err != nil {
-		var lines []error
-		for _, fe := range validate.Errors(err) {
-			lines = append(lines, fmt.Errorf("%s: %w", path, fe))
-		}
-		return nil, nil, errors.Join(lines...)
+		return nil, nil, f.Locate(err)
 	}
+	rt.EnvOverrides = f.Overrides()
 	return rt, cfg, nil
 }
 
@@ -231,7 +236,7 @@ func (p *proxy) applyConfig(revision string, cfg *configv1.Config) error {
 func (p *proxy) applyFile(path string) error {
 	p.applyMu.Lock()
 	defer p.applyMu.Unlock()
-	rt, cfg, err := loadFile(path, p.reg, p.compileOptions())
+	rt, cfg, err := loadFile(path, os.Environ(), p.reg, p.compileOptions())
 	if err != nil {
 		p.reg.Prune(p.holder.Load())
 		return err
@@ -317,7 +322,7 @@ func serve(ctx context.Context, f *flags, log *slog.Logger) error {
 	adminAddr := f.adminAddr
 	var first *config.Runtime
 	if f.configFile != "" {
-		rt, cfg, err := loadFile(f.configFile, p.reg, p.compileOptions())
+		rt, cfg, err := loadFile(f.configFile, os.Environ(), p.reg, p.compileOptions())
 		if err != nil {
 			return err
 		}
