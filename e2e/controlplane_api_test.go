@@ -272,7 +272,7 @@ func TestControlPlaneAPI(t *testing.T) {
 			t.Errorf("get groups: %d\n%s", code, out)
 		}
 		_, errOut, code = cp.ctl(t, "", "delete", "upstream", "openai")
-		if code != 1 || !strings.HasPrefix(errOut, "llmproxyctl: ") || !strings.Contains(errOut, `upstream group "g1"`) {
+		if code != 4 || !strings.HasPrefix(errOut, "llmproxyctl: ") || !strings.Contains(errOut, `upstream group "g1"`) {
 			t.Errorf("delete of a used upstream: %d %q", code, errOut)
 		}
 		out, errOut, code = cp.ctl(t, "", "status")
@@ -317,15 +317,15 @@ upstream_groups:
   - {name: g, upstreams: [{name: ghost}]}
 `)
 	_, errOut, code := c.ctl(t, "", "validate", "-f", bad)
-	if code != 1 {
-		t.Fatalf("validate bad: exit %d; want 1", code)
+	if code != 4 {
+		t.Fatalf("validate bad: exit %d; want 4", code)
 	}
 	for _, want := range []string{"upstreams[0].url", "upstreams[0].auth.token", "upstream_groups[0].upstreams[0].name", "bad.yaml:"} {
 		if !strings.Contains(errOut, want) {
 			t.Errorf("validate output lacks %q:\n%s", want, errOut)
 		}
 	}
-	if _, errOut, code := c.ctl(t, "upstreams: [{name: a, url: 'ftp://a'}]", "validate", "-f", "-"); code != 1 || !strings.Contains(errOut, "upstreams[0].url") {
+	if _, errOut, code := c.ctl(t, "upstreams: [{name: a, url: 'ftp://a'}]", "validate", "-f", "-"); code != 4 || !strings.Contains(errOut, "<stdin>:1:28: upstreams[0].url") {
 		t.Errorf("validate stdin: %d %s", code, errOut)
 	}
 }

@@ -1,0 +1,42 @@
+package main
+
+import (
+	"strings"
+
+	"github.com/spf13/cobra"
+)
+
+func newGetCommand(c *cli) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "get " + strings.Join(kindWords(0), "|") + " [NAME]",
+		Short: "Print upstreams, groups or forwards, or one of them by NAME",
+		Long: `Print resources of the stored config, secrets redacted: as YAML in the file's schema (apply
+takes it back), or as JSON in the REST API's shape.`,
+		Example: `  llmproxyctl get upstreams
+  llmproxyctl get groups main -o json`,
+		Args:              cobra.RangeArgs(1, 2),
+		ValidArgsFunction: c.completeKindAndName(0),
+	}
+	out := addOutputFlag(cmd, "yaml", "json")
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		k, ok := kindOf(args[0])
+		if !ok {
+			return usagef("get: unknown kind %q (want upstreams, groups or forwards)", args[0])
+		}
+		name := ""
+		if len(args) == 2 {
+			name = args[1]
+		}
+		client, ctx, done, err := c.connect()
+		if err != nil {
+			return err
+		}
+		defer done()
+		cfg, err := k.get(ctx, client, name)
+		if err != nil {
+			return err
+		}
+		return c.printConfig(cfg, out.value)
+	}
+	return cmd
+}
