@@ -3,6 +3,7 @@ package configfile
 import (
 	"errors"
 	"fmt"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -28,6 +29,18 @@ var SettingVariables = []string{
 	"LLMPROXY_TEST_POSTGRES",    // tests: the PostgreSQL server to use
 }
 
+// serviceLinkRE matches the variables Kubernetes puts in every pod for each Service of the
+// namespace (unless enableServiceLinks is false), here for a Service named llmproxy or
+// llmproxy-…: LLMPROXY_SERVICE_HOST, LLMPROXY_PORT_3000_TCP_ADDR, ... They are not config
+// paths either.
+var serviceLinkRE = regexp.MustCompile(`^LLMPROXY(_[A-Z0-9]+)*_(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT(_[0-9]+_(TCP|UDP|SCTP)(_(PROTO|PORT|ADDR))?)?)$`)
+
+// notConfigPath reports whether the variable name is one of SettingVariables or a
+// Kubernetes service link.
+func notConfigPath(name string) bool {
+	return slices.Contains(SettingVariables, name) || !strings.Contains(name, "__") && serviceLinkRE.MatchString(name)
+}
+
 // Override is one value of a file replaced from the environment.
 type Override struct {
 	// Variable is the environment variable, e.g. "LLMPROXY_UPSTREAMS__0__AUTH__TOKEN".
@@ -47,7 +60,8 @@ type Override struct {
 // to the environment, write its key with no value (`token:`).
 //
 // A variable whose path names nothing in the file, or names a mapping or a list, is an
-// error naming it: a misspelt override must not be ignored. SettingVariables are skipped.
+// error naming it: a misspelt override must not be ignored. SettingVariables and the
+// variables Kubernetes injects for a Service named llmproxy are skipped.
 // Errors in the values themselves, found now or by Validate, name the variable instead of a
 // line. On failure it returns nil and the errors.Join of every *Error found.
 func (f *File) WithEnv(environ []string) (*File, error) {
@@ -96,7 +110,7 @@ func envOverrides(environ []string) []envVar {
 	last := map[string]string{}
 	for _, kv := range environ {
 		name, value, ok := strings.Cut(kv, "=")
-		if !ok || !strings.HasPrefix(name, EnvPrefix) || slices.Contains(SettingVariables, name) {
+		if !ok || !strings.HasPrefix(name, EnvPrefix) || notConfigPath(name) {
 			continue
 		}
 		last[name] = value
