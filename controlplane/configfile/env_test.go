@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/llmproxy-go/llmproxy/controlplane/validate"
 )
 
@@ -266,4 +268,24 @@ func TestValueAt(t *testing.T) {
 			t.Errorf("ValueAt(%s) = %q, %v; want %q, %v", tt.path, got, ok, tt.want, tt.ok)
 		}
 	}
+}
+
+// FuzzWithEnv checks that no override, however named or valued, panics or changes the file
+// it was applied to, and that an accepted one is listed.
+func FuzzWithEnv(f *testing.F) {
+	f.Add("UPSTREAMS__0__AUTH__TOKEN", "t")
+	f.Add("HTTP_SERVER__FORWARDS__0__ROUTING__0__HEADERS__X-TENANT", "b")
+	f.Add("UPSTREAMS__1__HEADERS__0__VALUE", "~")
+	f.Add("UPSTREAM_GROUPS__0__HTTP_CLIENT__RETRY__RETRY_ON__9", "1")
+	f.Fuzz(func(t *testing.T, path, value string) {
+		file := parseBase(t)
+		before := file.Config()
+		g, err := file.WithEnv([]string{EnvPrefix + path + "=" + value})
+		if !proto.Equal(file.Config(), before) {
+			t.Fatal("WithEnv changed the file it was applied to")
+		}
+		if err == nil && g != file && len(g.Overrides()) != 1 {
+			t.Fatalf("one variable accepted, overrides %v", g.Overrides())
+		}
+	})
 }
