@@ -20,5 +20,6 @@
 //
 // The admin server answers /health (the process is alive), /ready (a valid config is applied
 // and the server is not shutting down), /metrics (the proxy's Prometheus registry) and /config
-// (the applied config with its revision, secrets redacted).
+// (the applied config with its revision, secrets redacted, and the values that came from
+// LLMPROXY_ environment overrides).
 package server
