@@ -92,12 +92,11 @@ func (f *File) WithEnv(environ []string) (*File, error) {
 		root = next
 		overrides = append(overrides, Override{Variable: v.name, Path: path})
 	}
-	if len(w.errs) > 0 {
-		return nil, errors.Join(w.errs...)
-	}
+	// Decode even when some variables named nothing, so that the values of the others are
+	// checked too: every error at once.
 	c, pos, err := decodeTree(f.name, root, w.nodes)
-	if err != nil {
-		return nil, err
+	if err != nil || len(w.errs) > 0 {
+		return nil, errors.Join(append(w.errs, err)...)
 	}
 	return &File{name: f.name, root: root, config: c, pos: pos, overrides: overrides}, nil
 }

@@ -169,11 +169,13 @@ func TestWithEnvErrors(t *testing.T) {
 	}
 
 	t.Run("all at once, and two spellings of one path", func(t *testing.T) {
-		_, err := f.WithEnv([]string{"LLMPROXY_UPSTREAMZ=1", "LLMPROXY_UPSTREAMS__0__URL=http://x", "LLMPROXY_upstreams__0__url=http://y", "LLMPROXY_DEBUG=1"})
+		_, err := f.WithEnv([]string{"LLMPROXY_UPSTREAMZ=1", "LLMPROXY_UPSTREAMS__0__URL=http://x", "LLMPROXY_upstreams__0__url=http://y",
+			"LLMPROXY_DEBUG=1", "LLMPROXY_HTTP_SERVER__FORWARDS__0__PORT=eighty"})
 		checkLines(t, err, []string{
 			`config.yaml: env LLMPROXY_DEBUG: unknown key "debug" (valid keys: http_server, upstreams, upstream_groups)`,
 			`config.yaml: env LLMPROXY_UPSTREAMZ: unknown key "upstreamz" (valid keys: http_server, upstreams, upstream_groups)`,
 			`config.yaml: env LLMPROXY_upstreams__0__url: upstreams[0].url is also set by LLMPROXY_UPSTREAMS__0__URL`,
+			`config.yaml: env LLMPROXY_HTTP_SERVER__FORWARDS__0__PORT: http_server.forwards[0].port: expected an integer 0-4294967295, got string "eighty"`,
 		})
 	})
 	t.Run("empty file", func(t *testing.T) {
