@@ -13,6 +13,7 @@ import (
 	v1 "github.com/llmproxy-go/llmproxy/gen/llmproxy/config/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	structpb "google.golang.org/protobuf/types/known/structpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -162,8 +163,15 @@ type CreateUpstreamRequest struct {
 	state            protoimpl.MessageState `protogen:"open.v1"`
 	Upstream         *v1.Upstream           `protobuf:"bytes,1,opt,name=upstream,proto3" json:"upstream,omitempty"`
 	ExpectedRevision *uint64                `protobuf:"varint,2,opt,name=expected_revision,json=expectedRevision,proto3,oneof" json:"expected_revision,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Change message, kept in the revision history.
+	Message string `protobuf:"bytes,100,opt,name=message,proto3" json:"message,omitempty"`
+	// Wait until every connected proxy has applied the new revision (or refused it), at most
+	// this long: a duration such as "10s". Empty: answer at once.
+	Wait string `protobuf:"bytes,101,opt,name=wait,proto3" json:"wait,omitempty"`
+	// Validate and answer what would be stored, storing nothing.
+	DryRun        bool `protobuf:"varint,102,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CreateUpstreamRequest) Reset() {
@@ -210,14 +218,42 @@ func (x *CreateUpstreamRequest) GetExpectedRevision() uint64 {
 	return 0
 }
 
+func (x *CreateUpstreamRequest) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *CreateUpstreamRequest) GetWait() string {
+	if x != nil {
+		return x.Wait
+	}
+	return ""
+}
+
+func (x *CreateUpstreamRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
 type UpdateUpstreamRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Name in the path; the body's name, when set, must equal it.
 	Name             string       `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	Upstream         *v1.Upstream `protobuf:"bytes,2,opt,name=upstream,proto3" json:"upstream,omitempty"`
 	ExpectedRevision *uint64      `protobuf:"varint,3,opt,name=expected_revision,json=expectedRevision,proto3,oneof" json:"expected_revision,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Change message, kept in the revision history.
+	Message string `protobuf:"bytes,100,opt,name=message,proto3" json:"message,omitempty"`
+	// Wait until every connected proxy has applied the new revision (or refused it), at most
+	// this long: a duration such as "10s". Empty: answer at once.
+	Wait string `protobuf:"bytes,101,opt,name=wait,proto3" json:"wait,omitempty"`
+	// Validate and answer what would be stored, storing nothing.
+	DryRun        bool `protobuf:"varint,102,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *UpdateUpstreamRequest) Reset() {
@@ -271,12 +307,40 @@ func (x *UpdateUpstreamRequest) GetExpectedRevision() uint64 {
 	return 0
 }
 
+func (x *UpdateUpstreamRequest) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *UpdateUpstreamRequest) GetWait() string {
+	if x != nil {
+		return x.Wait
+	}
+	return ""
+}
+
+func (x *UpdateUpstreamRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
 type DeleteUpstreamRequest struct {
 	state            protoimpl.MessageState `protogen:"open.v1"`
 	Name             string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	ExpectedRevision *uint64                `protobuf:"varint,2,opt,name=expected_revision,json=expectedRevision,proto3,oneof" json:"expected_revision,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Change message, kept in the revision history.
+	Message string `protobuf:"bytes,100,opt,name=message,proto3" json:"message,omitempty"`
+	// Wait until every connected proxy has applied the new revision (or refused it), at most
+	// this long: a duration such as "10s". Empty: answer at once.
+	Wait string `protobuf:"bytes,101,opt,name=wait,proto3" json:"wait,omitempty"`
+	// Validate and answer what would be stored, storing nothing.
+	DryRun        bool `protobuf:"varint,102,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DeleteUpstreamRequest) Reset() {
@@ -323,11 +387,38 @@ func (x *DeleteUpstreamRequest) GetExpectedRevision() uint64 {
 	return 0
 }
 
+func (x *DeleteUpstreamRequest) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *DeleteUpstreamRequest) GetWait() string {
+	if x != nil {
+		return x.Wait
+	}
+	return ""
+}
+
+func (x *DeleteUpstreamRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
 // UpstreamResponse is the stored upstream (secrets redacted) and the new revision.
 type UpstreamResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Upstream      *v1.Upstream           `protobuf:"bytes,1,opt,name=upstream,proto3" json:"upstream,omitempty"`
-	Revision      uint64                 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Upstream *v1.Upstream           `protobuf:"bytes,1,opt,name=upstream,proto3" json:"upstream,omitempty"`
+	Revision uint64                 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	// The write was a dry run: nothing was stored and revision is the current one.
+	DryRun bool `protobuf:"varint,100,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	// What the write changed (or, in a dry run, would change), secrets withheld.
+	Diff *ConfigDiff `protobuf:"bytes,101,opt,name=diff,proto3" json:"diff,omitempty"`
+	// How far the new revision reached the fleet; set when the request asked to wait.
+	Fleet         *Rollout `protobuf:"bytes,102,opt,name=fleet,proto3" json:"fleet,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -376,10 +467,37 @@ func (x *UpstreamResponse) GetRevision() uint64 {
 	return 0
 }
 
+func (x *UpstreamResponse) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+func (x *UpstreamResponse) GetDiff() *ConfigDiff {
+	if x != nil {
+		return x.Diff
+	}
+	return nil
+}
+
+func (x *UpstreamResponse) GetFleet() *Rollout {
+	if x != nil {
+		return x.Fleet
+	}
+	return nil
+}
+
 // DeleteResponse carries the new revision.
 type DeleteResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Revision      uint64                 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Revision uint64                 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	// The write was a dry run: nothing was stored and revision is the current one.
+	DryRun bool `protobuf:"varint,100,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	// What the write changed (or, in a dry run, would change), secrets withheld.
+	Diff *ConfigDiff `protobuf:"bytes,101,opt,name=diff,proto3" json:"diff,omitempty"`
+	// How far the new revision reached the fleet; set when the request asked to wait.
+	Fleet         *Rollout `protobuf:"bytes,102,opt,name=fleet,proto3" json:"fleet,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -419,6 +537,27 @@ func (x *DeleteResponse) GetRevision() uint64 {
 		return x.Revision
 	}
 	return 0
+}
+
+func (x *DeleteResponse) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+func (x *DeleteResponse) GetDiff() *ConfigDiff {
+	if x != nil {
+		return x.Diff
+	}
+	return nil
+}
+
+func (x *DeleteResponse) GetFleet() *Rollout {
+	if x != nil {
+		return x.Fleet
+	}
+	return nil
 }
 
 type ListUpstreamGroupsRequest struct {
@@ -557,8 +696,15 @@ type CreateUpstreamGroupRequest struct {
 	state            protoimpl.MessageState `protogen:"open.v1"`
 	UpstreamGroup    *v1.UpstreamGroup      `protobuf:"bytes,1,opt,name=upstream_group,json=upstreamGroup,proto3" json:"upstream_group,omitempty"`
 	ExpectedRevision *uint64                `protobuf:"varint,2,opt,name=expected_revision,json=expectedRevision,proto3,oneof" json:"expected_revision,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Change message, kept in the revision history.
+	Message string `protobuf:"bytes,100,opt,name=message,proto3" json:"message,omitempty"`
+	// Wait until every connected proxy has applied the new revision (or refused it), at most
+	// this long: a duration such as "10s". Empty: answer at once.
+	Wait string `protobuf:"bytes,101,opt,name=wait,proto3" json:"wait,omitempty"`
+	// Validate and answer what would be stored, storing nothing.
+	DryRun        bool `protobuf:"varint,102,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CreateUpstreamGroupRequest) Reset() {
@@ -605,13 +751,41 @@ func (x *CreateUpstreamGroupRequest) GetExpectedRevision() uint64 {
 	return 0
 }
 
+func (x *CreateUpstreamGroupRequest) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *CreateUpstreamGroupRequest) GetWait() string {
+	if x != nil {
+		return x.Wait
+	}
+	return ""
+}
+
+func (x *CreateUpstreamGroupRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
 type UpdateUpstreamGroupRequest struct {
 	state            protoimpl.MessageState `protogen:"open.v1"`
 	Name             string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	UpstreamGroup    *v1.UpstreamGroup      `protobuf:"bytes,2,opt,name=upstream_group,json=upstreamGroup,proto3" json:"upstream_group,omitempty"`
 	ExpectedRevision *uint64                `protobuf:"varint,3,opt,name=expected_revision,json=expectedRevision,proto3,oneof" json:"expected_revision,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Change message, kept in the revision history.
+	Message string `protobuf:"bytes,100,opt,name=message,proto3" json:"message,omitempty"`
+	// Wait until every connected proxy has applied the new revision (or refused it), at most
+	// this long: a duration such as "10s". Empty: answer at once.
+	Wait string `protobuf:"bytes,101,opt,name=wait,proto3" json:"wait,omitempty"`
+	// Validate and answer what would be stored, storing nothing.
+	DryRun        bool `protobuf:"varint,102,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *UpdateUpstreamGroupRequest) Reset() {
@@ -665,14 +839,42 @@ func (x *UpdateUpstreamGroupRequest) GetExpectedRevision() uint64 {
 	return 0
 }
 
+func (x *UpdateUpstreamGroupRequest) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *UpdateUpstreamGroupRequest) GetWait() string {
+	if x != nil {
+		return x.Wait
+	}
+	return ""
+}
+
+func (x *UpdateUpstreamGroupRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
 type PatchUpstreamGroupRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	// The new member list, replacing the old one whole.
 	Upstreams        []*v1.UpstreamRef `protobuf:"bytes,2,rep,name=upstreams,proto3" json:"upstreams,omitempty"`
 	ExpectedRevision *uint64           `protobuf:"varint,3,opt,name=expected_revision,json=expectedRevision,proto3,oneof" json:"expected_revision,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Change message, kept in the revision history.
+	Message string `protobuf:"bytes,100,opt,name=message,proto3" json:"message,omitempty"`
+	// Wait until every connected proxy has applied the new revision (or refused it), at most
+	// this long: a duration such as "10s". Empty: answer at once.
+	Wait string `protobuf:"bytes,101,opt,name=wait,proto3" json:"wait,omitempty"`
+	// Validate and answer what would be stored, storing nothing.
+	DryRun        bool `protobuf:"varint,102,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PatchUpstreamGroupRequest) Reset() {
@@ -726,12 +928,40 @@ func (x *PatchUpstreamGroupRequest) GetExpectedRevision() uint64 {
 	return 0
 }
 
+func (x *PatchUpstreamGroupRequest) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *PatchUpstreamGroupRequest) GetWait() string {
+	if x != nil {
+		return x.Wait
+	}
+	return ""
+}
+
+func (x *PatchUpstreamGroupRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
 type DeleteUpstreamGroupRequest struct {
 	state            protoimpl.MessageState `protogen:"open.v1"`
 	Name             string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	ExpectedRevision *uint64                `protobuf:"varint,2,opt,name=expected_revision,json=expectedRevision,proto3,oneof" json:"expected_revision,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Change message, kept in the revision history.
+	Message string `protobuf:"bytes,100,opt,name=message,proto3" json:"message,omitempty"`
+	// Wait until every connected proxy has applied the new revision (or refused it), at most
+	// this long: a duration such as "10s". Empty: answer at once.
+	Wait string `protobuf:"bytes,101,opt,name=wait,proto3" json:"wait,omitempty"`
+	// Validate and answer what would be stored, storing nothing.
+	DryRun        bool `protobuf:"varint,102,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DeleteUpstreamGroupRequest) Reset() {
@@ -778,10 +1008,37 @@ func (x *DeleteUpstreamGroupRequest) GetExpectedRevision() uint64 {
 	return 0
 }
 
+func (x *DeleteUpstreamGroupRequest) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *DeleteUpstreamGroupRequest) GetWait() string {
+	if x != nil {
+		return x.Wait
+	}
+	return ""
+}
+
+func (x *DeleteUpstreamGroupRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
 type UpstreamGroupResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	UpstreamGroup *v1.UpstreamGroup      `protobuf:"bytes,1,opt,name=upstream_group,json=upstreamGroup,proto3" json:"upstream_group,omitempty"`
 	Revision      uint64                 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	// The write was a dry run: nothing was stored and revision is the current one.
+	DryRun bool `protobuf:"varint,100,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	// What the write changed (or, in a dry run, would change), secrets withheld.
+	Diff *ConfigDiff `protobuf:"bytes,101,opt,name=diff,proto3" json:"diff,omitempty"`
+	// How far the new revision reached the fleet; set when the request asked to wait.
+	Fleet         *Rollout `protobuf:"bytes,102,opt,name=fleet,proto3" json:"fleet,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -828,6 +1085,27 @@ func (x *UpstreamGroupResponse) GetRevision() uint64 {
 		return x.Revision
 	}
 	return 0
+}
+
+func (x *UpstreamGroupResponse) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+func (x *UpstreamGroupResponse) GetDiff() *ConfigDiff {
+	if x != nil {
+		return x.Diff
+	}
+	return nil
+}
+
+func (x *UpstreamGroupResponse) GetFleet() *Rollout {
+	if x != nil {
+		return x.Fleet
+	}
+	return nil
 }
 
 type ListForwardsRequest struct {
@@ -966,8 +1244,15 @@ type CreateForwardRequest struct {
 	state            protoimpl.MessageState `protogen:"open.v1"`
 	Forward          *v1.Forward            `protobuf:"bytes,1,opt,name=forward,proto3" json:"forward,omitempty"`
 	ExpectedRevision *uint64                `protobuf:"varint,2,opt,name=expected_revision,json=expectedRevision,proto3,oneof" json:"expected_revision,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Change message, kept in the revision history.
+	Message string `protobuf:"bytes,100,opt,name=message,proto3" json:"message,omitempty"`
+	// Wait until every connected proxy has applied the new revision (or refused it), at most
+	// this long: a duration such as "10s". Empty: answer at once.
+	Wait string `protobuf:"bytes,101,opt,name=wait,proto3" json:"wait,omitempty"`
+	// Validate and answer what would be stored, storing nothing.
+	DryRun        bool `protobuf:"varint,102,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CreateForwardRequest) Reset() {
@@ -1014,13 +1299,41 @@ func (x *CreateForwardRequest) GetExpectedRevision() uint64 {
 	return 0
 }
 
+func (x *CreateForwardRequest) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *CreateForwardRequest) GetWait() string {
+	if x != nil {
+		return x.Wait
+	}
+	return ""
+}
+
+func (x *CreateForwardRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
 type UpdateForwardRequest struct {
 	state            protoimpl.MessageState `protogen:"open.v1"`
 	Name             string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	Forward          *v1.Forward            `protobuf:"bytes,2,opt,name=forward,proto3" json:"forward,omitempty"`
 	ExpectedRevision *uint64                `protobuf:"varint,3,opt,name=expected_revision,json=expectedRevision,proto3,oneof" json:"expected_revision,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Change message, kept in the revision history.
+	Message string `protobuf:"bytes,100,opt,name=message,proto3" json:"message,omitempty"`
+	// Wait until every connected proxy has applied the new revision (or refused it), at most
+	// this long: a duration such as "10s". Empty: answer at once.
+	Wait string `protobuf:"bytes,101,opt,name=wait,proto3" json:"wait,omitempty"`
+	// Validate and answer what would be stored, storing nothing.
+	DryRun        bool `protobuf:"varint,102,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *UpdateForwardRequest) Reset() {
@@ -1074,12 +1387,40 @@ func (x *UpdateForwardRequest) GetExpectedRevision() uint64 {
 	return 0
 }
 
+func (x *UpdateForwardRequest) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *UpdateForwardRequest) GetWait() string {
+	if x != nil {
+		return x.Wait
+	}
+	return ""
+}
+
+func (x *UpdateForwardRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
 type DeleteForwardRequest struct {
 	state            protoimpl.MessageState `protogen:"open.v1"`
 	Name             string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	ExpectedRevision *uint64                `protobuf:"varint,2,opt,name=expected_revision,json=expectedRevision,proto3,oneof" json:"expected_revision,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Change message, kept in the revision history.
+	Message string `protobuf:"bytes,100,opt,name=message,proto3" json:"message,omitempty"`
+	// Wait until every connected proxy has applied the new revision (or refused it), at most
+	// this long: a duration such as "10s". Empty: answer at once.
+	Wait string `protobuf:"bytes,101,opt,name=wait,proto3" json:"wait,omitempty"`
+	// Validate and answer what would be stored, storing nothing.
+	DryRun        bool `protobuf:"varint,102,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DeleteForwardRequest) Reset() {
@@ -1126,10 +1467,37 @@ func (x *DeleteForwardRequest) GetExpectedRevision() uint64 {
 	return 0
 }
 
+func (x *DeleteForwardRequest) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *DeleteForwardRequest) GetWait() string {
+	if x != nil {
+		return x.Wait
+	}
+	return ""
+}
+
+func (x *DeleteForwardRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
 type ForwardResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Forward       *v1.Forward            `protobuf:"bytes,1,opt,name=forward,proto3" json:"forward,omitempty"`
-	Revision      uint64                 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Forward  *v1.Forward            `protobuf:"bytes,1,opt,name=forward,proto3" json:"forward,omitempty"`
+	Revision uint64                 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	// The write was a dry run: nothing was stored and revision is the current one.
+	DryRun bool `protobuf:"varint,100,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	// What the write changed (or, in a dry run, would change), secrets withheld.
+	Diff *ConfigDiff `protobuf:"bytes,101,opt,name=diff,proto3" json:"diff,omitempty"`
+	// How far the new revision reached the fleet; set when the request asked to wait.
+	Fleet         *Rollout `protobuf:"bytes,102,opt,name=fleet,proto3" json:"fleet,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1176,6 +1544,27 @@ func (x *ForwardResponse) GetRevision() uint64 {
 		return x.Revision
 	}
 	return 0
+}
+
+func (x *ForwardResponse) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+func (x *ForwardResponse) GetDiff() *ConfigDiff {
+	if x != nil {
+		return x.Diff
+	}
+	return nil
+}
+
+func (x *ForwardResponse) GetFleet() *Rollout {
+	if x != nil {
+		return x.Fleet
+	}
+	return nil
 }
 
 // RouteEntry is a route with its id.
@@ -1386,8 +1775,15 @@ type CreateRouteRequest struct {
 	Name             string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	Route            *v1.Route              `protobuf:"bytes,2,opt,name=route,proto3" json:"route,omitempty"`
 	ExpectedRevision *uint64                `protobuf:"varint,3,opt,name=expected_revision,json=expectedRevision,proto3,oneof" json:"expected_revision,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Change message, kept in the revision history.
+	Message string `protobuf:"bytes,100,opt,name=message,proto3" json:"message,omitempty"`
+	// Wait until every connected proxy has applied the new revision (or refused it), at most
+	// this long: a duration such as "10s". Empty: answer at once.
+	Wait string `protobuf:"bytes,101,opt,name=wait,proto3" json:"wait,omitempty"`
+	// Validate and answer what would be stored, storing nothing.
+	DryRun        bool `protobuf:"varint,102,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CreateRouteRequest) Reset() {
@@ -1441,14 +1837,42 @@ func (x *CreateRouteRequest) GetExpectedRevision() uint64 {
 	return 0
 }
 
+func (x *CreateRouteRequest) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *CreateRouteRequest) GetWait() string {
+	if x != nil {
+		return x.Wait
+	}
+	return ""
+}
+
+func (x *CreateRouteRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
 type UpdateRouteRequest struct {
 	state            protoimpl.MessageState `protogen:"open.v1"`
 	Name             string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	Id               string                 `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
 	Route            *v1.Route              `protobuf:"bytes,3,opt,name=route,proto3" json:"route,omitempty"`
 	ExpectedRevision *uint64                `protobuf:"varint,4,opt,name=expected_revision,json=expectedRevision,proto3,oneof" json:"expected_revision,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Change message, kept in the revision history.
+	Message string `protobuf:"bytes,100,opt,name=message,proto3" json:"message,omitempty"`
+	// Wait until every connected proxy has applied the new revision (or refused it), at most
+	// this long: a duration such as "10s". Empty: answer at once.
+	Wait string `protobuf:"bytes,101,opt,name=wait,proto3" json:"wait,omitempty"`
+	// Validate and answer what would be stored, storing nothing.
+	DryRun        bool `protobuf:"varint,102,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *UpdateRouteRequest) Reset() {
@@ -1509,13 +1933,41 @@ func (x *UpdateRouteRequest) GetExpectedRevision() uint64 {
 	return 0
 }
 
+func (x *UpdateRouteRequest) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *UpdateRouteRequest) GetWait() string {
+	if x != nil {
+		return x.Wait
+	}
+	return ""
+}
+
+func (x *UpdateRouteRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
 type DeleteRouteRequest struct {
 	state            protoimpl.MessageState `protogen:"open.v1"`
 	Name             string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	Id               string                 `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
 	ExpectedRevision *uint64                `protobuf:"varint,3,opt,name=expected_revision,json=expectedRevision,proto3,oneof" json:"expected_revision,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Change message, kept in the revision history.
+	Message string `protobuf:"bytes,100,opt,name=message,proto3" json:"message,omitempty"`
+	// Wait until every connected proxy has applied the new revision (or refused it), at most
+	// this long: a duration such as "10s". Empty: answer at once.
+	Wait string `protobuf:"bytes,101,opt,name=wait,proto3" json:"wait,omitempty"`
+	// Validate and answer what would be stored, storing nothing.
+	DryRun        bool `protobuf:"varint,102,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DeleteRouteRequest) Reset() {
@@ -1569,11 +2021,38 @@ func (x *DeleteRouteRequest) GetExpectedRevision() uint64 {
 	return 0
 }
 
+func (x *DeleteRouteRequest) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *DeleteRouteRequest) GetWait() string {
+	if x != nil {
+		return x.Wait
+	}
+	return ""
+}
+
+func (x *DeleteRouteRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
 type RouteResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Route         *v1.Route              `protobuf:"bytes,2,opt,name=route,proto3" json:"route,omitempty"`
-	Revision      uint64                 `protobuf:"varint,3,opt,name=revision,proto3" json:"revision,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Id       string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Route    *v1.Route              `protobuf:"bytes,2,opt,name=route,proto3" json:"route,omitempty"`
+	Revision uint64                 `protobuf:"varint,3,opt,name=revision,proto3" json:"revision,omitempty"`
+	// The write was a dry run: nothing was stored and revision is the current one.
+	DryRun bool `protobuf:"varint,100,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	// What the write changed (or, in a dry run, would change), secrets withheld.
+	Diff *ConfigDiff `protobuf:"bytes,101,opt,name=diff,proto3" json:"diff,omitempty"`
+	// How far the new revision reached the fleet; set when the request asked to wait.
+	Fleet         *Rollout `protobuf:"bytes,102,opt,name=fleet,proto3" json:"fleet,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1627,6 +2106,27 @@ func (x *RouteResponse) GetRevision() uint64 {
 		return x.Revision
 	}
 	return 0
+}
+
+func (x *RouteResponse) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+func (x *RouteResponse) GetDiff() *ConfigDiff {
+	if x != nil {
+		return x.Diff
+	}
+	return nil
+}
+
+func (x *RouteResponse) GetFleet() *Rollout {
+	if x != nil {
+		return x.Fleet
+	}
+	return nil
 }
 
 type GetConfigRequest struct {
@@ -1720,11 +2220,19 @@ func (x *GetConfigResponse) GetRevision() uint64 {
 type ApplyConfigRequest struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Config *v1.Config             `protobuf:"bytes,1,opt,name=config,proto3" json:"config,omitempty"`
-	// Validate only; nothing is stored.
+	// Validate only and answer the diff against the current revision; nothing is stored.
 	DryRun           bool    `protobuf:"varint,2,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
 	ExpectedRevision *uint64 `protobuf:"varint,3,opt,name=expected_revision,json=expectedRevision,proto3,oneof" json:"expected_revision,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Change message, kept in the revision history.
+	Message string `protobuf:"bytes,100,opt,name=message,proto3" json:"message,omitempty"`
+	// Wait until every connected proxy has applied the new revision (or refused it), at most
+	// this long: a duration such as "10s". Empty: answer at once.
+	Wait string `protobuf:"bytes,101,opt,name=wait,proto3" json:"wait,omitempty"`
+	// Apply even when the new config deletes more than half of the forwards, routes or
+	// upstreams at once (refused otherwise with FAILED_PRECONDITION naming what would go).
+	Force         bool `protobuf:"varint,103,opt,name=force,proto3" json:"force,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ApplyConfigRequest) Reset() {
@@ -1778,11 +2286,36 @@ func (x *ApplyConfigRequest) GetExpectedRevision() uint64 {
 	return 0
 }
 
+func (x *ApplyConfigRequest) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *ApplyConfigRequest) GetWait() string {
+	if x != nil {
+		return x.Wait
+	}
+	return ""
+}
+
+func (x *ApplyConfigRequest) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
+}
+
 type ApplyConfigResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The new revision; with dry_run, the current one.
-	Revision      uint64 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
-	DryRun        bool   `protobuf:"varint,2,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	Revision uint64 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	DryRun   bool   `protobuf:"varint,2,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	// What the write changed (or, in a dry run, would change), secrets withheld.
+	Diff *ConfigDiff `protobuf:"bytes,101,opt,name=diff,proto3" json:"diff,omitempty"`
+	// How far the new revision reached the fleet; set when the request asked to wait.
+	Fleet         *Rollout `protobuf:"bytes,102,opt,name=fleet,proto3" json:"fleet,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1829,6 +2362,20 @@ func (x *ApplyConfigResponse) GetDryRun() bool {
 		return x.DryRun
 	}
 	return false
+}
+
+func (x *ApplyConfigResponse) GetDiff() *ConfigDiff {
+	if x != nil {
+		return x.Diff
+	}
+	return nil
+}
+
+func (x *ApplyConfigResponse) GetFleet() *Rollout {
+	if x != nil {
+		return x.Fleet
+	}
+	return nil
 }
 
 type ListProxiesRequest struct {
@@ -2017,84 +2564,942 @@ func (x *ProxyStatus) GetAddress() string {
 	return ""
 }
 
+// RevisionInfo is one entry of the history: what made a revision, when, and why.
+type RevisionInfo struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Revision uint64                 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	// When it was committed (the database's clock).
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	// The call that made it, e.g. "ApplyConfig", "UpdateRoute", "RollbackRevision",
+	// "Bootstrap".
+	Operation string `protobuf:"bytes,3,opt,name=operation,proto3" json:"operation,omitempty"`
+	// The resources it touched, as "kind/name" (e.g. "upstream/openai", "forward/main") or
+	// "kind" for settings outside named resources (e.g. "http_server").
+	Resources []string `protobuf:"bytes,4,rep,name=resources,proto3" json:"resources,omitempty"`
+	// The change message given with the write.
+	Message string `protobuf:"bytes,5,opt,name=message,proto3" json:"message,omitempty"`
+	// Who made it: "admin" for a call authenticated by the admin token, "anonymous" when
+	// admin auth is off, "bootstrap" for the --bootstrap file.
+	Actor         string `protobuf:"bytes,6,opt,name=actor,proto3" json:"actor,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevisionInfo) Reset() {
+	*x = RevisionInfo{}
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevisionInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevisionInfo) ProtoMessage() {}
+
+func (x *RevisionInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevisionInfo.ProtoReflect.Descriptor instead.
+func (*RevisionInfo) Descriptor() ([]byte, []int) {
+	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *RevisionInfo) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *RevisionInfo) GetCreateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreateTime
+	}
+	return nil
+}
+
+func (x *RevisionInfo) GetOperation() string {
+	if x != nil {
+		return x.Operation
+	}
+	return ""
+}
+
+func (x *RevisionInfo) GetResources() []string {
+	if x != nil {
+		return x.Resources
+	}
+	return nil
+}
+
+func (x *RevisionInfo) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *RevisionInfo) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+type ListRevisionsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Most revisions to return; 0 means 50, more than 1000 means 1000.
+	PageSize uint32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// next_page_token of the previous page; empty for the newest revisions.
+	PageToken     string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListRevisionsRequest) Reset() {
+	*x = ListRevisionsRequest{}
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRevisionsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRevisionsRequest) ProtoMessage() {}
+
+func (x *ListRevisionsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRevisionsRequest.ProtoReflect.Descriptor instead.
+func (*ListRevisionsRequest) Descriptor() ([]byte, []int) {
+	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *ListRevisionsRequest) GetPageSize() uint32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListRevisionsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+type ListRevisionsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Newest first.
+	Revisions []*RevisionInfo `protobuf:"bytes,1,rep,name=revisions,proto3" json:"revisions,omitempty"`
+	// Pass as page_token for the next (older) page; empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	// The current revision.
+	Revision      uint64 `protobuf:"varint,3,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListRevisionsResponse) Reset() {
+	*x = ListRevisionsResponse{}
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRevisionsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRevisionsResponse) ProtoMessage() {}
+
+func (x *ListRevisionsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRevisionsResponse.ProtoReflect.Descriptor instead.
+func (*ListRevisionsResponse) Descriptor() ([]byte, []int) {
+	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *ListRevisionsResponse) GetRevisions() []*RevisionInfo {
+	if x != nil {
+		return x.Revisions
+	}
+	return nil
+}
+
+func (x *ListRevisionsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+func (x *ListRevisionsResponse) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+type GetRevisionRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Revision      uint64                 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetRevisionRequest) Reset() {
+	*x = GetRevisionRequest{}
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetRevisionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetRevisionRequest) ProtoMessage() {}
+
+func (x *GetRevisionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetRevisionRequest.ProtoReflect.Descriptor instead.
+func (*GetRevisionRequest) Descriptor() ([]byte, []int) {
+	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *GetRevisionRequest) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+type GetRevisionResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Info  *RevisionInfo          `protobuf:"bytes,1,opt,name=info,proto3" json:"info,omitempty"`
+	// The whole config at that revision, secrets redacted.
+	Config        *v1.Config `protobuf:"bytes,2,opt,name=config,proto3" json:"config,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetRevisionResponse) Reset() {
+	*x = GetRevisionResponse{}
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetRevisionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetRevisionResponse) ProtoMessage() {}
+
+func (x *GetRevisionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetRevisionResponse.ProtoReflect.Descriptor instead.
+func (*GetRevisionResponse) Descriptor() ([]byte, []int) {
+	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *GetRevisionResponse) GetInfo() *RevisionInfo {
+	if x != nil {
+		return x.Info
+	}
+	return nil
+}
+
+func (x *GetRevisionResponse) GetConfig() *v1.Config {
+	if x != nil {
+		return x.Config
+	}
+	return nil
+}
+
+type DiffRevisionsRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Revision uint64                 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	// The revision to compare with; default revision - 1. 0 is the empty config.
+	Base          *uint64 `protobuf:"varint,2,opt,name=base,proto3,oneof" json:"base,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DiffRevisionsRequest) Reset() {
+	*x = DiffRevisionsRequest{}
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DiffRevisionsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DiffRevisionsRequest) ProtoMessage() {}
+
+func (x *DiffRevisionsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DiffRevisionsRequest.ProtoReflect.Descriptor instead.
+func (*DiffRevisionsRequest) Descriptor() ([]byte, []int) {
+	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *DiffRevisionsRequest) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *DiffRevisionsRequest) GetBase() uint64 {
+	if x != nil && x.Base != nil {
+		return *x.Base
+	}
+	return 0
+}
+
+// ConfigDiff is a structured diff between two configs, by resource.
+type ConfigDiff struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The revision compared against (the current one for a dry run).
+	BaseRevision uint64 `protobuf:"varint,1,opt,name=base_revision,json=baseRevision,proto3" json:"base_revision,omitempty"`
+	// The revision described; 0 in a dry run (the proposed config).
+	Revision uint64 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	// Resources added, removed or changed, by kind in config order, then by name.
+	Resources     []*ResourceDiff `protobuf:"bytes,3,rep,name=resources,proto3" json:"resources,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConfigDiff) Reset() {
+	*x = ConfigDiff{}
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConfigDiff) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConfigDiff) ProtoMessage() {}
+
+func (x *ConfigDiff) ProtoReflect() protoreflect.Message {
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConfigDiff.ProtoReflect.Descriptor instead.
+func (*ConfigDiff) Descriptor() ([]byte, []int) {
+	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *ConfigDiff) GetBaseRevision() uint64 {
+	if x != nil {
+		return x.BaseRevision
+	}
+	return 0
+}
+
+func (x *ConfigDiff) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *ConfigDiff) GetResources() []*ResourceDiff {
+	if x != nil {
+		return x.Resources
+	}
+	return nil
+}
+
+// ResourceDiff is one resource that differs.
+type ResourceDiff struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "forward", "upstream", "upstream_group", or the config path of settings outside named
+	// resources (e.g. "http_server").
+	Kind string `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	// Empty for settings.
+	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// "added", "removed" or "changed".
+	Action string `protobuf:"bytes,3,opt,name=action,proto3" json:"action,omitempty"`
+	// Every field that differs (for added and removed resources: every field set).
+	Fields        []*FieldDiff `protobuf:"bytes,4,rep,name=fields,proto3" json:"fields,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResourceDiff) Reset() {
+	*x = ResourceDiff{}
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResourceDiff) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResourceDiff) ProtoMessage() {}
+
+func (x *ResourceDiff) ProtoReflect() protoreflect.Message {
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResourceDiff.ProtoReflect.Descriptor instead.
+func (*ResourceDiff) Descriptor() ([]byte, []int) {
+	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *ResourceDiff) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *ResourceDiff) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ResourceDiff) GetAction() string {
+	if x != nil {
+		return x.Action
+	}
+	return ""
+}
+
+func (x *ResourceDiff) GetFields() []*FieldDiff {
+	if x != nil {
+		return x.Fields
+	}
+	return nil
+}
+
+// FieldDiff is one field that differs. A secret (see controlplane/redact) never appears:
+// when both values redact to the same text only secret=true tells that it changed;
+// otherwise old and new hold the redacted values.
+type FieldDiff struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Path inside the resource, e.g. "auth.token", "routing[\"/v1/chat/completions\"].target_group";
+	// list items with a name (or a route path) are keyed by it, others by index.
+	Path string `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	// Absent when the field was not set.
+	Old *structpb.Value `protobuf:"bytes,2,opt,name=old,proto3" json:"old,omitempty"`
+	// Absent when the field is not set any more.
+	New *structpb.Value `protobuf:"bytes,3,opt,name=new,proto3" json:"new,omitempty"`
+	// The field holds a secret.
+	Secret        bool `protobuf:"varint,4,opt,name=secret,proto3" json:"secret,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FieldDiff) Reset() {
+	*x = FieldDiff{}
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FieldDiff) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FieldDiff) ProtoMessage() {}
+
+func (x *FieldDiff) ProtoReflect() protoreflect.Message {
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FieldDiff.ProtoReflect.Descriptor instead.
+func (*FieldDiff) Descriptor() ([]byte, []int) {
+	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *FieldDiff) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *FieldDiff) GetOld() *structpb.Value {
+	if x != nil {
+		return x.Old
+	}
+	return nil
+}
+
+func (x *FieldDiff) GetNew() *structpb.Value {
+	if x != nil {
+		return x.New
+	}
+	return nil
+}
+
+func (x *FieldDiff) GetSecret() bool {
+	if x != nil {
+		return x.Secret
+	}
+	return false
+}
+
+type RollbackRevisionRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The kept revision whose config becomes the new revision.
+	Revision         uint64  `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	ExpectedRevision *uint64 `protobuf:"varint,2,opt,name=expected_revision,json=expectedRevision,proto3,oneof" json:"expected_revision,omitempty"`
+	// Change message, kept in the revision history; default "rollback to revision N".
+	Message string `protobuf:"bytes,100,opt,name=message,proto3" json:"message,omitempty"`
+	// As for every write: wait for the fleet, at most this long ("10s").
+	Wait string `protobuf:"bytes,101,opt,name=wait,proto3" json:"wait,omitempty"`
+	// Validate and answer the diff against the current revision, storing nothing.
+	DryRun        bool `protobuf:"varint,102,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RollbackRevisionRequest) Reset() {
+	*x = RollbackRevisionRequest{}
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RollbackRevisionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RollbackRevisionRequest) ProtoMessage() {}
+
+func (x *RollbackRevisionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RollbackRevisionRequest.ProtoReflect.Descriptor instead.
+func (*RollbackRevisionRequest) Descriptor() ([]byte, []int) {
+	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *RollbackRevisionRequest) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *RollbackRevisionRequest) GetExpectedRevision() uint64 {
+	if x != nil && x.ExpectedRevision != nil {
+		return *x.ExpectedRevision
+	}
+	return 0
+}
+
+func (x *RollbackRevisionRequest) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *RollbackRevisionRequest) GetWait() string {
+	if x != nil {
+		return x.Wait
+	}
+	return ""
+}
+
+func (x *RollbackRevisionRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+// Rollout says how far a revision reached the proxies connected to this control plane
+// (each control-plane replica counts its own connections).
+type Rollout struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Revision uint64                 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	// Connected proxies that applied it (or a later revision).
+	Applied uint32 `protobuf:"varint,2,opt,name=applied,proto3" json:"applied,omitempty"`
+	// Connected proxies.
+	Proxies uint32 `protobuf:"varint,3,opt,name=proxies,proto3" json:"proxies,omitempty"`
+	// Proxies that refused it (NACK), with their reasons.
+	Refused []*ProxyRefusal `protobuf:"bytes,4,rep,name=refused,proto3" json:"refused,omitempty"`
+	// Node ids of connected proxies that had neither applied nor refused it when the answer
+	// was given.
+	Lagging []string `protobuf:"bytes,5,rep,name=lagging,proto3" json:"lagging,omitempty"`
+	// The answer came at the deadline, before every proxy had answered.
+	TimedOut bool `protobuf:"varint,6,opt,name=timed_out,json=timedOut,proto3" json:"timed_out,omitempty"`
+	// One line for people, e.g. "applied on 2 of 3 proxies; refused by p3: …".
+	Summary       string `protobuf:"bytes,7,opt,name=summary,proto3" json:"summary,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Rollout) Reset() {
+	*x = Rollout{}
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Rollout) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Rollout) ProtoMessage() {}
+
+func (x *Rollout) ProtoReflect() protoreflect.Message {
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Rollout.ProtoReflect.Descriptor instead.
+func (*Rollout) Descriptor() ([]byte, []int) {
+	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *Rollout) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *Rollout) GetApplied() uint32 {
+	if x != nil {
+		return x.Applied
+	}
+	return 0
+}
+
+func (x *Rollout) GetProxies() uint32 {
+	if x != nil {
+		return x.Proxies
+	}
+	return 0
+}
+
+func (x *Rollout) GetRefused() []*ProxyRefusal {
+	if x != nil {
+		return x.Refused
+	}
+	return nil
+}
+
+func (x *Rollout) GetLagging() []string {
+	if x != nil {
+		return x.Lagging
+	}
+	return nil
+}
+
+func (x *Rollout) GetTimedOut() bool {
+	if x != nil {
+		return x.TimedOut
+	}
+	return false
+}
+
+func (x *Rollout) GetSummary() string {
+	if x != nil {
+		return x.Summary
+	}
+	return ""
+}
+
+// ProxyRefusal is a proxy's NACK of a revision.
+type ProxyRefusal struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	NodeId        string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	Revision      uint64                 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	Error         string                 `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProxyRefusal) Reset() {
+	*x = ProxyRefusal{}
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProxyRefusal) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProxyRefusal) ProtoMessage() {}
+
+func (x *ProxyRefusal) ProtoReflect() protoreflect.Message {
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProxyRefusal.ProtoReflect.Descriptor instead.
+func (*ProxyRefusal) Descriptor() ([]byte, []int) {
+	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *ProxyRefusal) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *ProxyRefusal) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *ProxyRefusal) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
 var File_llmproxy_admin_v1_admin_proto protoreflect.FileDescriptor
 
 const file_llmproxy_admin_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x1dllmproxy/admin/v1/admin.proto\x12\x11llmproxy.admin.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1fllmproxy/config/v1/config.proto\"\x16\n" +
+	"\x1dllmproxy/admin/v1/admin.proto\x12\x11llmproxy.admin.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1fllmproxy/config/v1/config.proto\"\x16\n" +
 	"\x14ListUpstreamsRequest\"o\n" +
 	"\x15ListUpstreamsResponse\x12:\n" +
 	"\tupstreams\x18\x01 \x03(\v2\x1c.llmproxy.config.v1.UpstreamR\tupstreams\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\"(\n" +
 	"\x12GetUpstreamRequest\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"\x99\x01\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\xe0\x01\n" +
 	"\x15CreateUpstreamRequest\x128\n" +
 	"\bupstream\x18\x01 \x01(\v2\x1c.llmproxy.config.v1.UpstreamR\bupstream\x120\n" +
-	"\x11expected_revision\x18\x02 \x01(\x04H\x00R\x10expectedRevision\x88\x01\x01B\x14\n" +
-	"\x12_expected_revision\"\xad\x01\n" +
+	"\x11expected_revision\x18\x02 \x01(\x04H\x00R\x10expectedRevision\x88\x01\x01\x12\x18\n" +
+	"\amessage\x18d \x01(\tR\amessage\x12\x12\n" +
+	"\x04wait\x18e \x01(\tR\x04wait\x12\x17\n" +
+	"\adry_run\x18f \x01(\bR\x06dryRunB\x14\n" +
+	"\x12_expected_revision\"\xf4\x01\n" +
 	"\x15UpdateUpstreamRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x128\n" +
 	"\bupstream\x18\x02 \x01(\v2\x1c.llmproxy.config.v1.UpstreamR\bupstream\x120\n" +
-	"\x11expected_revision\x18\x03 \x01(\x04H\x00R\x10expectedRevision\x88\x01\x01B\x14\n" +
-	"\x12_expected_revision\"s\n" +
+	"\x11expected_revision\x18\x03 \x01(\x04H\x00R\x10expectedRevision\x88\x01\x01\x12\x18\n" +
+	"\amessage\x18d \x01(\tR\amessage\x12\x12\n" +
+	"\x04wait\x18e \x01(\tR\x04wait\x12\x17\n" +
+	"\adry_run\x18f \x01(\bR\x06dryRunB\x14\n" +
+	"\x12_expected_revision\"\xba\x01\n" +
 	"\x15DeleteUpstreamRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x120\n" +
-	"\x11expected_revision\x18\x02 \x01(\x04H\x00R\x10expectedRevision\x88\x01\x01B\x14\n" +
-	"\x12_expected_revision\"h\n" +
+	"\x11expected_revision\x18\x02 \x01(\x04H\x00R\x10expectedRevision\x88\x01\x01\x12\x18\n" +
+	"\amessage\x18d \x01(\tR\amessage\x12\x12\n" +
+	"\x04wait\x18e \x01(\tR\x04wait\x12\x17\n" +
+	"\adry_run\x18f \x01(\bR\x06dryRunB\x14\n" +
+	"\x12_expected_revision\"\xe6\x01\n" +
 	"\x10UpstreamResponse\x128\n" +
 	"\bupstream\x18\x01 \x01(\v2\x1c.llmproxy.config.v1.UpstreamR\bupstream\x12\x1a\n" +
-	"\brevision\x18\x02 \x01(\x04R\brevision\",\n" +
+	"\brevision\x18\x02 \x01(\x04R\brevision\x12\x17\n" +
+	"\adry_run\x18d \x01(\bR\x06dryRun\x121\n" +
+	"\x04diff\x18e \x01(\v2\x1d.llmproxy.admin.v1.ConfigDiffR\x04diff\x120\n" +
+	"\x05fleet\x18f \x01(\v2\x1a.llmproxy.admin.v1.RolloutR\x05fleet\"\xaa\x01\n" +
 	"\x0eDeleteResponse\x12\x1a\n" +
-	"\brevision\x18\x01 \x01(\x04R\brevision\"\x1b\n" +
+	"\brevision\x18\x01 \x01(\x04R\brevision\x12\x17\n" +
+	"\adry_run\x18d \x01(\bR\x06dryRun\x121\n" +
+	"\x04diff\x18e \x01(\v2\x1d.llmproxy.admin.v1.ConfigDiffR\x04diff\x120\n" +
+	"\x05fleet\x18f \x01(\v2\x1a.llmproxy.admin.v1.RolloutR\x05fleet\"\x1b\n" +
 	"\x19ListUpstreamGroupsRequest\"\x84\x01\n" +
 	"\x1aListUpstreamGroupsResponse\x12J\n" +
 	"\x0fupstream_groups\x18\x01 \x03(\v2!.llmproxy.config.v1.UpstreamGroupR\x0eupstreamGroups\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\"-\n" +
 	"\x17GetUpstreamGroupRequest\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"\xae\x01\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\xf5\x01\n" +
 	"\x1aCreateUpstreamGroupRequest\x12H\n" +
 	"\x0eupstream_group\x18\x01 \x01(\v2!.llmproxy.config.v1.UpstreamGroupR\rupstreamGroup\x120\n" +
-	"\x11expected_revision\x18\x02 \x01(\x04H\x00R\x10expectedRevision\x88\x01\x01B\x14\n" +
-	"\x12_expected_revision\"\xc2\x01\n" +
+	"\x11expected_revision\x18\x02 \x01(\x04H\x00R\x10expectedRevision\x88\x01\x01\x12\x18\n" +
+	"\amessage\x18d \x01(\tR\amessage\x12\x12\n" +
+	"\x04wait\x18e \x01(\tR\x04wait\x12\x17\n" +
+	"\adry_run\x18f \x01(\bR\x06dryRunB\x14\n" +
+	"\x12_expected_revision\"\x89\x02\n" +
 	"\x1aUpdateUpstreamGroupRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12H\n" +
 	"\x0eupstream_group\x18\x02 \x01(\v2!.llmproxy.config.v1.UpstreamGroupR\rupstreamGroup\x120\n" +
-	"\x11expected_revision\x18\x03 \x01(\x04H\x00R\x10expectedRevision\x88\x01\x01B\x14\n" +
-	"\x12_expected_revision\"\xb6\x01\n" +
+	"\x11expected_revision\x18\x03 \x01(\x04H\x00R\x10expectedRevision\x88\x01\x01\x12\x18\n" +
+	"\amessage\x18d \x01(\tR\amessage\x12\x12\n" +
+	"\x04wait\x18e \x01(\tR\x04wait\x12\x17\n" +
+	"\adry_run\x18f \x01(\bR\x06dryRunB\x14\n" +
+	"\x12_expected_revision\"\xfd\x01\n" +
 	"\x19PatchUpstreamGroupRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12=\n" +
 	"\tupstreams\x18\x02 \x03(\v2\x1f.llmproxy.config.v1.UpstreamRefR\tupstreams\x120\n" +
-	"\x11expected_revision\x18\x03 \x01(\x04H\x00R\x10expectedRevision\x88\x01\x01B\x14\n" +
-	"\x12_expected_revision\"x\n" +
+	"\x11expected_revision\x18\x03 \x01(\x04H\x00R\x10expectedRevision\x88\x01\x01\x12\x18\n" +
+	"\amessage\x18d \x01(\tR\amessage\x12\x12\n" +
+	"\x04wait\x18e \x01(\tR\x04wait\x12\x17\n" +
+	"\adry_run\x18f \x01(\bR\x06dryRunB\x14\n" +
+	"\x12_expected_revision\"\xbf\x01\n" +
 	"\x1aDeleteUpstreamGroupRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x120\n" +
-	"\x11expected_revision\x18\x02 \x01(\x04H\x00R\x10expectedRevision\x88\x01\x01B\x14\n" +
-	"\x12_expected_revision\"}\n" +
+	"\x11expected_revision\x18\x02 \x01(\x04H\x00R\x10expectedRevision\x88\x01\x01\x12\x18\n" +
+	"\amessage\x18d \x01(\tR\amessage\x12\x12\n" +
+	"\x04wait\x18e \x01(\tR\x04wait\x12\x17\n" +
+	"\adry_run\x18f \x01(\bR\x06dryRunB\x14\n" +
+	"\x12_expected_revision\"\xfb\x01\n" +
 	"\x15UpstreamGroupResponse\x12H\n" +
 	"\x0eupstream_group\x18\x01 \x01(\v2!.llmproxy.config.v1.UpstreamGroupR\rupstreamGroup\x12\x1a\n" +
-	"\brevision\x18\x02 \x01(\x04R\brevision\"\x15\n" +
+	"\brevision\x18\x02 \x01(\x04R\brevision\x12\x17\n" +
+	"\adry_run\x18d \x01(\bR\x06dryRun\x121\n" +
+	"\x04diff\x18e \x01(\v2\x1d.llmproxy.admin.v1.ConfigDiffR\x04diff\x120\n" +
+	"\x05fleet\x18f \x01(\v2\x1a.llmproxy.admin.v1.RolloutR\x05fleet\"\x15\n" +
 	"\x13ListForwardsRequest\"k\n" +
 	"\x14ListForwardsResponse\x127\n" +
 	"\bforwards\x18\x01 \x03(\v2\x1b.llmproxy.config.v1.ForwardR\bforwards\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\"'\n" +
 	"\x11GetForwardRequest\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"\x95\x01\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\xdc\x01\n" +
 	"\x14CreateForwardRequest\x125\n" +
 	"\aforward\x18\x01 \x01(\v2\x1b.llmproxy.config.v1.ForwardR\aforward\x120\n" +
-	"\x11expected_revision\x18\x02 \x01(\x04H\x00R\x10expectedRevision\x88\x01\x01B\x14\n" +
-	"\x12_expected_revision\"\xa9\x01\n" +
+	"\x11expected_revision\x18\x02 \x01(\x04H\x00R\x10expectedRevision\x88\x01\x01\x12\x18\n" +
+	"\amessage\x18d \x01(\tR\amessage\x12\x12\n" +
+	"\x04wait\x18e \x01(\tR\x04wait\x12\x17\n" +
+	"\adry_run\x18f \x01(\bR\x06dryRunB\x14\n" +
+	"\x12_expected_revision\"\xf0\x01\n" +
 	"\x14UpdateForwardRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x125\n" +
 	"\aforward\x18\x02 \x01(\v2\x1b.llmproxy.config.v1.ForwardR\aforward\x120\n" +
-	"\x11expected_revision\x18\x03 \x01(\x04H\x00R\x10expectedRevision\x88\x01\x01B\x14\n" +
-	"\x12_expected_revision\"r\n" +
+	"\x11expected_revision\x18\x03 \x01(\x04H\x00R\x10expectedRevision\x88\x01\x01\x12\x18\n" +
+	"\amessage\x18d \x01(\tR\amessage\x12\x12\n" +
+	"\x04wait\x18e \x01(\tR\x04wait\x12\x17\n" +
+	"\adry_run\x18f \x01(\bR\x06dryRunB\x14\n" +
+	"\x12_expected_revision\"\xb9\x01\n" +
 	"\x14DeleteForwardRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x120\n" +
-	"\x11expected_revision\x18\x02 \x01(\x04H\x00R\x10expectedRevision\x88\x01\x01B\x14\n" +
-	"\x12_expected_revision\"d\n" +
+	"\x11expected_revision\x18\x02 \x01(\x04H\x00R\x10expectedRevision\x88\x01\x01\x12\x18\n" +
+	"\amessage\x18d \x01(\tR\amessage\x12\x12\n" +
+	"\x04wait\x18e \x01(\tR\x04wait\x12\x17\n" +
+	"\adry_run\x18f \x01(\bR\x06dryRunB\x14\n" +
+	"\x12_expected_revision\"\xe2\x01\n" +
 	"\x0fForwardResponse\x125\n" +
 	"\aforward\x18\x01 \x01(\v2\x1b.llmproxy.config.v1.ForwardR\aforward\x12\x1a\n" +
-	"\brevision\x18\x02 \x01(\x04R\brevision\"M\n" +
+	"\brevision\x18\x02 \x01(\x04R\brevision\x12\x17\n" +
+	"\adry_run\x18d \x01(\bR\x06dryRun\x121\n" +
+	"\x04diff\x18e \x01(\v2\x1d.llmproxy.admin.v1.ConfigDiffR\x04diff\x120\n" +
+	"\x05fleet\x18f \x01(\v2\x1a.llmproxy.admin.v1.RolloutR\x05fleet\"M\n" +
 	"\n" +
 	"RouteEntry\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12/\n" +
@@ -2106,39 +3511,56 @@ const file_llmproxy_admin_v1_admin_proto_rawDesc = "" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\"5\n" +
 	"\x0fGetRouteRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x0e\n" +
-	"\x02id\x18\x02 \x01(\tR\x02id\"\xa1\x01\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\"\xe8\x01\n" +
 	"\x12CreateRouteRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12/\n" +
 	"\x05route\x18\x02 \x01(\v2\x19.llmproxy.config.v1.RouteR\x05route\x120\n" +
-	"\x11expected_revision\x18\x03 \x01(\x04H\x00R\x10expectedRevision\x88\x01\x01B\x14\n" +
-	"\x12_expected_revision\"\xb1\x01\n" +
+	"\x11expected_revision\x18\x03 \x01(\x04H\x00R\x10expectedRevision\x88\x01\x01\x12\x18\n" +
+	"\amessage\x18d \x01(\tR\amessage\x12\x12\n" +
+	"\x04wait\x18e \x01(\tR\x04wait\x12\x17\n" +
+	"\adry_run\x18f \x01(\bR\x06dryRunB\x14\n" +
+	"\x12_expected_revision\"\xf8\x01\n" +
 	"\x12UpdateRouteRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12/\n" +
 	"\x05route\x18\x03 \x01(\v2\x19.llmproxy.config.v1.RouteR\x05route\x120\n" +
-	"\x11expected_revision\x18\x04 \x01(\x04H\x00R\x10expectedRevision\x88\x01\x01B\x14\n" +
-	"\x12_expected_revision\"\x80\x01\n" +
+	"\x11expected_revision\x18\x04 \x01(\x04H\x00R\x10expectedRevision\x88\x01\x01\x12\x18\n" +
+	"\amessage\x18d \x01(\tR\amessage\x12\x12\n" +
+	"\x04wait\x18e \x01(\tR\x04wait\x12\x17\n" +
+	"\adry_run\x18f \x01(\bR\x06dryRunB\x14\n" +
+	"\x12_expected_revision\"\xc7\x01\n" +
 	"\x12DeleteRouteRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x120\n" +
-	"\x11expected_revision\x18\x03 \x01(\x04H\x00R\x10expectedRevision\x88\x01\x01B\x14\n" +
-	"\x12_expected_revision\"l\n" +
+	"\x11expected_revision\x18\x03 \x01(\x04H\x00R\x10expectedRevision\x88\x01\x01\x12\x18\n" +
+	"\amessage\x18d \x01(\tR\amessage\x12\x12\n" +
+	"\x04wait\x18e \x01(\tR\x04wait\x12\x17\n" +
+	"\adry_run\x18f \x01(\bR\x06dryRunB\x14\n" +
+	"\x12_expected_revision\"\xea\x01\n" +
 	"\rRouteResponse\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12/\n" +
 	"\x05route\x18\x02 \x01(\v2\x19.llmproxy.config.v1.RouteR\x05route\x12\x1a\n" +
-	"\brevision\x18\x03 \x01(\x04R\brevision\"\x12\n" +
+	"\brevision\x18\x03 \x01(\x04R\brevision\x12\x17\n" +
+	"\adry_run\x18d \x01(\bR\x06dryRun\x121\n" +
+	"\x04diff\x18e \x01(\v2\x1d.llmproxy.admin.v1.ConfigDiffR\x04diff\x120\n" +
+	"\x05fleet\x18f \x01(\v2\x1a.llmproxy.admin.v1.RolloutR\x05fleet\"\x12\n" +
 	"\x10GetConfigRequest\"c\n" +
 	"\x11GetConfigResponse\x122\n" +
 	"\x06config\x18\x01 \x01(\v2\x1a.llmproxy.config.v1.ConfigR\x06config\x12\x1a\n" +
-	"\brevision\x18\x02 \x01(\x04R\brevision\"\xa9\x01\n" +
+	"\brevision\x18\x02 \x01(\x04R\brevision\"\xed\x01\n" +
 	"\x12ApplyConfigRequest\x122\n" +
 	"\x06config\x18\x01 \x01(\v2\x1a.llmproxy.config.v1.ConfigR\x06config\x12\x17\n" +
 	"\adry_run\x18\x02 \x01(\bR\x06dryRun\x120\n" +
-	"\x11expected_revision\x18\x03 \x01(\x04H\x00R\x10expectedRevision\x88\x01\x01B\x14\n" +
-	"\x12_expected_revision\"J\n" +
+	"\x11expected_revision\x18\x03 \x01(\x04H\x00R\x10expectedRevision\x88\x01\x01\x12\x18\n" +
+	"\amessage\x18d \x01(\tR\amessage\x12\x12\n" +
+	"\x04wait\x18e \x01(\tR\x04wait\x12\x14\n" +
+	"\x05force\x18g \x01(\bR\x05forceB\x14\n" +
+	"\x12_expected_revision\"\xaf\x01\n" +
 	"\x13ApplyConfigResponse\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x04R\brevision\x12\x17\n" +
-	"\adry_run\x18\x02 \x01(\bR\x06dryRun\"\x14\n" +
+	"\adry_run\x18\x02 \x01(\bR\x06dryRun\x121\n" +
+	"\x04diff\x18e \x01(\v2\x1d.llmproxy.admin.v1.ConfigDiffR\x04diff\x120\n" +
+	"\x05fleet\x18f \x01(\v2\x1a.llmproxy.admin.v1.RolloutR\x05fleet\"\x14\n" +
 	"\x12ListProxiesRequest\"k\n" +
 	"\x13ListProxiesResponse\x128\n" +
 	"\aproxies\x18\x01 \x03(\v2\x1e.llmproxy.admin.v1.ProxyStatusR\aproxies\x12\x1a\n" +
@@ -2150,7 +3572,66 @@ const file_llmproxy_admin_v1_admin_proto_rawDesc = "" +
 	"\x0eacked_revision\x18\x04 \x01(\x04R\rackedRevision\x12,\n" +
 	"\x12last_nack_revision\x18\x05 \x01(\x04R\x10lastNackRevision\x12&\n" +
 	"\x0flast_nack_error\x18\x06 \x01(\tR\rlastNackError\x12\x18\n" +
-	"\aaddress\x18\a \x01(\tR\aaddress2\x86\x12\n" +
+	"\aaddress\x18\a \x01(\tR\aaddress\"\xd3\x01\n" +
+	"\fRevisionInfo\x12\x1a\n" +
+	"\brevision\x18\x01 \x01(\x04R\brevision\x12;\n" +
+	"\vcreate_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"createTime\x12\x1c\n" +
+	"\toperation\x18\x03 \x01(\tR\toperation\x12\x1c\n" +
+	"\tresources\x18\x04 \x03(\tR\tresources\x12\x18\n" +
+	"\amessage\x18\x05 \x01(\tR\amessage\x12\x14\n" +
+	"\x05actor\x18\x06 \x01(\tR\x05actor\"R\n" +
+	"\x14ListRevisionsRequest\x12\x1b\n" +
+	"\tpage_size\x18\x01 \x01(\rR\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x02 \x01(\tR\tpageToken\"\x9a\x01\n" +
+	"\x15ListRevisionsResponse\x12=\n" +
+	"\trevisions\x18\x01 \x03(\v2\x1f.llmproxy.admin.v1.RevisionInfoR\trevisions\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12\x1a\n" +
+	"\brevision\x18\x03 \x01(\x04R\brevision\"0\n" +
+	"\x12GetRevisionRequest\x12\x1a\n" +
+	"\brevision\x18\x01 \x01(\x04R\brevision\"~\n" +
+	"\x13GetRevisionResponse\x123\n" +
+	"\x04info\x18\x01 \x01(\v2\x1f.llmproxy.admin.v1.RevisionInfoR\x04info\x122\n" +
+	"\x06config\x18\x02 \x01(\v2\x1a.llmproxy.config.v1.ConfigR\x06config\"T\n" +
+	"\x14DiffRevisionsRequest\x12\x1a\n" +
+	"\brevision\x18\x01 \x01(\x04R\brevision\x12\x17\n" +
+	"\x04base\x18\x02 \x01(\x04H\x00R\x04base\x88\x01\x01B\a\n" +
+	"\x05_base\"\x8c\x01\n" +
+	"\n" +
+	"ConfigDiff\x12#\n" +
+	"\rbase_revision\x18\x01 \x01(\x04R\fbaseRevision\x12\x1a\n" +
+	"\brevision\x18\x02 \x01(\x04R\brevision\x12=\n" +
+	"\tresources\x18\x03 \x03(\v2\x1f.llmproxy.admin.v1.ResourceDiffR\tresources\"\x84\x01\n" +
+	"\fResourceDiff\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x16\n" +
+	"\x06action\x18\x03 \x01(\tR\x06action\x124\n" +
+	"\x06fields\x18\x04 \x03(\v2\x1c.llmproxy.admin.v1.FieldDiffR\x06fields\"\x8b\x01\n" +
+	"\tFieldDiff\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\x12(\n" +
+	"\x03old\x18\x02 \x01(\v2\x16.google.protobuf.ValueR\x03old\x12(\n" +
+	"\x03new\x18\x03 \x01(\v2\x16.google.protobuf.ValueR\x03new\x12\x16\n" +
+	"\x06secret\x18\x04 \x01(\bR\x06secret\"\xc4\x01\n" +
+	"\x17RollbackRevisionRequest\x12\x1a\n" +
+	"\brevision\x18\x01 \x01(\x04R\brevision\x120\n" +
+	"\x11expected_revision\x18\x02 \x01(\x04H\x00R\x10expectedRevision\x88\x01\x01\x12\x18\n" +
+	"\amessage\x18d \x01(\tR\amessage\x12\x12\n" +
+	"\x04wait\x18e \x01(\tR\x04wait\x12\x17\n" +
+	"\adry_run\x18f \x01(\bR\x06dryRunB\x14\n" +
+	"\x12_expected_revision\"\xe5\x01\n" +
+	"\aRollout\x12\x1a\n" +
+	"\brevision\x18\x01 \x01(\x04R\brevision\x12\x18\n" +
+	"\aapplied\x18\x02 \x01(\rR\aapplied\x12\x18\n" +
+	"\aproxies\x18\x03 \x01(\rR\aproxies\x129\n" +
+	"\arefused\x18\x04 \x03(\v2\x1f.llmproxy.admin.v1.ProxyRefusalR\arefused\x12\x18\n" +
+	"\alagging\x18\x05 \x03(\tR\alagging\x12\x1b\n" +
+	"\ttimed_out\x18\x06 \x01(\bR\btimedOut\x12\x18\n" +
+	"\asummary\x18\a \x01(\tR\asummary\"Y\n" +
+	"\fProxyRefusal\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1a\n" +
+	"\brevision\x18\x02 \x01(\x04R\brevision\x12\x14\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error2\x89\x15\n" +
 	"\fAdminService\x12b\n" +
 	"\rListUpstreams\x12'.llmproxy.admin.v1.ListUpstreamsRequest\x1a(.llmproxy.admin.v1.ListUpstreamsResponse\x12R\n" +
 	"\vGetUpstream\x12%.llmproxy.admin.v1.GetUpstreamRequest\x1a\x1c.llmproxy.config.v1.Upstream\x12_\n" +
@@ -2177,7 +3658,11 @@ const file_llmproxy_admin_v1_admin_proto_rawDesc = "" +
 	"\vDeleteRoute\x12%.llmproxy.admin.v1.DeleteRouteRequest\x1a!.llmproxy.admin.v1.DeleteResponse\x12V\n" +
 	"\tGetConfig\x12#.llmproxy.admin.v1.GetConfigRequest\x1a$.llmproxy.admin.v1.GetConfigResponse\x12\\\n" +
 	"\vApplyConfig\x12%.llmproxy.admin.v1.ApplyConfigRequest\x1a&.llmproxy.admin.v1.ApplyConfigResponse\x12\\\n" +
-	"\vListProxies\x12%.llmproxy.admin.v1.ListProxiesRequest\x1a&.llmproxy.admin.v1.ListProxiesResponseB?Z=github.com/llmproxy-go/llmproxy/gen/llmproxy/admin/v1;adminv1b\x06proto3"
+	"\vListProxies\x12%.llmproxy.admin.v1.ListProxiesRequest\x1a&.llmproxy.admin.v1.ListProxiesResponse\x12b\n" +
+	"\rListRevisions\x12'.llmproxy.admin.v1.ListRevisionsRequest\x1a(.llmproxy.admin.v1.ListRevisionsResponse\x12\\\n" +
+	"\vGetRevision\x12%.llmproxy.admin.v1.GetRevisionRequest\x1a&.llmproxy.admin.v1.GetRevisionResponse\x12W\n" +
+	"\rDiffRevisions\x12'.llmproxy.admin.v1.DiffRevisionsRequest\x1a\x1d.llmproxy.admin.v1.ConfigDiff\x12f\n" +
+	"\x10RollbackRevision\x12*.llmproxy.admin.v1.RollbackRevisionRequest\x1a&.llmproxy.admin.v1.ApplyConfigResponseB?Z=github.com/llmproxy-go/llmproxy/gen/llmproxy/admin/v1;adminv1b\x06proto3"
 
 var (
 	file_llmproxy_admin_v1_admin_proto_rawDescOnce sync.Once
@@ -2191,7 +3676,7 @@ func file_llmproxy_admin_v1_admin_proto_rawDescGZIP() []byte {
 	return file_llmproxy_admin_v1_admin_proto_rawDescData
 }
 
-var file_llmproxy_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
+var file_llmproxy_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 50)
 var file_llmproxy_admin_v1_admin_proto_goTypes = []any{
 	(*ListUpstreamsRequest)(nil),       // 0: llmproxy.admin.v1.ListUpstreamsRequest
 	(*ListUpstreamsResponse)(nil),      // 1: llmproxy.admin.v1.ListUpstreamsResponse
@@ -2231,90 +3716,132 @@ var file_llmproxy_admin_v1_admin_proto_goTypes = []any{
 	(*ListProxiesRequest)(nil),         // 35: llmproxy.admin.v1.ListProxiesRequest
 	(*ListProxiesResponse)(nil),        // 36: llmproxy.admin.v1.ListProxiesResponse
 	(*ProxyStatus)(nil),                // 37: llmproxy.admin.v1.ProxyStatus
-	(*v1.Upstream)(nil),                // 38: llmproxy.config.v1.Upstream
-	(*v1.UpstreamGroup)(nil),           // 39: llmproxy.config.v1.UpstreamGroup
-	(*v1.UpstreamRef)(nil),             // 40: llmproxy.config.v1.UpstreamRef
-	(*v1.Forward)(nil),                 // 41: llmproxy.config.v1.Forward
-	(*v1.Route)(nil),                   // 42: llmproxy.config.v1.Route
-	(*v1.Config)(nil),                  // 43: llmproxy.config.v1.Config
-	(*timestamppb.Timestamp)(nil),      // 44: google.protobuf.Timestamp
+	(*RevisionInfo)(nil),               // 38: llmproxy.admin.v1.RevisionInfo
+	(*ListRevisionsRequest)(nil),       // 39: llmproxy.admin.v1.ListRevisionsRequest
+	(*ListRevisionsResponse)(nil),      // 40: llmproxy.admin.v1.ListRevisionsResponse
+	(*GetRevisionRequest)(nil),         // 41: llmproxy.admin.v1.GetRevisionRequest
+	(*GetRevisionResponse)(nil),        // 42: llmproxy.admin.v1.GetRevisionResponse
+	(*DiffRevisionsRequest)(nil),       // 43: llmproxy.admin.v1.DiffRevisionsRequest
+	(*ConfigDiff)(nil),                 // 44: llmproxy.admin.v1.ConfigDiff
+	(*ResourceDiff)(nil),               // 45: llmproxy.admin.v1.ResourceDiff
+	(*FieldDiff)(nil),                  // 46: llmproxy.admin.v1.FieldDiff
+	(*RollbackRevisionRequest)(nil),    // 47: llmproxy.admin.v1.RollbackRevisionRequest
+	(*Rollout)(nil),                    // 48: llmproxy.admin.v1.Rollout
+	(*ProxyRefusal)(nil),               // 49: llmproxy.admin.v1.ProxyRefusal
+	(*v1.Upstream)(nil),                // 50: llmproxy.config.v1.Upstream
+	(*v1.UpstreamGroup)(nil),           // 51: llmproxy.config.v1.UpstreamGroup
+	(*v1.UpstreamRef)(nil),             // 52: llmproxy.config.v1.UpstreamRef
+	(*v1.Forward)(nil),                 // 53: llmproxy.config.v1.Forward
+	(*v1.Route)(nil),                   // 54: llmproxy.config.v1.Route
+	(*v1.Config)(nil),                  // 55: llmproxy.config.v1.Config
+	(*timestamppb.Timestamp)(nil),      // 56: google.protobuf.Timestamp
+	(*structpb.Value)(nil),             // 57: google.protobuf.Value
 }
 var file_llmproxy_admin_v1_admin_proto_depIdxs = []int32{
-	38, // 0: llmproxy.admin.v1.ListUpstreamsResponse.upstreams:type_name -> llmproxy.config.v1.Upstream
-	38, // 1: llmproxy.admin.v1.CreateUpstreamRequest.upstream:type_name -> llmproxy.config.v1.Upstream
-	38, // 2: llmproxy.admin.v1.UpdateUpstreamRequest.upstream:type_name -> llmproxy.config.v1.Upstream
-	38, // 3: llmproxy.admin.v1.UpstreamResponse.upstream:type_name -> llmproxy.config.v1.Upstream
-	39, // 4: llmproxy.admin.v1.ListUpstreamGroupsResponse.upstream_groups:type_name -> llmproxy.config.v1.UpstreamGroup
-	39, // 5: llmproxy.admin.v1.CreateUpstreamGroupRequest.upstream_group:type_name -> llmproxy.config.v1.UpstreamGroup
-	39, // 6: llmproxy.admin.v1.UpdateUpstreamGroupRequest.upstream_group:type_name -> llmproxy.config.v1.UpstreamGroup
-	40, // 7: llmproxy.admin.v1.PatchUpstreamGroupRequest.upstreams:type_name -> llmproxy.config.v1.UpstreamRef
-	39, // 8: llmproxy.admin.v1.UpstreamGroupResponse.upstream_group:type_name -> llmproxy.config.v1.UpstreamGroup
-	41, // 9: llmproxy.admin.v1.ListForwardsResponse.forwards:type_name -> llmproxy.config.v1.Forward
-	41, // 10: llmproxy.admin.v1.CreateForwardRequest.forward:type_name -> llmproxy.config.v1.Forward
-	41, // 11: llmproxy.admin.v1.UpdateForwardRequest.forward:type_name -> llmproxy.config.v1.Forward
-	41, // 12: llmproxy.admin.v1.ForwardResponse.forward:type_name -> llmproxy.config.v1.Forward
-	42, // 13: llmproxy.admin.v1.RouteEntry.route:type_name -> llmproxy.config.v1.Route
-	23, // 14: llmproxy.admin.v1.ListRoutesResponse.routes:type_name -> llmproxy.admin.v1.RouteEntry
-	42, // 15: llmproxy.admin.v1.CreateRouteRequest.route:type_name -> llmproxy.config.v1.Route
-	42, // 16: llmproxy.admin.v1.UpdateRouteRequest.route:type_name -> llmproxy.config.v1.Route
-	42, // 17: llmproxy.admin.v1.RouteResponse.route:type_name -> llmproxy.config.v1.Route
-	43, // 18: llmproxy.admin.v1.GetConfigResponse.config:type_name -> llmproxy.config.v1.Config
-	43, // 19: llmproxy.admin.v1.ApplyConfigRequest.config:type_name -> llmproxy.config.v1.Config
-	37, // 20: llmproxy.admin.v1.ListProxiesResponse.proxies:type_name -> llmproxy.admin.v1.ProxyStatus
-	44, // 21: llmproxy.admin.v1.ProxyStatus.connected_since:type_name -> google.protobuf.Timestamp
-	0,  // 22: llmproxy.admin.v1.AdminService.ListUpstreams:input_type -> llmproxy.admin.v1.ListUpstreamsRequest
-	2,  // 23: llmproxy.admin.v1.AdminService.GetUpstream:input_type -> llmproxy.admin.v1.GetUpstreamRequest
-	3,  // 24: llmproxy.admin.v1.AdminService.CreateUpstream:input_type -> llmproxy.admin.v1.CreateUpstreamRequest
-	4,  // 25: llmproxy.admin.v1.AdminService.UpdateUpstream:input_type -> llmproxy.admin.v1.UpdateUpstreamRequest
-	5,  // 26: llmproxy.admin.v1.AdminService.DeleteUpstream:input_type -> llmproxy.admin.v1.DeleteUpstreamRequest
-	8,  // 27: llmproxy.admin.v1.AdminService.ListUpstreamGroups:input_type -> llmproxy.admin.v1.ListUpstreamGroupsRequest
-	10, // 28: llmproxy.admin.v1.AdminService.GetUpstreamGroup:input_type -> llmproxy.admin.v1.GetUpstreamGroupRequest
-	11, // 29: llmproxy.admin.v1.AdminService.CreateUpstreamGroup:input_type -> llmproxy.admin.v1.CreateUpstreamGroupRequest
-	12, // 30: llmproxy.admin.v1.AdminService.UpdateUpstreamGroup:input_type -> llmproxy.admin.v1.UpdateUpstreamGroupRequest
-	13, // 31: llmproxy.admin.v1.AdminService.PatchUpstreamGroup:input_type -> llmproxy.admin.v1.PatchUpstreamGroupRequest
-	14, // 32: llmproxy.admin.v1.AdminService.DeleteUpstreamGroup:input_type -> llmproxy.admin.v1.DeleteUpstreamGroupRequest
-	16, // 33: llmproxy.admin.v1.AdminService.ListForwards:input_type -> llmproxy.admin.v1.ListForwardsRequest
-	18, // 34: llmproxy.admin.v1.AdminService.GetForward:input_type -> llmproxy.admin.v1.GetForwardRequest
-	19, // 35: llmproxy.admin.v1.AdminService.CreateForward:input_type -> llmproxy.admin.v1.CreateForwardRequest
-	20, // 36: llmproxy.admin.v1.AdminService.UpdateForward:input_type -> llmproxy.admin.v1.UpdateForwardRequest
-	21, // 37: llmproxy.admin.v1.AdminService.DeleteForward:input_type -> llmproxy.admin.v1.DeleteForwardRequest
-	24, // 38: llmproxy.admin.v1.AdminService.ListRoutes:input_type -> llmproxy.admin.v1.ListRoutesRequest
-	26, // 39: llmproxy.admin.v1.AdminService.GetRoute:input_type -> llmproxy.admin.v1.GetRouteRequest
-	27, // 40: llmproxy.admin.v1.AdminService.CreateRoute:input_type -> llmproxy.admin.v1.CreateRouteRequest
-	28, // 41: llmproxy.admin.v1.AdminService.UpdateRoute:input_type -> llmproxy.admin.v1.UpdateRouteRequest
-	29, // 42: llmproxy.admin.v1.AdminService.DeleteRoute:input_type -> llmproxy.admin.v1.DeleteRouteRequest
-	31, // 43: llmproxy.admin.v1.AdminService.GetConfig:input_type -> llmproxy.admin.v1.GetConfigRequest
-	33, // 44: llmproxy.admin.v1.AdminService.ApplyConfig:input_type -> llmproxy.admin.v1.ApplyConfigRequest
-	35, // 45: llmproxy.admin.v1.AdminService.ListProxies:input_type -> llmproxy.admin.v1.ListProxiesRequest
-	1,  // 46: llmproxy.admin.v1.AdminService.ListUpstreams:output_type -> llmproxy.admin.v1.ListUpstreamsResponse
-	38, // 47: llmproxy.admin.v1.AdminService.GetUpstream:output_type -> llmproxy.config.v1.Upstream
-	6,  // 48: llmproxy.admin.v1.AdminService.CreateUpstream:output_type -> llmproxy.admin.v1.UpstreamResponse
-	6,  // 49: llmproxy.admin.v1.AdminService.UpdateUpstream:output_type -> llmproxy.admin.v1.UpstreamResponse
-	7,  // 50: llmproxy.admin.v1.AdminService.DeleteUpstream:output_type -> llmproxy.admin.v1.DeleteResponse
-	9,  // 51: llmproxy.admin.v1.AdminService.ListUpstreamGroups:output_type -> llmproxy.admin.v1.ListUpstreamGroupsResponse
-	39, // 52: llmproxy.admin.v1.AdminService.GetUpstreamGroup:output_type -> llmproxy.config.v1.UpstreamGroup
-	15, // 53: llmproxy.admin.v1.AdminService.CreateUpstreamGroup:output_type -> llmproxy.admin.v1.UpstreamGroupResponse
-	15, // 54: llmproxy.admin.v1.AdminService.UpdateUpstreamGroup:output_type -> llmproxy.admin.v1.UpstreamGroupResponse
-	15, // 55: llmproxy.admin.v1.AdminService.PatchUpstreamGroup:output_type -> llmproxy.admin.v1.UpstreamGroupResponse
-	7,  // 56: llmproxy.admin.v1.AdminService.DeleteUpstreamGroup:output_type -> llmproxy.admin.v1.DeleteResponse
-	17, // 57: llmproxy.admin.v1.AdminService.ListForwards:output_type -> llmproxy.admin.v1.ListForwardsResponse
-	41, // 58: llmproxy.admin.v1.AdminService.GetForward:output_type -> llmproxy.config.v1.Forward
-	22, // 59: llmproxy.admin.v1.AdminService.CreateForward:output_type -> llmproxy.admin.v1.ForwardResponse
-	22, // 60: llmproxy.admin.v1.AdminService.UpdateForward:output_type -> llmproxy.admin.v1.ForwardResponse
-	7,  // 61: llmproxy.admin.v1.AdminService.DeleteForward:output_type -> llmproxy.admin.v1.DeleteResponse
-	25, // 62: llmproxy.admin.v1.AdminService.ListRoutes:output_type -> llmproxy.admin.v1.ListRoutesResponse
-	23, // 63: llmproxy.admin.v1.AdminService.GetRoute:output_type -> llmproxy.admin.v1.RouteEntry
-	30, // 64: llmproxy.admin.v1.AdminService.CreateRoute:output_type -> llmproxy.admin.v1.RouteResponse
-	30, // 65: llmproxy.admin.v1.AdminService.UpdateRoute:output_type -> llmproxy.admin.v1.RouteResponse
-	7,  // 66: llmproxy.admin.v1.AdminService.DeleteRoute:output_type -> llmproxy.admin.v1.DeleteResponse
-	32, // 67: llmproxy.admin.v1.AdminService.GetConfig:output_type -> llmproxy.admin.v1.GetConfigResponse
-	34, // 68: llmproxy.admin.v1.AdminService.ApplyConfig:output_type -> llmproxy.admin.v1.ApplyConfigResponse
-	36, // 69: llmproxy.admin.v1.AdminService.ListProxies:output_type -> llmproxy.admin.v1.ListProxiesResponse
-	46, // [46:70] is the sub-list for method output_type
-	22, // [22:46] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	50, // 0: llmproxy.admin.v1.ListUpstreamsResponse.upstreams:type_name -> llmproxy.config.v1.Upstream
+	50, // 1: llmproxy.admin.v1.CreateUpstreamRequest.upstream:type_name -> llmproxy.config.v1.Upstream
+	50, // 2: llmproxy.admin.v1.UpdateUpstreamRequest.upstream:type_name -> llmproxy.config.v1.Upstream
+	50, // 3: llmproxy.admin.v1.UpstreamResponse.upstream:type_name -> llmproxy.config.v1.Upstream
+	44, // 4: llmproxy.admin.v1.UpstreamResponse.diff:type_name -> llmproxy.admin.v1.ConfigDiff
+	48, // 5: llmproxy.admin.v1.UpstreamResponse.fleet:type_name -> llmproxy.admin.v1.Rollout
+	44, // 6: llmproxy.admin.v1.DeleteResponse.diff:type_name -> llmproxy.admin.v1.ConfigDiff
+	48, // 7: llmproxy.admin.v1.DeleteResponse.fleet:type_name -> llmproxy.admin.v1.Rollout
+	51, // 8: llmproxy.admin.v1.ListUpstreamGroupsResponse.upstream_groups:type_name -> llmproxy.config.v1.UpstreamGroup
+	51, // 9: llmproxy.admin.v1.CreateUpstreamGroupRequest.upstream_group:type_name -> llmproxy.config.v1.UpstreamGroup
+	51, // 10: llmproxy.admin.v1.UpdateUpstreamGroupRequest.upstream_group:type_name -> llmproxy.config.v1.UpstreamGroup
+	52, // 11: llmproxy.admin.v1.PatchUpstreamGroupRequest.upstreams:type_name -> llmproxy.config.v1.UpstreamRef
+	51, // 12: llmproxy.admin.v1.UpstreamGroupResponse.upstream_group:type_name -> llmproxy.config.v1.UpstreamGroup
+	44, // 13: llmproxy.admin.v1.UpstreamGroupResponse.diff:type_name -> llmproxy.admin.v1.ConfigDiff
+	48, // 14: llmproxy.admin.v1.UpstreamGroupResponse.fleet:type_name -> llmproxy.admin.v1.Rollout
+	53, // 15: llmproxy.admin.v1.ListForwardsResponse.forwards:type_name -> llmproxy.config.v1.Forward
+	53, // 16: llmproxy.admin.v1.CreateForwardRequest.forward:type_name -> llmproxy.config.v1.Forward
+	53, // 17: llmproxy.admin.v1.UpdateForwardRequest.forward:type_name -> llmproxy.config.v1.Forward
+	53, // 18: llmproxy.admin.v1.ForwardResponse.forward:type_name -> llmproxy.config.v1.Forward
+	44, // 19: llmproxy.admin.v1.ForwardResponse.diff:type_name -> llmproxy.admin.v1.ConfigDiff
+	48, // 20: llmproxy.admin.v1.ForwardResponse.fleet:type_name -> llmproxy.admin.v1.Rollout
+	54, // 21: llmproxy.admin.v1.RouteEntry.route:type_name -> llmproxy.config.v1.Route
+	23, // 22: llmproxy.admin.v1.ListRoutesResponse.routes:type_name -> llmproxy.admin.v1.RouteEntry
+	54, // 23: llmproxy.admin.v1.CreateRouteRequest.route:type_name -> llmproxy.config.v1.Route
+	54, // 24: llmproxy.admin.v1.UpdateRouteRequest.route:type_name -> llmproxy.config.v1.Route
+	54, // 25: llmproxy.admin.v1.RouteResponse.route:type_name -> llmproxy.config.v1.Route
+	44, // 26: llmproxy.admin.v1.RouteResponse.diff:type_name -> llmproxy.admin.v1.ConfigDiff
+	48, // 27: llmproxy.admin.v1.RouteResponse.fleet:type_name -> llmproxy.admin.v1.Rollout
+	55, // 28: llmproxy.admin.v1.GetConfigResponse.config:type_name -> llmproxy.config.v1.Config
+	55, // 29: llmproxy.admin.v1.ApplyConfigRequest.config:type_name -> llmproxy.config.v1.Config
+	44, // 30: llmproxy.admin.v1.ApplyConfigResponse.diff:type_name -> llmproxy.admin.v1.ConfigDiff
+	48, // 31: llmproxy.admin.v1.ApplyConfigResponse.fleet:type_name -> llmproxy.admin.v1.Rollout
+	37, // 32: llmproxy.admin.v1.ListProxiesResponse.proxies:type_name -> llmproxy.admin.v1.ProxyStatus
+	56, // 33: llmproxy.admin.v1.ProxyStatus.connected_since:type_name -> google.protobuf.Timestamp
+	56, // 34: llmproxy.admin.v1.RevisionInfo.create_time:type_name -> google.protobuf.Timestamp
+	38, // 35: llmproxy.admin.v1.ListRevisionsResponse.revisions:type_name -> llmproxy.admin.v1.RevisionInfo
+	38, // 36: llmproxy.admin.v1.GetRevisionResponse.info:type_name -> llmproxy.admin.v1.RevisionInfo
+	55, // 37: llmproxy.admin.v1.GetRevisionResponse.config:type_name -> llmproxy.config.v1.Config
+	45, // 38: llmproxy.admin.v1.ConfigDiff.resources:type_name -> llmproxy.admin.v1.ResourceDiff
+	46, // 39: llmproxy.admin.v1.ResourceDiff.fields:type_name -> llmproxy.admin.v1.FieldDiff
+	57, // 40: llmproxy.admin.v1.FieldDiff.old:type_name -> google.protobuf.Value
+	57, // 41: llmproxy.admin.v1.FieldDiff.new:type_name -> google.protobuf.Value
+	49, // 42: llmproxy.admin.v1.Rollout.refused:type_name -> llmproxy.admin.v1.ProxyRefusal
+	0,  // 43: llmproxy.admin.v1.AdminService.ListUpstreams:input_type -> llmproxy.admin.v1.ListUpstreamsRequest
+	2,  // 44: llmproxy.admin.v1.AdminService.GetUpstream:input_type -> llmproxy.admin.v1.GetUpstreamRequest
+	3,  // 45: llmproxy.admin.v1.AdminService.CreateUpstream:input_type -> llmproxy.admin.v1.CreateUpstreamRequest
+	4,  // 46: llmproxy.admin.v1.AdminService.UpdateUpstream:input_type -> llmproxy.admin.v1.UpdateUpstreamRequest
+	5,  // 47: llmproxy.admin.v1.AdminService.DeleteUpstream:input_type -> llmproxy.admin.v1.DeleteUpstreamRequest
+	8,  // 48: llmproxy.admin.v1.AdminService.ListUpstreamGroups:input_type -> llmproxy.admin.v1.ListUpstreamGroupsRequest
+	10, // 49: llmproxy.admin.v1.AdminService.GetUpstreamGroup:input_type -> llmproxy.admin.v1.GetUpstreamGroupRequest
+	11, // 50: llmproxy.admin.v1.AdminService.CreateUpstreamGroup:input_type -> llmproxy.admin.v1.CreateUpstreamGroupRequest
+	12, // 51: llmproxy.admin.v1.AdminService.UpdateUpstreamGroup:input_type -> llmproxy.admin.v1.UpdateUpstreamGroupRequest
+	13, // 52: llmproxy.admin.v1.AdminService.PatchUpstreamGroup:input_type -> llmproxy.admin.v1.PatchUpstreamGroupRequest
+	14, // 53: llmproxy.admin.v1.AdminService.DeleteUpstreamGroup:input_type -> llmproxy.admin.v1.DeleteUpstreamGroupRequest
+	16, // 54: llmproxy.admin.v1.AdminService.ListForwards:input_type -> llmproxy.admin.v1.ListForwardsRequest
+	18, // 55: llmproxy.admin.v1.AdminService.GetForward:input_type -> llmproxy.admin.v1.GetForwardRequest
+	19, // 56: llmproxy.admin.v1.AdminService.CreateForward:input_type -> llmproxy.admin.v1.CreateForwardRequest
+	20, // 57: llmproxy.admin.v1.AdminService.UpdateForward:input_type -> llmproxy.admin.v1.UpdateForwardRequest
+	21, // 58: llmproxy.admin.v1.AdminService.DeleteForward:input_type -> llmproxy.admin.v1.DeleteForwardRequest
+	24, // 59: llmproxy.admin.v1.AdminService.ListRoutes:input_type -> llmproxy.admin.v1.ListRoutesRequest
+	26, // 60: llmproxy.admin.v1.AdminService.GetRoute:input_type -> llmproxy.admin.v1.GetRouteRequest
+	27, // 61: llmproxy.admin.v1.AdminService.CreateRoute:input_type -> llmproxy.admin.v1.CreateRouteRequest
+	28, // 62: llmproxy.admin.v1.AdminService.UpdateRoute:input_type -> llmproxy.admin.v1.UpdateRouteRequest
+	29, // 63: llmproxy.admin.v1.AdminService.DeleteRoute:input_type -> llmproxy.admin.v1.DeleteRouteRequest
+	31, // 64: llmproxy.admin.v1.AdminService.GetConfig:input_type -> llmproxy.admin.v1.GetConfigRequest
+	33, // 65: llmproxy.admin.v1.AdminService.ApplyConfig:input_type -> llmproxy.admin.v1.ApplyConfigRequest
+	35, // 66: llmproxy.admin.v1.AdminService.ListProxies:input_type -> llmproxy.admin.v1.ListProxiesRequest
+	39, // 67: llmproxy.admin.v1.AdminService.ListRevisions:input_type -> llmproxy.admin.v1.ListRevisionsRequest
+	41, // 68: llmproxy.admin.v1.AdminService.GetRevision:input_type -> llmproxy.admin.v1.GetRevisionRequest
+	43, // 69: llmproxy.admin.v1.AdminService.DiffRevisions:input_type -> llmproxy.admin.v1.DiffRevisionsRequest
+	47, // 70: llmproxy.admin.v1.AdminService.RollbackRevision:input_type -> llmproxy.admin.v1.RollbackRevisionRequest
+	1,  // 71: llmproxy.admin.v1.AdminService.ListUpstreams:output_type -> llmproxy.admin.v1.ListUpstreamsResponse
+	50, // 72: llmproxy.admin.v1.AdminService.GetUpstream:output_type -> llmproxy.config.v1.Upstream
+	6,  // 73: llmproxy.admin.v1.AdminService.CreateUpstream:output_type -> llmproxy.admin.v1.UpstreamResponse
+	6,  // 74: llmproxy.admin.v1.AdminService.UpdateUpstream:output_type -> llmproxy.admin.v1.UpstreamResponse
+	7,  // 75: llmproxy.admin.v1.AdminService.DeleteUpstream:output_type -> llmproxy.admin.v1.DeleteResponse
+	9,  // 76: llmproxy.admin.v1.AdminService.ListUpstreamGroups:output_type -> llmproxy.admin.v1.ListUpstreamGroupsResponse
+	51, // 77: llmproxy.admin.v1.AdminService.GetUpstreamGroup:output_type -> llmproxy.config.v1.UpstreamGroup
+	15, // 78: llmproxy.admin.v1.AdminService.CreateUpstreamGroup:output_type -> llmproxy.admin.v1.UpstreamGroupResponse
+	15, // 79: llmproxy.admin.v1.AdminService.UpdateUpstreamGroup:output_type -> llmproxy.admin.v1.UpstreamGroupResponse
+	15, // 80: llmproxy.admin.v1.AdminService.PatchUpstreamGroup:output_type -> llmproxy.admin.v1.UpstreamGroupResponse
+	7,  // 81: llmproxy.admin.v1.AdminService.DeleteUpstreamGroup:output_type -> llmproxy.admin.v1.DeleteResponse
+	17, // 82: llmproxy.admin.v1.AdminService.ListForwards:output_type -> llmproxy.admin.v1.ListForwardsResponse
+	53, // 83: llmproxy.admin.v1.AdminService.GetForward:output_type -> llmproxy.config.v1.Forward
+	22, // 84: llmproxy.admin.v1.AdminService.CreateForward:output_type -> llmproxy.admin.v1.ForwardResponse
+	22, // 85: llmproxy.admin.v1.AdminService.UpdateForward:output_type -> llmproxy.admin.v1.ForwardResponse
+	7,  // 86: llmproxy.admin.v1.AdminService.DeleteForward:output_type -> llmproxy.admin.v1.DeleteResponse
+	25, // 87: llmproxy.admin.v1.AdminService.ListRoutes:output_type -> llmproxy.admin.v1.ListRoutesResponse
+	23, // 88: llmproxy.admin.v1.AdminService.GetRoute:output_type -> llmproxy.admin.v1.RouteEntry
+	30, // 89: llmproxy.admin.v1.AdminService.CreateRoute:output_type -> llmproxy.admin.v1.RouteResponse
+	30, // 90: llmproxy.admin.v1.AdminService.UpdateRoute:output_type -> llmproxy.admin.v1.RouteResponse
+	7,  // 91: llmproxy.admin.v1.AdminService.DeleteRoute:output_type -> llmproxy.admin.v1.DeleteResponse
+	32, // 92: llmproxy.admin.v1.AdminService.GetConfig:output_type -> llmproxy.admin.v1.GetConfigResponse
+	34, // 93: llmproxy.admin.v1.AdminService.ApplyConfig:output_type -> llmproxy.admin.v1.ApplyConfigResponse
+	36, // 94: llmproxy.admin.v1.AdminService.ListProxies:output_type -> llmproxy.admin.v1.ListProxiesResponse
+	40, // 95: llmproxy.admin.v1.AdminService.ListRevisions:output_type -> llmproxy.admin.v1.ListRevisionsResponse
+	42, // 96: llmproxy.admin.v1.AdminService.GetRevision:output_type -> llmproxy.admin.v1.GetRevisionResponse
+	44, // 97: llmproxy.admin.v1.AdminService.DiffRevisions:output_type -> llmproxy.admin.v1.ConfigDiff
+	34, // 98: llmproxy.admin.v1.AdminService.RollbackRevision:output_type -> llmproxy.admin.v1.ApplyConfigResponse
+	71, // [71:99] is the sub-list for method output_type
+	43, // [43:71] is the sub-list for method input_type
+	43, // [43:43] is the sub-list for extension type_name
+	43, // [43:43] is the sub-list for extension extendee
+	0,  // [0:43] is the sub-list for field type_name
 }
 
 func init() { file_llmproxy_admin_v1_admin_proto_init() }
@@ -2336,13 +3863,15 @@ func file_llmproxy_admin_v1_admin_proto_init() {
 	file_llmproxy_admin_v1_admin_proto_msgTypes[28].OneofWrappers = []any{}
 	file_llmproxy_admin_v1_admin_proto_msgTypes[29].OneofWrappers = []any{}
 	file_llmproxy_admin_v1_admin_proto_msgTypes[33].OneofWrappers = []any{}
+	file_llmproxy_admin_v1_admin_proto_msgTypes[43].OneofWrappers = []any{}
+	file_llmproxy_admin_v1_admin_proto_msgTypes[47].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_llmproxy_admin_v1_admin_proto_rawDesc), len(file_llmproxy_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   38,
+			NumMessages:   50,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

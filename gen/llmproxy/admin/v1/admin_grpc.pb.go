@@ -47,6 +47,10 @@ const (
 	AdminService_GetConfig_FullMethodName           = "/llmproxy.admin.v1.AdminService/GetConfig"
 	AdminService_ApplyConfig_FullMethodName         = "/llmproxy.admin.v1.AdminService/ApplyConfig"
 	AdminService_ListProxies_FullMethodName         = "/llmproxy.admin.v1.AdminService/ListProxies"
+	AdminService_ListRevisions_FullMethodName       = "/llmproxy.admin.v1.AdminService/ListRevisions"
+	AdminService_GetRevision_FullMethodName         = "/llmproxy.admin.v1.AdminService/GetRevision"
+	AdminService_DiffRevisions_FullMethodName       = "/llmproxy.admin.v1.AdminService/DiffRevisions"
+	AdminService_RollbackRevision_FullMethodName    = "/llmproxy.admin.v1.AdminService/RollbackRevision"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -88,6 +92,14 @@ type AdminServiceClient interface {
 	ApplyConfig(ctx context.Context, in *ApplyConfigRequest, opts ...grpc.CallOption) (*ApplyConfigResponse, error)
 	// ListProxies reports the fleet: every proxy that has connected to this control plane.
 	ListProxies(ctx context.Context, in *ListProxiesRequest, opts ...grpc.CallOption) (*ListProxiesResponse, error)
+	// ListRevisions pages through the kept revisions, newest first.
+	ListRevisions(ctx context.Context, in *ListRevisionsRequest, opts ...grpc.CallOption) (*ListRevisionsResponse, error)
+	// GetRevision returns one kept revision and its whole config, secrets redacted.
+	GetRevision(ctx context.Context, in *GetRevisionRequest, opts ...grpc.CallOption) (*GetRevisionResponse, error)
+	// DiffRevisions compares two kept revisions resource by resource.
+	DiffRevisions(ctx context.Context, in *DiffRevisionsRequest, opts ...grpc.CallOption) (*ConfigDiff, error)
+	// RollbackRevision applies a kept revision's config, secrets included, as a new revision.
+	RollbackRevision(ctx context.Context, in *RollbackRevisionRequest, opts ...grpc.CallOption) (*ApplyConfigResponse, error)
 }
 
 type adminServiceClient struct {
@@ -338,6 +350,46 @@ func (c *adminServiceClient) ListProxies(ctx context.Context, in *ListProxiesReq
 	return out, nil
 }
 
+func (c *adminServiceClient) ListRevisions(ctx context.Context, in *ListRevisionsRequest, opts ...grpc.CallOption) (*ListRevisionsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListRevisionsResponse)
+	err := c.cc.Invoke(ctx, AdminService_ListRevisions_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) GetRevision(ctx context.Context, in *GetRevisionRequest, opts ...grpc.CallOption) (*GetRevisionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetRevisionResponse)
+	err := c.cc.Invoke(ctx, AdminService_GetRevision_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) DiffRevisions(ctx context.Context, in *DiffRevisionsRequest, opts ...grpc.CallOption) (*ConfigDiff, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ConfigDiff)
+	err := c.cc.Invoke(ctx, AdminService_DiffRevisions_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) RollbackRevision(ctx context.Context, in *RollbackRevisionRequest, opts ...grpc.CallOption) (*ApplyConfigResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ApplyConfigResponse)
+	err := c.cc.Invoke(ctx, AdminService_RollbackRevision_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -377,6 +429,14 @@ type AdminServiceServer interface {
 	ApplyConfig(context.Context, *ApplyConfigRequest) (*ApplyConfigResponse, error)
 	// ListProxies reports the fleet: every proxy that has connected to this control plane.
 	ListProxies(context.Context, *ListProxiesRequest) (*ListProxiesResponse, error)
+	// ListRevisions pages through the kept revisions, newest first.
+	ListRevisions(context.Context, *ListRevisionsRequest) (*ListRevisionsResponse, error)
+	// GetRevision returns one kept revision and its whole config, secrets redacted.
+	GetRevision(context.Context, *GetRevisionRequest) (*GetRevisionResponse, error)
+	// DiffRevisions compares two kept revisions resource by resource.
+	DiffRevisions(context.Context, *DiffRevisionsRequest) (*ConfigDiff, error)
+	// RollbackRevision applies a kept revision's config, secrets included, as a new revision.
+	RollbackRevision(context.Context, *RollbackRevisionRequest) (*ApplyConfigResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -458,6 +518,18 @@ func (UnimplementedAdminServiceServer) ApplyConfig(context.Context, *ApplyConfig
 }
 func (UnimplementedAdminServiceServer) ListProxies(context.Context, *ListProxiesRequest) (*ListProxiesResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListProxies not implemented")
+}
+func (UnimplementedAdminServiceServer) ListRevisions(context.Context, *ListRevisionsRequest) (*ListRevisionsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListRevisions not implemented")
+}
+func (UnimplementedAdminServiceServer) GetRevision(context.Context, *GetRevisionRequest) (*GetRevisionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetRevision not implemented")
+}
+func (UnimplementedAdminServiceServer) DiffRevisions(context.Context, *DiffRevisionsRequest) (*ConfigDiff, error) {
+	return nil, status.Error(codes.Unimplemented, "method DiffRevisions not implemented")
+}
+func (UnimplementedAdminServiceServer) RollbackRevision(context.Context, *RollbackRevisionRequest) (*ApplyConfigResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RollbackRevision not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -912,6 +984,78 @@ func _AdminService_ListProxies_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_ListRevisions_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListRevisionsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ListRevisions(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ListRevisions_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ListRevisions(ctx, req.(*ListRevisionsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_GetRevision_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetRevisionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).GetRevision(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_GetRevision_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).GetRevision(ctx, req.(*GetRevisionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_DiffRevisions_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DiffRevisionsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).DiffRevisions(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_DiffRevisions_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).DiffRevisions(ctx, req.(*DiffRevisionsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_RollbackRevision_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RollbackRevisionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).RollbackRevision(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_RollbackRevision_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).RollbackRevision(ctx, req.(*RollbackRevisionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1014,6 +1158,22 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListProxies",
 			Handler:    _AdminService_ListProxies_Handler,
+		},
+		{
+			MethodName: "ListRevisions",
+			Handler:    _AdminService_ListRevisions_Handler,
+		},
+		{
+			MethodName: "GetRevision",
+			Handler:    _AdminService_GetRevision_Handler,
+		},
+		{
+			MethodName: "DiffRevisions",
+			Handler:    _AdminService_DiffRevisions_Handler,
+		},
+		{
+			MethodName: "RollbackRevision",
+			Handler:    _AdminService_RollbackRevision_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
