@@ -45,6 +45,9 @@ type fakeFleet []*adminv1.ProxyStatus
 
 func (f fakeFleet) Proxies() []*adminv1.ProxyStatus { return f }
 
+// Changed never fires: a fake fleet does not change.
+func (f fakeFleet) Changed() <-chan struct{} { return nil }
+
 func newEnv(t *testing.T, token string, fleet admin.Fleet) *env {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -108,7 +111,7 @@ func (e *env) ctx(t *testing.T) context.Context {
 // seed stores cfg directly, bypassing the service.
 func (e *env) seed(t *testing.T, cfg *configv1.Config) uint64 {
 	t.Helper()
-	rev, err := e.store.Update(context.Background(), nil, func(uint64, *configv1.Config) (*configv1.Config, error) {
+	rev, err := e.store.Update(context.Background(), nil, store.Change{Operation: "Seed"}, func(uint64, *configv1.Config) (*configv1.Config, error) {
 		return proto.Clone(cfg).(*configv1.Config), nil
 	})
 	if err != nil {
@@ -663,7 +666,8 @@ func TestREST(t *testing.T) {
 		{name: "delete", method: "DELETE", path: "/upstreams/c?expected_revision=2", token: token, want: 204, revision: "3"},
 		{name: "patch members", method: "PATCH", path: "/upstream-groups/g1", body: `{"upstreams":[{"name":"a","weight":2},{"name":"b"}]}`, token: token, want: 200, bodyHas: []string{`"weight":2`, `"name":"b"`}, revision: "4"},
 		{name: "route by id", method: "GET", path: "/forwards/f/routes/" + admin.RouteID("/v1/chat/completions"), token: token, want: 200, bodyHas: []string{`"target_group":"g1"`}},
-		{name: "config dry run", method: "PUT", path: "/config?dry_run=true", body: `{"upstreams":[{"name":"x","url":"https://x"}]}`, token: token, want: 200, bodyHas: []string{`"revision":"4"`, `"dry_run":true`}},
+		{name: "config dry run guarded", method: "PUT", path: "/config?dry_run=true", body: `{"upstreams":[{"name":"x","url":"https://x"}]}`, token: token, want: 409, bodyHas: []string{`would delete 1 of 1 forwards (\"f\")`, `2 of 2 upstreams (\"a\", \"b\")`, `force=true`}},
+		{name: "config dry run forced", method: "PUT", path: "/config?dry_run=true&force=true", body: `{"upstreams":[{"name":"x","url":"https://x"}]}`, token: token, want: 200, bodyHas: []string{`"revision":"4"`, `"dry_run":true`, `"action":"removed"`}},
 		{name: "config dry run invalid", method: "PUT", path: "/config?dry_run=true", body: `{"upstream_groups":[{"name":"g","upstreams":[{"name":"ghost"}]}]}`, token: token, want: 400, bodyHas: []string{`upstream_groups[0].upstreams[0].name`}},
 		{name: "get config", method: "GET", path: "/config", token: token, want: 200, bodyHas: []string{`"http_server"`, `"upstream_groups"`}, bodyLacks: []string{"sk-a-secret", `"revision"`}, revision: "4"},
 		{name: "unknown path", method: "GET", path: "/nothing", token: token, want: 404, bodyHas: []string{`"error"`}},

@@ -21,7 +21,8 @@ import (
 //	dangling reference, deletion of a used one  FAILED_PRECONDITION (the message names the users)
 //	stale expected_revision (store.ErrConflict) ABORTED
 //	bad field, path/body name mismatch          INVALID_ARGUMENT (the message names the field)
-//	missing resource                            NOT_FOUND
+//	missing resource, revision not kept          NOT_FOUND
+//	ApplyConfig deleting over half of a kind     FAILED_PRECONDITION (unless force)
 //
 // ApplyConfig is the exception: the whole config is the request, so any fault in it, a
 // duplicate or a dangling reference included, is INVALID_ARGUMENT.
@@ -38,6 +39,8 @@ func (s *Server) toStatus(ctx context.Context, op string, err error) error {
 	switch {
 	case errors.Is(err, store.ErrConflict):
 		return status.Error(codes.Aborted, err.Error())
+	case errors.Is(err, store.ErrNotFound):
+		return status.Error(codes.NotFound, err.Error())
 	case errors.Is(err, context.Canceled):
 		return status.Error(codes.Canceled, err.Error())
 	case errors.Is(err, context.DeadlineExceeded):

@@ -48,7 +48,9 @@ type HTTPOptions struct {
 
 // NewHTTPHandler returns the control plane's HTTP handler:
 //
-//	/api/v1/...            REST façade (grpc-gateway), calling the gRPC server at GRPCAddr
+//	/api/v1/...            REST façade (grpc-gateway), calling the gRPC server at GRPCAddr;
+//	                       bodies over MaxMessageBytes answer 413, query parameters the
+//	                       OpenAPI document does not list answer 400 (see restChecks)
 //	/api/v1/openapi.json   the OpenAPI document
 //	/health                200 when the store answers, 503 otherwise
 //	/metrics               Prometheus metrics of Registry
@@ -69,6 +71,10 @@ func NewHTTPHandler(ctx context.Context, o HTTPOptions) (http.Handler, error) {
 			UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
 		}),
 		runtime.WithErrorHandler(func(ctx context.Context, _ *runtime.ServeMux, _ runtime.Marshaler, w http.ResponseWriter, r *http.Request, err error) {
+			if bodyTooLarge(r) {
+				writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body larger than %d bytes", MaxMessageBytes), "resource_exhausted", nil, log)
+				return
+			}
 			writeStatusError(w, status.Convert(err), log)
 		}),
 		runtime.WithRoutingErrorHandler(func(ctx context.Context, _ *runtime.ServeMux, _ runtime.Marshaler, w http.ResponseWriter, r *http.Request, httpStatus int) {
@@ -100,7 +106,11 @@ func NewHTTPHandler(ctx context.Context, o HTTPOptions) (http.Handler, error) {
 	if o.Registry != nil {
 		mux.Handle("GET /metrics", promhttp.HandlerFor(o.Registry, promhttp.HandlerOpts{Registry: o.Registry}))
 	}
-	mux.Handle("/", http.MaxBytesHandler(gw, MaxMessageBytes))
+	checked, err := newRESTChecks(gw, MaxMessageBytes, openapi.Swagger, log)
+	if err != nil {
+		return nil, fmt.Errorf("new http handler: %w", err)
+	}
+	mux.Handle("/", checked)
 	return mux, nil
 }
 
@@ -262,6 +272,8 @@ func errorType(httpStatus int) string {
 		return "invalid_request_error"
 	case http.StatusConflict:
 		return "conflict_error"
+	case http.StatusRequestEntityTooLarge:
+		return "invalid_request_error"
 	case http.StatusServiceUnavailable, http.StatusGatewayTimeout:
 		return "unavailable_error"
 	default:

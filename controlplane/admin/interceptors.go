@@ -27,7 +27,8 @@ func IsAdminMethod(fullMethod string) bool { return strings.HasPrefix(fullMethod
 // AdminService call to carry the metadata `authorization: Bearer <token>` and fails it with
 // UNAUTHENTICATED otherwise. Other services (health, reflection, ADS) pass through. The
 // comparison takes constant time; the token is never logged. An empty token disables the
-// check.
+// check. An authenticated call is recorded in the revision history as made by "admin" (the
+// one token's name until there are several).
 func AuthInterceptor(token string) grpc.UnaryServerInterceptor {
 	want := []byte(token)
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
@@ -37,7 +38,7 @@ func AuthInterceptor(token string) grpc.UnaryServerInterceptor {
 		if !bearerMatches(ctx, want) {
 			return nil, status.Error(codes.Unauthenticated, "missing or invalid bearer token: send authorization: Bearer <LLMPROXY_ADMIN_AUTH_TOKEN>")
 		}
-		return handler(ctx, req)
+		return handler(withActor(ctx, "admin"), req)
 	}
 }
 

@@ -22,7 +22,8 @@ type resource interface {
 // kind describes one named resource list of the config, so that its list, get, create,
 // update and delete calls are written once. Its zero value is not usable.
 type kind[T resource] struct {
-	name  string // in messages and op names, e.g. "upstream group"
+	name  string // in messages, e.g. "upstream group"
+	rpc   string // in RPC names, e.g. "UpstreamGroup" (CreateUpstreamGroup…)
 	field string // the request field holding one, e.g. "upstream_group"
 	path  string // the config path of the list, e.g. "upstream_groups"
 	items func(c *configv1.Config) []T
@@ -36,21 +37,21 @@ type kind[T resource] struct {
 
 var (
 	upstreams = kind[*configv1.Upstream]{
-		name: ResourceUpstream, field: "upstream", path: "upstreams",
+		name: ResourceUpstream, rpc: "Upstream", field: "upstream", path: "upstreams",
 		items:    (*configv1.Config).GetUpstreams,
 		setItems: func(c *configv1.Config, us []*configv1.Upstream) { c.Upstreams = us },
 		redact:   redact.Upstream,
 		users:    upstreamUsers,
 	}
 	upstreamGroups = kind[*configv1.UpstreamGroup]{
-		name: ResourceUpstreamGroup, field: "upstream_group", path: "upstream_groups",
+		name: ResourceUpstreamGroup, rpc: "UpstreamGroup", field: "upstream_group", path: "upstream_groups",
 		items:    (*configv1.Config).GetUpstreamGroups,
 		setItems: func(c *configv1.Config, gs []*configv1.UpstreamGroup) { c.UpstreamGroups = gs },
 		redact:   redact.UpstreamGroup,
 		users:    groupUsers,
 	}
 	forwards = kind[*configv1.Forward]{
-		name: ResourceForward, field: "forward", path: "http_server.forwards",
+		name: ResourceForward, rpc: "Forward", field: "forward", path: "http_server.forwards",
 		items: func(c *configv1.Config) []*configv1.Forward { return c.GetHttpServer().GetForwards() },
 		setItems: func(c *configv1.Config, fs []*configv1.Forward) {
 			if c.HttpServer == nil {
@@ -109,14 +110,18 @@ func (k kind[T]) get(ctx context.Context, s *Server, name string) (T, error) {
 	return k.items(cfg)[i], nil
 }
 
-// create appends in, whose name must be new, and returns the new revision and the stored
-// item, secrets redacted.
-func (k kind[T]) create(ctx context.Context, s *Server, in T, expected *uint64) (uint64, T, error) {
+// create appends in, whose name must be new, and returns the write's result and the
+// stored item, secrets redacted.
+func (k kind[T]) create(ctx context.Context, s *Server, in T, req writeRequest) (result, T, error) {
 	var zero T
 	if !in.ProtoReflect().IsValid() {
-		return 0, zero, invalidField(k.field, "required")
+		return result{}, zero, invalidField(k.field, "required")
 	}
-	rev, next, err := s.commit(ctx, "create "+k.name, expected, func(next *configv1.Config) (pathRewrite, error) {
+	w, err := newWrite("Create"+k.rpc, req)
+	if err != nil {
+		return result{}, zero, err
+	}
+	r, err := s.commit(ctx, w, func(next *configv1.Config) (pathRewrite, error) {
 		if in.GetName() != "" && k.find(next, in.GetName()) >= 0 {
 			return pathRewrite{}, status.Errorf(codes.AlreadyExists, "%s %q already exists", k.name, in.GetName())
 		}
@@ -125,24 +130,28 @@ func (k kind[T]) create(ctx context.Context, s *Server, in T, expected *uint64) 
 		return k.at(len(items) - 1), nil
 	})
 	if err != nil {
-		return 0, zero, err
+		return result{}, zero, err
 	}
-	setHeaders(ctx, rev, 201)
-	return rev, k.stored(next, in.GetName()), nil
+	setHeaders(ctx, r.rev, r.httpCode(201))
+	return r, k.stored(r.stored, in.GetName()), nil
 }
 
 // update replaces the item called name whole with in, whose name must be empty or name.
-func (k kind[T]) update(ctx context.Context, s *Server, name string, in T, expected *uint64) (uint64, T, error) {
+func (k kind[T]) update(ctx context.Context, s *Server, name string, in T, req writeRequest) (result, T, error) {
 	var zero T
 	if !in.ProtoReflect().IsValid() {
-		return 0, zero, invalidField(k.field, "required")
+		return result{}, zero, invalidField(k.field, "required")
 	}
 	if err := matchName(k.field+".name", in.GetName(), name); err != nil {
-		return 0, zero, err
+		return result{}, zero, err
+	}
+	w, err := newWrite("Update"+k.rpc, req)
+	if err != nil {
+		return result{}, zero, err
 	}
 	in = proto.Clone(in).(T)
 	setName(in, name)
-	rev, next, err := s.commit(ctx, "update "+k.name, expected, func(next *configv1.Config) (pathRewrite, error) {
+	r, err := s.commit(ctx, w, func(next *configv1.Config) (pathRewrite, error) {
 		i := k.find(next, name)
 		if i < 0 {
 			return pathRewrite{}, notFound(k.name, name)
@@ -151,15 +160,19 @@ func (k kind[T]) update(ctx context.Context, s *Server, name string, in T, expec
 		return k.at(i), nil
 	})
 	if err != nil {
-		return 0, zero, err
+		return result{}, zero, err
 	}
-	setHeaders(ctx, rev, 0)
-	return rev, k.stored(next, name), nil
+	setHeaders(ctx, r.rev, 0)
+	return r, k.stored(r.stored, name), nil
 }
 
 // delete removes the item called name, refusing when something uses it.
-func (k kind[T]) delete(ctx context.Context, s *Server, name string, expected *uint64) (uint64, error) {
-	rev, _, err := s.commit(ctx, "delete "+k.name, expected, func(next *configv1.Config) (pathRewrite, error) {
+func (k kind[T]) delete(ctx context.Context, s *Server, name string, req writeRequest) (result, error) {
+	w, err := newWrite("Delete"+k.rpc, req)
+	if err != nil {
+		return result{}, err
+	}
+	r, err := s.commit(ctx, w, func(next *configv1.Config) (pathRewrite, error) {
 		i := k.find(next, name)
 		if i < 0 {
 			return pathRewrite{}, notFound(k.name, name)
@@ -174,10 +187,10 @@ func (k kind[T]) delete(ctx context.Context, s *Server, name string, expected *u
 		return pathRewrite{}, nil
 	})
 	if err != nil {
-		return 0, err
+		return result{}, err
 	}
-	setHeaders(ctx, rev, 204)
-	return rev, nil
+	setHeaders(ctx, r.rev, r.httpCode(204))
+	return r, nil
 }
 
 // setName sets the name field of m.

@@ -8,6 +8,14 @@
 // resulting config, with defaults applied to a scratch copy, must pass validate.Validate. The
 // config is stored as written (without defaults), so exports stay compact. Reads redact
 // secrets (see package redact).
+//
+// Every write also takes a change message and the actor (kept in the revision history),
+// dry_run (the same checks, nothing stored, the answer says what would be), and wait (the
+// answer comes once every connected proxy applied the new revision or refused it, or at
+// the deadline); every write answers the structured diff it made. ApplyConfig refuses to
+// delete more than half of the forwards, routes or upstreams at once unless forced. The
+// history is read with ListRevisions, GetRevision and DiffRevisions; RollbackRevision
+// applies a kept revision again.
 package admin
 
 import (
@@ -44,7 +52,11 @@ const (
 // Fleet reports the proxies connected to this control plane. Implementations must be safe
 // for concurrent use.
 type Fleet interface {
+	// Proxies returns the status of every known proxy.
 	Proxies() []*adminv1.ProxyStatus
+	// Changed returns a channel closed at the next change of any proxy's status; writes
+	// that wait for the fleet take it before reading Proxies, then wait on it.
+	Changed() <-chan struct{}
 }
 
 // Server implements adminv1.AdminServiceServer over a Store. It keeps no state of its own
@@ -59,8 +71,8 @@ type Server struct {
 
 var _ adminv1.AdminServiceServer = (*Server)(nil)
 
-// New returns a Server over st. A nil fleet makes ListProxies report no proxies; a nil
-// logger discards logs.
+// New returns a Server over st. A nil fleet makes ListProxies report no proxies (and a
+// write that waits for the fleet answer at once); a nil logger discards logs.
 func New(st store.Store, fleet Fleet, logger *slog.Logger) *Server {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
@@ -112,26 +124,6 @@ func prepare(cur *configv1.Config, wholeConfig bool, ch change) (*configv1.Confi
 	return next, nil
 }
 
-// commit runs ch inside a store update and returns the new revision and the stored config
-// (secrets in clear; callers redact what they return).
-func (s *Server) commit(ctx context.Context, op string, expected *uint64, ch change) (uint64, *configv1.Config, error) {
-	var stored *configv1.Config
-	var prevRev uint64
-	rev, err := s.store.Update(ctx, expected, func(cur uint64, cfg *configv1.Config) (*configv1.Config, error) {
-		next, err := prepare(cfg, false, ch)
-		if err != nil {
-			return nil, err
-		}
-		stored, prevRev = next, cur
-		return next, nil
-	})
-	if err != nil {
-		return 0, nil, s.toStatus(ctx, op, err)
-	}
-	s.logCommit(ctx, op, prevRev, rev)
-	return rev, stored, nil
-}
-
 // logCommit logs a committed change at info, a write that changed nothing at debug.
 func (s *Server) logCommit(ctx context.Context, op string, prev, rev uint64) {
 	if rev == prev {
@@ -159,25 +151,25 @@ func (s *Server) GetUpstream(ctx context.Context, req *adminv1.GetUpstreamReques
 
 // CreateUpstream adds an upstream; its name must be new.
 func (s *Server) CreateUpstream(ctx context.Context, req *adminv1.CreateUpstreamRequest) (*adminv1.UpstreamResponse, error) {
-	rev, u, err := upstreams.create(ctx, s, req.GetUpstream(), req.ExpectedRevision)
+	r, u, err := upstreams.create(ctx, s, req.GetUpstream(), req)
 	if err != nil {
 		return nil, err
 	}
-	return &adminv1.UpstreamResponse{Upstream: u, Revision: rev}, nil
+	return &adminv1.UpstreamResponse{Upstream: u, Revision: r.rev, DryRun: r.dryRun, Diff: r.diff, Fleet: r.fleet}, nil
 }
 
 // UpdateUpstream replaces an existing upstream whole.
 func (s *Server) UpdateUpstream(ctx context.Context, req *adminv1.UpdateUpstreamRequest) (*adminv1.UpstreamResponse, error) {
-	rev, u, err := upstreams.update(ctx, s, req.GetName(), req.GetUpstream(), req.ExpectedRevision)
+	r, u, err := upstreams.update(ctx, s, req.GetName(), req.GetUpstream(), req)
 	if err != nil {
 		return nil, err
 	}
-	return &adminv1.UpstreamResponse{Upstream: u, Revision: rev}, nil
+	return &adminv1.UpstreamResponse{Upstream: u, Revision: r.rev, DryRun: r.dryRun, Diff: r.diff, Fleet: r.fleet}, nil
 }
 
 // DeleteUpstream removes an upstream that no group uses.
 func (s *Server) DeleteUpstream(ctx context.Context, req *adminv1.DeleteUpstreamRequest) (*adminv1.DeleteResponse, error) {
-	return deleted(upstreams.delete(ctx, s, req.GetName(), req.ExpectedRevision))
+	return deleted(upstreams.delete(ctx, s, req.GetName(), req))
 }
 
 // ---- upstream groups ----
@@ -198,20 +190,20 @@ func (s *Server) GetUpstreamGroup(ctx context.Context, req *adminv1.GetUpstreamG
 
 // CreateUpstreamGroup adds a group; its name must be new and its members must exist.
 func (s *Server) CreateUpstreamGroup(ctx context.Context, req *adminv1.CreateUpstreamGroupRequest) (*adminv1.UpstreamGroupResponse, error) {
-	rev, g, err := upstreamGroups.create(ctx, s, req.GetUpstreamGroup(), req.ExpectedRevision)
+	r, g, err := upstreamGroups.create(ctx, s, req.GetUpstreamGroup(), req)
 	if err != nil {
 		return nil, err
 	}
-	return &adminv1.UpstreamGroupResponse{UpstreamGroup: g, Revision: rev}, nil
+	return &adminv1.UpstreamGroupResponse{UpstreamGroup: g, Revision: r.rev, DryRun: r.dryRun, Diff: r.diff, Fleet: r.fleet}, nil
 }
 
 // UpdateUpstreamGroup replaces an existing group whole.
 func (s *Server) UpdateUpstreamGroup(ctx context.Context, req *adminv1.UpdateUpstreamGroupRequest) (*adminv1.UpstreamGroupResponse, error) {
-	rev, g, err := upstreamGroups.update(ctx, s, req.GetName(), req.GetUpstreamGroup(), req.ExpectedRevision)
+	r, g, err := upstreamGroups.update(ctx, s, req.GetName(), req.GetUpstreamGroup(), req)
 	if err != nil {
 		return nil, err
 	}
-	return &adminv1.UpstreamGroupResponse{UpstreamGroup: g, Revision: rev}, nil
+	return &adminv1.UpstreamGroupResponse{UpstreamGroup: g, Revision: r.rev, DryRun: r.dryRun, Diff: r.diff, Fleet: r.fleet}, nil
 }
 
 // PatchUpstreamGroup replaces a group's member list atomically, keeping its other settings.
@@ -221,7 +213,11 @@ func (s *Server) PatchUpstreamGroup(ctx context.Context, req *adminv1.PatchUpstr
 	for i, m := range req.GetUpstreams() {
 		members[i] = proto.Clone(m).(*configv1.UpstreamRef)
 	}
-	rev, next, err := s.commit(ctx, "patch upstream group", req.ExpectedRevision, func(next *configv1.Config) (pathRewrite, error) {
+	w, err := newWrite("PatchUpstreamGroup", req)
+	if err != nil {
+		return nil, err
+	}
+	r, err := s.commit(ctx, w, func(next *configv1.Config) (pathRewrite, error) {
 		i := upstreamGroups.find(next, name)
 		if i < 0 {
 			return pathRewrite{}, notFound("upstream group", name)
@@ -232,13 +228,14 @@ func (s *Server) PatchUpstreamGroup(ctx context.Context, req *adminv1.PatchUpstr
 	if err != nil {
 		return nil, err
 	}
-	setHeaders(ctx, rev, 0)
-	return &adminv1.UpstreamGroupResponse{UpstreamGroup: upstreamGroups.stored(next, name), Revision: rev}, nil
+	setHeaders(ctx, r.rev, 0)
+	return &adminv1.UpstreamGroupResponse{UpstreamGroup: upstreamGroups.stored(r.stored, name), Revision: r.rev,
+		DryRun: r.dryRun, Diff: r.diff, Fleet: r.fleet}, nil
 }
 
 // DeleteUpstreamGroup removes a group that no forward or route uses.
 func (s *Server) DeleteUpstreamGroup(ctx context.Context, req *adminv1.DeleteUpstreamGroupRequest) (*adminv1.DeleteResponse, error) {
-	return deleted(upstreamGroups.delete(ctx, s, req.GetName(), req.ExpectedRevision))
+	return deleted(upstreamGroups.delete(ctx, s, req.GetName(), req))
 }
 
 // ---- forwards ----
@@ -259,25 +256,25 @@ func (s *Server) GetForward(ctx context.Context, req *adminv1.GetForwardRequest)
 
 // CreateForward adds a forward; its name must be new and its groups must exist.
 func (s *Server) CreateForward(ctx context.Context, req *adminv1.CreateForwardRequest) (*adminv1.ForwardResponse, error) {
-	rev, f, err := forwards.create(ctx, s, req.GetForward(), req.ExpectedRevision)
+	r, f, err := forwards.create(ctx, s, req.GetForward(), req)
 	if err != nil {
 		return nil, err
 	}
-	return &adminv1.ForwardResponse{Forward: f, Revision: rev}, nil
+	return &adminv1.ForwardResponse{Forward: f, Revision: r.rev, DryRun: r.dryRun, Diff: r.diff, Fleet: r.fleet}, nil
 }
 
 // UpdateForward replaces an existing forward whole, routes included.
 func (s *Server) UpdateForward(ctx context.Context, req *adminv1.UpdateForwardRequest) (*adminv1.ForwardResponse, error) {
-	rev, f, err := forwards.update(ctx, s, req.GetName(), req.GetForward(), req.ExpectedRevision)
+	r, f, err := forwards.update(ctx, s, req.GetName(), req.GetForward(), req)
 	if err != nil {
 		return nil, err
 	}
-	return &adminv1.ForwardResponse{Forward: f, Revision: rev}, nil
+	return &adminv1.ForwardResponse{Forward: f, Revision: r.rev, DryRun: r.dryRun, Diff: r.diff, Fleet: r.fleet}, nil
 }
 
 // DeleteForward removes a forward and its routes.
 func (s *Server) DeleteForward(ctx context.Context, req *adminv1.DeleteForwardRequest) (*adminv1.DeleteResponse, error) {
-	return deleted(forwards.delete(ctx, s, req.GetName(), req.ExpectedRevision))
+	return deleted(forwards.delete(ctx, s, req.GetName(), req))
 }
 
 // ---- routes ----
@@ -364,7 +361,11 @@ func (s *Server) CreateRoute(ctx context.Context, req *adminv1.CreateRouteReques
 		return nil, invalidField("route", "required")
 	}
 	r = proto.Clone(r).(*configv1.Route)
-	rev, _, err := s.commit(ctx, "create route", req.ExpectedRevision, func(next *configv1.Config) (pathRewrite, error) {
+	w, err := newWrite("CreateRoute", req)
+	if err != nil {
+		return nil, err
+	}
+	res, err := s.commit(ctx, w, func(next *configv1.Config) (pathRewrite, error) {
 		i := forwards.find(next, name)
 		if i < 0 {
 			return pathRewrite{}, notFound("forward", name)
@@ -379,8 +380,9 @@ func (s *Server) CreateRoute(ctx context.Context, req *adminv1.CreateRouteReques
 	if err != nil {
 		return nil, err
 	}
-	setHeaders(ctx, rev, 201)
-	return &adminv1.RouteResponse{Id: RouteID(r.GetPath()), Route: r, Revision: rev}, nil
+	setHeaders(ctx, res.rev, res.httpCode(201))
+	return &adminv1.RouteResponse{Id: RouteID(r.GetPath()), Route: r, Revision: res.rev,
+		DryRun: res.dryRun, Diff: res.diff, Fleet: res.fleet}, nil
 }
 
 // UpdateRoute replaces a route in place (keeping its position, which matters for priority
@@ -400,7 +402,11 @@ func (s *Server) UpdateRoute(ctx context.Context, req *adminv1.UpdateRouteReques
 	}
 	r = proto.Clone(r).(*configv1.Route)
 	r.Path = path
-	rev, _, err := s.commit(ctx, "update route", req.ExpectedRevision, func(next *configv1.Config) (pathRewrite, error) {
+	w, err := newWrite("UpdateRoute", req)
+	if err != nil {
+		return nil, err
+	}
+	res, err := s.commit(ctx, w, func(next *configv1.Config) (pathRewrite, error) {
 		i := forwards.find(next, name)
 		if i < 0 {
 			return pathRewrite{}, notFound("forward", name)
@@ -416,8 +422,9 @@ func (s *Server) UpdateRoute(ctx context.Context, req *adminv1.UpdateRouteReques
 	if err != nil {
 		return nil, err
 	}
-	setHeaders(ctx, rev, 0)
-	return &adminv1.RouteResponse{Id: RouteID(path), Route: r, Revision: rev}, nil
+	setHeaders(ctx, res.rev, 0)
+	return &adminv1.RouteResponse{Id: RouteID(path), Route: r, Revision: res.rev,
+		DryRun: res.dryRun, Diff: res.diff, Fleet: res.fleet}, nil
 }
 
 // DeleteRoute removes a route from a forward.
@@ -427,7 +434,11 @@ func (s *Server) DeleteRoute(ctx context.Context, req *adminv1.DeleteRouteReques
 	if err != nil {
 		return nil, err
 	}
-	rev, _, err := s.commit(ctx, "delete route", req.ExpectedRevision, func(next *configv1.Config) (pathRewrite, error) {
+	w, err := newWrite("DeleteRoute", req)
+	if err != nil {
+		return nil, err
+	}
+	r, err := s.commit(ctx, w, func(next *configv1.Config) (pathRewrite, error) {
 		i := forwards.find(next, name)
 		if i < 0 {
 			return pathRewrite{}, notFound("forward", name)
@@ -440,11 +451,10 @@ func (s *Server) DeleteRoute(ctx context.Context, req *adminv1.DeleteRouteReques
 		f.Routing = append(f.Routing[:j], f.Routing[j+1:]...)
 		return pathRewrite{}, nil
 	})
-	if err != nil {
-		return nil, err
+	if err == nil {
+		setHeaders(ctx, r.rev, r.httpCode(204))
 	}
-	setHeaders(ctx, rev, 204)
-	return &adminv1.DeleteResponse{Revision: rev}, nil
+	return deleted(r, err)
 }
 
 // ---- whole config ----
@@ -460,43 +470,30 @@ func (s *Server) GetConfig(ctx context.Context, _ *adminv1.GetConfigRequest) (*a
 }
 
 // ApplyConfig replaces the whole config atomically. Redaction markers keep the stored
-// secrets of same-named resources. With dry_run it validates against the current revision
-// and returns it, storing nothing.
+// secrets of same-named resources. Unless force is set, a config that deletes more than
+// half of the forwards, routes or upstreams at once is refused (FAILED_PRECONDITION naming
+// what would go). With dry_run it runs every check against the current revision and answers
+// the diff, storing nothing.
 func (s *Server) ApplyConfig(ctx context.Context, req *adminv1.ApplyConfigRequest) (*adminv1.ApplyConfigResponse, error) {
 	in := req.GetConfig()
 	if in == nil {
 		return nil, invalidField("config", "required")
 	}
-	replace := func(next *configv1.Config) (pathRewrite, error) {
+	w, err := newWrite("ApplyConfig", req)
+	if err != nil {
+		return nil, err
+	}
+	w.whole, w.guard = true, !req.GetForce()
+	r, err := s.commit(ctx, w, func(next *configv1.Config) (pathRewrite, error) {
 		proto.Reset(next)
 		proto.Merge(next, in)
 		return pathRewrite{}, nil
-	}
-	if req.GetDryRun() {
-		rev, cur, err := s.store.Load(ctx)
-		if err != nil {
-			return nil, s.toStatus(ctx, "apply config", err)
-		}
-		if req.ExpectedRevision != nil && *req.ExpectedRevision != rev {
-			return nil, status.Errorf(codes.Aborted, "apply config: expected revision %d, current is %d", *req.ExpectedRevision, rev)
-		}
-		if _, err := prepare(cur, true, replace); err != nil {
-			return nil, err
-		}
-		setHeaders(ctx, rev, 0)
-		return &adminv1.ApplyConfigResponse{Revision: rev, DryRun: true}, nil
-	}
-	var prevRev uint64
-	rev, err := s.store.Update(ctx, req.ExpectedRevision, func(cur uint64, cfg *configv1.Config) (*configv1.Config, error) {
-		prevRev = cur
-		return prepare(cfg, true, replace)
 	})
 	if err != nil {
-		return nil, s.toStatus(ctx, "apply config", err)
+		return nil, err
 	}
-	s.logCommit(ctx, "apply config", prevRev, rev)
-	setHeaders(ctx, rev, 0)
-	return &adminv1.ApplyConfigResponse{Revision: rev}, nil
+	setHeaders(ctx, r.rev, 0)
+	return &adminv1.ApplyConfigResponse{Revision: r.rev, DryRun: r.dryRun, Diff: r.diff, Fleet: r.fleet}, nil
 }
 
 // ListProxies reports the fleet and the revision the control plane serves.
@@ -578,10 +575,10 @@ func inUse(what string, users []user) error {
 	return withViolations(st, br).Err()
 }
 
-// deleted turns a delete's new revision into its response.
-func deleted(rev uint64, err error) (*adminv1.DeleteResponse, error) {
+// deleted turns a delete's result into its response.
+func deleted(r result, err error) (*adminv1.DeleteResponse, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &adminv1.DeleteResponse{Revision: rev}, nil
+	return &adminv1.DeleteResponse{Revision: r.rev, DryRun: r.dryRun, Diff: r.diff, Fleet: r.fleet}, nil
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -26,9 +27,10 @@ import (
 // reconnect delays a Watch by at most the poll interval.
 type postgresStore struct {
 	changes
-	pool   *pgxpool.Pool
-	dsn    string // only for redacting errors
-	logger *slog.Logger
+	pool    *pgxpool.Pool
+	dsn     string // only for redacting errors
+	logger  *slog.Logger
+	history int // revisions kept
 
 	closeOnce sync.Once
 }
@@ -46,29 +48,19 @@ const schemaLockKey int64 = 0x6c6c6d70726f7879
 // maxUpdateAttempts bounds retries of serialization failures and deadlocks.
 const maxUpdateAttempts = 8
 
-var postgresSchema = []string{
-	`CREATE TABLE IF NOT EXISTS config_head (
-		id smallint PRIMARY KEY CHECK (id = 1),
-		revision bigint NOT NULL
-	)`,
-	`INSERT INTO config_head (id, revision) VALUES (1, 0) ON CONFLICT (id) DO NOTHING`,
-	`CREATE TABLE IF NOT EXISTS config_revisions (
-		revision bigint PRIMARY KEY,
-		body text NOT NULL,
-		created_at timestamptz NOT NULL DEFAULT now()
-	)`,
-}
-
 const (
 	postgresLockHead = `SELECT revision FROM config_head WHERE id = 1 FOR UPDATE`
 	postgresBody     = `SELECT body FROM config_revisions WHERE revision = $1`
 	postgresNotify   = `SELECT pg_notify($1, $2)`
 )
 
-var postgresWrites = revisionWrites{
-	insert: `INSERT INTO config_revisions (revision, body) VALUES ($1, $2)`,
+var postgresQueries = queries{
+	insert: `INSERT INTO config_revisions (revision, body, operation, resources, message, actor) VALUES ($1, $2, $3, $4, $5, $6)`,
 	bump:   `UPDATE config_head SET revision = $1 WHERE id = 1`,
 	prune:  `DELETE FROM config_revisions WHERE revision <= $1`,
+	history: `SELECT ` + historyColumns + ` FROM config_revisions
+		WHERE revision < $1 ORDER BY revision DESC LIMIT $2`,
+	revision: `SELECT ` + historyColumns + `, body FROM config_revisions WHERE revision = $1`,
 }
 
 func openPostgres(ctx context.Context, dsn string, logger *slog.Logger, opts options) (Store, error) {
@@ -80,7 +72,7 @@ func openPostgres(ctx context.Context, dsn string, logger *slog.Logger, opts opt
 	if err != nil {
 		return nil, redact(fmt.Errorf("open store: connect to postgres: %w", err), dsn)
 	}
-	s := &postgresStore{pool: pool, dsn: dsn, logger: logger}
+	s := &postgresStore{pool: pool, dsn: dsn, logger: logger, history: opts.history}
 	if err := pool.Ping(ctx); err != nil {
 		pool.Close()
 		return nil, redact(fmt.Errorf("open store: connect to postgres: %w", err), dsn)
@@ -101,27 +93,67 @@ func openPostgres(ctx context.Context, dsn string, logger *slog.Logger, opts opt
 	return s, nil
 }
 
-// initSchema creates the tables under a transaction-scoped advisory lock:
-// concurrent CREATE TABLE IF NOT EXISTS can otherwise fail with a unique
-// violation on the catalog.
+// initSchema migrates and checks the schema under a transaction-scoped
+// advisory lock, so processes opening the same database at once serialize
+// (concurrent DDL could otherwise fail on the catalog).
 func (s *postgresStore) initSchema(ctx context.Context) error {
 	tx, err := s.pool.Begin(ctx)
 	if err != nil {
-		return fmt.Errorf("create schema: %w", err)
+		return fmt.Errorf("migrate schema: %w", err)
 	}
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
 	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, schemaLockKey); err != nil {
-		return fmt.Errorf("create schema: lock: %w", err)
+		return fmt.Errorf("migrate schema: lock: %w", err)
 	}
-	for _, q := range postgresSchema {
-		if _, err := tx.Exec(ctx, q); err != nil {
-			return fmt.Errorf("create schema: %w", err)
-		}
+	m, err := migrate(ctx, postgresSchemaConn{tx})
+	if err != nil {
+		return err
 	}
 	if err := tx.Commit(ctx); err != nil {
-		return fmt.Errorf("create schema: %w", err)
+		return fmt.Errorf("migrate schema: commit: %w", err)
 	}
+	logMigrated(s.logger, "postgres", m)
 	return nil
+}
+
+// postgresSchemaConn is a schemaConn over a PostgreSQL transaction; it
+// numbers the ? placeholders of the shared queries.
+type postgresSchemaConn struct{ tx pgx.Tx }
+
+func (postgresSchemaConn) backend() string { return "postgres" }
+
+func (c postgresSchemaConn) exec(ctx context.Context, q string, args ...any) error {
+	_, err := c.tx.Exec(ctx, numberPlaceholders(q), args...)
+	return err
+}
+
+func (c postgresSchemaConn) queryRow(ctx context.Context, q string, args ...any) rowScanner {
+	return c.tx.QueryRow(ctx, numberPlaceholders(q), args...)
+}
+
+// tableExists looks name up along the connection's search_path.
+func (c postgresSchemaConn) tableExists(ctx context.Context, name string) (bool, error) {
+	var ok bool
+	if err := c.tx.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, name).Scan(&ok); err != nil {
+		return false, fmt.Errorf("look up table %s: %w", name, err)
+	}
+	return ok, nil
+}
+
+// numberPlaceholders turns the ? placeholders of q into $1, $2, … (the
+// shared queries hold no ? in literals).
+func numberPlaceholders(q string) string {
+	var b strings.Builder
+	n := 0
+	for _, r := range q {
+		if r == '?' {
+			n++
+			b.WriteString("$" + strconv.Itoa(n))
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }
 
 func (s *postgresStore) head(ctx context.Context) (uint64, error) {
@@ -144,12 +176,50 @@ func (s *postgresStore) Load(ctx context.Context) (uint64, *configv1.Config, err
 	return loaded(rev, body)
 }
 
+// History implements [Store.History].
+func (s *postgresStore) History(ctx context.Context, before uint64, limit int) ([]RevisionInfo, error) {
+	rows, err := s.pool.Query(ctx, postgresQueries.history, historyBound(before), limit)
+	if err != nil {
+		return nil, redact(fmt.Errorf("read history: %w", err), s.dsn)
+	}
+	defer rows.Close()
+	var out []RevisionInfo
+	for rows.Next() {
+		info, err := scanRevision(rows, nil)
+		if err != nil {
+			return nil, redact(fmt.Errorf("read history: %w", err), s.dsn)
+		}
+		out = append(out, info)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, redact(fmt.Errorf("read history: %w", err), s.dsn)
+	}
+	return out, nil
+}
+
+// Revision implements [Store.Revision].
+func (s *postgresStore) Revision(ctx context.Context, rev uint64) (RevisionInfo, *configv1.Config, error) {
+	var body string
+	info, err := scanRevision(s.pool.QueryRow(ctx, postgresQueries.revision, int64(rev)), &body)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return RevisionInfo{}, nil, fmt.Errorf("read revision %d: %w", rev, ErrNotFound)
+	}
+	if err != nil {
+		return RevisionInfo{}, nil, redact(fmt.Errorf("read revision %d: %w", rev, err), s.dsn)
+	}
+	cfg, err := decodeConfig(rev, body)
+	if err != nil {
+		return RevisionInfo{}, nil, fmt.Errorf("read revision %d: %w", rev, err)
+	}
+	return info, cfg, nil
+}
+
 // Update implements [Store.Update]. Serialization failures and deadlocks
 // (possible only if the server forces a stricter isolation level) are
 // retried with a fresh read, which re-checks expected.
-func (s *postgresStore) Update(ctx context.Context, expected *uint64, fn UpdateFunc) (uint64, error) {
+func (s *postgresStore) Update(ctx context.Context, expected *uint64, change Change, fn UpdateFunc) (uint64, error) {
 	for attempt := 1; ; attempt++ {
-		rev, retry, err := s.updateOnce(ctx, expected, fn)
+		rev, retry, err := s.updateOnce(ctx, expected, change, fn)
 		if err == nil || !retry || attempt == maxUpdateAttempts {
 			return rev, err
 		}
@@ -165,7 +235,7 @@ func (s *postgresStore) Update(ctx context.Context, expected *uint64, fn UpdateF
 
 // updateOnce runs one write transaction. retry reports a transient database
 // error worth retrying; errors from fn are never retried.
-func (s *postgresStore) updateOnce(ctx context.Context, expected *uint64, fn UpdateFunc) (newRev uint64, retry bool, err error) {
+func (s *postgresStore) updateOnce(ctx context.Context, expected *uint64, change Change, fn UpdateFunc) (newRev uint64, retry bool, err error) {
 	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.ReadCommitted})
 	if err != nil {
 		return 0, false, redact(fmt.Errorf("update config: begin: %w", err), s.dsn)
@@ -188,19 +258,19 @@ func (s *postgresStore) updateOnce(ctx context.Context, expected *uint64, fn Upd
 			return dbErr("read config", err)
 		}
 	}
-	next, changed, err := prepare(uint64(cur), body, expected, fn)
+	next, changed, err := prepare(uint64(cur), body, expected, change, fn)
 	if err != nil {
 		return 0, false, err
 	}
 	if !changed {
 		return uint64(cur), false, nil
 	}
-	n := cur + 1
+	n := next.n
 	exec := func(ctx context.Context, q string, args ...any) error {
 		_, err := tx.Exec(ctx, q, args...)
 		return err
 	}
-	if step, err := writeRevision(ctx, exec, postgresWrites, n, next); err != nil {
+	if step, err := writeRevision(ctx, exec, postgresQueries, next, s.history); err != nil {
 		return dbErr(step, err)
 	}
 	if _, err := tx.Exec(ctx, postgresNotify, notifyChannel, strconv.FormatInt(n, 10)); err != nil {

@@ -23,9 +23,10 @@ import (
 // and never block on a writer. Other processes' writes are seen by polling.
 type sqliteStore struct {
 	changes
-	rw     *sql.DB // one connection, BEGIN IMMEDIATE
-	ro     *sql.DB // readers
-	logger *slog.Logger
+	rw      *sql.DB // one connection, BEGIN IMMEDIATE
+	ro      *sql.DB // readers
+	logger  *slog.Logger
+	history int // revisions kept
 
 	closeOnce sync.Once
 	closeErr  error
@@ -37,23 +38,13 @@ var _ Store = (*sqliteStore)(nil)
 // lock on the file before failing with SQLITE_BUSY.
 const sqliteBusyTimeoutMS = 10000
 
-var sqliteSchema = []string{
-	`CREATE TABLE IF NOT EXISTS config_head (
-		id INTEGER PRIMARY KEY CHECK (id = 1),
-		revision INTEGER NOT NULL
-	)`,
-	`INSERT INTO config_head (id, revision) VALUES (1, 0) ON CONFLICT (id) DO NOTHING`,
-	`CREATE TABLE IF NOT EXISTS config_revisions (
-		revision INTEGER PRIMARY KEY,
-		body TEXT NOT NULL,
-		created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
-	)`,
-}
-
-var sqliteWrites = revisionWrites{
-	insert: `INSERT INTO config_revisions (revision, body) VALUES (?, ?)`,
+var sqliteQueries = queries{
+	insert: `INSERT INTO config_revisions (revision, body, operation, resources, message, actor) VALUES (?, ?, ?, ?, ?, ?)`,
 	bump:   `UPDATE config_head SET revision = ? WHERE id = 1`,
 	prune:  `DELETE FROM config_revisions WHERE revision <= ?`,
+	history: `SELECT ` + historyColumns + ` FROM config_revisions
+		WHERE revision < ? ORDER BY revision DESC LIMIT ?`,
+	revision: `SELECT ` + historyColumns + `, body FROM config_revisions WHERE revision = ?`,
 }
 
 func openSQLite(ctx context.Context, path string, logger *slog.Logger, opts options) (Store, error) {
@@ -87,7 +78,7 @@ func openSQLite(ctx context.Context, path string, logger *slog.Logger, opts opti
 	ro.SetMaxOpenConns(4)
 	ro.SetMaxIdleConns(4)
 
-	s := &sqliteStore{rw: rw, ro: ro, logger: logger}
+	s := &sqliteStore{rw: rw, ro: ro, logger: logger, history: opts.history}
 	if err := s.initSchema(ctx); err != nil {
 		_ = ro.Close()
 		_ = rw.Close()
@@ -104,23 +95,46 @@ func openSQLite(ctx context.Context, path string, logger *slog.Logger, opts opti
 	return s, nil
 }
 
-// initSchema creates the tables in one IMMEDIATE transaction, so processes
-// opening the same new file at once serialize on it.
+// initSchema migrates and checks the schema in one IMMEDIATE transaction, so
+// processes opening the same file at once serialize on it.
 func (s *sqliteStore) initSchema(ctx context.Context) error {
 	tx, err := s.rw.BeginTx(ctx, nil)
 	if err != nil {
-		return fmt.Errorf("create schema: %w", err)
+		return fmt.Errorf("migrate schema: %w", err)
 	}
 	defer func() { _ = tx.Rollback() }()
-	for _, q := range sqliteSchema {
-		if _, err := tx.ExecContext(ctx, q); err != nil {
-			return fmt.Errorf("create schema: %w", err)
-		}
+	m, err := migrate(ctx, sqliteSchemaConn{tx})
+	if err != nil {
+		return err
 	}
 	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("create schema: %w", err)
+		return fmt.Errorf("migrate schema: commit: %w", err)
 	}
+	logMigrated(s.logger, "sqlite", m)
 	return nil
+}
+
+// sqliteSchemaConn is a schemaConn over a SQLite transaction.
+type sqliteSchemaConn struct{ tx *sql.Tx }
+
+func (sqliteSchemaConn) backend() string { return "sqlite" }
+
+func (c sqliteSchemaConn) exec(ctx context.Context, q string, args ...any) error {
+	_, err := c.tx.ExecContext(ctx, q, args...)
+	return err
+}
+
+func (c sqliteSchemaConn) queryRow(ctx context.Context, q string, args ...any) rowScanner {
+	return c.tx.QueryRowContext(ctx, q, args...)
+}
+
+func (c sqliteSchemaConn) tableExists(ctx context.Context, name string) (bool, error) {
+	var n int
+	err := c.tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = ?`, name).Scan(&n)
+	if err != nil {
+		return false, fmt.Errorf("look up table %s: %w", name, err)
+	}
+	return n > 0, nil
 }
 
 func (s *sqliteStore) head(ctx context.Context) (uint64, error) {
@@ -143,8 +157,46 @@ func (s *sqliteStore) Load(ctx context.Context) (uint64, *configv1.Config, error
 	return loaded(rev, body)
 }
 
+// History implements [Store.History].
+func (s *sqliteStore) History(ctx context.Context, before uint64, limit int) ([]RevisionInfo, error) {
+	rows, err := s.ro.QueryContext(ctx, sqliteQueries.history, historyBound(before), limit)
+	if err != nil {
+		return nil, fmt.Errorf("read history: %w", err)
+	}
+	defer rows.Close()
+	var out []RevisionInfo
+	for rows.Next() {
+		info, err := scanRevision(rows, nil)
+		if err != nil {
+			return nil, fmt.Errorf("read history: %w", err)
+		}
+		out = append(out, info)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read history: %w", err)
+	}
+	return out, nil
+}
+
+// Revision implements [Store.Revision].
+func (s *sqliteStore) Revision(ctx context.Context, rev uint64) (RevisionInfo, *configv1.Config, error) {
+	var body string
+	info, err := scanRevision(s.ro.QueryRowContext(ctx, sqliteQueries.revision, int64(rev)), &body)
+	if errors.Is(err, sql.ErrNoRows) {
+		return RevisionInfo{}, nil, fmt.Errorf("read revision %d: %w", rev, ErrNotFound)
+	}
+	if err != nil {
+		return RevisionInfo{}, nil, fmt.Errorf("read revision %d: %w", rev, err)
+	}
+	cfg, err := decodeConfig(rev, body)
+	if err != nil {
+		return RevisionInfo{}, nil, fmt.Errorf("read revision %d: %w", rev, err)
+	}
+	return info, cfg, nil
+}
+
 // Update implements [Store.Update].
-func (s *sqliteStore) Update(ctx context.Context, expected *uint64, fn UpdateFunc) (uint64, error) {
+func (s *sqliteStore) Update(ctx context.Context, expected *uint64, change Change, fn UpdateFunc) (uint64, error) {
 	tx, err := s.rw.BeginTx(ctx, nil)
 	if err != nil {
 		return 0, fmt.Errorf("update config: begin: %w", err)
@@ -161,19 +213,19 @@ func (s *sqliteStore) Update(ctx context.Context, expected *uint64, fn UpdateFun
 		return 0, fmt.Errorf("update config: revision %d is missing", cur)
 	}
 	rev := uint64(cur)
-	next, changed, err := prepare(rev, body, expected, fn)
+	next, changed, err := prepare(rev, body, expected, change, fn)
 	if err != nil {
 		return 0, err
 	}
 	if !changed {
 		return rev, nil
 	}
-	newRev := cur + 1
+	newRev := next.n
 	exec := func(ctx context.Context, q string, args ...any) error {
 		_, err := tx.ExecContext(ctx, q, args...)
 		return err
 	}
-	if step, err := writeRevision(ctx, exec, sqliteWrites, newRev, next); err != nil {
+	if step, err := writeRevision(ctx, exec, sqliteQueries, next, s.history); err != nil {
 		return 0, fmt.Errorf("update config: %s: %w", step, err)
 	}
 	if err := tx.Commit(); err != nil {

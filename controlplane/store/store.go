@@ -1,29 +1,37 @@
 // Package store persists the control plane's configuration as a sequence of
-// numbered revisions, in a SQLite file or in PostgreSQL.
+// numbered revisions, in a SQLite file or in PostgreSQL, with the history of
+// who changed what.
 //
 // The whole configuration is one document: every committed change stores the
 // complete config (protojson, proto field names) under the next revision
-// number. Revisions start at 1 for the first write; an empty store has
-// revision 0 and an empty, non-nil config. The last [HistoryLimit] revisions
-// are kept for debugging (table config_revisions); older ones are pruned. The
-// current revision lives in a one-row table (config_head), which is also the
-// lock that serializes writers, so the revision never goes backwards and never
-// repeats even after pruning.
+// number, with the operation that made it, the resources it touched, the
+// change message and the actor. Revisions start at 1 for the first write; an
+// empty store has revision 0 and an empty, non-nil config. The last N
+// revisions are kept (N is [WithHistory], default [DefaultHistory]); older
+// ones are pruned. The current revision lives in a one-row table
+// (config_head), which is also the lock that serializes writers, so the
+// revision never goes backwards and never repeats even after pruning.
 //
 // Several processes may share one database (control-plane replicas on one
 // PostgreSQL, or two processes on one SQLite file): writes serialize across
 // them and [Store.Watch] reports revisions committed by any of them.
 //
-// Schema:
+// Schema (version 2; see migrate.go for the ordered migrations, recorded in
+// schema_migrations, and the consistency checks run at every Open):
 //
+//	schema_migrations(version primary key, name, applied_at)
 //	config_head(id = 1, revision bigint)              -- current revision, writer lock
-//	config_revisions(revision bigint primary key,     -- last HistoryLimit revisions
+//	config_revisions(revision bigint primary key,     -- the kept history
 //	                 body text,                       -- protojson of configv1.Config
-//	                 created_at)
+//	                 created_at,
+//	                 operation text,                  -- e.g. "ApplyConfig"
+//	                 resources text,                  -- JSON array of "kind/name"
+//	                 message text, actor text)
 package store
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -34,17 +42,52 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/llmproxy-go/llmproxy/controlplane/diff"
 	configv1 "github.com/llmproxy-go/llmproxy/gen/llmproxy/config/v1"
 )
 
-// HistoryLimit is the number of most recent revisions kept in
-// config_revisions. Older revisions are deleted by the write that makes them
-// fall out of the window.
-const HistoryLimit = 100
+// DefaultHistory is the number of most recent revisions kept when Open is
+// given no [WithHistory].
+const DefaultHistory = 1000
 
-// ErrConflict is returned (wrapped, with both revisions in the message) by
-// [Store.Update] when the caller's expected revision is not the current one.
-var ErrConflict = errors.New("revision conflict")
+var (
+	// ErrConflict is returned (wrapped, with both revisions in the message)
+	// by [Store.Update] when the caller's expected revision is not the
+	// current one.
+	ErrConflict = errors.New("revision conflict")
+	// ErrNotFound is returned (wrapped) by [Store.Revision] for a revision
+	// that was pruned from the history or never committed.
+	ErrNotFound = errors.New("revision not found")
+	// ErrInconsistent is returned (wrapped, naming what is wrong) by Open
+	// when the database's schema or contents contradict each other, e.g. a
+	// table is missing; such a store is never served.
+	ErrInconsistent = errors.New("store is inconsistent")
+)
+
+// Change describes a write for the history. Its zero value records nothing
+// but the resources touched, which the store works out itself.
+type Change struct {
+	// Operation is what made the revision, e.g. "ApplyConfig" or
+	// "UpdateRoute".
+	Operation string
+	// Message is the change message given by the caller.
+	Message string
+	// Actor is who made the change, e.g. "admin".
+	Actor string
+}
+
+// RevisionInfo is one entry of the history.
+type RevisionInfo struct {
+	Revision uint64
+	// Time is when the revision was committed, by the database's clock.
+	Time      time.Time
+	Operation string
+	// Resources are the resources the revision touched, compared with the
+	// revision before it, as "kind/name" or "kind" (see package diff).
+	Resources []string
+	Message   string
+	Actor     string
+}
 
 // UpdateFunc computes the next config from the current one. It receives the
 // current revision and a deep copy of the current config, which it may modify
@@ -66,7 +109,8 @@ type Store interface {
 	Load(ctx context.Context) (rev uint64, cfg *configv1.Config, err error)
 
 	// Update runs fn on the latest config inside one write transaction and
-	// commits what fn returns as revision rev+1, which it returns.
+	// commits what fn returns as revision rev+1, which it returns, recording
+	// change and the resources that differ in the history.
 	//
 	// If expected is non-nil and differs from the current revision, fn is not
 	// called and the error wraps ErrConflict. If fn returns an error, nothing
@@ -78,7 +122,16 @@ type Store interface {
 	// Concurrent writers, in this process or in others sharing the database,
 	// are serialized: each one sees the config committed by the previous one,
 	// so no update is lost and no revision is used twice.
-	Update(ctx context.Context, expected *uint64, fn UpdateFunc) (uint64, error)
+	Update(ctx context.Context, expected *uint64, change Change, fn UpdateFunc) (uint64, error)
+
+	// History returns up to limit kept revisions older than before, newest
+	// first; before 0 means from the newest. limit must be positive.
+	History(ctx context.Context, before uint64, limit int) ([]RevisionInfo, error)
+
+	// Revision returns a kept revision and a fresh copy of its config. A
+	// revision that was pruned or never committed (0 included) is an error
+	// wrapping ErrNotFound.
+	Revision(ctx context.Context, rev uint64) (RevisionInfo, *configv1.Config, error)
 
 	// Watch returns a channel that receives a revision number whenever a
 	// revision newer than the last one reported is committed, by this
@@ -97,8 +150,10 @@ type Store interface {
 	Close() error
 }
 
-// Open opens the store named by dsn and creates its schema if needed
-// (idempotent, safe when several processes open the same database at once).
+// Open opens the store named by dsn, creates or migrates its schema (safe
+// when several processes open the same database at once) and checks that the
+// schema and the head revision are consistent: an inconsistent store is an
+// error wrapping ErrInconsistent, never served.
 //
 //   - "sqlite:PATH" (or "sqlite://PATH"): a SQLite file in WAL mode; missing
 //     parent directories are created.
@@ -107,12 +162,28 @@ type Store interface {
 //
 // A nil logger discards logs. Error messages never contain the DSN's
 // password. The caller must Close the store.
-func Open(ctx context.Context, dsn string, logger *slog.Logger) (Store, error) {
-	return open(ctx, dsn, logger, options{})
+func Open(ctx context.Context, dsn string, logger *slog.Logger, opts ...Option) (Store, error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	return open(ctx, dsn, logger, o)
 }
 
-// options holds internal knobs, set by tests.
+// Option changes how Open opens a store.
+type Option func(*options)
+
+// WithHistory keeps the last n revisions (at least 1: the head is always
+// kept). Writers prune what falls out of the window; replicas on one
+// database should agree on n. Zero or less selects DefaultHistory.
+func WithHistory(n int) Option {
+	return func(o *options) { o.history = n }
+}
+
+// options holds the knobs of Open; tests set the internal ones.
 type options struct {
+	// history is the number of revisions kept; zero selects DefaultHistory.
+	history int
 	// pollInterval is how often the latest revision is polled while there
 	// are watchers. Zero selects the backend default; negative disables
 	// polling.
@@ -127,6 +198,9 @@ const (
 func open(ctx context.Context, dsn string, logger *slog.Logger, opts options) (Store, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.history <= 0 {
+		opts.history = DefaultHistory
 	}
 	scheme, rest, ok := strings.Cut(dsn, ":")
 	if !ok || scheme == "" {
@@ -181,30 +255,107 @@ func loaded(rev int64, body string) (uint64, *configv1.Config, error) {
 	return uint64(rev), cfg, nil
 }
 
-// revisionWrites are the statements that store a new revision, in a
-// backend's placeholder syntax.
-type revisionWrites struct{ insert, bump, prune string }
+// queries are the statements both backends run, in a backend's placeholder
+// syntax.
+type queries struct {
+	insert, bump, prune string
+	// history lists revisions below $1, newest first, at most $2.
+	history string
+	// revision reads one revision with its body.
+	revision string
+}
+
+// Columns of a history entry, in the order historyColumns lists them.
+const historyColumns = `revision, created_at, operation, resources, message, actor`
 
 // execFunc runs one statement in the caller's transaction.
 type execFunc func(ctx context.Context, query string, args ...any) error
 
-// writeRevision stores body as revision n, makes it the head and prunes the
-// history beyond HistoryLimit, all through exec in the caller's transaction.
-// On failure it returns the step that failed (e.g. "bump revision") and the
+// newRevision is a revision about to be written.
+type newRevision struct {
+	n         int64
+	body      string
+	change    Change
+	resources string // JSON array
+}
+
+// writeRevision stores r, makes it the head and prunes the history to the
+// last keep revisions, all through exec in the caller's transaction. On
+// failure it returns the step that failed (e.g. "bump revision") and the
 // error.
-func writeRevision(ctx context.Context, exec execFunc, st revisionWrites, n int64, body string) (step string, err error) {
-	if err := exec(ctx, st.insert, n, body); err != nil {
-		return fmt.Sprintf("insert revision %d", n), err
+func writeRevision(ctx context.Context, exec execFunc, q queries, r newRevision, keep int) (step string, err error) {
+	c := r.change
+	if err := exec(ctx, q.insert, r.n, r.body, c.Operation, r.resources, c.Message, c.Actor); err != nil {
+		return fmt.Sprintf("insert revision %d", r.n), err
 	}
-	if err := exec(ctx, st.bump, n); err != nil {
+	if err := exec(ctx, q.bump, r.n); err != nil {
 		return "bump revision", err
 	}
-	if n > HistoryLimit {
-		if err := exec(ctx, st.prune, n-HistoryLimit); err != nil {
+	if r.n > int64(keep) {
+		if err := exec(ctx, q.prune, r.n-int64(keep)); err != nil {
 			return "prune history", err
 		}
 	}
 	return "", nil
+}
+
+// rowScanner is a row of either backend.
+type rowScanner interface{ Scan(dest ...any) error }
+
+// scanRevision reads the historyColumns of one row, then, when body is not
+// nil, the body.
+func scanRevision(row rowScanner, body *string) (RevisionInfo, error) {
+	var (
+		info      RevisionInfo
+		rev       int64
+		created   any
+		resources string
+	)
+	dest := []any{&rev, &created, &info.Operation, &resources, &info.Message, &info.Actor}
+	if body != nil {
+		dest = append(dest, body)
+	}
+	if err := row.Scan(dest...); err != nil {
+		return RevisionInfo{}, err
+	}
+	info.Revision = uint64(rev)
+	t, err := timeOf(created)
+	if err != nil {
+		return RevisionInfo{}, fmt.Errorf("revision %d: %w", rev, err)
+	}
+	info.Time = t
+	if resources != "" {
+		if err := json.Unmarshal([]byte(resources), &info.Resources); err != nil {
+			return RevisionInfo{}, fmt.Errorf("revision %d: decode resources: %w", rev, err)
+		}
+	}
+	return info, nil
+}
+
+// timeOf converts a created_at value: a time (PostgreSQL) or RFC 3339 text
+// (SQLite).
+func timeOf(v any) (time.Time, error) {
+	switch t := v.(type) {
+	case time.Time:
+		return t.UTC(), nil
+	case string:
+		p, err := time.Parse(time.RFC3339Nano, t)
+		if err != nil {
+			return time.Time{}, fmt.Errorf("parse created_at %q: %w", t, err)
+		}
+		return p.UTC(), nil
+	case []byte:
+		return timeOf(string(t))
+	}
+	return time.Time{}, fmt.Errorf("created_at has unexpected type %T", v)
+}
+
+// historyBound turns History's before into the bound of the history query.
+func historyBound(before uint64) int64 {
+	if before == 0 || before > 1<<62 {
+		return 1 << 62
+	}
+	return int64(before)
 }
 
 // decodeConfig parses a stored body. Unknown fields are an error: they mean
@@ -222,30 +373,39 @@ func decodeConfig(rev uint64, body string) (*configv1.Config, error) {
 }
 
 // prepare is the backend-independent part of an update: given the current
-// revision and body, it checks expected, runs fn on a copy and encodes the
-// result. changed is false for a no-op write.
-func prepare(rev uint64, body string, expected *uint64, fn UpdateFunc) (next string, changed bool, err error) {
+// revision and body, it checks expected, runs fn on a copy and returns the
+// revision to write as rev+1. changed is false for a no-op write.
+func prepare(rev uint64, body string, expected *uint64, change Change, fn UpdateFunc) (next newRevision, changed bool, err error) {
 	if expected != nil && *expected != rev {
-		return "", false, fmt.Errorf("update config: expected revision %d, current is %d: %w", *expected, rev, ErrConflict)
+		return newRevision{}, false, fmt.Errorf("update config: expected revision %d, current is %d: %w", *expected, rev, ErrConflict)
 	}
 	cur, err := decodeConfig(rev, body)
 	if err != nil {
-		return "", false, fmt.Errorf("update config: %w", err)
+		return newRevision{}, false, fmt.Errorf("update config: %w", err)
 	}
 	out, err := fn(rev, proto.Clone(cur).(*configv1.Config))
 	if err != nil {
-		return "", false, err
+		return newRevision{}, false, err
 	}
 	if out == nil {
-		return "", false, errors.New("update config: update function returned a nil config")
+		return newRevision{}, false, errors.New("update config: update function returned a nil config")
 	}
 	if proto.Equal(out, cur) {
-		return "", false, nil
+		return newRevision{}, false, nil
 	}
-	next, err = encodeConfig(out)
+	next = newRevision{n: int64(rev) + 1, change: change}
+	if next.body, err = encodeConfig(out); err != nil {
+		return newRevision{}, false, fmt.Errorf("update config: %w", err)
+	}
+	touched := diff.Resources(cur, out)
+	if touched == nil {
+		touched = []string{}
+	}
+	res, err := json.Marshal(touched)
 	if err != nil {
-		return "", false, fmt.Errorf("update config: %w", err)
+		return newRevision{}, false, fmt.Errorf("update config: encode resources: %w", err)
 	}
+	next.resources = string(res)
 	return next, true, nil
 }
 

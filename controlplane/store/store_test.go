@@ -125,7 +125,7 @@ func addUpstream(name string) UpdateFunc {
 
 func mustUpdate(t *testing.T, s Store, expected *uint64, fn UpdateFunc) uint64 {
 	t.Helper()
-	rev, err := s.Update(t.Context(), expected, fn)
+	rev, err := s.Update(t.Context(), expected, Change{}, fn)
 	if err != nil {
 		t.Fatalf("Update: %v", err)
 	}
@@ -251,7 +251,7 @@ func TestUpdateFuncErrorAborts(t *testing.T) {
 		s := openStore(t, b.newDSN(t), options{})
 		mustUpdate(t, s, nil, addUpstream("a"))
 		veto := &vetoError{reason: "no"}
-		_, err := s.Update(t.Context(), nil, func(_ uint64, c *configv1.Config) (*configv1.Config, error) {
+		_, err := s.Update(t.Context(), nil, Change{}, func(_ uint64, c *configv1.Config) (*configv1.Config, error) {
 			// Mutating the copy must not leak into the store.
 			c.Upstreams[0].Name = "mutated"
 			c.Upstreams = append(c.Upstreams, &configv1.Upstream{Name: "b"})
@@ -277,7 +277,7 @@ func TestUpdateFuncErrorAborts(t *testing.T) {
 			t.Errorf("Load result aliases store state")
 		}
 
-		_, err = s.Update(t.Context(), nil, func(uint64, *configv1.Config) (*configv1.Config, error) { return nil, nil })
+		_, err = s.Update(t.Context(), nil, Change{}, func(uint64, *configv1.Config) (*configv1.Config, error) { return nil, nil })
 		if err == nil || !strings.Contains(err.Error(), "nil config") {
 			t.Errorf("nil config: error = %v; want a nil config error", err)
 		}
@@ -300,7 +300,7 @@ func TestExpectedRevision(t *testing.T) {
 		}
 		for _, stale := range []uint64{0, 1, 3} {
 			called := false
-			rev, err := s.Update(t.Context(), &stale, func(r uint64, c *configv1.Config) (*configv1.Config, error) {
+			rev, err := s.Update(t.Context(), &stale, Change{}, func(r uint64, c *configv1.Config) (*configv1.Config, error) {
 				called = true
 				return addUpstream("c")(r, c)
 			})
@@ -346,7 +346,7 @@ func TestConcurrentWriters(t *testing.T) {
 						for i := range writes {
 							fn := addUpstream(fmt.Sprintf("w%d-%d", g, i))
 							if !optimistic {
-								if _, err := s.Update(t.Context(), nil, fn); err != nil {
+								if _, err := s.Update(t.Context(), nil, Change{}, fn); err != nil {
 									errs <- err
 								}
 								continue
@@ -357,7 +357,7 @@ func TestConcurrentWriters(t *testing.T) {
 									errs <- err
 									break
 								}
-								_, err = s.Update(t.Context(), &rev, fn)
+								_, err = s.Update(t.Context(), &rev, Change{}, fn)
 								if errors.Is(err, ErrConflict) {
 									continue
 								}
@@ -540,36 +540,6 @@ func TestConcurrentOpen(t *testing.T) {
 			if err != nil {
 				t.Errorf("concurrent Open: %v", err)
 			}
-		}
-	})
-}
-
-func TestHistoryIsPruned(t *testing.T) {
-	forEachBackend(t, func(t *testing.T, b backend) {
-		s := openStore(t, b.newDSN(t), options{})
-		const total = HistoryLimit + 7
-		for i := range total {
-			mustUpdate(t, s, nil, addUpstream(fmt.Sprint(i)))
-		}
-		var count, oldest int64
-		const q = `SELECT COUNT(*), MIN(revision) FROM config_revisions`
-		switch s := s.(type) {
-		case *sqliteStore:
-			if err := s.ro.QueryRowContext(t.Context(), q).Scan(&count, &oldest); err != nil {
-				t.Fatal(err)
-			}
-		case *postgresStore:
-			if err := s.pool.QueryRow(t.Context(), q).Scan(&count, &oldest); err != nil {
-				t.Fatal(err)
-			}
-		default:
-			t.Fatalf("unexpected store type %T", s)
-		}
-		if count != HistoryLimit || oldest != total-HistoryLimit+1 {
-			t.Errorf("history: %d rows from revision %d; want %d from %d", count, oldest, HistoryLimit, total-HistoryLimit+1)
-		}
-		if rev, cfg := mustLoad(t, s); rev != total || len(cfg.GetUpstreams()) != total {
-			t.Errorf("Load: revision %d with %d upstreams; want %d", rev, len(cfg.GetUpstreams()), total)
 		}
 	})
 }

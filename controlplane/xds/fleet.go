@@ -52,6 +52,8 @@ type fleet struct {
 	mu      sync.Mutex
 	streams map[int64]*streamState
 	nodes   map[string]*nodeState
+	// changed is closed, and replaced, whenever a node's status changes.
+	changed chan struct{}
 }
 
 // manifestLookup finds the manifests of recent snapshots.
@@ -109,7 +111,21 @@ func newFleet(log *slog.Logger, m *metrics, forget time.Duration, manifest manif
 		now:      time.Now,
 		streams:  map[int64]*streamState{},
 		nodes:    map[string]*nodeState{},
+		changed:  make(chan struct{}),
 	}
+}
+
+// changes returns a channel closed at the next change of any node's status.
+func (f *fleet) changes() <-chan struct{} {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.changed
+}
+
+// notifyLocked wakes everyone waiting on changes. f.mu must be held.
+func (f *fleet) notifyLocked() {
+	close(f.changed)
+	f.changed = make(chan struct{})
 }
 
 // OnDeltaStreamOpen records the stream and its peer address.
@@ -144,6 +160,7 @@ func (f *fleet) OnDeltaStreamClosed(id int64, _ *corev3.Node) {
 		if n.streams == 0 {
 			f.metrics.connected.Dec()
 			f.log.Info("proxy disconnected", "node_id", st.node, "address", st.address)
+			f.notifyLocked()
 		}
 	}
 }
@@ -297,6 +314,7 @@ func (f *fleet) identify(st *streamState, id string) {
 	n.connectedSince = st.opened
 	n.lastSeen = f.now()
 	n.address = st.address
+	f.notifyLocked()
 }
 
 // update changes the stream's node status under the lock.
@@ -305,6 +323,7 @@ func (f *fleet) update(st *streamState, fn func(*nodeState)) {
 	defer f.mu.Unlock()
 	if n := f.nodes[st.node]; n != nil {
 		fn(n)
+		f.notifyLocked()
 	}
 }
 

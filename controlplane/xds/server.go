@@ -120,6 +120,12 @@ func (s *Server) Register(gs *grpc.Server) {
 // ForgetAfter, sorted by node id. It satisfies admin.Fleet.
 func (s *Server) Proxies() []*adminv1.ProxyStatus { return s.fleet.proxies() }
 
+// Changed returns a channel that is closed at the next change of the fleet
+// status (a proxy connects, disconnects, acknowledges or refuses a
+// revision). Take it before reading Proxies, then wait on it: no change is
+// missed. It satisfies admin.Fleet.
+func (s *Server) Changed() <-chan struct{} { return s.fleet.changes() }
+
 // Revision returns the revision of the last published snapshot, 0 before
 // the first.
 func (s *Server) Revision() uint64 {

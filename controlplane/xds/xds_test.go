@@ -94,11 +94,14 @@ func startControlPlane(t *testing.T, st store.Store, addr, token string) *contro
 	return cp
 }
 
-// waitProxies waits until the fleet status satisfies ok.
+// waitProxies waits until the fleet status satisfies ok. It re-reads the status only when
+// Changed fires, so a status change that is not signalled makes it time out.
 func (cp *controlPlane) waitProxies(t *testing.T, what string, ok func(map[string]*adminv1.ProxyStatus) bool) map[string]*adminv1.ProxyStatus {
 	t.Helper()
-	deadline := time.Now().Add(waitFor)
+	deadline := time.NewTimer(waitFor)
+	defer deadline.Stop()
 	for {
+		changed := cp.srv.Changed()
 		got := map[string]*adminv1.ProxyStatus{}
 		for _, p := range cp.srv.Proxies() {
 			got[p.GetNodeId()] = p
@@ -106,10 +109,11 @@ func (cp *controlPlane) waitProxies(t *testing.T, what string, ok func(map[strin
 		if ok(got) {
 			return got
 		}
-		if time.Now().After(deadline) {
+		select {
+		case <-changed:
+		case <-deadline.C:
 			t.Fatalf("fleet status: waiting for %s; have %v", what, got)
 		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 
@@ -244,7 +248,7 @@ func value(t *testing.T, c prometheus.Metric) float64 {
 
 func put(t *testing.T, st store.Store, cfg *configv1.Config) uint64 {
 	t.Helper()
-	rev, err := st.Update(t.Context(), nil, func(uint64, *configv1.Config) (*configv1.Config, error) {
+	rev, err := st.Update(t.Context(), nil, store.Change{}, func(uint64, *configv1.Config) (*configv1.Config, error) {
 		return proto.Clone(cfg).(*configv1.Config), nil
 	})
 	if err != nil {

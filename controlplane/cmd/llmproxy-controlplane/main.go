@@ -5,7 +5,7 @@
 // Usage:
 //
 //	llmproxy-controlplane [--store DSN] [--grpc-addr ADDR] [--http-addr ADDR]
-//	    [--bootstrap FILE] [--log-level LEVEL] [--shutdown-timeout DURATION]
+//	    [--bootstrap FILE] [--history N] [--log-level LEVEL] [--shutdown-timeout DURATION]
 //
 // One gRPC server on --grpc-addr carries the admin API, ADS, grpc.health.v1 and server
 // reflection. --http-addr serves the REST façade under /api/v1/, /api/v1/openapi.json,
@@ -50,6 +50,7 @@ type options struct {
 	grpcAddr        string
 	httpAddr        string
 	bootstrap       string
+	history         int
 	logLevel        string
 	shutdownTimeout time.Duration
 }
@@ -69,12 +70,17 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 	fs.StringVar(&o.grpcAddr, "grpc-addr", "127.0.0.1:18000", "gRPC address: admin API, ADS, grpc.health.v1, reflection")
 	fs.StringVar(&o.httpAddr, "http-addr", "127.0.0.1:18001", "HTTP address: REST API under /api/v1/, /health, /metrics")
 	fs.StringVar(&o.bootstrap, "bootstrap", "", "YAML config applied when the store is empty")
+	fs.IntVar(&o.history, "history", store.DefaultHistory, "revisions kept in the store's history (at least 1)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 15*time.Second, "longest graceful shutdown before connections are cut")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
+		return 2
+	}
+	if o.history < 1 {
+		fmt.Fprintf(stderr, "llmproxy-controlplane: invalid --history %d: keep at least 1 revision\n", o.history)
 		return 2
 	}
 	if fs.NArg() > 0 {
@@ -96,7 +102,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 
 // serve runs the control plane until ctx is done, then shuts it down gracefully.
 func serve(ctx context.Context, o options, log *slog.Logger) error {
-	st, err := store.Open(ctx, o.store, log.With("component", "store"))
+	st, err := store.Open(ctx, o.store, log.With("component", "store"), store.WithHistory(o.history))
 	if err != nil {
 		return err
 	}
@@ -233,7 +239,8 @@ func bootstrap(ctx context.Context, st store.Store, path string, log *slog.Logge
 	}
 	cfg := f.Config()
 	zero := uint64(0)
-	rev, err = st.Update(ctx, &zero, func(uint64, *configv1.Config) (*configv1.Config, error) { return cfg, nil })
+	change := store.Change{Operation: "Bootstrap", Message: "--bootstrap " + path, Actor: "bootstrap"}
+	rev, err = st.Update(ctx, &zero, change, func(uint64, *configv1.Config) (*configv1.Config, error) { return cfg, nil })
 	switch {
 	case errors.Is(err, store.ErrConflict):
 		log.Info("store was bootstrapped by another replica; bootstrap file not applied", "file", path)
