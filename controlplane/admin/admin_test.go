@@ -41,6 +41,9 @@ type env struct {
 	token  string
 }
 
+// testBodyLimit is the REST body limit of the test env, small so 413 tests stay quick.
+const testBodyLimit = 1 << 20
+
 type fakeFleet []*adminv1.ProxyStatus
 
 func (f fakeFleet) Proxies() []*adminv1.ProxyStatus { return f }
@@ -77,7 +80,7 @@ func newEnv(t *testing.T, token string, fleet admin.Fleet) *env {
 	go gs.Serve(l)
 	t.Cleanup(gs.Stop)
 
-	h, err := admin.NewHTTPHandler(ctx, admin.HTTPOptions{GRPCAddr: l.Addr().String(), Store: st, Registry: reg})
+	h, err := admin.NewHTTPHandler(ctx, admin.HTTPOptions{GRPCAddr: l.Addr().String(), Store: st, Registry: reg, MaxBodyBytes: testBodyLimit})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -44,12 +44,15 @@ type HTTPOptions struct {
 	Registry *prometheus.Registry
 	// Logger for gateway errors. Nil discards.
 	Logger *slog.Logger
+	// MaxBodyBytes is the largest REST request body; larger ones answer 413. Zero selects
+	// MaxMessageBytes, which the gRPC server must accept too.
+	MaxBodyBytes int64
 }
 
 // NewHTTPHandler returns the control plane's HTTP handler:
 //
 //	/api/v1/...            REST façade (grpc-gateway), calling the gRPC server at GRPCAddr;
-//	                       bodies over MaxMessageBytes answer 413, query parameters the
+//	                       bodies over MaxBodyBytes answer 413, query parameters the
 //	                       OpenAPI document does not list answer 400 (see restChecks)
 //	/api/v1/openapi.json   the OpenAPI document
 //	/health                200 when the store answers, 503 otherwise
@@ -65,6 +68,10 @@ func NewHTTPHandler(ctx context.Context, o HTTPOptions) (http.Handler, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	limit := o.MaxBodyBytes
+	if limit <= 0 {
+		limit = MaxMessageBytes
+	}
 	gw := runtime.NewServeMux(
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.JSONPb{
 			MarshalOptions:   protojson.MarshalOptions{UseProtoNames: true},
@@ -72,7 +79,7 @@ func NewHTTPHandler(ctx context.Context, o HTTPOptions) (http.Handler, error) {
 		}),
 		runtime.WithErrorHandler(func(ctx context.Context, _ *runtime.ServeMux, _ runtime.Marshaler, w http.ResponseWriter, r *http.Request, err error) {
 			if bodyTooLarge(r) {
-				writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body larger than %d bytes", MaxMessageBytes), "resource_exhausted", nil, log)
+				writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body larger than %d bytes", limit), "resource_exhausted", nil, log)
 				return
 			}
 			writeStatusError(w, status.Convert(err), log)
@@ -106,7 +113,7 @@ func NewHTTPHandler(ctx context.Context, o HTTPOptions) (http.Handler, error) {
 	if o.Registry != nil {
 		mux.Handle("GET /metrics", promhttp.HandlerFor(o.Registry, promhttp.HandlerOpts{Registry: o.Registry}))
 	}
-	checked, err := newRESTChecks(gw, MaxMessageBytes, openapi.Swagger, log)
+	checked, err := newRESTChecks(gw, limit, openapi.Swagger, log)
 	if err != nil {
 		return nil, fmt.Errorf("new http handler: %w", err)
 	}
