@@ -221,6 +221,8 @@ func TestControlPlaneAPI(t *testing.T) {
 		}
 
 		a := cp.rest(t, "PUT", "/api/v1/config?dry_run=true", `{"upstreams":[{"name":"x","url":"https://x.example.com"}]}`, true)
+		wantStatus(t, a, 409, `would delete`, `force=true`)
+		a = cp.rest(t, "PUT", "/api/v1/config?dry_run=true&force=true", `{"upstreams":[{"name":"x","url":"https://x.example.com"}]}`, true)
 		wantStatus(t, a, 200, `"revision":"`+cpRev(rev)+`"`, `"dry_run":true`)
 		wantStatus(t, cp.rest(t, "PUT", "/api/v1/config?dry_run=true", `{"upstream_groups":[{"name":"g","upstreams":[{"name":"ghost"}]}]}`, true), 400, `upstream_groups[0].upstreams[0].name`)
 		wantStatus(t, cp.rest(t, "PUT", "/api/v1/config?expected_revision=1", `{}`, true), 409, `"aborted"`)

@@ -113,16 +113,17 @@ func (c *xdsCP) waitFleet(t *testing.T, rev uint64, nodes ...string) {
 	}, "fleet status at revision %d for %v; last %+v", rev, nodes, &last)
 }
 
-// xdsStartProxy starts llmproxy in control-plane mode and waits until it is
-// ready (a config applied, from the control plane or its state dir).
-func xdsStartProxy(t *testing.T, cp, node, stateDir string) *proxy {
+// xdsStartProxy starts llmproxy in control-plane mode, with env added to its
+// environment, and waits until it is ready (a config applied, from the
+// control plane or its state dir).
+func xdsStartProxy(t *testing.T, cp, node, stateDir string, env ...string) *proxy {
 	t.Helper()
 	admin := harness.FreeAddr(t)
 	p := &proxy{Admin: "http://" + admin}
 	p.proc = harness.Start(t, harness.Binaries(t).Proxy, []string{
 		"--control-plane", cp, "--node-id", node, "--state-dir", stateDir,
 		"--admin-addr", admin, "--shutdown-timeout", "5s",
-	})
+	}, env...)
 	waitReady(t, p)
 	return p
 }
