@@ -92,7 +92,8 @@ func (k key) String() string {
 }
 
 // resource is one resource of a config. msg is the resource message, or for settings a
-// copy of the enclosing message without the fields walked separately.
+// message of the enclosing type holding only the fields not walked separately. msg shares
+// the config's values and must not be modified.
 type resource struct {
 	key   key
 	order int // position of its kind in the walk of the model
@@ -120,7 +121,7 @@ func collect(c *configv1.Config) resourceSet {
 // m's settings resource.
 func walk(m protoreflect.Message, path string, set *resourceSet, kinds *int) {
 	fds := m.Descriptor().Fields()
-	var walked []protoreflect.FieldDescriptor
+	walked := map[protoreflect.FullName]bool{}
 	for i := range fds.Len() {
 		fd := fds.Get(i)
 		switch {
@@ -134,12 +135,12 @@ func walk(m protoreflect.Message, path string, set *resourceSet, kinds *int) {
 				name := item.Get(nameField(fd.Message())).String()
 				set.byKey[key{kind, name}] = &resource{key: key{kind, name}, order: order, msg: item.Interface()}
 			}
-			walked = append(walked, fd)
+			walked[fd.FullName()] = true
 		case fd.Message() != nil && !fd.IsList() && !fd.IsMap() && holdsResources(fd.Message(), nil):
 			// Walked even when unset (an empty, read-only message), so kinds are numbered
 			// alike in every config.
 			walk(m.Get(fd).Message(), join(path, string(fd.Name())), set, kinds)
-			walked = append(walked, fd)
+			walked[fd.FullName()] = true
 		}
 	}
 	order := *kinds
@@ -147,11 +148,16 @@ func walk(m protoreflect.Message, path string, set *resourceSet, kinds *int) {
 	if !m.IsValid() {
 		return
 	}
-	rest := proto.Clone(m.Interface()).ProtoReflect()
-	for _, fd := range walked {
-		rest.Clear(fd)
-	}
-	if !isEmpty(rest) {
+	// The settings share m's values (nothing here modifies them): no copy of the resources.
+	rest, empty := m.New(), true
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		if !walked[fd.FullName()] {
+			rest.Set(fd, v)
+			empty = false
+		}
+		return true
+	})
+	if !empty {
 		kind := path
 		if kind == "" {
 			kind = "config"
@@ -181,15 +187,6 @@ func holdsResources(md protoreflect.MessageDescriptor, seen map[protoreflect.Ful
 		}
 	}
 	return false
-}
-
-func isEmpty(m protoreflect.Message) bool {
-	empty := true
-	m.Range(func(protoreflect.FieldDescriptor, protoreflect.Value) bool {
-		empty = false
-		return false
-	})
-	return empty
 }
 
 // nameField returns md's string field "name", or nil.
