@@ -48,9 +48,6 @@ type fakeFleet []*adminv1.ProxyStatus
 
 func (f fakeFleet) Proxies() []*adminv1.ProxyStatus { return f }
 
-// Changed never fires: a fake fleet does not change.
-func (f fakeFleet) Changed() <-chan struct{} { return nil }
-
 func newEnv(t *testing.T, token string, fleet admin.Fleet) *env {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())

@@ -58,6 +58,8 @@ const (
 	ResourceForward       = "forward"
 	// ResourceRoute is a forward's route: ResourceName is its path, Owner the forward.
 	ResourceRoute = "route"
+	// ResourceRevision is a revision of the history: ResourceName is its number.
+	ResourceRevision = "revision"
 )
 
 // notFound is the NOT_FOUND status for a missing resource, e.g. `upstream "a" not found`,

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -133,8 +134,9 @@ func (s *Server) RollbackRevision(ctx context.Context, req *adminv1.RollbackRevi
 func (s *Server) revision(ctx context.Context, op, field string, rev uint64) (store.RevisionInfo, *configv1.Config, error) {
 	info, cfg, err := s.store.Revision(ctx, rev)
 	if errors.Is(err, store.ErrNotFound) {
-		return store.RevisionInfo{}, nil, status.Errorf(codes.NotFound,
-			"%s %d is not in the history: pruned (see --history) or never committed", field, rev)
+		st := status.Newf(codes.NotFound, "%s %d is not in the history: pruned (see --history) or never committed", field, rev)
+		return store.RevisionInfo{}, nil, withResource(st,
+			&errdetails.ResourceInfo{ResourceType: ResourceRevision, ResourceName: strconv.FormatUint(rev, 10)})
 	}
 	if err != nil {
 		return store.RevisionInfo{}, nil, s.toStatus(ctx, op, err)

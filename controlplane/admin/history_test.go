@@ -363,6 +363,11 @@ func (f *liveFleet) set(node string, edit func(*adminv1.ProxyStatus)) {
 	f.changed = make(chan struct{})
 }
 
+// pollOnly hides liveFleet's Changed: a Fleet that is not a FleetWatcher.
+type pollOnly struct{ f *liveFleet }
+
+func (p pollOnly) Proxies() []*adminv1.ProxyStatus { return p.f.Proxies() }
+
 func TestWaitForFleet(t *testing.T) {
 	fleet := newLiveFleet("p1", "p2", "p3")
 	fleet.set("p3", func(p *adminv1.ProxyStatus) { p.Connected = false }) // not counted
@@ -402,6 +407,23 @@ func TestWaitForFleet(t *testing.T) {
 	r = resp.GetFleet()
 	if !r.GetTimedOut() || r.GetApplied() != 0 || !slices.Equal(r.GetLagging(), []string{"p1", "p2"}) || !strings.Contains(r.GetSummary(), "not yet applied on p1, p2") {
 		t.Errorf("rollout %v; want a timeout with p1 and p2 lagging", r)
+	}
+
+	// A fleet that cannot signal changes is re-read until the proxies answer.
+	polled := newLiveFleet("q1")
+	pe := newEnv(t, "", pollOnly{polled})
+	pe.seed(t, base())
+	go func() {
+		for rev := range pe.store.Watch(ctx) {
+			if rev == 2 {
+				polled.set("q1", func(p *adminv1.ProxyStatus) { p.AckedRevision = 2 })
+				return
+			}
+		}
+	}()
+	resp, err = pe.client.CreateUpstream(pe.ctx(t), &adminv1.CreateUpstreamRequest{Upstream: upstream("c"), Wait: "30s"})
+	if err != nil || resp.GetFleet().GetSummary() != "applied on 1 of 1 proxies" || resp.GetFleet().GetTimedOut() {
+		t.Errorf("polled fleet: %v, %v; want applied on 1 of 1", resp.GetFleet(), err)
 	}
 
 	// Without wait there is no rollout; a bad wait is refused.

@@ -9,14 +9,18 @@ import (
 	adminv1 "github.com/llmproxy-go/llmproxy/gen/llmproxy/admin/v1"
 )
 
-// answerMargin is kept between the end of a wait for the fleet and the caller's own
-// deadline, so that the answer can still reach it.
-const answerMargin = 250 * time.Millisecond
+const (
+	// answerMargin is kept between the end of a wait for the fleet and the caller's own
+	// deadline, so that the answer can still reach it.
+	answerMargin = 250 * time.Millisecond
+	// fleetPollInterval is how often a Fleet that is not a FleetWatcher is re-read.
+	fleetPollInterval = 100 * time.Millisecond
+)
 
 // rollout waits until every proxy connected to this control plane has applied revision
 // rev (or a later one) or refused it, at most wait (and never past ctx's deadline), and
-// reports where rev stands. It wakes on fleet changes, not on a timer. Proxies that
-// connect or disconnect meanwhile are counted as they are when it answers.
+// reports where rev stands. It wakes on fleet changes (FleetWatcher), not on a timer.
+// Proxies that connect or disconnect meanwhile are counted as they are when it answers.
 func (s *Server) rollout(ctx context.Context, rev uint64, wait time.Duration) *adminv1.Rollout {
 	deadline := time.Now().Add(wait)
 	if d, ok := ctx.Deadline(); ok && d.Add(-answerMargin).Before(deadline) {
@@ -26,11 +30,16 @@ func (s *Server) rollout(ctx context.Context, rev uint64, wait time.Duration) *a
 	defer timer.Stop()
 	for {
 		var (
-			changed <-chan struct{}
+			changed <-chan struct{}  // a FleetWatcher's next change
+			poll    <-chan time.Time // or the next re-read of another Fleet
 			proxies []*adminv1.ProxyStatus
 		)
+		if w, ok := s.fleet.(FleetWatcher); ok {
+			changed = w.Changed() // before reading, so no change is missed
+		} else if s.fleet != nil {
+			poll = time.After(fleetPollInterval)
+		}
 		if s.fleet != nil {
-			changed = s.fleet.Changed() // before reading, so no change is missed
 			proxies = s.fleet.Proxies()
 		}
 		r := rolloutOf(rev, proxies)
@@ -39,6 +48,7 @@ func (s *Server) rollout(ctx context.Context, rev uint64, wait time.Duration) *a
 		}
 		select {
 		case <-changed:
+		case <-poll:
 		case <-timer.C:
 			r.TimedOut = true
 			return summarize(r)

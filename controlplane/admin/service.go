@@ -54,8 +54,14 @@ const (
 type Fleet interface {
 	// Proxies returns the status of every known proxy.
 	Proxies() []*adminv1.ProxyStatus
-	// Changed returns a channel closed at the next change of any proxy's status; writes
-	// that wait for the fleet take it before reading Proxies, then wait on it.
+}
+
+// FleetWatcher is a Fleet that signals changes (xds.Server is one). Writes that wait for
+// the fleet take Changed before reading Proxies, then wait on it; a Fleet without it is
+// re-read every fleetPollInterval instead.
+type FleetWatcher interface {
+	Fleet
+	// Changed returns a channel closed at the next change of any proxy's status.
 	Changed() <-chan struct{}
 }
 

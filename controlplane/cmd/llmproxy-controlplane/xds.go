@@ -13,6 +13,9 @@ import (
 	"github.com/llmproxy-go/llmproxy/controlplane/xds"
 )
 
+// The xDS server signals fleet changes, so writes that wait for the fleet need not poll.
+var _ admin.FleetWatcher = (*xds.Server)(nil)
+
 // setupXDS registers the ADS service on gs, starts publishing store revisions as snapshots
 // and returns the fleet status for ListProxies. ctx is cancelled when the control plane
 // shuts down, before gs stops: the publisher stops and ADS streams end. reg is the control
