@@ -2,9 +2,12 @@ package forward
 
 import (
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -14,14 +17,29 @@ import (
 const benchAnswer = `{"id":"chatcmpl-1","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"Hello there, how can I help?"},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":8,"total_tokens":20}}`
 
 func benchProxy(b *testing.B, groupExtra string) string {
+	return benchProxyDeps(b, Deps{}, groupExtra)
+}
+
+func benchProxyDeps(b *testing.B, deps Deps, groupExtra string) string {
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
 		w.Header().Set("Content-Type", "application/json")
 		io.WriteString(w, benchAnswer)
 	}))
 	b.Cleanup(up.Close)
-	p := newTestProxy(b, simpleConfig(groupExtra, "a"), up.URL)
+	p := newTestProxyDeps(b, deps, simpleConfig(groupExtra, "a"), up.URL)
 	return p.URL
+}
+
+// benchLogFile is a file in a temporary directory that receives the access log, so
+// every write is a real write syscall as with a log on stderr redirected to a file.
+func benchLogFile(b *testing.B) *os.File {
+	f, err := os.Create(filepath.Join(b.TempDir(), "access.log"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { f.Close() })
+	return f
 }
 
 func runBench(b *testing.B, target string) {
@@ -53,6 +71,10 @@ func runBench(b *testing.B, target string) {
 func BenchmarkProxyNonStream(b *testing.B) {
 	b.Run("no-retry", func(b *testing.B) { runBench(b, benchProxy(b, "")) })
 	b.Run("retry", func(b *testing.B) { runBench(b, benchProxy(b, retryCfg)) })
+	b.Run("access-log", func(b *testing.B) {
+		lg := slog.New(slog.NewJSONHandler(benchLogFile(b), nil))
+		runBench(b, benchProxyDeps(b, Deps{Logger: lg}, ""))
+	})
 }
 
 // BenchmarkDirect is the same load without the proxy, for comparison.

@@ -29,6 +29,13 @@ type testProxy struct {
 // and serves its forward "f".
 func newTestProxy(t testing.TB, yamlCfg string, upstreams ...string) *testProxy {
 	t.Helper()
+	return newTestProxyDeps(t, Deps{}, yamlCfg, upstreams...)
+}
+
+// newTestProxyDeps is newTestProxy with the handler's collaborators deps (Metrics is set
+// to the proxy's own).
+func newTestProxyDeps(t testing.TB, deps Deps, yamlCfg string, upstreams ...string) *testProxy {
+	t.Helper()
 	for i, u := range upstreams {
 		yamlCfg = strings.ReplaceAll(yamlCfg, "{{U"+string(rune('0'+i))+"}}", u)
 	}
@@ -49,7 +56,8 @@ func newTestProxy(t testing.TB, yamlCfg string, upstreams ...string) *testProxy 
 		t.Fatalf("compile config: %v", err)
 	}
 	h := config.NewHolder(rt)
-	srv := httptest.NewServer(New(h, "f", Deps{Metrics: m}))
+	deps.Metrics = m
+	srv := httptest.NewServer(New(h, "f", deps))
 	t.Cleanup(srv.Close)
 	return &testProxy{URL: srv.URL, Runtime: rt, Metrics: m, Reg: reg}
 }
