@@ -12,6 +12,16 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 )
 
+// Relay: an event stream (text/event-stream) or an answer of unknown length is flushed
+// after every write; an event stream's headers are flushed at once, before the first
+// token. An upstream that breaks mid-stream ends the client's event stream with
+// `data: {"error":{…}}` (OpenAI shape); any other broken body aborts the response
+// (http.ErrAbortHandler) so the client sees a broken answer, never a truncated success.
+//
+// Tokens: usage is read from plain (not content-encoded) answers without holding them
+// back: event streams through a line scanner that only copies an unfinished line, JSON
+// answers through a 16 KiB tail window (usage comes last in OpenAI and Anthropic answers).
+
 // tailSize is how much of the end of a non-stream JSON answer is kept to read its usage
 // (OpenAI, Anthropic and their imitators put usage last).
 const tailSize = 16 << 10
@@ -118,9 +128,9 @@ func (ex *exchange) relay(g *config.Group, a *attempt) {
 		}
 	}
 
-	if clientGone || ex.r.Context().Err() != nil {
-		ex.settleClientGone(a)
-		ex.endSpan(a, nil)
+	if clientGone || ex.clientGone() {
+		a.settle(true)
+		a.endSpan()
 		ex.status = StatusClientClosedRequest
 		ex.perr = ErrClientGone
 		return
@@ -128,10 +138,10 @@ func (ex *exchange) relay(g *config.Group, a *attempt) {
 	if readErr != nil {
 		// The upstream broke mid-answer: a failure for its breaker; the client must not
 		// mistake the truncated answer for a complete one.
-		a.done(false)
-		ex.countBreaker(m, false)
+		a.err = readErr
+		a.settle(false)
 		m.ErrorCounter(config.UpstreamErrStream).Inc()
-		ex.endSpan(a, readErr)
+		a.endSpan()
 		kind := "stream_broken"
 		if upstreamErrKind(readErr) == kindTimeout || errors.Is(readErr, errIdleTimeout) {
 			kind = "idle_timeout"
@@ -151,10 +161,8 @@ func (ex *exchange) relay(g *config.Group, a *attempt) {
 		// without the final chunk) after the bookkeeping, which runs in deferred calls.
 		panic(http.ErrAbortHandler)
 	}
-	failure := resp.StatusCode >= 500
-	a.done(!failure)
-	ex.countBreaker(m, !failure)
-	ex.endSpan(a, nil)
+	a.settle(false)
+	a.endSpan()
 }
 
 // sseErrorEvent ends a client's event stream whose upstream broke.

@@ -1,0 +1,118 @@
+package forward
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/llmproxy-go/llmproxy/proxy/config"
+)
+
+// Admission: what a request must pass before an upstream is chosen. Each step answers the
+// client itself when the request is refused and then returns false.
+//
+// The body is read into memory (a replayable buffer) only when something needs it whole:
+// routing on the model, retries (every attempt must send the same bytes), tracing (the
+// model for gen_ai.request.model), or a small body with a Content-Length (at most 64 KiB,
+// which then leaves in the same write as the request headers). Otherwise it streams
+// through to the one attempt.
+
+// checkRate applies the forward's per-client rate limit; the client key is the configured
+// header's value, or the client's IP when there is none.
+func (ex *exchange) checkRate() bool {
+	rl := ex.fw.RateLimit
+	if rl == nil {
+		return true
+	}
+	key := ""
+	if rl.Header != "" {
+		if v := ex.r.Header[rl.Header]; len(v) > 0 {
+			key = v[0]
+		}
+	}
+	if key == "" {
+		key = clientIP(ex.r.RemoteAddr)
+	}
+	ok, after := rl.Limiter.Allow(ex.ctx, key)
+	if !ok {
+		rl.Rejected.Inc()
+		secs := int((after + time.Second - 1) / time.Second)
+		ex.fail(ErrRateLimited, max(secs, 1))
+	}
+	return ok
+}
+
+// limitBody refuses a declared length over the forward's cap and caps what is read.
+func (ex *exchange) limitBody() bool {
+	limit := ex.fw.MaxBodyBytes
+	if limit <= 0 {
+		return true
+	}
+	if ex.r.ContentLength > limit {
+		ex.fail(ErrBodyTooLarge, 0)
+		return false
+	}
+	if ex.hasBody() {
+		ex.r.Body = http.MaxBytesReader(ex.w, ex.r.Body, limit)
+	}
+	return true
+}
+
+// hasBody reports whether the request has a body to send.
+func (ex *exchange) hasBody() bool {
+	return ex.r.Body != nil && ex.r.Body != http.NoBody
+}
+
+// needsBody reports whether the body must be read into memory before the attempts to g
+// (see the comment at the top of this file).
+func (ex *exchange) needsBody(g *config.Group) bool {
+	if ex.body != nil || !ex.hasBody() {
+		return false
+	}
+	small := ex.r.ContentLength > 0 && ex.r.ContentLength <= maxSmallBody
+	return g.Retry != nil || ex.h.tracer != nil || small
+}
+
+// readBody reads the request body into a replayable buffer.
+func (ex *exchange) readBody() bool {
+	b, err := readBody(ex.r.Body, ex.r.ContentLength)
+	if err != nil {
+		e := errorFor(ex.r.Context(), err)
+		if e != ErrBodyTooLarge && e != ErrClientGone {
+			e = ErrBadBody
+		}
+		ex.fail(e, 0)
+		return false
+	}
+	ex.r.Body.Close()
+	ex.body = b
+	return true
+}
+
+// modelOf returns the top-level "model" of a JSON body, or "".
+func modelOf(body []byte) string {
+	m, _ := topLevelString(body, modelKey)
+	return m
+}
+
+// waitTurn takes one of g's concurrency slots, waiting in its queue when they are all
+// taken. release (nil when g has no limit) gives the slot back.
+func (ex *exchange) waitTurn(g *config.Group) (release func(), ok bool) {
+	if g.Limiter == nil {
+		return nil, true
+	}
+	g.QueueDepth.Inc()
+	release, err := g.Limiter.Acquire(ex.ctx)
+	g.QueueDepth.Dec()
+	if err != nil {
+		e := errorFor(ex.r.Context(), err)
+		switch e {
+		case ErrQueueFull:
+			g.DroppedFull.Inc()
+		case ErrQueueTimeout:
+			g.DroppedTimeout.Inc()
+		}
+		ex.fail(e, 0)
+		return nil, false
+	}
+	return release, true
+}

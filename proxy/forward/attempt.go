@@ -1,0 +1,200 @@
+package forward
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/llmproxy-go/llmproxy/proxy/breaker"
+	"github.com/llmproxy-go/llmproxy/proxy/config"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// An attempt is one upstream exchange: the request rewritten for a member (outbound.go),
+// sent, and its answer's headers awaited; the body is relayed later (relay.go) or drained
+// when the outcome is retried.
+//
+// Outcomes, for the breaker, the balancer's scoring and the spans alike (attempt.failed):
+// an attempt failed when it could not connect, timed out, got a 5xx answer, or its body
+// broke before the end. 4xx answers, 429 included, are successes: the upstream is alive
+// and answering (a 429 is a quota signal handled by retries and Retry-After, not a health
+// signal). A client that leaves mid-attempt is not the upstream's fault and counts as a
+// success, except for a half-open probe, which counts as a failure so that an unproven
+// upstream is not declared healthy (attempt.settle).
+//
+// Timeouts: a non-stream group's request timeout bounds the attempt up to the end of the
+// answer; stream groups (http_client.stream true) have none, as time to first token can be
+// minutes. The idle timeout bounds the silence during each body read (relay.go).
+
+// attempt is one upstream exchange.
+type attempt struct {
+	m      *config.Member
+	done   func(bool) // the breaker slot; called once, by settle
+	cancel context.CancelCauseFunc
+	ctx    context.Context
+	timer  *time.Timer
+	span   trace.Span
+	resp   *http.Response
+	// err is the transport's error, or the error that broke the answer's body.
+	err  error
+	kind errKind
+}
+
+// failed is the one failure predicate: whether the attempt's outcome counts against its
+// upstream (see the comment at the top of this file). A client that left is the caller's
+// to tell apart.
+func (a *attempt) failed() bool {
+	return a.err != nil || a.resp.StatusCode >= 500
+}
+
+// settle reports the attempt's outcome to its breaker slot and the breaker counters; it is
+// called exactly once per attempt. clientGone says the client left before the outcome was
+// known: a success, except for a half-open probe.
+func (a *attempt) settle(clientGone bool) {
+	ok := !a.failed()
+	if clientGone {
+		ok = a.m.Breaker.State() != breaker.HalfOpen
+	}
+	a.done(ok)
+	if ok {
+		a.m.BreakerSuccess.Inc()
+	} else {
+		a.m.BreakerFailure.Inc()
+	}
+}
+
+// endSpan ends the attempt's client span (when tracing), with an error status when the
+// attempt failed.
+func (a *attempt) endSpan() {
+	if a.span == nil {
+		return
+	}
+	if a.err != nil {
+		a.span.SetStatus(codes.Error, a.err.Error())
+	} else if a.failed() {
+		a.span.SetStatus(codes.Error, "")
+	}
+	a.span.End()
+}
+
+// close releases the attempt's timer and context.
+func (a *attempt) close() {
+	if a.timer != nil {
+		a.timer.Stop()
+	}
+	a.cancel(nil)
+}
+
+// try sends one attempt to m and waits for the answer's headers. The balancer's scoring
+// of m learns the outcome here, the breaker when the attempt is settled.
+func (ex *exchange) try(g *config.Group, m *config.Member, done func(bool)) *attempt {
+	a := &attempt{m: m, done: done}
+	a.ctx, a.cancel = context.WithCancelCause(ex.ctx)
+	if !g.Stream && g.RequestTimeout > 0 {
+		cancel := a.cancel
+		a.timer = time.AfterFunc(g.RequestTimeout, func() { cancel(errRequestTimeout) })
+	}
+	out := ex.outboundRequest(a.ctx, g, m)
+	if ex.h.tracer != nil {
+		var span trace.Span
+		a.ctx, span = ex.h.tracer.Start(a.ctx, "upstream "+m.Name, trace.WithSpanKind(trace.SpanKindClient),
+			trace.WithAttributes(attribute.String("llmproxy.upstream", m.Name), attribute.String("server.address", m.URL.Host)))
+		if ex.model != "" {
+			span.SetAttributes(attribute.String("gen_ai.request.model", ex.model))
+		}
+		a.span = span
+		out = out.WithContext(a.ctx)
+		propagator.Inject(a.ctx, propagation.HeaderCarrier(out.Header))
+	}
+
+	end := m.Stats.Begin()
+	t0 := time.Now()
+	a.resp, a.err = g.Transport.RoundTrip(out)
+	lat := time.Since(t0)
+	m.Requests.Inc()
+	m.Duration.Observe(lat.Seconds())
+	if a.err != nil && ex.clientGone() {
+		end(lat, true)
+		return a
+	}
+	end(lat, !a.failed())
+	if a.err != nil {
+		a.kind = upstreamErrKind(a.err)
+		if c := context.Cause(a.ctx); c == errRequestTimeout || c == errIdleTimeout {
+			a.kind = kindTimeout
+		}
+		switch a.kind {
+		case kindConnect:
+			m.ErrorCounter(config.UpstreamErrConnect).Inc()
+		case kindTimeout:
+			m.ErrorCounter(config.UpstreamErrTimeout).Inc()
+		default:
+			m.ErrorCounter(config.UpstreamErrOther).Inc()
+		}
+		ex.h.logger.LogAttrs(ex.ctx, slog.LevelWarn, "upstream attempt failed",
+			slog.String("request_id", ex.reqID), slog.String("group", g.Name), slog.String("upstream", m.Name),
+			slog.String("error", a.err.Error()))
+		return a
+	}
+	if a.failed() {
+		m.ErrorCounter(config.UpstreamErrStatus).Inc()
+		ex.h.logger.LogAttrs(ex.ctx, slog.LevelWarn, "upstream answered with a server error",
+			slog.String("request_id", ex.reqID), slog.String("group", g.Name), slog.String("upstream", m.Name),
+			slog.Int("status", a.resp.StatusCode))
+	}
+	if a.span != nil {
+		a.span.SetAttributes(attribute.Int("http.response.status_code", a.resp.StatusCode))
+	}
+	return a
+}
+
+// outboundRequest is the request sent to m: the client's, rewritten (outbound.go), with
+// the body replayed from memory when it was read.
+func (ex *exchange) outboundRequest(ctx context.Context, g *config.Group, m *config.Member) *http.Request {
+	r := ex.r
+	out := r.WithContext(ctx)
+	out.URL = targetURL(m.URL, r.URL)
+	out.Host = ""
+	out.RequestURI = ""
+	out.Proto, out.ProtoMajor, out.ProtoMinor = "HTTP/1.1", 1, 1
+	out.Close = false
+	out.TransferEncoding = nil
+	out.Trailer = nil
+	out.Header = outboundHeader(r.Header, r, g, m, ex.idHdr)
+	switch {
+	case ex.body != nil:
+		body := ex.body
+		out.Body = body.reader()
+		out.ContentLength = int64(len(body.data()))
+		out.GetBody = func() (io.ReadCloser, error) { return body.reader(), nil }
+	case !ex.hasBody():
+		out.Body, out.ContentLength = nil, 0
+	}
+	return out
+}
+
+// complete answers the client with a's outcome: the upstream's answer relayed, or the
+// proxy's error.
+func (ex *exchange) complete(g *config.Group, a *attempt) {
+	ex.member = a.m
+	defer a.close()
+	if a.err != nil {
+		a.settle(ex.clientGone())
+		a.endSpan()
+		ex.fail(errorFor(ex.r.Context(), a.err), 0)
+		return
+	}
+	ex.relay(g, a)
+}
+
+// drain reads a little of an abandoned answer so its connection can be reused, and
+// closes it.
+func drain(body io.ReadCloser) {
+	io.CopyN(io.Discard, body, 64<<10)
+	body.Close()
+}
