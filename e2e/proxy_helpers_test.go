@@ -91,9 +91,15 @@ func renderConfig(t *testing.T, tmpl string, data any) string {
 // waits until /ready answers 200.
 func startProxy(t *testing.T, yaml string, env ...string) *proxy {
 	t.Helper()
+	return startProxyAdmin(t, yaml, harness.FreeAddr(t), env...)
+}
+
+// startProxyAdmin is startProxy with the admin address admin (host:port), for a yaml
+// whose http_server.admin names the same address.
+func startProxyAdmin(t *testing.T, yaml, admin string, env ...string) *proxy {
+	t.Helper()
 	bins := harness.Binaries(t)
 	path := harness.WriteFile(t, "config.yaml", yaml)
-	admin := harness.FreeAddr(t)
 	p := &proxy{Admin: "http://" + admin, Config: path}
 	p.proc = harness.Start(t, bins.Proxy, []string{"--config", path, "--admin-addr", admin, "--shutdown-timeout", "10s"}, env...)
 	waitReady(t, p)

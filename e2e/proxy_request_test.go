@@ -171,3 +171,101 @@ func TestProxyUpstreamRequest(t *testing.T) {
 		}
 	})
 }
+
+// llmproxyStyleConfig is written the way LLMProxy's README writes its files: its keys, its
+// quoting and indentation, an upstream url ending in /v1 (its examples) or in the full
+// endpoint (its reference), here pointing at a mockllm.
+const llmproxyStyleConfig = `
+http_server:
+    forwards:
+        - name: "llm_openai_service"      # Forward service name
+          port: {{.Port}}                 # Port LLMProxy listens on
+          address: "127.0.0.1"
+          default_group: "openai_main_group" # Link to the upstream group defined below
+    admin:
+        port: {{.AdminPort}}            # Admin port for monitoring
+        address: "127.0.0.1"            # Recommended local-only access for security
+
+upstreams:
+    - name: "openai_chat_api"           # Upstream service name, e.g., OpenAI
+      url: "{{.URL}}"
+      auth:
+          type: "bearer"                # Authentication type is Bearer Token
+          token: "YOUR_OPENAI_API_KEY_HERE"
+      headers:
+          - op: "insert"
+            key: "X-Custom-Proxy-Header"
+            value: "LLMProxy-OpenAI-GPT4"
+      breaker:
+          threshold: 0.5
+          cooldown: 30
+
+upstream_groups:
+    - name: "openai_main_group"         # Upstream group name
+      upstreams:
+          - name: "openai_chat_api"       # Reference to the openai_chat_api upstream defined above
+            weight: 8
+      balance:
+          strategy: "weighted_roundrobin"
+      http_client:
+          agent: "LLMProxy/1.0 (OpenAI-Group)"
+          keepalive: 90
+          stream: true
+          timeout:
+              connect: 15
+              request: 360
+              idle: 90
+          retry:
+              attempts: 3
+              initial: 1000
+`
+
+// TestRequestLLMProxyURLSpellings runs the proxy on an LLMProxy-style file with its two
+// spellings of the upstream url, base .../v1 and full endpoint: requests reach the
+// upstream at the path the client called, never with /v1 twice.
+func TestRequestLLMProxyURLSpellings(t *testing.T) {
+	t.Parallel()
+	m := startMocks(t, nil, "openai")["openai"]
+	type call struct{ method, path, body string }
+	chatCall := call{"POST", "/v1/chat/completions", chat("gpt-4o")}
+	tests := []struct {
+		name, url string
+		calls     []call // each made on the proxy; the mock must see the same path
+	}{
+		{"base url ending in /v1", m.URL + "/v1", []call{
+			chatCall,
+			{"POST", "/v1/embeddings", `{"model":"text-embedding-3-small","input":"hi"}`},
+			{"GET", "/v1/models", ""},
+		}},
+		{"full endpoint url", m.URL + "/v1/chat/completions", []call{chatCall}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			addr, admin := harness.FreeAddr(t), harness.FreeAddr(t)
+			startProxyAdmin(t, renderConfig(t, llmproxyStyleConfig, map[string]any{
+				"Port": harness.Port(t, addr), "AdminPort": harness.Port(t, admin), "URL": tt.url,
+			}), admin)
+			for _, c := range tt.calls {
+				before := m.stats(t).LastSeq
+				a := mustSend(t, c.method, "http://"+addr+c.path+"?trace=1", c.body, "Authorization", "Bearer client-key")
+				if a.Status != http.StatusOK {
+					t.Fatalf("%s %s: status %d: %s", c.method, c.path, a.Status, a.Body)
+				}
+				recs, err := m.Requests(t.Context(), before)
+				if err != nil || len(recs) != 1 {
+					t.Fatalf("%s %s: upstream recorded %d requests (%v); want 1", c.method, c.path, len(recs), err)
+				}
+				rec := recs[0]
+				if rec.Path != c.path || rec.RawQuery != "trace=1" {
+					t.Errorf("url %s, client calls %s?trace=1: upstream got %s?%s", tt.url, c.path, rec.Path, rec.RawQuery)
+				}
+				if got := rec.Header.Get("Authorization"); got != "Bearer YOUR_OPENAI_API_KEY_HERE" {
+					t.Errorf("Authorization = %q; want the upstream's bearer token", got)
+				}
+				if got := rec.Header.Get("X-Custom-Proxy-Header"); got != "LLMProxy-OpenAI-GPT4" {
+					t.Errorf("X-Custom-Proxy-Header = %q; want the inserted value", got)
+				}
+			}
+		})
+	}
+}

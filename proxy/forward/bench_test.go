@@ -125,3 +125,21 @@ func BenchmarkUsageScanSSE(b *testing.B) {
 		sc.Close()
 	}
 }
+
+func BenchmarkTargetURL(b *testing.B) {
+	in := &url.URL{Path: "/v1/chat/completions", RawQuery: "x=1"}
+	for _, tt := range []struct{ name, base string }{
+		{"host", "https://api.openai.com"},
+		{"v1", "https://api.openai.com/v1"},
+		{"full-endpoint", "https://api.openai.com/v1/chat/completions"},
+		{"prefix", "http://gpu-host:8000/llm"},
+	} {
+		u, _ := url.Parse(tt.base)
+		b.Run(tt.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				targetURL(u, in)
+			}
+		})
+	}
+}

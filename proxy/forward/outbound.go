@@ -45,9 +45,15 @@ func removeHopHeaders(h http.Header) {
 	}
 }
 
-// joinURLPath appends the request path reqPath to the upstream base path, with exactly one
-// slash between them: ("/v1", "/chat") and ("/v1/", "/chat") give "/v1/chat"; an empty
-// base gives reqPath; an empty reqPath gives the base (or "/").
+// joinURLPath joins the upstream url's path base and the request path reqPath with
+// exactly one slash between them, except that when the end of base repeats the start of
+// reqPath, whole segments compared, the repeated segments are written once. So a client's
+// /v1/chat/completions reaches /v1/chat/completions through a base of "", "/v1" or
+// "/v1/chat/completions" alike (LLMProxy's examples write the second, its reference the
+// third), and /openai/v1/chat/completions through "/openai", which does not overlap;
+// "/v1x" does not overlap "/v1". An empty reqPath gives the base (or "/").
+//
+// It allocates only the joined string, and nothing when the base is wholly repeated.
 func joinURLPath(base, reqPath string) string {
 	switch {
 	case base == "" || base == "/":
@@ -57,6 +63,12 @@ func joinURLPath(base, reqPath string) string {
 		return reqPath
 	case reqPath == "":
 		return base
+	}
+	if cut, ok := pathOverlap(base, reqPath); ok {
+		if cut == 0 {
+			return reqPath
+		}
+		return base[:cut] + reqPath
 	}
 	bs := base[len(base)-1] == '/'
 	rs := reqPath[0] == '/'
@@ -69,17 +81,43 @@ func joinURLPath(base, reqPath string) string {
 	return base + reqPath
 }
 
+// pathOverlap finds the longest run of whole segments that ends base (a trailing slash
+// aside) and starts reqPath (which must begin with "/"), and returns the offset in base
+// where that run begins.
+func pathOverlap(base, reqPath string) (cut int, ok bool) {
+	if reqPath[0] != '/' {
+		return 0, false
+	}
+	b := strings.TrimSuffix(base, "/")
+	for i := 0; i < len(b)-1; i++ {
+		if b[i] != '/' {
+			continue
+		}
+		run := b[i:]
+		if strings.HasPrefix(reqPath, run) && (len(reqPath) == len(run) || reqPath[len(run)] == '/') {
+			return i, true
+		}
+	}
+	return 0, false
+}
+
 // targetURL is the upstream URL for the inbound URL in: the member's scheme, host and path
-// prefix, then in's path, and in's query.
+// prefix, then in's path (joinURLPath), and in's query.
 func targetURL(base *url.URL, in *url.URL) *url.URL {
 	u := &url.URL{Scheme: base.Scheme, Host: base.Host, User: base.User, RawQuery: in.RawQuery}
 	if in.RawPath == "" && base.RawPath == "" {
 		u.Path = joinURLPath(base.Path, in.Path)
 		return u
 	}
-	// Escaped paths: join both forms so reserved characters keep their escaping.
-	u.Path = joinURLPath(base.Path, in.Path)
-	u.RawPath = joinURLPath(base.EscapedPath(), in.EscapedPath())
+	// Escaped paths: join the escaped forms, so that segments are compared as sent
+	// ("%2F" is no separator) and reserved characters keep their escaping.
+	raw := joinURLPath(base.EscapedPath(), in.EscapedPath())
+	p, err := url.PathUnescape(raw)
+	if err != nil { // both parts came from parsed URLs: cannot happen
+		u.Path = joinURLPath(base.Path, in.Path)
+		return u
+	}
+	u.Path, u.RawPath = p, raw
 	return u
 }
 

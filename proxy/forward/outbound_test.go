@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -22,6 +23,21 @@ func TestJoinURLPath(t *testing.T) {
 		{"/openai", "", "/openai"},
 		{"/openai", "/", "/openai/"},
 		{"/a/b", "/c/", "/a/b/c/"},
+		// The end of the base repeats the start of the request path: written once.
+		{"/v1", "/v1/chat", "/v1/chat"},
+		{"/v1/", "/v1/chat", "/v1/chat"},
+		{"/v1", "/v1", "/v1"},
+		{"/v1", "/v1/", "/v1/"},
+		{"/v1/chat/completions", "/v1/chat/completions", "/v1/chat/completions"},
+		{"/llm/v1", "/v1/models", "/llm/v1/models"},
+		{"/a/b/a", "/a/b/a/c", "/a/b/a/c"}, // the longest overlap wins
+		{"/a/b/a", "/a/c", "/a/b/a/c"},
+		// Whole segments only, never a string prefix.
+		{"/v1x", "/v1/chat", "/v1x/v1/chat"},
+		{"/v1", "/v1x/chat", "/v1/v1x/chat"},
+		{"/xv1", "/v1/chat", "/xv1/v1/chat"},
+		{"/v1/chat", "/chat/completions", "/v1/chat/completions"},
+		{"/v1/chat/completions", "/v1/embeddings", "/v1/chat/completions/v1/embeddings"},
 	}
 	for _, tt := range tests {
 		if got := joinURLPath(tt.base, tt.req); got != tt.want {
@@ -36,6 +52,11 @@ func TestTargetURL(t *testing.T) {
 		{"https://host/openai/", "/v1/models", "https://host/openai/v1/models"},
 		{"http://up/pre", "/a%2Fb/c?x=%20", "http://up/pre/a%2Fb/c?x=%20"},
 		{"http://up", "/", "http://up/"},
+		{"http://up/v1", "/v1/chat?x=1", "http://up/v1/chat?x=1"},
+		// Escaped paths overlap as sent: "%2F" separates nothing.
+		{"http://up/a%2Fb", "/b/c", "http://up/a%2Fb/b/c"},
+		{"http://up/a%2Fb", "/a%2Fb/c", "http://up/a%2Fb/c"},
+		{"http://up/v1", "/v1/a%2Fb", "http://up/v1/a%2Fb"},
 	}
 	for _, tt := range tests {
 		b, _ := url.Parse(tt.base)
@@ -44,6 +65,62 @@ func TestTargetURL(t *testing.T) {
 			t.Errorf("targetURL(%q, %q) = %q; want %q", tt.base, tt.in, got, tt.want)
 		}
 	}
+}
+
+// TestTargetURLREADME runs every row of the README's table of upstream urls ("Pointing
+// it at real providers"): request path, upstream url, what the upstream receives.
+func TestTargetURLREADME(t *testing.T) {
+	rows := readmeURLTable(t)
+	if len(rows) < 8 {
+		t.Fatalf("README's url table has %d rows; want the examples back", len(rows))
+	}
+	for _, row := range rows {
+		t.Run(row[0]+" via "+row[1], func(t *testing.T) {
+			base, err := url.Parse(row[1])
+			if err != nil {
+				t.Fatal(err)
+			}
+			in, err := url.ParseRequestURI(row[0])
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := targetURL(base, in).String(); got != row[2] {
+				t.Errorf("client calls %s through url %s: upstream gets %s; the README says %s", row[0], row[1], got, row[2])
+			}
+		})
+	}
+}
+
+// readmeURLTable returns the first three cells (backquotes removed) of the rows of the
+// README table whose header starts with "| client calls |".
+func readmeURLTable(t *testing.T) [][3]string {
+	t.Helper()
+	b, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rows [][3]string
+	in := false
+	for _, line := range strings.Split(string(b), "\n") {
+		switch {
+		case strings.HasPrefix(line, "| client calls |"):
+			in = true
+		case !in || strings.HasPrefix(line, "|---"):
+		case !strings.HasPrefix(line, "|"):
+			return rows
+		default:
+			cells := strings.Split(strings.Trim(line, "|"), "|")
+			if len(cells) < 3 {
+				t.Fatalf("README url table row %q: want at least 3 cells", line)
+			}
+			var row [3]string
+			for i := range row {
+				row[i] = strings.Trim(strings.TrimSpace(cells[i]), "`")
+			}
+			rows = append(rows, row)
+		}
+	}
+	return rows
 }
 
 // recorder is an upstream that records the requests it receives.

@@ -536,7 +536,11 @@ type Upstream struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Unique name. Required.
 	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	// Base URL: scheme, host, optional path prefix. The request path is appended to it.
+	// Base URL: scheme, host, optional path. The request path is appended to it, except
+	// that where the end of this path repeats the start of the request's (whole segments),
+	// the repeated part is written once: for a client's /v1/chat/completions,
+	// https://api.openai.com, .../v1 and .../v1/chat/completions all reach
+	// https://api.openai.com/v1/chat/completions. The request's query is kept.
 	Url  string `protobuf:"bytes,2,opt,name=url,proto3" json:"url,omitempty"`
 	Auth *Auth  `protobuf:"bytes,3,opt,name=auth,proto3" json:"auth,omitempty"`
 	// Header operations applied to requests sent to this upstream, in order.
