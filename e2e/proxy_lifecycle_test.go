@@ -151,7 +151,8 @@ upstream_groups:
 `
 
 // TestProxyGracefulStop sends SIGTERM while a slow request is in flight: the listener stops
-// accepting, /ready turns 503, the request completes, the process exits 0.
+// accepting, /ready turns 503, the request completes, the process exits 0, and the
+// request's access-log line, still buffered at the end of the drain, is in the output.
 func TestProxyGracefulStop(t *testing.T) {
 	t.Parallel()
 	m := startMocks(t, nil, "slow")["slow"]
@@ -160,7 +161,7 @@ func TestProxyGracefulStop(t *testing.T) {
 
 	res := make(chan answer, 1)
 	go func() {
-		a, err := send(context.Background(), "POST", "http://"+addr+"/v1/chat/completions", chat("gpt-4o"), "X-Mock-Latency", "1500ms")
+		a, err := send(context.Background(), "POST", "http://"+addr+"/v1/chat/completions", chat("gpt-4o"), "X-Mock-Latency", "1500ms", "X-Request-Id", "drained-request-1")
 		if err != nil {
 			a = answer{Body: []byte(err.Error())}
 		}
@@ -197,6 +198,9 @@ func TestProxyGracefulStop(t *testing.T) {
 	}
 	if !strings.Contains(p.proc.Output(), "drain") {
 		t.Errorf("no drain in the log:\n%s", p.proc.Output())
+	}
+	if !strings.Contains(p.proc.Output(), `"msg":"request","request_id":"drained-request-1"`) {
+		t.Errorf("no access-log line for the drained request:\n%s", p.proc.Output())
 	}
 }
 

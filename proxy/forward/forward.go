@@ -25,6 +25,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/llmproxy-go/llmproxy/proxy/accesslog"
 	"github.com/llmproxy-go/llmproxy/proxy/config"
 	"github.com/llmproxy-go/llmproxy/proxy/telemetry"
 	"go.opentelemetry.io/otel/attribute"
@@ -34,16 +35,17 @@ import (
 )
 
 // Deps are a handler's collaborators. Every field may be nil: nil Logger discards, nil
-// (or no-op) Tracer turns tracing off, and then a client's traceparent passes through
-// unchanged. Metric children come from the runtime (config.Options.Metrics); Metrics here
-// only counts requests to a forward the current runtime does not have.
+// AccessLog writes no access log, nil (or no-op) Tracer turns tracing off, and then a
+// client's traceparent passes through unchanged. Metric children come from the runtime
+// (config.Options.Metrics); Metrics here only counts requests to a forward the current
+// runtime does not have.
 type Deps struct {
 	Metrics *telemetry.Metrics
-	Logger  *slog.Logger
-	// NoAccessLog turns off the Info access-log record of every request; the other
-	// records (warnings, errors) are unaffected.
-	NoAccessLog bool
-	Tracer      trace.Tracer
+	// Logger receives the records other than the access log (failed attempts, ...).
+	Logger *slog.Logger
+	// AccessLog receives one entry per request; it may be shared by every forward.
+	AccessLog *accesslog.Logger
+	Tracer    trace.Tracer
 }
 
 // New returns the handler of the forward named forward. Each request loads holder's
@@ -240,7 +242,8 @@ func (ex *exchange) clientGone() bool { return ex.r.Context().Err() != nil }
 
 // finish records the request: metrics, span, access log, buffers.
 func (ex *exchange) finish() {
-	d := time.Since(ex.start)
+	end := time.Now()
+	d := end.Sub(ex.start)
 	if ex.route == nil {
 		ex.route = ex.fw.Route("")
 	}
@@ -260,5 +263,5 @@ func (ex *exchange) finish() {
 		traceID = ex.span.SpanContext().TraceID().String()
 		ex.span.End()
 	}
-	ex.logAccess(d, traceID)
+	ex.logAccess(end, d, traceID)
 }

@@ -62,6 +62,17 @@ func newTestProxyDeps(t testing.TB, deps Deps, yamlCfg string, upstreams ...stri
 	return &testProxy{URL: srv.URL, Runtime: rt, Metrics: m, Reg: reg}
 }
 
+// jsonUpstream is an upstream answering every request with benchAnswer; it returns its URL.
+func jsonUpstream(t testing.TB) string {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, benchAnswer)
+	}))
+	t.Cleanup(up.Close)
+	return up.URL
+}
+
 // simpleConfig is one forward over one group of the given upstream lines.
 func simpleConfig(groupExtra string, upstreamNames ...string) string {
 	var b strings.Builder

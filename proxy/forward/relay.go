@@ -90,6 +90,8 @@ func (ex *exchange) relay(g *config.Group, a *attempt) {
 			} else if tailp != nil {
 				*tailp = appendTail(*tailp, chunk)
 			}
+			// The one place the answer's body reaches the client (for event streams,
+			// whole or partial frames as the upstream sent them).
 			w, werr := ex.w.Write(chunk)
 			ex.written += int64(w)
 			if werr != nil {

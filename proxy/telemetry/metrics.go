@@ -78,6 +78,9 @@ type Metrics struct {
 	Tokens *prometheus.CounterVec
 	// ConfigVersion is the applied configuration's revision when it is numeric.
 	ConfigVersion prometheus.Gauge
+	// AccessLogDropped counts access-log lines dropped because the log's output could not
+	// keep up or failed.
+	AccessLogDropped prometheus.Counter
 }
 
 // durationBuckets span fast non-stream answers to long generations.
@@ -121,6 +124,8 @@ func NewMetrics() *Metrics {
 	m.Tokens = counter("llmproxy_tokens_total", "Tokens read from upstream answers.", "group", "upstream", "type")
 	m.ConfigVersion = prometheus.NewGauge(prometheus.GaugeOpts{Name: "llmproxy_config_version", Help: "Revision of the applied configuration (when numeric)."})
 	reg.MustRegister(m.ConfigVersion)
+	m.AccessLogDropped = prometheus.NewCounter(prometheus.CounterOpts{Name: "llmproxy_access_log_dropped_total", Help: "Access-log lines dropped because the log's output could not keep up or failed."})
+	reg.MustRegister(m.AccessLogDropped)
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -78,6 +78,7 @@ func TestMetricsExposition(t *testing.T) {
 		`llmproxy_tokens_total{group="g",type="prompt",upstream="u"} 3`,
 		`llmproxy_circuitbreaker_state_changes_total{from="closed",group="",to="open",upstream="u",url="http://u"} 1`,
 		`llmproxy_config_version 3`,
+		`llmproxy_access_log_dropped_total 0`,
 		`go_goroutines`,
 	} {
 		if !strings.Contains(string(b), want) {

@@ -11,8 +11,10 @@
 // loopback address for profiling; it is off unless given and refuses other addresses.
 //
 // SIGTERM or SIGINT stops accepting, drains in-flight requests up to --shutdown-timeout and
-// exits 0. Logs are JSON (log/slog) on stderr, with one Info record per request unless
-// --access-log=false.
+// exits 0. Logs are JSON (log/slog) on stderr, with one access-log line per request
+// (buffered off the request path, written at least every second and at exit; lines the
+// output cannot take are dropped and counted) unless --access-log=false or --log-level is
+// above info.
 package main
 
 import (
@@ -38,6 +40,7 @@ import (
 
 	"github.com/llmproxy-go/llmproxy/controlplane/configfile"
 	configv1 "github.com/llmproxy-go/llmproxy/gen/llmproxy/config/v1"
+	"github.com/llmproxy-go/llmproxy/proxy/accesslog"
 	"github.com/llmproxy-go/llmproxy/proxy/config"
 	"github.com/llmproxy-go/llmproxy/proxy/forward"
 	"github.com/llmproxy-go/llmproxy/proxy/server"
@@ -77,7 +80,7 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	fs.StringVar(&f.redisURL, "redis", os.Getenv("LLMPROXY_REDIS_URL"), "Redis `URL` for global rate limits (env LLMPROXY_REDIS_URL)")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "longest drain of in-flight requests on SIGTERM")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
-	fs.BoolVar(&f.accessLog, "access-log", true, "log one Info record per request (--access-log=false keeps the other logs)")
+	fs.BoolVar(&f.accessLog, "access-log", true, "log one JSON line per request, buffered (--access-log=false keeps the other logs)")
 	fs.StringVar(&f.pprofAddr, "pprof-addr", "", "serve net/http/pprof on the loopback `HOST:PORT` (profiling; off by default)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -130,9 +133,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return testConfig(f.configFile, stdout, stderr)
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
+	var accessOut io.Writer // nil: no access log
+	if f.accessLog && level <= slog.LevelInfo {
+		accessOut = stderr
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	if err := serve(ctx, f, log); err != nil {
+	if err := serve(ctx, f, log, accessOut); err != nil {
 		log.Error("llmproxy stopped", "err", err)
 		return 1
 	}
@@ -270,8 +277,9 @@ func adminAddrOf(cfg *configv1.Config) (string, bool) {
 	return net.JoinHostPort(host, strconv.Itoa(int(port))), true
 }
 
-// serve runs the proxy until ctx ends, then drains.
-func serve(ctx context.Context, f *flags, log *slog.Logger) error {
+// serve runs the proxy until ctx ends, then drains. The access log goes to accessOut
+// (nil: none).
+func serve(ctx context.Context, f *flags, log *slog.Logger, accessOut io.Writer) error {
 	// Catch SIGHUP before anything else: its default action would end the process.
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -288,6 +296,18 @@ func serve(ctx context.Context, f *flags, log *slog.Logger) error {
 	p := &proxy{log: log, metrics: telemetry.NewMetrics(), holder: &config.Holder{}}
 	p.reg = config.NewRegistry(p.metrics, log)
 	defer p.reg.Close()
+
+	var alog *accesslog.Logger
+	if accessOut != nil {
+		alog = accesslog.New(accessOut, accesslog.Options{Dropped: p.metrics.AccessLogDropped, Logger: log})
+		defer func() { // after the drain: the last requests' lines are in
+			cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := alog.Close(cctx); err != nil {
+				log.Warn("access log: output did not take the last lines", "err", err)
+			}
+		}()
+	}
 
 	if f.redisURL != "" {
 		ropts, err := redis.ParseURL(f.redisURL)
@@ -312,7 +332,7 @@ func serve(ctx context.Context, f *flags, log *slog.Logger) error {
 	p.srv = server.New(server.Options{
 		Holder: p.holder,
 		Handler: func(name string) http.Handler {
-			return forward.New(p.holder, name, forward.Deps{Metrics: p.metrics, Logger: log, Tracer: tracer, NoAccessLog: !f.accessLog})
+			return forward.New(p.holder, name, forward.Deps{Metrics: p.metrics, Logger: log, Tracer: tracer, AccessLog: alog})
 		},
 		Metrics:      p.metrics.Registry,
 		Logger:       log,
