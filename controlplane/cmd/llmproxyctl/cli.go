@@ -34,6 +34,8 @@ const (
 	exitNotFound = 3
 	exitInvalid  = 4
 	exitConflict = 5
+	exitRefused  = 6
+	exitTimeout  = 7
 )
 
 // cli holds the global flags and the streams of one run.
@@ -57,12 +59,20 @@ func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(fo
 
 // exitCode classifies err: see exitCodesHelp.
 func exitCode(err error) int {
-	var ue usageError
+	var (
+		ue usageError
+		fe *fleetError
+	)
 	switch {
 	case err == nil:
 		return exitOK
 	case errors.As(err, &ue):
 		return exitUsage
+	case errors.As(err, &fe):
+		if len(fe.rollout.GetRefused()) > 0 {
+			return exitRefused
+		}
+		return exitTimeout
 	}
 	if st, ok := status.FromError(err); ok {
 		switch st.Code() {
@@ -99,6 +109,10 @@ func (c *cli) report(cmd *cobra.Command, err error) int {
 	for _, l := range lines {
 		fmt.Fprintf(c.stderr, "llmproxyctl: %s\n", l)
 	}
+	var h hinted
+	if errors.As(err, &h) {
+		fmt.Fprintf(c.stderr, "llmproxyctl: hint: %s\n", h.hint)
+	}
 	if code == exitUsage && cmd != nil {
 		fmt.Fprintf(c.stderr, "usage: %s\n(run '%s --help' for more)\n", cmd.UseLine(), cmd.CommandPath())
 	}
@@ -108,6 +122,10 @@ func (c *cli) report(cmd *cobra.Command, err error) int {
 // messages returns the text of err for people, one line per error of a joined error; a
 // gRPC status gives its message without the "rpc error" prefix.
 func messages(err error) []string {
+	var h hinted
+	if errors.As(err, &h) {
+		return messages(h.err)
+	}
 	if j, ok := err.(interface{ Unwrap() []error }); ok {
 		var out []string
 		for _, e := range j.Unwrap() {
@@ -123,6 +141,15 @@ func messages(err error) []string {
 	}
 	return []string{err.Error()}
 }
+
+// hinted is an error with a line of advice, printed after it; it keeps err's exit code.
+type hinted struct {
+	err  error
+	hint string
+}
+
+func (h hinted) Error() string { return h.err.Error() + " (hint: " + h.hint + ")" }
+func (h hinted) Unwrap() error { return h.err }
 
 // missing returns what a NOT_FOUND status says is missing (its ResourceInfo detail), or
 // nil when err is not such a status.
@@ -140,8 +167,13 @@ func missing(err error) *errdetails.ResourceInfo {
 }
 
 // connect dials the control plane and returns a client, a context carrying the token and
-// the call timeout, and a cleanup function.
+// the call timeout (--timeout), and a cleanup function.
 func (c *cli) connect() (adminv1.AdminServiceClient, context.Context, func(), error) {
+	return c.dial(c.timeout)
+}
+
+// dial is connect with a context that expires after timeout.
+func (c *cli) dial(timeout time.Duration) (adminv1.AdminServiceClient, context.Context, func(), error) {
 	server := c.server
 	if server == "" {
 		server = c.getenv("LLMPROXY_SERVER")
@@ -159,7 +191,7 @@ func (c *cli) connect() (adminv1.AdminServiceClient, context.Context, func(), er
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("connect %s: %w", server, err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	if token != "" {
 		ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+token)
 	}

@@ -18,7 +18,8 @@ type resourceKind struct {
 	words []string // accepted on the command line; the first is shown by get, the second by delete
 	// get returns the named resource, or every one when name is "", inside a Config.
 	get func(ctx context.Context, client adminv1.AdminServiceClient, name string) (*configv1.Config, error)
-	del func(ctx context.Context, client adminv1.AdminServiceClient, name string, expected *uint64) (*adminv1.DeleteResponse, error)
+	// del deletes the named resource, with the write flags of w.
+	del func(w *writeOptions, name string) (*adminv1.DeleteResponse, error)
 	// names lists the resources' names in cfg.
 	names func(cfg *configv1.Config) []string
 }
@@ -35,8 +36,8 @@ var resourceKinds = []resourceKind{
 			resp, err := client.ListUpstreams(ctx, &adminv1.ListUpstreamsRequest{})
 			return &configv1.Config{Upstreams: resp.GetUpstreams()}, err
 		},
-		del: func(ctx context.Context, client adminv1.AdminServiceClient, name string, expected *uint64) (*adminv1.DeleteResponse, error) {
-			return client.DeleteUpstream(ctx, &adminv1.DeleteUpstreamRequest{Name: name, ExpectedRevision: expected})
+		del: func(w *writeOptions, name string) (*adminv1.DeleteResponse, error) {
+			return send(w, adminv1.AdminServiceClient.DeleteUpstream, &adminv1.DeleteUpstreamRequest{Name: name})
 		},
 		names: func(cfg *configv1.Config) []string { return namesOf(cfg.GetUpstreams()) },
 	},
@@ -51,8 +52,8 @@ var resourceKinds = []resourceKind{
 			resp, err := client.ListUpstreamGroups(ctx, &adminv1.ListUpstreamGroupsRequest{})
 			return &configv1.Config{UpstreamGroups: resp.GetUpstreamGroups()}, err
 		},
-		del: func(ctx context.Context, client adminv1.AdminServiceClient, name string, expected *uint64) (*adminv1.DeleteResponse, error) {
-			return client.DeleteUpstreamGroup(ctx, &adminv1.DeleteUpstreamGroupRequest{Name: name, ExpectedRevision: expected})
+		del: func(w *writeOptions, name string) (*adminv1.DeleteResponse, error) {
+			return send(w, adminv1.AdminServiceClient.DeleteUpstreamGroup, &adminv1.DeleteUpstreamGroupRequest{Name: name})
 		},
 		names: func(cfg *configv1.Config) []string { return namesOf(cfg.GetUpstreamGroups()) },
 	},
@@ -67,8 +68,8 @@ var resourceKinds = []resourceKind{
 			resp, err := client.ListForwards(ctx, &adminv1.ListForwardsRequest{})
 			return &configv1.Config{HttpServer: &configv1.HttpServer{Forwards: resp.GetForwards()}}, err
 		},
-		del: func(ctx context.Context, client adminv1.AdminServiceClient, name string, expected *uint64) (*adminv1.DeleteResponse, error) {
-			return client.DeleteForward(ctx, &adminv1.DeleteForwardRequest{Name: name, ExpectedRevision: expected})
+		del: func(w *writeOptions, name string) (*adminv1.DeleteResponse, error) {
+			return send(w, adminv1.AdminServiceClient.DeleteForward, &adminv1.DeleteForwardRequest{Name: name})
 		},
 		names: func(cfg *configv1.Config) []string { return namesOf(cfg.GetHttpServer().GetForwards()) },
 	},

@@ -4,7 +4,9 @@
 //
 // The command tree is built by newRootCommand from one constructor per command, each in a
 // file of its own (apply.go, get.go, ...): adding a command is a new file and one line in
-// newRootCommand.
+// newRootCommand. Write commands share write.go (the -m, --wait, --dry-run and -o flags,
+// the call, the answer and its exit code) and output.go (how diffs and the fleet's rollout
+// print).
 package main
 
 import (

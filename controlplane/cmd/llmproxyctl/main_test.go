@@ -52,6 +52,12 @@ func (fleet) Proxies() []*adminv1.ProxyStatus {
 // empty) and returns its address.
 func startServer(t *testing.T, seedYAML string) string {
 	t.Helper()
+	return startServerWith(t, seedYAML, fleet{})
+}
+
+// startServerWith is startServer with the given fleet.
+func startServerWith(t *testing.T, seedYAML string, fl admin.Fleet) string {
+	t.Helper()
 	ctx := context.Background()
 	st, err := store.Open(ctx, "sqlite:"+filepath.Join(t.TempDir(), "cp.db"), nil)
 	if err != nil {
@@ -59,7 +65,7 @@ func startServer(t *testing.T, seedYAML string) string {
 	}
 	t.Cleanup(func() { st.Close() })
 	gs := grpc.NewServer()
-	adminv1.RegisterAdminServiceServer(gs, admin.New(st, fleet{}, nil))
+	adminv1.RegisterAdminServiceServer(gs, admin.New(st, fl, nil))
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -107,6 +113,16 @@ func TestExitCodes(t *testing.T) {
 		{"stale revision", []string{"delete", "group", "g2", "--expected-revision", "99"}, exitConflict, "revision"},
 		{"unreadable file", []string{"validate", "-f", filepath.Join(t.TempDir(), "none.yaml")}, exitError, "read config"},
 		{"unreachable server", []string{"export", "--server", "127.0.0.1:1"}, exitError, "control plane unavailable"},
+		{"revision not a number", []string{"diff", "three"}, exitUsage, `REV: "three" is not a revision number`},
+		{"missing revision", []string{"rollback", "99"}, exitNotFound, "revision 99 is not in the history"},
+		{"missing base revision", []string{"diff", "1", "99"}, exitNotFound, "base 99 is not in the history"},
+		{"history pages both ways", []string{"history", "--all", "--page-token", "3"}, exitUsage, "--all and --page-token exclude each other"},
+		{"wait with a dry run", []string{"rollback", "1", "--wait", "--dry-run"}, exitUsage, "--wait and --dry-run exclude each other"},
+		{"wait with diff", []string{"apply", "-f", "-", "--diff", "--wait=5s"}, exitUsage, "--wait and --diff exclude each other"},
+		{"negative wait", []string{"delete", "group", "g2", "--wait=-1s"}, exitUsage, "--wait: want a positive duration"},
+		{"wait with a detached value", []string{"rollback", "1", "--wait", "10s"}, exitUsage, "write --wait=10s"},
+		{"bad wait", []string{"delete", "group", "g2", "--wait=soon"}, exitUsage, `invalid argument "soon" for "--wait"`},
+		{"mass deletion", []string{"apply", "-f", os.DevNull}, exitInvalid, "llmproxyctl: hint: apply --force applies it anyway"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -125,12 +141,13 @@ func TestExitCodes(t *testing.T) {
 // exit codes.
 func TestHelp(t *testing.T) {
 	out, _, code := ctl(t, "127.0.0.1:1", "", "--help")
-	if code != 0 || !strings.Contains(out, "Exit codes:") || !strings.Contains(out, "5  conflict") {
+	if code != 0 || !strings.Contains(out, "Exit codes:") || !strings.Contains(out, "5  conflict") ||
+		!strings.Contains(out, "6  refused") || !strings.Contains(out, "7  timeout") {
 		t.Fatalf("--help: %d\n%s", code, out)
 	}
 	for _, cmd := range [][]string{
 		{"apply"}, {"get"}, {"delete"}, {"route"}, {"route", "set"}, {"route", "delete"},
-		{"export"}, {"validate"}, {"status"}, {"completion"},
+		{"export"}, {"validate"}, {"status"}, {"completion"}, {"history"}, {"diff"}, {"rollback"},
 	} {
 		out, errOut, code := ctl(t, "127.0.0.1:1", "", append([]string{"help"}, cmd...)...)
 		if code != 0 || !strings.Contains(out, "Usage:") {

@@ -6,13 +6,18 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"go.yaml.in/yaml/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/llmproxy-go/llmproxy/controlplane/configfile"
+	"github.com/llmproxy-go/llmproxy/controlplane/diff"
+	adminv1 "github.com/llmproxy-go/llmproxy/gen/llmproxy/admin/v1"
 	configv1 "github.com/llmproxy-go/llmproxy/gen/llmproxy/config/v1"
 )
 
@@ -113,4 +118,99 @@ func blockStyle(n *yaml.Node) {
 	for _, c := range n.Content {
 		blockStyle(c)
 	}
+}
+
+// printDiff writes d for people: a header naming the two revisions, then each resource
+// that differs ("added upstream/openai", "changed forward/main", "changed http_server")
+// with its fields, one a line: "path: old → new" for a change, the value alone for an
+// added or removed resource, and "changed (secret)" for a secret whose values are withheld.
+func (c *cli) printDiff(d *adminv1.ConfigDiff) {
+	to := fmt.Sprintf("revision %d", d.GetRevision())
+	if d.GetRevision() == 0 {
+		to = "the proposed config"
+	}
+	from := fmt.Sprintf("revision %d", d.GetBaseRevision())
+	if d.GetBaseRevision() == 0 {
+		from = "the empty config"
+	}
+	if len(d.GetResources()) == 0 {
+		fmt.Fprintf(c.stdout, "%s → %s: no changes\n", from, to)
+		return
+	}
+	fmt.Fprintf(c.stdout, "%s → %s:\n", from, to)
+	for _, r := range d.GetResources() {
+		name := r.GetKind()
+		if r.GetName() != "" {
+			name += "/" + r.GetName()
+		}
+		fmt.Fprintf(c.stdout, "%s %s\n", r.GetAction(), name)
+		for _, f := range r.GetFields() {
+			fmt.Fprintf(c.stdout, "    %s: %s\n", f.GetPath(), fieldChange(r.GetAction(), f))
+		}
+	}
+}
+
+// fieldChange is the text of one field of a ResourceDiff whose action is action.
+func fieldChange(action string, f *adminv1.FieldDiff) string {
+	var s string
+	switch {
+	case f.GetSecret() && f.Old == nil && f.New == nil:
+		return "changed (secret)"
+	case action == diff.Added:
+		s = valueText(f.GetNew())
+	case action == diff.Removed:
+		s = valueText(f.GetOld())
+	default:
+		s = valueText(f.GetOld()) + " → " + valueText(f.GetNew())
+	}
+	if f.GetSecret() {
+		s += " (secret)"
+	}
+	return s
+}
+
+// valueText writes a field's value as compact JSON ("ga", 3, ["a","b"]), or (unset).
+func valueText(v *structpb.Value) string {
+	if v == nil {
+		return "(unset)"
+	}
+	raw, err := protojson.Marshal(v)
+	if err != nil {
+		return "(" + err.Error() + ")"
+	}
+	var buf bytes.Buffer
+	if err := json.Compact(&buf, raw); err != nil {
+		return string(raw)
+	}
+	return buf.String()
+}
+
+// printRollout writes how far a write reached the fleet after waiting at most wait:
+// "applied on N of M proxies", then a line per refusal with the node and its reason, and
+// the proxies that had not answered.
+func (c *cli) printRollout(r *adminv1.Rollout, wait time.Duration) {
+	line := fmt.Sprintf("applied on %d of %d proxies", r.GetApplied(), r.GetProxies())
+	if r.GetProxies() == 0 {
+		line += " (no proxy is connected to this control plane)"
+	}
+	fmt.Fprintln(c.stdout, line)
+	for _, p := range r.GetRefused() {
+		reason := strings.ReplaceAll(strings.TrimSpace(p.GetError()), "\n", "\n    ")
+		fmt.Fprintf(c.stdout, "refused by %s (revision %d): %s\n", p.GetNodeId(), p.GetRevision(), reason)
+	}
+	if lagging := r.GetLagging(); len(lagging) > 0 {
+		fmt.Fprintf(c.stdout, "not yet applied on %s", strings.Join(lagging, ", "))
+		if r.GetTimedOut() {
+			fmt.Fprintf(c.stdout, " after waiting %s", wait)
+		}
+		fmt.Fprintln(c.stdout)
+	}
+}
+
+// timeText is ts in local time, RFC 3339, or "-" when unset: a table cell.
+func timeText(ts *timestamppb.Timestamp) string {
+	if ts == nil {
+		return "-"
+	}
+	return ts.AsTime().Local().Format(time.RFC3339)
 }

@@ -16,7 +16,11 @@ const exitCodesHelp = `Exit codes:
   3  not found: the named resource does not exist
   4  invalid: the config or the change was refused (a bad value, a duplicate name, a
      reference to nothing, a deletion of something still in use); every fault is listed
-  5  conflict: --expected-revision is not the current revision; read again and retry`
+  5  conflict: --expected-revision is not the current revision; read again and retry
+  6  refused: with --wait, a proxy refused (NACKed) the new revision; it is stored, and
+     served by the proxies that applied it: fix the cause, or roll back
+  7  timeout: with --wait, the wait ended before every proxy had applied the new revision
+     (it is stored); when a proxy also refused it, the code is 6`
 
 // newRootCommand builds the command tree. Every command is one constructor in a file of
 // its own; adding one is a new file and a line here.
@@ -50,7 +54,7 @@ Flags may come before or after the command.
 	pf.StringVar(&c.server, "server", "", "control plane gRPC `address` (default: env LLMPROXY_SERVER, else "+defaultServer+")")
 	pf.StringVar(&c.token, "token", "", "admin bearer `token` (default: env LLMPROXY_ADMIN_AUTH_TOKEN)")
 	pf.Var(&c.expected, "expected-revision", "write only if the current revision is `N` (else exit code 5)")
-	pf.DurationVar(&c.timeout, "timeout", 30*time.Second, "timeout of each call")
+	pf.DurationVar(&c.timeout, "timeout", 30*time.Second, "timeout of each call (a write's --wait comes on top)")
 	root.SetIn(c.stdin)
 	root.SetOut(c.stdout)
 	root.SetErr(c.stderr)
@@ -64,6 +68,9 @@ Flags may come before or after the command.
 		newExportCommand(c),
 		newValidateCommand(c),
 		newStatusCommand(c),
+		newHistoryCommand(c),
+		newDiffCommand(c),
+		newRollbackCommand(c),
 	)
 	root.InitDefaultHelpCmd()
 	root.InitDefaultCompletionCmd()

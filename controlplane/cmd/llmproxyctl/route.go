@@ -28,48 +28,45 @@ func newRouteCommand(c *cli) *cobra.Command {
 			return usagef("route: unknown action %q (want set or delete)", args[0])
 		},
 	}
-	cmd.AddCommand(&cobra.Command{
+	set := &cobra.Command{
 		Use:   "set FORWARD PATH GROUP",
 		Short: "Point the route PATH of FORWARD at GROUP, creating it if needed",
 		Long: `Point the route PATH of FORWARD at GROUP, keeping its other conditions, or append it when the
 forward has no such route. Without --expected-revision it writes at the revision it read,
 and retries when another write got in between.`,
-		Example:           `  llmproxyctl route set quickstart /v1/chat/completions alt`,
+		Example: `  llmproxyctl route set quickstart /v1/chat/completions alt
+  llmproxyctl route set quickstart /v1/chat/completions alt -m "drain main" --wait`,
 		Args:              cobra.ExactArgs(3),
 		ValidArgsFunction: c.completeRoute(true),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return c.routeSet(args[0], args[1], args[2])
-		},
-	}, &cobra.Command{
+	}
+	setOpts := addWriteFlags(c, set)
+	set.RunE = func(cmd *cobra.Command, args []string) error {
+		return c.routeSet(setOpts, args[0], args[1], args[2])
+	}
+	del := &cobra.Command{
 		Use:               "delete FORWARD PATH",
 		Short:             "Delete the route PATH of FORWARD",
 		Example:           `  llmproxyctl route delete quickstart /v1/chat/completions`,
 		Args:              cobra.ExactArgs(2),
 		ValidArgsFunction: c.completeRoute(false),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			client, ctx, done, err := c.connect()
-			if err != nil {
-				return err
-			}
-			defer done()
-			resp, err := client.DeleteRoute(ctx, &adminv1.DeleteRouteRequest{
-				Name: args[0], Id: admin.RouteID(args[1]), ExpectedRevision: c.expected.ptr(),
-			})
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(c.stdout, "route %q of forward %q deleted (revision %d)\n", args[1], args[0], resp.GetRevision())
-			return nil
-		},
-	})
+	}
+	delOpts := addWriteFlags(c, del)
+	del.RunE = func(cmd *cobra.Command, args []string) error {
+		resp, err := send(delOpts, adminv1.AdminServiceClient.DeleteRoute, &adminv1.DeleteRouteRequest{Name: args[0], Id: admin.RouteID(args[1])})
+		if err != nil {
+			return err
+		}
+		return c.finishWrite(delOpts, resp, fmt.Sprintf("route %q of forward %q deleted (revision %d)", args[1], args[0], resp.GetRevision()))
+	}
+	cmd.AddCommand(set, del)
 	return cmd
 }
 
 // routeSet points the route PATH of FORWARD at GROUP, keeping its other conditions, or
 // appends it when there is none. Without --expected-revision it reads the route and writes
 // it at the revision it read, retrying when another write got in between.
-func (c *cli) routeSet(forward, path, group string) error {
-	client, ctx, done, err := c.connect()
+func (c *cli) routeSet(w *writeOptions, forward, path, group string) error {
+	client, ctx, done, err := w.connect()
 	if err != nil {
 		return err
 	}
@@ -86,28 +83,28 @@ func (c *cli) routeSet(forward, path, group string) error {
 				}
 			}
 		}
-		var rev uint64
+		var resp *adminv1.RouteResponse
 		verb := "updated"
 		switch {
 		case missing(err).GetResourceType() == admin.ResourceRoute:
 			verb = "created"
-			var resp *adminv1.RouteResponse
-			resp, err = client.CreateRoute(ctx, &adminv1.CreateRouteRequest{
-				Name:             forward,
-				Route:            &configv1.Route{Path: path, TargetGroup: group},
-				ExpectedRevision: expected,
-			})
-			rev = resp.GetRevision()
+			req := &adminv1.CreateRouteRequest{Name: forward, Route: &configv1.Route{Path: path, TargetGroup: group}}
+			if err = w.fill(req); err != nil {
+				return err
+			}
+			req.ExpectedRevision = expected
+			resp, err = client.CreateRoute(ctx, req)
 		case err != nil:
 			return err
 		default:
 			r := entry.GetRoute()
 			r.TargetGroup = group
-			var resp *adminv1.RouteResponse
-			resp, err = client.UpdateRoute(ctx, &adminv1.UpdateRouteRequest{
-				Name: forward, Id: id, Route: r, ExpectedRevision: expected,
-			})
-			rev = resp.GetRevision()
+			req := &adminv1.UpdateRouteRequest{Name: forward, Id: id, Route: r}
+			if err = w.fill(req); err != nil {
+				return err
+			}
+			req.ExpectedRevision = expected
+			resp, err = client.UpdateRoute(ctx, req)
 		}
 		if status.Code(err) == codes.Aborted && !c.expected.set && attempt < 4 {
 			continue
@@ -115,8 +112,7 @@ func (c *cli) routeSet(forward, path, group string) error {
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(c.stdout, "route %q of forward %q %s: target_group %q (revision %d)\n", path, forward, verb, group, rev)
-		return nil
+		return c.finishWrite(w, resp, fmt.Sprintf("route %q of forward %q %s: target_group %q (revision %d)", path, forward, verb, group, resp.GetRevision()))
 	}
 }
 

@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"text/tabwriter"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -46,10 +45,7 @@ func (c *cli) statusTable(resp *adminv1.ListProxiesResponse) error {
 	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NODE\tCONNECTED\tSINCE\tACKED\tLAST NACK\tADDRESS")
 	for _, p := range resp.GetProxies() {
-		since := "-"
-		if ts := p.GetConnectedSince(); ts != nil {
-			since = ts.AsTime().Local().Format(time.RFC3339)
-		}
+		since := timeText(p.GetConnectedSince())
 		nack := "-"
 		if p.GetLastNackRevision() != 0 || p.GetLastNackError() != "" {
 			nack = fmt.Sprintf("%d: %s", p.GetLastNackRevision(), oneLine(p.GetLastNackError()))
