@@ -158,8 +158,15 @@ func (c *controlPlane) rest(t *testing.T, method, path, body string, withToken b
 // ctl runs llmproxyctl against c with stdin and returns stdout, stderr and the exit code.
 func (c *controlPlane) ctl(t *testing.T, stdin string, args ...string) (string, string, int) {
 	t.Helper()
-	cmd := exec.Command(c.ctlBin, args...)
-	cmd.Env = append(os.Environ(), "LLMPROXY_SERVER="+c.grpcAddr, "LLMPROXY_ADMIN_AUTH_TOKEN="+c.token)
+	return runCtl(t, c.ctlBin, c.grpcAddr, c.token, stdin, args...)
+}
+
+// runCtl runs the llmproxyctl binary bin against the control plane's gRPC address with the
+// admin token ("" = none) and stdin, and returns stdout, stderr and the exit code.
+func runCtl(t *testing.T, bin, grpcAddr, token, stdin string, args ...string) (string, string, int) {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), "LLMPROXY_SERVER="+grpcAddr, "LLMPROXY_ADMIN_AUTH_TOKEN="+token)
 	cmd.Stdin = strings.NewReader(stdin)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
@@ -174,7 +181,7 @@ func (c *controlPlane) ctl(t *testing.T, stdin string, args ...string) (string, 
 		if err != nil && !errors.As(err, &ee) {
 			t.Fatalf("llmproxyctl %v: %v", args, err)
 		}
-	case <-time.After(20 * time.Second):
+	case <-time.After(60 * time.Second):
 		_ = cmd.Process.Kill()
 		t.Fatalf("llmproxyctl %v did not exit", args)
 	}
@@ -227,6 +234,21 @@ func cpPostgresDSN(t *testing.T) string {
 	q.Set("search_path", schema)
 	u.RawQuery = q.Encode()
 	return u.String()
+}
+
+// eachStore runs test as two subtests named by backend: on a fresh SQLite file, and on a
+// fresh PostgreSQL schema (see cpPostgresDSN), with postgres set.
+func eachStore(t *testing.T, test func(t *testing.T, store string, postgres bool)) {
+	t.Helper()
+	for _, backend := range []string{"sqlite", "postgres"} {
+		t.Run(backend, func(t *testing.T) {
+			if backend == "postgres" {
+				test(t, cpPostgresDSN(t), true)
+				return
+			}
+			test(t, "sqlite:"+filepath.Join(t.TempDir(), "cp.db"), false)
+		})
+	}
 }
 
 // cpCallContext is a call context without the admin token.

@@ -94,15 +94,7 @@ const histConfig = `{
 // restores reaches the upstream through a proxy. The history survives a restart and, on
 // PostgreSQL, is the same through a second replica.
 func TestHistoryRollback(t *testing.T) {
-	for _, backend := range []string{"sqlite", "postgres"} {
-		t.Run(backend, func(t *testing.T) {
-			store := "sqlite:" + t.TempDir() + "/cp.db"
-			if backend == "postgres" {
-				store = cpPostgresDSN(t)
-			}
-			testHistoryRollback(t, store, backend == "postgres")
-		})
-	}
+	eachStore(t, testHistoryRollback)
 }
 
 func testHistoryRollback(t *testing.T, store string, replicas bool) {
