@@ -20,7 +20,8 @@ GET /api/v1/revisions/REV/diff?base=BASE answers.`,
 		Example: `  llmproxyctl diff 7
   llmproxyctl diff 7 3
   llmproxyctl diff 7 -o json`,
-		Args: cobra.RangeArgs(1, 2),
+		Args:              cobra.RangeArgs(1, 2),
+		ValidArgsFunction: c.completeRevisions(2),
 	}
 	out := addOutputFlag(cmd, "text", "yaml", "json")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"strconv"
 	"strings"
@@ -110,4 +111,21 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// completeRevisions completes up to n revision arguments with the newest kept revisions.
+func (c *cli) completeRevisions(n int) cobra.CompletionFunc {
+	return func(_ *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
+		if len(args) >= n {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		return c.completeFromServer(func(ctx context.Context, client adminv1.AdminServiceClient) ([]string, error) {
+			resp, err := client.ListRevisions(ctx, &adminv1.ListRevisionsRequest{})
+			var revs []string
+			for _, r := range resp.GetRevisions() {
+				revs = append(revs, strconv.FormatUint(r.GetRevision(), 10))
+			}
+			return revs, err
+		}, toComplete)
+	}
 }

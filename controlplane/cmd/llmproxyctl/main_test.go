@@ -172,6 +172,13 @@ func TestCompletion(t *testing.T) {
 	if !strings.Contains(out, "/v1/models\n") {
 		t.Errorf("route paths not completed:\n%s", out)
 	}
+	if _, errOut, code := ctl(t, addr, "", "route", "set", "main", "/v1/models", "g2"); code != 0 {
+		t.Fatal(errOut)
+	}
+	out, _, _ = ctl(t, addr, "", "__complete", "rollback", "")
+	if !strings.HasPrefix(out, "2\n1\n:") {
+		t.Errorf("revisions not completed newest first:\n%s", out)
+	}
 }
 
 func TestOutputFormats(t *testing.T) {

@@ -20,7 +20,8 @@ validated like any write; --dry-run prints what the rollback would change. With
 		Example: `  llmproxyctl history
   llmproxyctl rollback 41 --dry-run
   llmproxyctl rollback 41 --expected-revision 44 -m "undo the chat route change" --wait`,
-		Args: cobra.ExactArgs(1),
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: c.completeRevisions(1),
 	}
 	w := addWriteFlags(c, cmd)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
