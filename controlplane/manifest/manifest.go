@@ -1,6 +1,6 @@
 // Package manifest is the xDS wire contract that the control plane and the proxies share:
-// the resource type URLs, the name of the Manifest resource, and how a manifest digests the
-// resources of a type. Both sides import it, so the digest cannot drift apart. It is a leaf:
+// the resource type URLs, the name of the Manifest resource, how a manifest digests the
+// resources of a type, and the environment variable of the stream's bearer token. Both sides import it, so the digest cannot drift apart. It is a leaf:
 // it imports only the generated protobufs.
 package manifest
 
@@ -21,6 +21,10 @@ const (
 	UpstreamType      = "type.googleapis.com/llmproxy.config.v1.Upstream"
 	ManifestType      = "type.googleapis.com/llmproxy.xds.v1.Manifest"
 )
+
+// TokenEnv names the environment variable that, when set, holds the bearer token the ADS
+// stream requires: the control plane checks it and proxies send it.
+const TokenEnv = "LLMPROXY_XDS_AUTH_TOKEN"
 
 // Name is the name of the one Manifest resource of a revision.
 const Name = "current"

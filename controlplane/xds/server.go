@@ -35,15 +35,12 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/llmproxy-go/llmproxy/controlplane/manifest"
 	"github.com/llmproxy-go/llmproxy/controlplane/snapshot"
 	adminv1 "github.com/llmproxy-go/llmproxy/gen/llmproxy/admin/v1"
 	configv1 "github.com/llmproxy-go/llmproxy/gen/llmproxy/config/v1"
 	xdsv1 "github.com/llmproxy-go/llmproxy/gen/llmproxy/xds/v1"
 )
-
-// TokenEnv names the environment variable that, when set, holds the bearer
-// token the ADS stream requires (and proxies send).
-const TokenEnv = "LLMPROXY_XDS_AUTH_TOKEN"
 
 // fleetNode is the one cache key: every proxy shares one snapshot.
 const fleetNode = "fleet"
@@ -206,7 +203,7 @@ func checkToken(ctx context.Context, token string) error {
 			return nil
 		}
 	}
-	return status.Error(codes.Unauthenticated, "missing or invalid bearer token: send authorization: Bearer <"+TokenEnv+">")
+	return status.Error(codes.Unauthenticated, "missing or invalid bearer token: send authorization: Bearer <"+manifest.TokenEnv+">")
 }
 
 // StreamAuthInterceptor returns a stream interceptor that applies the same

@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/llmproxy-go/llmproxy/controlplane/admin"
+	"github.com/llmproxy-go/llmproxy/controlplane/manifest"
 	"github.com/llmproxy-go/llmproxy/controlplane/store"
 	"github.com/llmproxy-go/llmproxy/controlplane/xds"
 )
@@ -25,7 +26,7 @@ func setupXDS(ctx context.Context, gs *grpc.Server, st store.Store, reg *prometh
 	srv, err := xds.New(ctx, xds.Options{
 		Logger:     log,
 		Registerer: reg,
-		Token:      os.Getenv(xds.TokenEnv),
+		Token:      os.Getenv(manifest.TokenEnv),
 	})
 	if err != nil {
 		return nil, err

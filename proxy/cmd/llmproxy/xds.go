@@ -5,12 +5,10 @@ import (
 	"log/slog"
 	"os"
 
+	"github.com/llmproxy-go/llmproxy/controlplane/manifest"
 	configv1 "github.com/llmproxy-go/llmproxy/gen/llmproxy/config/v1"
 	"github.com/llmproxy-go/llmproxy/proxy/xdsclient"
 )
-
-// xdsTokenEnv holds the bearer token the control plane's ADS stream requires, if any.
-const xdsTokenEnv = "LLMPROXY_XDS_AUTH_TOKEN"
 
 // runControlPlane follows the control plane at addr as node nodeID until ctx ends, keeping
 // the last good snapshot in stateDir. apply compiles and applies one revision; its error is
@@ -24,6 +22,6 @@ func runControlPlane(ctx context.Context, addr, nodeID, stateDir string, apply f
 		StateDir: stateDir,
 		Apply:    apply,
 		Logger:   log.With("component", "xds"),
-		Token:    os.Getenv(xdsTokenEnv),
+		Token:    os.Getenv(manifest.TokenEnv),
 	})
 }
