@@ -13,6 +13,7 @@
 package breaker
 
 import (
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -41,20 +42,13 @@ func (s State) String() string {
 	return "unknown"
 }
 
-// Defaults applied by New to zero fields of Config.
-const (
-	DefaultThreshold      = 0.5
-	DefaultCooldown       = 30 * time.Second
-	DefaultWindow         = 10 * time.Second
-	DefaultMinRequests    = 5
-	DefaultHalfOpenProbes = 1
-)
-
 // buckets is the number of slots of the sliding window.
 const buckets = 10
 
 // Config is a breaker's configuration. It is comparable, so it can be part of a registry
-// key. Zero fields take the defaults above.
+// key. Every field is required: the configuration's defaults and ranges belong to the
+// configuration contract (controlplane/validate), which gives the proxy complete, checked
+// values.
 type Config struct {
 	// Threshold is the failure rate (failures / calls, 0-1) that opens the breaker.
 	Threshold float64
@@ -70,23 +64,17 @@ type Config struct {
 	HalfOpenProbes int
 }
 
-func (c Config) withDefaults() Config {
-	if c.Threshold <= 0 {
-		c.Threshold = DefaultThreshold
+// check reports what makes c unusable, if anything.
+func (c Config) check() error {
+	switch {
+	case !(c.Threshold > 0 && c.Threshold <= 1):
+		return fmt.Errorf("threshold %v is not in (0, 1]", c.Threshold)
+	case c.Cooldown <= 0, c.Window <= 0:
+		return fmt.Errorf("cooldown %v and window %v must be positive", c.Cooldown, c.Window)
+	case c.MinRequests < 1, c.HalfOpenProbes < 1:
+		return fmt.Errorf("min requests %d and half-open probes %d must be at least 1", c.MinRequests, c.HalfOpenProbes)
 	}
-	if c.Cooldown <= 0 {
-		c.Cooldown = DefaultCooldown
-	}
-	if c.Window <= 0 {
-		c.Window = DefaultWindow
-	}
-	if c.MinRequests <= 0 {
-		c.MinRequests = DefaultMinRequests
-	}
-	if c.HalfOpenProbes <= 0 {
-		c.HalfOpenProbes = DefaultHalfOpenProbes
-	}
-	return c
+	return nil
 }
 
 // Clock is the time source of a breaker; tests inject a fake one with WithClock.
@@ -149,9 +137,13 @@ type Breaker struct {
 
 // New returns a closed breaker. onChange, if not nil, is called on every transition with
 // the old and new states, in order, synchronously, while the breaker's lock is held: it
-// may call State and Ready but must not call a done func or Stop.
+// may call State and Ready but must not call a done func or Stop. New panics when a field of
+// cfg is out of range (a zero field included): that is a bug of the caller.
 func New(cfg Config, onChange func(from, to State), opts ...Option) *Breaker {
-	b := &Breaker{cfg: cfg.withDefaults(), onChange: onChange, clock: realClock{}}
+	if err := cfg.check(); err != nil {
+		panic("breaker.New: " + err.Error())
+	}
+	b := &Breaker{cfg: cfg, onChange: onChange, clock: realClock{}}
 	for _, o := range opts {
 		o(b)
 	}

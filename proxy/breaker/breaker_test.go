@@ -92,11 +92,31 @@ func (r *recorder) String() string {
 	return strings.Join(r.log, " ")
 }
 
+// complete fills the fields a test leaves zero with usual values (New requires them all).
+func complete(c Config) Config {
+	if c.Threshold == 0 {
+		c.Threshold = 0.5
+	}
+	if c.Cooldown == 0 {
+		c.Cooldown = 30 * time.Second
+	}
+	if c.Window == 0 {
+		c.Window = 10 * time.Second
+	}
+	if c.MinRequests == 0 {
+		c.MinRequests = 5
+	}
+	if c.HalfOpenProbes == 0 {
+		c.HalfOpenProbes = 1
+	}
+	return c
+}
+
 func newTest(t *testing.T, cfg Config) (*Breaker, *fakeClock, *recorder) {
 	t.Helper()
 	clk := newFakeClock()
 	rec := &recorder{}
-	b := New(cfg, rec.onChange, WithClock(clk))
+	b := New(complete(cfg), rec.onChange, WithClock(clk))
 	t.Cleanup(b.Stop)
 	return b, clk, rec
 }
@@ -126,15 +146,25 @@ func TestStateString(t *testing.T) {
 	}
 }
 
-func TestDefaults(t *testing.T) {
-	b := New(Config{}, nil)
+func TestNew(t *testing.T) {
+	want := complete(Config{})
+	b := New(want, nil)
 	defer b.Stop()
-	want := Config{Threshold: 0.5, Cooldown: 30 * time.Second, Window: 10 * time.Second, MinRequests: 5, HalfOpenProbes: 1}
 	if b.Config() != want {
 		t.Errorf("Config() = %+v; want %+v", b.Config(), want)
 	}
 	if b.State() != Closed || !b.Ready() {
 		t.Errorf("new breaker: %v, ready %v", b.State(), b.Ready())
+	}
+	for _, c := range []Config{{}, complete(Config{Threshold: 1.5}), complete(Config{Cooldown: -1}), complete(Config{HalfOpenProbes: -1})} {
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("New(%+v) did not panic", c)
+				}
+			}()
+			New(c, nil).Stop()
+		}()
 	}
 }
 
@@ -311,7 +341,7 @@ func TestStop(t *testing.T) {
 // the condition with a deadline.
 func TestRealClock(t *testing.T) {
 	changes := make(chan string, 10)
-	b := New(Config{MinRequests: 1, Cooldown: 20 * time.Millisecond}, func(from, to State) {
+	b := New(complete(Config{MinRequests: 1, Cooldown: 20 * time.Millisecond}), func(from, to State) {
 		changes <- from.String() + ">" + to.String()
 	})
 	defer b.Stop()
@@ -336,7 +366,7 @@ func TestConcurrent(t *testing.T) {
 	var seq []State
 	var last = Closed
 	bad := ""
-	b := New(Config{Threshold: 0.5, MinRequests: 20, Cooldown: time.Second, HalfOpenProbes: 2}, func(from, to State) {
+	b := New(complete(Config{Threshold: 0.5, MinRequests: 20, Cooldown: time.Second, HalfOpenProbes: 2}), func(from, to State) {
 		mu.Lock()
 		defer mu.Unlock()
 		if from != last && bad == "" {
@@ -382,7 +412,7 @@ func TestConcurrent(t *testing.T) {
 }
 
 func TestAllowAllocs(t *testing.T) {
-	b := New(Config{}, nil)
+	b := New(complete(Config{}), nil)
 	defer b.Stop()
 	if a := testing.AllocsPerRun(1000, func() {
 		done, _ := b.Allow()
@@ -393,7 +423,7 @@ func TestAllowAllocs(t *testing.T) {
 }
 
 func BenchmarkAllowDone(b *testing.B) {
-	br := New(Config{}, nil)
+	br := New(complete(Config{}), nil)
 	defer br.Stop()
 	b.ReportAllocs()
 	for b.Loop() {
@@ -403,7 +433,7 @@ func BenchmarkAllowDone(b *testing.B) {
 }
 
 func BenchmarkAllowDoneParallel(b *testing.B) {
-	br := New(Config{}, nil)
+	br := New(complete(Config{}), nil)
 	defer br.Stop()
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
@@ -415,7 +445,7 @@ func BenchmarkAllowDoneParallel(b *testing.B) {
 }
 
 func BenchmarkReady(b *testing.B) {
-	br := New(Config{}, nil)
+	br := New(complete(Config{}), nil)
 	defer br.Stop()
 	b.ReportAllocs()
 	for b.Loop() {
