@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/llmproxy-go/llmproxy/controlplane/route"
 	"github.com/llmproxy-go/llmproxy/controlplane/validate"
 	configv1 "github.com/llmproxy-go/llmproxy/gen/llmproxy/config/v1"
 )
@@ -197,6 +198,9 @@ upstreams:
   - name: a
     url: https://b.example
 `, []string{`config.yaml:5:11: upstreams[1].name: upstream "a" is already defined at upstreams[0]`}},
+		{"feature the proxy lacks", base + "    cache:\n      enabled: true\n", []string{
+			`config.yaml:14:16: upstream_groups[0].cache.enabled: the response cache is not supported yet`,
+		}},
 		{"duplicate group and forward", `
 http_server:
   forwards:
@@ -435,7 +439,7 @@ upstream_groups:
 
 func patternErr(t *testing.T, p string) string {
 	t.Helper()
-	err := validate.ParseRoutePattern(p)
+	_, err := route.ParsePattern(p)
 	if err == nil {
 		t.Fatalf("pattern %q accepted", p)
 	}
@@ -451,6 +455,7 @@ func TestLoadKinds(t *testing.T) {
 	}{
 		{"duplicate", base + "  - name: g\n    upstreams: [{name: a}]\n", validate.ErrDuplicate},
 		{"reference", strings.Replace(base, "default_group: g", "default_group: h", 1), validate.ErrReference},
+		{"not supported", base + "    cache: {enabled: true}\n", validate.ErrNotSupported},
 		{"invalid", strings.Replace(base, "https://api", "ftp://api", 1), validate.ErrInvalid},
 		{"decode", base + "foo: 1\n", validate.ErrInvalid},
 	}

@@ -4,27 +4,35 @@ import (
 	configv1 "github.com/llmproxy-go/llmproxy/gen/llmproxy/config/v1"
 )
 
+// Defaults of http_server.admin, also the proxy's --admin-addr default: a proxy run from the
+// control plane has no admin block and listens where a file without one would.
+const (
+	DefaultAdminAddress = "127.0.0.1"
+	DefaultAdminPort    = 9000
+)
+
 // Defaults documented in proto/llmproxy/config/v1/config.proto. Where LLMProxy's README
 // differs, config.proto wins (http_server.admin.address is 127.0.0.1, keepalive is 60).
+// This is the only place they are written; the proxy reads them from the Model.
 const (
 	defaultForwardPort         = 3000
 	defaultForwardAddress      = "0.0.0.0"
 	defaultMaxBodyBytes        = 10 << 20
-	defaultAdminPort           = 9000
-	defaultAdminAddress        = "127.0.0.1"
+	defaultAdminPort           = DefaultAdminPort
+	defaultAdminAddress        = DefaultAdminAddress
 	defaultServerConnect       = 10 // seconds
 	defaultRatePerSecond       = 100
 	defaultRateBurst           = 200
-	defaultRateKey             = "ip"
-	defaultRateScope           = "local"
-	defaultAuthType            = "none"
+	defaultRateKey             = rateKeyIP
+	defaultRateScope           = ScopeLocal
+	defaultAuthType            = AuthNone
 	defaultBreakerThreshold    = 0.5
 	defaultBreakerCooldown     = 30 // seconds
 	defaultBreakerWindow       = "10s"
 	defaultBreakerMinRequests  = 5
 	defaultBreakerProbes       = 1
 	defaultWeight              = 1
-	defaultStrategy            = "roundrobin"
+	defaultStrategy            = StrategyRoundRobin
 	defaultAgent               = "LLMProxy/1.0"
 	defaultKeepalive           = 60 // seconds
 	defaultStream              = true
@@ -36,7 +44,7 @@ const (
 	defaultRetryMaxBackoff     = "10s"
 	defaultQueue               = 0
 	defaultQueueTimeout        = "30s"
-	defaultCacheBackend        = "memory"
+	defaultCacheBackend        = CacheMemory
 	defaultCacheTTL            = "5m"
 	defaultCacheMaxObjectBytes = 1 << 20
 	defaultCacheMaxBytes       = 64 << 20
@@ -101,7 +109,7 @@ func defaultForward(f *configv1.Forward) {
 			rl.Key = defaultRateKey
 		}
 		if rl.Scope == "" {
-			rl.Scope = defaultRateScope
+			rl.Scope = defaultRateScope.String()
 		}
 	}
 }
@@ -114,7 +122,7 @@ func defaultUpstream(u *configv1.Upstream) {
 		u.Auth = &configv1.Auth{}
 	}
 	if u.Auth.Type == "" {
-		u.Auth.Type = defaultAuthType
+		u.Auth.Type = defaultAuthType.String()
 	}
 	if u.Breaker == nil {
 		u.Breaker = &configv1.Breaker{}
@@ -145,7 +153,7 @@ func defaultGroup(g *configv1.UpstreamGroup) {
 		g.Balance = &configv1.Balance{}
 	}
 	if g.Balance.Strategy == "" {
-		g.Balance.Strategy = defaultStrategy
+		g.Balance.Strategy = defaultStrategy.String()
 	}
 	if g.HttpClient == nil {
 		g.HttpClient = &configv1.HttpClient{}
@@ -180,7 +188,7 @@ func defaultGroup(g *configv1.UpstreamGroup) {
 	if ca := g.Cache; ca != nil {
 		setBool(&ca.Enabled, false)
 		if ca.Backend == "" {
-			ca.Backend = defaultCacheBackend
+			ca.Backend = defaultCacheBackend.String()
 		}
 		if ca.Ttl == "" {
 			ca.Ttl = defaultCacheTTL

@@ -1,11 +1,16 @@
-// Package validate holds the pure checks of the configuration model
-// (gen/llmproxy/config/v1): ApplyDefaults fills every unset optional field with its
-// documented default, Validate checks a whole configuration and reports every fault at once
-// with its path, and ResolveEnv substitutes `${env:NAME}` references.
+// Package validate is the one validation of the configuration model
+// (gen/llmproxy/config/v1), and the only owner of its defaults, ranges and enumerations:
+// ApplyDefaults fills every unset optional field with its documented default, Validate checks
+// a whole configuration and reports every fault at once with its path, ResolveEnv substitutes
+// `${env:NAME}` references, and Parse does all of it and returns the typed Model a proxy
+// compiles (durations and URLs parsed, enumerations resolved, retry_on as a set, references
+// as indexes, route patterns parsed by package route).
 //
-// The control plane and the proxy share this package, so a configuration the control plane
-// accepts is one every proxy accepts too (apart from features a proxy may not implement yet,
-// see CheckSupported, and environment references, which only a proxy can resolve).
+// The control plane (Validate) and the proxy (Parse) share this package, so a configuration
+// the control plane accepts is one every proxy accepts too, apart from environment
+// references, which only a proxy can resolve. Features the model describes but the proxy
+// does not implement yet are refused by Validate itself (Unsupported), so the control plane
+// never commits a revision the fleet would refuse.
 //
 // Decisions worth knowing:
 //   - The empty configuration is valid (a fresh store holds it).

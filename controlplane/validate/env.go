@@ -56,14 +56,22 @@ func validEnvName(name string) bool {
 // `upstreams[0].auth.token: environment variable OPENAI_API_KEY is not set`; such values are
 // left unchanged. Resolved values are not scanned again. lookup is typically os.LookupEnv.
 func ResolveEnv(c *configv1.Config, lookup func(string) (string, bool)) error {
+	_, err := resolveEnv(c, lookup)
+	return err
+}
+
+// resolveEnv is ResolveEnv; it also returns how many references it met.
+func resolveEnv(c *configv1.Config, lookup func(string) (string, bool)) (int, error) {
 	if c == nil {
-		return nil
+		return 0, nil
 	}
+	n := 0
 	var errs errorList
 	walkStrings(c.ProtoReflect(), "", func(path, s string) (string, bool) {
 		if !IsEnvRef(s) {
 			return "", false
 		}
+		n++
 		name, ok := EnvRefName(s)
 		if !ok {
 			errs.add(path, ErrInvalid, "%q is not a valid environment variable name", name)
@@ -76,7 +84,7 @@ func ResolveEnv(c *configv1.Config, lookup func(string) (string, bool)) error {
 		}
 		return v, true
 	})
-	return errs.err()
+	return n, errs.err()
 }
 
 // walkStrings calls fn for every string value set in m, in field order (map entries by

@@ -9,9 +9,9 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
-// Feature describes something a configuration can ask for that a component (typically a
-// proxy build) may not implement. Validate knows nothing of features: the whole model is
-// valid; a component passes the features it lacks to CheckSupported.
+// Feature describes something a configuration can ask for that the proxy does not implement
+// (yet). Validate refuses every feature of Unsupported, so the control plane never commits a
+// revision that every proxy would refuse.
 type Feature struct {
 	// Field is the field path without list indexes or map keys, e.g.
 	// "upstream_groups.cache.enabled" or "http_server.forwards.ratelimit.scope".
@@ -21,6 +21,16 @@ type Feature struct {
 	Value string
 	// Reason is the message reported, e.g. "response caching is not implemented".
 	Reason string
+}
+
+// Unsupported returns the features the model describes but the proxy does not implement
+// yet. Validate (and so the control plane, llmproxyctl validate and llmproxy --test) refuses
+// them with ErrNotSupported and the field's path. The feature's implementation deletes its
+// row.
+func Unsupported() []Feature {
+	return []Feature{
+		{Field: "upstream_groups.cache.enabled", Value: "true", Reason: "the response cache is not supported yet"},
+	}
 }
 
 var indexRE = regexp.MustCompile(`\[[^\]]*\]`)

@@ -6,15 +6,6 @@ import (
 	"unicode"
 )
 
-func oneOf(s string, set []string) bool {
-	for _, x := range set {
-		if s == x {
-			return true
-		}
-	}
-	return false
-}
-
 // choices formats a set of valid values for a message: `a, b or c`.
 func choices(set []string) string {
 	if len(set) == 1 {

@@ -5,46 +5,82 @@ import (
 	"fmt"
 	"math"
 	"net"
+	"net/http"
 	"net/url"
-	"path"
 	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
 
+	"google.golang.org/protobuf/proto"
+
+	"github.com/llmproxy-go/llmproxy/controlplane/route"
 	configv1 "github.com/llmproxy-go/llmproxy/gen/llmproxy/config/v1"
-	"github.com/llmproxy-go/llmproxy/proxy/router"
-)
-
-// ParseRoutePattern checks the syntax of a route path pattern with proxy/router's parser,
-// so the control plane accepts exactly the patterns every proxy can compile. The error
-// reads `invalid route pattern "<p>": <reason>`.
-func ParseRoutePattern(p string) error {
-	_, err := router.ParsePattern(p)
-	return err
-}
-
-// Valid values of the enumerations the model spells as strings.
-var (
-	authTypes  = []string{"none", "bearer", "basic"}
-	headerOps  = []string{"insert", "replace", "remove"}
-	strategies = []string{"roundrobin", "weighted_roundrobin", "random", "response_aware", "failover", "least_busy"}
-	rateScopes = []string{"local", "global"}
-	backends   = []string{"memory", "redis"}
-	retryWords = []string{"connect_error", "timeout"}
 )
 
 // Validate checks the whole configuration c and returns nil when it is valid, or the
 // errors.Join of one *FieldError per fault found (see Errors). It never stops at the first
-// fault. It is meant to run after ApplyDefaults, but treats unset fields as their defaults, so
-// it gives the same verdict before. Values that are `${env:NAME}` references are checked
-// only for the syntax of NAME; their content is checked when a proxy resolves them.
-// Validate does not modify c. A nil c is valid (the empty configuration).
+// fault. It is meant to run after ApplyDefaults, but treats unset fields as their defaults,
+// so it gives the same verdict before. Values that are
+// `${env:NAME}` references are checked only for the syntax of NAME; their content is checked
+// when a proxy resolves them (Parse). Fields whose feature the proxy does not implement yet
+// are refused as ErrNotSupported (see Unsupported). Validate does not modify c. A nil c is
+// valid (the empty configuration).
 func Validate(c *configv1.Config) error {
 	if c == nil {
 		return nil
 	}
-	v := &validator{}
+	_, err := check(c)
+	return err
+}
+
+// Parse is the proxy's half of validation: it validates c as Validate does, resolves its
+// ${env:NAME} references with env, validates the resolved values (a URL or a header taken
+// from the environment must be as valid as a written one, and the error names the field),
+// and returns the Model. A nil env resolves nothing: every reference is an error. Every fault
+// is reported at once, as Validate reports them. c is not modified; a nil c is the empty
+// configuration.
+//
+// Parse is where a proxy refuses a configuration: compiling a Model into a runtime cannot
+// fail for a configuration mistake.
+func Parse(c *configv1.Config, env func(string) (string, bool)) (*Model, error) {
+	src := defaulted(c)
+	m, err := check(src)
+	if err != nil {
+		return nil, err
+	}
+	if env == nil {
+		env = func(string) (string, bool) { return "", false }
+	}
+	res := proto.Clone(src).(*configv1.Config)
+	n, err := resolveEnv(res, env)
+	if err != nil {
+		return nil, err
+	}
+	if n > 0 {
+		if m, err = check(res); err != nil {
+			return nil, err
+		}
+	}
+	m.Source = src
+	return m, nil
+}
+
+// defaulted returns a copy of c with ApplyDefaults applied.
+func defaulted(c *configv1.Config) *configv1.Config {
+	if c == nil {
+		return &configv1.Config{}
+	}
+	d := proto.Clone(c).(*configv1.Config)
+	ApplyDefaults(d)
+	return d
+}
+
+// check validates c and returns the Model built on the way. The Model is complete only when
+// c has defaults applied, no error and no ${env:NAME} reference left; it refers to c's maps
+// and lists.
+func check(c *configv1.Config) (*Model, error) {
+	v := &validator{m: &Model{}}
 	v.checkEnvRefs(c)
 	envErrs := v.errs.errs
 	// Names are collected before the forwards that reference them are checked; errors are
@@ -62,11 +98,18 @@ func Validate(c *configv1.Config) error {
 	all := append(envErrs, v.errs.errs...)
 	all = append(all, upstreamErrs...)
 	all = append(all, groupErrs...)
-	return errors.Join(all...)
+	if err := CheckSupported(c, Unsupported()); err != nil {
+		all = append(all, err)
+	}
+	if err := errors.Join(all...); err != nil {
+		return nil, err
+	}
+	return v.m, nil
 }
 
 type validator struct {
 	errs errorList
+	m    *Model // filled as the checks go
 }
 
 func (v *validator) add(path string, kind error, format string, args ...any) {
@@ -104,18 +147,22 @@ func (v *validator) name(p, kind, name string) bool {
 	return false
 }
 
-// ref checks a reference to a resource of kind defined in names.
-func (v *validator) ref(p, kind, name string, names map[string]int) {
+// ref checks a reference to a resource of kind defined in names and returns the resource's
+// index (-1 when the reference is bad).
+func (v *validator) ref(p, kind, name string, names map[string]int) int {
 	switch {
 	case name == "":
 		v.add(p, ErrInvalid, "%s name is required", kind)
 	case IsEnvRef(name):
 		v.add(p, ErrInvalid, "%s reference cannot be an environment reference", kind)
 	default:
-		if _, ok := names[name]; !ok {
-			v.add(p, ErrReference, "%s %q is not defined", kind, name)
+		i, ok := names[name]
+		if ok {
+			return i
 		}
+		v.add(p, ErrReference, "%s %q is not defined", kind, name)
 	}
+	return -1
 }
 
 // named is a config resource identified by its name.
@@ -127,7 +174,7 @@ type named interface {
 // namedList checks the items of the list at path list, resources of kind: none may be nil
 // ("<kind> is empty") and every name must be valid and unique. It calls check with the path
 // and each non-nil item, and returns the index of every valid name.
-func namedList[T named](v *validator, list, kind string, items []T, check func(p string, it T)) map[string]int {
+func namedList[T named](v *validator, list, kind string, items []T, check func(i int, p string, it T)) map[string]int {
 	names := make(map[string]int, len(items))
 	var empty T
 	for i, it := range items {
@@ -144,29 +191,34 @@ func namedList[T named](v *validator, list, kind string, items []T, check func(p
 				names[name] = i
 			}
 		}
-		check(p, it)
+		check(i, p, it)
 	}
 	return names
 }
 
 func (v *validator) upstreams(list []*configv1.Upstream) map[string]int {
-	return namedList(v, "upstreams", "upstream", list, func(p string, u *configv1.Upstream) {
-		v.upstreamURL(p+".url", u.Url)
-		v.auth(p+".auth", u.Auth)
+	v.m.Upstreams = make([]*Upstream, len(list))
+	return namedList(v, "upstreams", "upstream", list, func(i int, p string, u *configv1.Upstream) {
+		up := &Upstream{Name: u.Name, RawURL: u.Url}
+		up.URL = v.upstreamURL(p+".url", u.Url)
+		up.Auth = v.auth(p+".auth", u.Auth)
 		for j, h := range u.Headers {
-			v.headerOp(fmt.Sprintf("%s.headers[%d]", p, j), h)
+			up.Headers = append(up.Headers, v.headerOp(fmt.Sprintf("%s.headers[%d]", p, j), h))
 		}
-		v.breaker(p+".breaker", u.Breaker)
+		up.Breaker = v.breaker(p+".breaker", u.Breaker)
+		v.m.Upstreams[i] = up
 	})
 }
 
-func (v *validator) upstreamURL(p, raw string) {
+// upstreamURL checks an upstream's base URL and returns it parsed (nil for a reference or
+// on error).
+func (v *validator) upstreamURL(p, raw string) *url.URL {
 	if raw == "" {
 		v.add(p, ErrInvalid, "url is required")
-		return
+		return nil
 	}
 	if IsEnvRef(raw) {
-		return
+		return nil
 	}
 	u, err := url.Parse(raw)
 	switch {
@@ -179,17 +231,22 @@ func (v *validator) upstreamURL(p, raw string) {
 	case u.Fragment != "":
 		v.add(p, ErrInvalid, "url %q must not have a fragment", raw)
 	default:
-		v.port(p, u)
+		if v.port(p, u) {
+			return u
+		}
 	}
+	return nil
 }
 
-// port checks the port of a parsed URL, if any.
-func (v *validator) port(p string, u *url.URL) {
+// port checks the port of a parsed URL, if any, and reports whether it is valid.
+func (v *validator) port(p string, u *url.URL) bool {
 	if ps := u.Port(); ps != "" {
 		if n, err := strconv.Atoi(ps); err != nil || n < 1 || n > 65535 {
 			v.add(p, ErrInvalid, "url %q has an invalid port", u.Redacted())
+			return false
 		}
 	}
+	return true
 }
 
 func unwrapURLError(err error) error {
@@ -199,24 +256,31 @@ func unwrapURLError(err error) error {
 	return err
 }
 
-func (v *validator) auth(p string, a *configv1.Auth) {
+func (v *validator) auth(p string, a *configv1.Auth) Auth {
 	if a == nil {
-		return
+		return Auth{}
 	}
+	out := Auth{Token: a.Token, Username: a.Username, Password: a.Password}
 	typ := a.Type
 	if typ == "" {
-		typ = defaultAuthType
+		typ = defaultAuthType.String()
 	}
-	if !IsEnvRef(typ) && !oneOf(typ, authTypes) {
-		v.add(p+".type", ErrInvalid, "unknown auth type %q (want %s)", typ, choices(authTypes))
-		return
+	ref := IsEnvRef(typ)
+	if !ref {
+		t, ok := parseEnum[AuthType](authNames, typ)
+		if !ok {
+			v.add(p+".type", ErrInvalid, "unknown auth type %q (want %s)", typ, choices(authNames))
+			return out
+		}
+		out.Type = t
 	}
-	switch typ {
-	case "bearer":
+	switch {
+	case ref:
+	case out.Type == AuthBearer:
 		if a.Token == "" {
 			v.add(p+".token", ErrInvalid, "token is required for bearer auth")
 		}
-	case "basic":
+	case out.Type == AuthBasic:
 		if a.Username == "" {
 			v.add(p+".username", ErrInvalid, "username is required for basic auth")
 		} else if !IsEnvRef(a.Username) && strings.ContainsRune(a.Username, ':') {
@@ -224,10 +288,10 @@ func (v *validator) auth(p string, a *configv1.Auth) {
 		}
 		// An empty password is allowed: RFC 7617 permits it and some servers use it.
 	}
-	if typ != "bearer" && !IsEnvRef(typ) && a.Token != "" {
+	if !ref && out.Type != AuthBearer && a.Token != "" {
 		v.add(p+".token", ErrInvalid, "token is set but auth type is %q (want bearer)", typ)
 	}
-	if typ != "basic" && !IsEnvRef(typ) && (a.Username != "" || a.Password != "") {
+	if !ref && out.Type != AuthBasic && (a.Username != "" || a.Password != "") {
 		v.add(p+".type", ErrInvalid, "username or password is set but auth type is %q (want basic)", typ)
 	}
 	for _, f := range []struct{ name, val string }{{"token", a.Token}, {"username", a.Username}, {"password", a.Password}} {
@@ -235,19 +299,23 @@ func (v *validator) auth(p string, a *configv1.Auth) {
 			v.add(p+"."+f.name, ErrInvalid, "%s contains control characters", f.name)
 		}
 	}
+	return out
 }
 
-func (v *validator) headerOp(p string, h *configv1.HeaderOp) {
+func (v *validator) headerOp(p string, h *configv1.HeaderOp) HeaderOp {
 	if h == nil {
 		v.add(p, ErrInvalid, "header operation is empty")
-		return
+		return HeaderOp{}
 	}
-	switch {
+	out := HeaderOp{Key: http.CanonicalHeaderKey(h.Key), Value: h.Value}
+	switch op, ok := parseEnum[HeaderOpKind](headerOpNames, h.Op); {
 	case h.Op == "":
-		v.add(p+".op", ErrInvalid, "op is required (want %s)", choices(headerOps))
+		v.add(p+".op", ErrInvalid, "op is required (want %s)", choices(headerOpNames))
 	case IsEnvRef(h.Op):
-	case !oneOf(h.Op, headerOps):
-		v.add(p+".op", ErrInvalid, "unknown header op %q (want %s)", h.Op, choices(headerOps))
+	case !ok:
+		v.add(p+".op", ErrInvalid, "unknown header op %q (want %s)", h.Op, choices(headerOpNames))
+	default:
+		out.Op = op
 	}
 	switch {
 	case h.Key == "":
@@ -256,19 +324,24 @@ func (v *validator) headerOp(p string, h *configv1.HeaderOp) {
 	case !isToken(h.Key):
 		v.add(p+".key", ErrInvalid, "%q is not a valid header name", h.Key)
 	}
-	if h.Op == "insert" || h.Op == "replace" {
-		if h.Value == "" {
-			v.add(p+".value", ErrInvalid, "value is required for %s", h.Op)
-		}
+	if (h.Op == HeaderInsert.String() || h.Op == HeaderReplace.String()) && h.Value == "" {
+		v.add(p+".value", ErrInvalid, "value is required for %s", h.Op)
 	}
 	if !IsEnvRef(h.Value) && hasControl(strings.ReplaceAll(h.Value, "\t", "")) {
 		v.add(p+".value", ErrInvalid, "value contains control characters")
 	}
+	return out
 }
 
-func (v *validator) breaker(p string, b *configv1.Breaker) {
+func (v *validator) breaker(p string, b *configv1.Breaker) Breaker {
 	if b == nil {
-		return
+		return Breaker{}
+	}
+	out := Breaker{
+		Threshold:      b.GetThreshold(),
+		Cooldown:       time.Duration(b.GetCooldown()) * time.Second,
+		MinRequests:    int(b.GetMinRequests()),
+		HalfOpenProbes: int(b.GetHalfOpenProbes()),
 	}
 	if b.Threshold != nil {
 		t := *b.Threshold
@@ -277,13 +350,16 @@ func (v *validator) breaker(p string, b *configv1.Breaker) {
 		}
 	}
 	v.rangeU32(p+".cooldown", b.Cooldown, 1, 3600)
-	v.duration(p+".window", b.Window)
+	out.Window, _ = v.duration(p+".window", b.Window)
 	v.rangeU32(p+".min_requests", b.MinRequests, 1, 10000)
 	v.rangeU32(p+".half_open_probes", b.HalfOpenProbes, 1, 100)
+	return out
 }
 
 func (v *validator) groups(list []*configv1.UpstreamGroup, upstreams map[string]int) map[string]int {
-	return namedList(v, "upstream_groups", "upstream group", list, func(p string, g *configv1.UpstreamGroup) {
+	v.m.Groups = make([]*Group, len(list))
+	return namedList(v, "upstream_groups", "upstream group", list, func(i int, p string, g *configv1.UpstreamGroup) {
+		grp := &Group{Name: g.Name}
 		if len(g.Upstreams) == 0 {
 			v.add(p+".upstreams", ErrInvalid, "at least one upstream is required")
 		}
@@ -294,7 +370,7 @@ func (v *validator) groups(list []*configv1.UpstreamGroup, upstreams map[string]
 				v.add(mp, ErrInvalid, "member is empty")
 				continue
 			}
-			v.ref(mp+".name", "upstream", m.Name, upstreams)
+			idx := v.ref(mp+".name", "upstream", m.Name, upstreams)
 			if m.Name != "" {
 				if k, dup := seen[m.Name]; dup {
 					v.add(mp+".name", ErrDuplicate, "upstream %q is already a member at %s.upstreams[%d]", m.Name, p, k)
@@ -303,19 +379,34 @@ func (v *validator) groups(list []*configv1.UpstreamGroup, upstreams map[string]
 				}
 			}
 			v.rangeU32(mp+".weight", m.Weight, 1, 65535)
+			grp.Members = append(grp.Members, Member{Upstream: idx, Weight: int(m.GetWeight())})
 		}
-		if s := g.GetBalance().GetStrategy(); s != "" && !IsEnvRef(s) && !oneOf(s, strategies) {
-			v.add(p+".balance.strategy", ErrInvalid, "unknown strategy %q (want %s)", s, choices(strategies))
+		if s := g.GetBalance().GetStrategy(); s != "" && !IsEnvRef(s) {
+			st, ok := parseEnum[Strategy](strategyNames, s)
+			if !ok {
+				v.add(p+".balance.strategy", ErrInvalid, "unknown strategy %q (want %s)", s, choices(strategyNames))
+			}
+			grp.Strategy = st
 		}
-		v.httpClient(p+".http_client", g.HttpClient)
-		v.concurrency(p+".concurrency", g.Concurrency)
-		v.cache(p+".cache", g.Cache)
+		grp.Client, grp.Retry = v.httpClient(p+".http_client", g.HttpClient)
+		grp.Concurrency = v.concurrency(p+".concurrency", g.Concurrency)
+		grp.Cache = v.cache(p+".cache", g.Cache)
+		v.m.Groups[i] = grp
 	})
 }
 
-func (v *validator) httpClient(p string, hc *configv1.HttpClient) {
+func (v *validator) httpClient(p string, hc *configv1.HttpClient) (Client, *Retry) {
 	if hc == nil {
-		return
+		return Client{}, nil
+	}
+	to := hc.GetTimeout()
+	client := Client{
+		Agent:          hc.GetAgent(),
+		Keepalive:      time.Duration(hc.GetKeepalive()) * time.Second,
+		ConnectTimeout: time.Duration(to.GetConnect()) * time.Second,
+		RequestTimeout: time.Duration(to.GetRequest()) * time.Second,
+		IdleTimeout:    time.Duration(to.GetIdle()) * time.Second,
+		Stream:         hc.GetStream(),
 	}
 	if hc.Agent != nil && !IsEnvRef(*hc.Agent) && hasControl(*hc.Agent) {
 		v.add(p+".agent", ErrInvalid, "agent contains control characters")
@@ -326,11 +417,14 @@ func (v *validator) httpClient(p string, hc *configv1.HttpClient) {
 		v.rangeU32(p+".timeout.request", t.Request, 1, 1200)
 		v.rangeU32(p+".timeout.idle", t.Idle, 5, 1800)
 	}
+	var retry *Retry
 	if r := hc.Retry; r != nil {
 		rp := p + ".retry"
+		retry = &Retry{Attempts: int(r.GetAttempts()), Initial: time.Duration(r.GetInitial()) * time.Millisecond}
 		v.rangeU32(rp+".attempts", r.Attempts, 1, 100)
 		v.rangeU32(rp+".initial", r.Initial, 100, 10000)
 		if d, ok := v.duration(rp+".max_backoff", r.MaxBackoff); ok && d > 0 {
+			retry.MaxBackoff = d
 			initial := time.Duration(defaultRetryInitial) * time.Millisecond
 			if r.Initial != nil {
 				initial = time.Duration(*r.Initial) * time.Millisecond
@@ -345,7 +439,7 @@ func (v *validator) httpClient(p string, hc *configv1.HttpClient) {
 			if IsEnvRef(item) {
 				continue
 			}
-			if !validRetryOn(item) {
+			if !retry.On.add(item) {
 				v.add(ip, ErrInvalid, "%q is neither an HTTP status 100-599 nor one of %s", item, choices(retryWords))
 				continue
 			}
@@ -357,28 +451,42 @@ func (v *validator) httpClient(p string, hc *configv1.HttpClient) {
 		}
 	}
 	if px := hc.Proxy; px != nil {
-		v.proxyURL(p+".proxy.url", px.Url)
+		client.Proxy = v.proxyURL(p+".proxy.url", px.Url)
 	}
+	return client, retry
 }
 
-func validRetryOn(s string) bool {
-	if oneOf(s, retryWords) {
+// add adds the retry_on condition s to the set and reports whether s is one: a word of
+// retryWords or a three-digit HTTP status 100-599.
+func (r *RetryOn) add(s string) bool {
+	switch s {
+	case retryWords[0]:
+		r.ConnectError = true
+		return true
+	case retryWords[1]:
+		r.Timeout = true
 		return true
 	}
 	if len(s) != 3 {
 		return false
 	}
 	n, err := strconv.Atoi(s)
-	return err == nil && n >= 100 && n <= 599
+	if err != nil || n < 100 || n > 599 {
+		return false
+	}
+	r.addStatus(n)
+	return true
 }
 
-func (v *validator) proxyURL(p, raw string) {
+// proxyURL checks an outbound proxy URL and returns it parsed (nil for a reference or on
+// error).
+func (v *validator) proxyURL(p, raw string) *url.URL {
 	if raw == "" {
 		v.add(p, ErrInvalid, "url is required")
-		return
+		return nil
 	}
 	if IsEnvRef(raw) {
-		return
+		return nil
 	}
 	u, err := url.Parse(raw)
 	switch {
@@ -390,36 +498,52 @@ func (v *validator) proxyURL(p, raw string) {
 	case u.Hostname() == "":
 		v.add(p, ErrInvalid, "proxy url %q has no host", u.Redacted())
 	default:
-		v.port(p, u)
+		if v.port(p, u) {
+			return u
+		}
 	}
+	return nil
 }
 
-func (v *validator) concurrency(p string, cc *configv1.Concurrency) {
+func (v *validator) concurrency(p string, cc *configv1.Concurrency) *Concurrency {
 	if cc == nil {
-		return
+		return nil
 	}
+	out := &Concurrency{Max: int(cc.GetMax()), Queue: int(cc.GetQueue()), DropExcess: cc.GetDropExcess()}
 	if cc.Max == nil {
 		v.add(p+".max", ErrInvalid, "max is required when concurrency is set")
 	} else {
 		v.rangeU32(p+".max", cc.Max, 1, 100000)
 	}
 	v.rangeU32(p+".queue", cc.Queue, 0, 1000000)
-	v.duration(p+".queue_timeout", cc.QueueTimeout)
+	out.QueueTimeout, _ = v.duration(p+".queue_timeout", cc.QueueTimeout)
+	return out
 }
 
-func (v *validator) cache(p string, ca *configv1.Cache) {
+func (v *validator) cache(p string, ca *configv1.Cache) *Cache {
 	if ca == nil {
-		return
+		return nil
 	}
-	if b := ca.Backend; b != "" && !IsEnvRef(b) && !oneOf(b, backends) {
-		v.add(p+".backend", ErrInvalid, "unknown cache backend %q (want %s)", b, choices(backends))
+	out := &Cache{
+		Enabled:        ca.GetEnabled(),
+		MaxObjectBytes: int64(ca.GetMaxObjectBytes()),
+		MaxBytes:       int64(ca.GetMaxBytes()),
+		Shared:         ca.GetShared(),
 	}
-	v.duration(p+".ttl", ca.Ttl)
+	if b := ca.Backend; b != "" && !IsEnvRef(b) {
+		be, ok := parseEnum[CacheBackend](backendNames, b)
+		if !ok {
+			v.add(p+".backend", ErrInvalid, "unknown cache backend %q (want %s)", b, choices(backendNames))
+		}
+		out.Backend = be
+	}
+	out.TTL, _ = v.duration(p+".ttl", ca.Ttl)
 	v.rangeU32(p+".max_object_bytes", ca.MaxObjectBytes, 1, math.MaxUint32)
 	v.rangeU32(p+".max_bytes", ca.MaxBytes, 1, math.MaxUint32)
 	if ca.MaxObjectBytes != nil && ca.MaxBytes != nil && *ca.MaxObjectBytes > *ca.MaxBytes {
 		v.add(p+".max_object_bytes", ErrInvalid, "max_object_bytes %d is larger than max_bytes %d", *ca.MaxObjectBytes, *ca.MaxBytes)
 	}
+	return out
 }
 
 // listener is a bound address of a forward or the admin listener.
@@ -430,20 +554,25 @@ type listener struct {
 
 func (v *validator) httpServer(hs *configv1.HttpServer, groups map[string]int) {
 	var listeners []listener
-	namedList(v, "http_server.forwards", "forward", hs.Forwards, func(p string, f *configv1.Forward) {
+	v.m.Forwards = make([]*Forward, len(hs.Forwards))
+	namedList(v, "http_server.forwards", "forward", hs.Forwards, func(i int, p string, f *configv1.Forward) {
 		v.rangeU32(p+".port", f.Port, 1, 65535)
 		v.address(p+".address", f.Address)
-		v.ref(p+".default_group", "upstream group", f.DefaultGroup, groups)
-		v.routes(p, f.Routing, groups)
-		v.rateLimit(p+".ratelimit", f.Ratelimit)
+		addr, port := strOr(f.Address, defaultForwardAddress), u32Or(f.Port, defaultForwardPort)
+		fw := &Forward{
+			Name:         f.Name,
+			Listener:     Listener{Addr: joinHostPort(addr, port), HeaderTimeout: time.Duration(f.GetTimeout().GetConnect()) * time.Second},
+			MaxBodyBytes: int64(f.GetMaxBodyBytes()),
+		}
+		fw.DefaultGroup = v.ref(p+".default_group", "upstream group", f.DefaultGroup, groups)
+		fw.Routes = v.routes(p, f.Routing, groups)
+		fw.RateLimit = v.rateLimit(p+".ratelimit", f.Ratelimit)
 		if f.Timeout != nil {
 			v.rangeU32(p+".timeout.connect", f.Timeout.Connect, 1, 3600)
 		}
 		v.rangeU32(p+".max_body_bytes", f.MaxBodyBytes, 1, math.MaxUint32)
-		listeners = append(listeners, listener{
-			path: p + ".port", who: fmt.Sprintf("forward %q", f.Name),
-			addr: strOr(f.Address, defaultForwardAddress), port: u32Or(f.Port, defaultForwardPort),
-		})
+		listeners = append(listeners, listener{path: p + ".port", who: fmt.Sprintf("forward %q", f.Name), addr: addr, port: port})
+		v.m.Forwards[i] = fw
 	})
 	if a := hs.Admin; a != nil {
 		v.rangeU32("http_server.admin.port", a.Port, 1, 65535)
@@ -451,12 +580,15 @@ func (v *validator) httpServer(hs *configv1.HttpServer, groups map[string]int) {
 		if a.Timeout != nil {
 			v.rangeU32("http_server.admin.timeout.connect", a.Timeout.Connect, 1, 3600)
 		}
-		listeners = append(listeners, listener{
-			path: "http_server.admin.port", who: "the admin listener",
-			addr: strOr(a.Address, defaultAdminAddress), port: u32Or(a.Port, defaultAdminPort),
-		})
+		addr, port := strOr(a.Address, defaultAdminAddress), u32Or(a.Port, defaultAdminPort)
+		listeners = append(listeners, listener{path: "http_server.admin.port", who: "the admin listener", addr: addr, port: port})
+		v.m.Admin = &Listener{Addr: joinHostPort(addr, port), HeaderTimeout: time.Duration(a.GetTimeout().GetConnect()) * time.Second}
 	}
 	v.listenerConflicts(listeners)
+}
+
+func joinHostPort(host string, port uint32) string {
+	return net.JoinHostPort(host, strconv.FormatUint(uint64(port), 10))
 }
 
 // listenerConflicts reports two listeners on one port whose addresses overlap (equal, or
@@ -470,7 +602,7 @@ func (v *validator) listenerConflicts(ls []listener) {
 			}
 			if a.addr == b.addr || isWildcard(a.addr) || isWildcard(b.addr) {
 				v.add(a.path, ErrDuplicate, "address %s conflicts with %s on %s",
-					net.JoinHostPort(a.addr, strconv.Itoa(int(a.port))), b.who, net.JoinHostPort(b.addr, strconv.Itoa(int(b.port))))
+					joinHostPort(a.addr, a.port), b.who, joinHostPort(b.addr, b.port))
 				break
 			}
 		}
@@ -499,7 +631,8 @@ func (v *validator) address(p string, addr *string) {
 	}
 }
 
-func (v *validator) routes(fp string, routes []*configv1.Route, groups map[string]int) {
+func (v *validator) routes(fp string, routes []*configv1.Route, groups map[string]int) []Route {
+	out := make([]Route, 0, len(routes))
 	seen := make(map[string]int, len(routes))
 	for j, r := range routes {
 		p := fmt.Sprintf("%s.routing[%d]", fp, j)
@@ -507,26 +640,31 @@ func (v *validator) routes(fp string, routes []*configv1.Route, groups map[strin
 			v.add(p, ErrInvalid, "route is empty")
 			continue
 		}
+		rt := Route{Headers: r.Headers, Methods: r.Methods}
 		switch {
 		case r.Path == "":
 			v.add(p+".path", ErrInvalid, "path is required")
 		case IsEnvRef(r.Path):
 			v.add(p+".path", ErrInvalid, "path cannot be an environment reference")
 		default:
-			if err := ParseRoutePattern(r.Path); err != nil {
+			pat, err := route.ParsePattern(r.Path)
+			if err != nil {
 				v.add(p+".path", ErrInvalid, "%v", err)
 			}
+			rt.Pattern = pat
 			if k, dup := seen[r.Path]; dup {
 				v.add(p+".path", ErrDuplicate, "duplicate route path %q (first at %s.routing[%d])", r.Path, fp, k)
 			} else {
 				seen[r.Path] = j
 			}
 		}
-		v.ref(p+".target_group", "upstream group", r.TargetGroup, groups)
+		rt.Group = v.ref(p+".target_group", "upstream group", r.TargetGroup, groups)
 		if r.Model != "" && !IsEnvRef(r.Model) {
-			if _, err := path.Match(r.Model, ""); err != nil {
+			g, err := route.ParseGlob(r.Model)
+			if err != nil {
 				v.add(p+".model", ErrInvalid, "invalid model glob %q: %v", r.Model, err)
 			}
+			rt.Model = g
 		}
 		hseen := make(map[string]string, len(r.Headers))
 		for _, k := range sortedKeys(r.Headers) {
@@ -556,27 +694,47 @@ func (v *validator) routes(fp string, routes []*configv1.Route, groups map[strin
 				}
 			}
 		}
+		out = append(out, rt)
 	}
+	return out
 }
 
-func (v *validator) rateLimit(p string, rl *configv1.RateLimit) {
+// rateKeyIP and rateKeyHeader are the two forms of ratelimit.key: "ip" or "header:NAME".
+const (
+	rateKeyIP     = "ip"
+	rateKeyHeader = "header:"
+)
+
+// rateLimit checks a forward's rate limit and returns it, or nil when it is not enabled.
+func (v *validator) rateLimit(p string, rl *configv1.RateLimit) *RateLimit {
 	if rl == nil {
-		return
+		return nil
 	}
+	out := &RateLimit{PerSecond: int(rl.GetPerSecond()), Burst: int(rl.GetBurst())}
 	v.rangeU32(p+".per_second", rl.PerSecond, 1, 10000)
 	v.rangeU32(p+".burst", rl.Burst, 1, 20000)
 	switch k := rl.Key; {
-	case k == "", k == "ip", IsEnvRef(k):
-	case strings.HasPrefix(k, "header:"):
-		if name := strings.TrimPrefix(k, "header:"); !isToken(name) {
+	case k == "", k == rateKeyIP, IsEnvRef(k):
+	case strings.HasPrefix(k, rateKeyHeader):
+		name := strings.TrimPrefix(k, rateKeyHeader)
+		if !isToken(name) {
 			v.add(p+".key", ErrInvalid, "%q is not a valid header name", name)
 		}
+		out.Header = http.CanonicalHeaderKey(name)
 	default:
-		v.add(p+".key", ErrInvalid, "unknown rate limit key %q (want ip or header:NAME)", k)
+		v.add(p+".key", ErrInvalid, "unknown rate limit key %q (want %s or %sNAME)", k, rateKeyIP, rateKeyHeader)
 	}
-	if s := rl.Scope; s != "" && !IsEnvRef(s) && !oneOf(s, rateScopes) {
-		v.add(p+".scope", ErrInvalid, "unknown scope %q (want %s)", s, choices(rateScopes))
+	if s := rl.Scope; s != "" && !IsEnvRef(s) {
+		sc, ok := parseEnum[RateScope](scopeNames, s)
+		if !ok {
+			v.add(p+".scope", ErrInvalid, "unknown scope %q (want %s)", s, choices(scopeNames))
+		}
+		out.Scope = sc
 	}
+	if !rl.GetEnabled() {
+		return nil
+	}
+	return out
 }
 
 func (v *validator) rangeU32(p string, val *uint32, lo, hi uint32) {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	configv1 "github.com/llmproxy-go/llmproxy/gen/llmproxy/config/v1"
 	"google.golang.org/protobuf/proto"
@@ -323,8 +324,10 @@ func TestCheckSupported(t *testing.T) {
 	c.UpstreamGroups[0].Cache = &configv1.Cache{Enabled: proto.Bool(true)}
 	c.UpstreamGroups = append(c.UpstreamGroups, &configv1.UpstreamGroup{Name: "h", Upstreams: []*configv1.UpstreamRef{{Name: "a"}},
 		Cache: &configv1.Cache{Enabled: proto.Bool(false)}})
-	if err := Validate(c); err != nil {
-		t.Fatalf("the model accepts every feature: %v", err)
+	// Validate refuses what the proxy does not implement (Unsupported), naming the field.
+	fes := Errors(Validate(c))
+	if len(fes) != 1 || fes[0].Error() != "upstream_groups[0].cache.enabled: the response cache is not supported yet" || !errors.Is(fes[0], ErrNotSupported) {
+		t.Fatalf("Validate = %v; want one ErrNotSupported for upstream_groups[0].cache.enabled", fes)
 	}
 	features := []Feature{
 		{Field: "upstream_groups.cache.enabled", Value: "true", Reason: "response caching is not implemented"},
@@ -364,15 +367,136 @@ func TestUsers(t *testing.T) {
 	}
 }
 
-func TestParseRoutePattern(t *testing.T) {
-	for _, p := range []string{"/v1/chat/completions", "/api/:id", "/api/items/{id:[0-9]+}", "/files/*", "/api/*/docs"} {
-		if err := ParseRoutePattern(p); err != nil {
-			t.Errorf("%q: %v", p, err)
+func TestParse(t *testing.T) {
+	c := valid()
+	c.HttpServer.Forwards[0].Address = proto.String("127.0.0.1")
+	c.HttpServer.Forwards[0].Ratelimit = &configv1.RateLimit{Enabled: proto.Bool(true), Key: "header:x-api-key", Scope: "global"}
+	c.HttpServer.Forwards[0].Routing[0].Model = "gpt-*"
+	c.HttpServer.Admin = &configv1.Admin{Port: proto.Uint32(9100)}
+	c.Upstreams[0].Headers = []*configv1.HeaderOp{{Op: "replace", Key: "x-org", Value: "${env:ORG}"}}
+	c.Upstreams = append(c.Upstreams, &configv1.Upstream{Name: "b", Url: "${env:B_URL}", Auth: &configv1.Auth{Type: "basic", Username: "u"}})
+	c.UpstreamGroups[0].Upstreams = append(c.UpstreamGroups[0].Upstreams, &configv1.UpstreamRef{Name: "b", Weight: proto.Uint32(3)})
+	c.UpstreamGroups[0].Balance = &configv1.Balance{Strategy: "least_busy"}
+	c.UpstreamGroups[0].HttpClient = &configv1.HttpClient{
+		Retry: &configv1.Retry{Attempts: proto.Uint32(2), RetryOn: []string{"502", "timeout"}},
+		Proxy: &configv1.OutboundProxy{Url: "socks5://proxy:1080"},
+	}
+	c.UpstreamGroups[0].Concurrency = &configv1.Concurrency{Max: proto.Uint32(4)}
+	env := map[string]string{"OPENAI_API_KEY": "sk-1", "ORG": "acme", "B_URL": "http://b.example:8080/v1?x=1"}
+	before := proto.Clone(c)
+	m, err := Parse(c, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	if !proto.Equal(c, before) {
+		t.Error("Parse modified its argument")
+	}
+	if len(m.Forwards) != 1 || len(m.Upstreams) != 2 || len(m.Groups) != 1 {
+		t.Fatalf("model sizes: %d forwards, %d upstreams, %d groups", len(m.Forwards), len(m.Upstreams), len(m.Groups))
+	}
+	f := m.Forwards[0]
+	if f.Addr != "127.0.0.1:3000" || f.HeaderTimeout != 10*time.Second || f.MaxBodyBytes != 10<<20 || f.DefaultGroup != 0 {
+		t.Errorf("forward = %+v", f)
+	}
+	if rl := f.RateLimit; rl == nil || rl.Header != "X-Api-Key" || rl.Scope != ScopeGlobal || rl.PerSecond != 100 || rl.Burst != 200 {
+		t.Errorf("rate limit = %+v", f.RateLimit)
+	}
+	if r := f.Routes[0]; r.Pattern.String() != "/v1/chat/completions" || r.Model == nil || !r.Model.Match("gpt-4o") || r.Group != 0 {
+		t.Errorf("route = %+v", r)
+	}
+	if m.Admin == nil || m.Admin.Addr != "127.0.0.1:9100" {
+		t.Errorf("admin = %+v", m.Admin)
+	}
+	a, b := m.Upstreams[0], m.Upstreams[1]
+	if a.Auth.Type != AuthBearer || a.Auth.Token != "sk-1" || a.URL.Host != "api.openai.com" || a.URL.Path != "/v1" {
+		t.Errorf("upstream a = %+v", a)
+	}
+	if len(a.Headers) != 1 || a.Headers[0] != (HeaderOp{Op: HeaderReplace, Key: "X-Org", Value: "acme"}) {
+		t.Errorf("header ops = %+v", a.Headers)
+	}
+	if a.Breaker != (Breaker{Threshold: 0.5, Cooldown: 30 * time.Second, Window: 10 * time.Second, MinRequests: 5, HalfOpenProbes: 1}) {
+		t.Errorf("breaker = %+v", a.Breaker)
+	}
+	if b.Auth.Type != AuthBasic || b.URL.Host != "b.example:8080" || b.RawURL != "http://b.example:8080/v1?x=1" {
+		t.Errorf("upstream b = %+v (url from the environment)", b)
+	}
+	g := m.Groups[0]
+	if g.Strategy != StrategyLeastBusy || len(g.Members) != 2 || g.Members[1] != (Member{Upstream: 1, Weight: 3}) || g.Members[0].Weight != 1 {
+		t.Errorf("group = %+v", g)
+	}
+	if cl := g.Client; cl.Agent != "LLMProxy/1.0" || !cl.Stream || cl.ConnectTimeout != 10*time.Second || cl.RequestTimeout != 300*time.Second ||
+		cl.IdleTimeout != 60*time.Second || cl.Keepalive != 60*time.Second || cl.Proxy == nil || cl.Proxy.Host != "proxy:1080" {
+		t.Errorf("client = %+v", cl)
+	}
+	r := g.Retry
+	if r == nil || r.Attempts != 2 || r.Initial != 500*time.Millisecond || r.MaxBackoff != 10*time.Second ||
+		!r.On.Timeout || r.On.ConnectError || !r.On.Status(502) || r.On.Status(503) || r.On.Status(-1) || r.On.Status(700) {
+		t.Errorf("retry = %+v", r)
+	}
+	if cc := g.Concurrency; cc == nil || cc.Max != 4 || cc.Queue != 0 || cc.QueueTimeout != 30*time.Second {
+		t.Errorf("concurrency = %+v", g.Concurrency)
+	}
+	// The source keeps references (for redaction) and has defaults applied.
+	if tok := m.Source.GetUpstreams()[0].GetAuth().GetToken(); tok != "${env:OPENAI_API_KEY}" {
+		t.Errorf("source token = %q; want the reference", tok)
+	}
+	if m.Source.GetHttpServer().GetForwards()[0].MaxBodyBytes == nil {
+		t.Error("source has no defaults applied")
+	}
+}
+
+// TestParseErrors: Parse refuses what Validate refuses, and a value from the environment
+// that would be refused if written, each with the field's path.
+func TestParseErrors(t *testing.T) {
+	tests := []struct {
+		name   string
+		mutate func(c *configv1.Config)
+		env    map[string]string
+		want   []string
+	}{
+		{"invalid", func(c *configv1.Config) { c.HttpServer.Forwards[0].DefaultGroup = "zz" }, map[string]string{"OPENAI_API_KEY": "k"},
+			[]string{`http_server.forwards[0].default_group: upstream group "zz" is not defined`}},
+		{"unset variable", func(c *configv1.Config) {}, nil,
+			[]string{`upstreams[0].auth.token: environment variable OPENAI_API_KEY is not set`}},
+		{"bad value from the environment", func(c *configv1.Config) { c.Upstreams[0].Url = "${env:URL}" },
+			map[string]string{"OPENAI_API_KEY": "k", "URL": "ftp://x"},
+			[]string{`upstreams[0].url: url "ftp://x" must be absolute with scheme http or https`}},
+		{"bad strategy from the environment", func(c *configv1.Config) { c.UpstreamGroups[0].Balance = &configv1.Balance{Strategy: "${env:S}"} },
+			map[string]string{"OPENAI_API_KEY": "k", "S": "fastest"},
+			[]string{`upstream_groups[0].balance.strategy: unknown strategy "fastest" (want roundrobin, weighted_roundrobin, random, response_aware, failover or least_busy)`}},
+		{"unsupported", func(c *configv1.Config) { c.UpstreamGroups[0].Cache = &configv1.Cache{Enabled: proto.Bool(true)} },
+			map[string]string{"OPENAI_API_KEY": "k"},
+			[]string{`upstream_groups[0].cache.enabled: the response cache is not supported yet`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := valid()
+			tt.mutate(c)
+			m, err := Parse(c, func(k string) (string, bool) { v, ok := tt.env[k]; return v, ok })
+			if m != nil {
+				t.Error("Parse returned a model with an error")
+			}
+			var got []string
+			for _, fe := range Errors(err) {
+				got = append(got, fe.Error())
+			}
+			if strings.Join(got, "\n") != strings.Join(tt.want, "\n") {
+				t.Errorf("got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(tt.want, "\n"))
+			}
+		})
+	}
+	if m, err := Parse(nil, nil); err != nil || len(m.Forwards) != 0 || m.Source == nil {
+		t.Errorf("Parse(nil) = %+v, %v; want the empty model", m, err)
+	}
+}
+
+func TestEnumNames(t *testing.T) {
+	for _, s := range Strategies() {
+		if got, ok := parseEnum[Strategy](strategyNames, s.String()); !ok || got != s {
+			t.Errorf("strategy %d: name %q does not parse back", s, s)
 		}
 	}
-	for _, p := range []string{"", "v1", "/a/{id:[}", "/a//b"} {
-		if err := ParseRoutePattern(p); err == nil {
-			t.Errorf("%q accepted", p)
-		}
+	if len(Strategies()) != 6 || Strategies()[0] != defaultStrategy || Strategy(99).String() != "unknown" {
+		t.Errorf("Strategies() = %v", Strategies())
 	}
 }

@@ -1,7 +1,6 @@
 package balancer
 
 import (
-	"errors"
 	"fmt"
 	"math"
 	"math/bits"
@@ -10,30 +9,11 @@ import (
 	"sync/atomic"
 )
 
-// Strategy names, as written in configuration (balance.strategy).
-const (
-	StrategyRoundRobin         = "roundrobin"
-	StrategyWeightedRoundRobin = "weighted_roundrobin"
-	StrategyRandom             = "random"
-	StrategyResponseAware      = "response_aware"
-	StrategyFailover           = "failover"
-	StrategyLeastBusy          = "least_busy"
-)
-
-// Strategies lists every strategy New accepts, in documentation order.
-var Strategies = []string{
-	StrategyRoundRobin, StrategyWeightedRoundRobin, StrategyRandom,
-	StrategyResponseAware, StrategyFailover, StrategyLeastBusy,
-}
-
-// ErrUnknownStrategy is returned (wrapped) by New for a strategy name it does not know.
-var ErrUnknownStrategy = errors.New("unknown balancing strategy")
-
 // Member is one upstream of a group as the picker sees it.
 type Member struct {
-	// Weight is used by weighted_roundrobin only; 0 means 1.
+	// Weight is used by WeightedRoundRobin only; below 1 means 1.
 	Weight int
-	// Stats are the upstream's live counters; required by response_aware and least_busy,
+	// Stats are the upstream's live counters; required by ResponseAware and LeastBusy,
 	// ignored by the others (nil allowed there).
 	Stats *Stats
 }
@@ -56,41 +36,45 @@ var (
 	_ Picker = (*LeastBusy)(nil)
 )
 
-// New returns a Picker of the named strategy over members (copied; their order is the
-// index space of Pick). "" means roundrobin. It fails on an unknown strategy, no members,
-// a negative weight, or a nil Stats where the strategy needs one.
-func New(strategy string, members []Member) (Picker, error) {
-	if len(members) == 0 {
-		return nil, errors.New("create picker: no members")
+// The constructors below copy members; their order is the index space of Pick. Weights
+// below 1 count as 1.
+
+// NewRoundRobin returns a RoundRobin over n members.
+func NewRoundRobin(n int) *RoundRobin { return &RoundRobin{n: n} }
+
+// NewWeightedRoundRobin returns a WeightedRoundRobin over members by their weights.
+func NewWeightedRoundRobin(members []Member) *WeightedRoundRobin {
+	p := &WeightedRoundRobin{weight: make([]int, len(members)), current: make([]int, len(members))}
+	for i, m := range members {
+		p.weight[i] = max(m.Weight, 1)
 	}
+	return p
+}
+
+// NewRandom returns a Random over n members.
+func NewRandom(n int) *Random { return &Random{n: n} }
+
+// NewFailover returns a Failover over n members.
+func NewFailover(n int) *Failover { return &Failover{n: n} }
+
+// NewResponseAware returns a ResponseAware over members; every member's Stats is required.
+func NewResponseAware(members []Member) *ResponseAware {
+	return &ResponseAware{members: withStats(members)}
+}
+
+// NewLeastBusy returns a LeastBusy over members; every member's Stats is required.
+func NewLeastBusy(members []Member) *LeastBusy { return &LeastBusy{members: withStats(members)} }
+
+// withStats copies members, refusing one without Stats: that is a bug of the caller.
+func withStats(members []Member) []Member {
 	ms := make([]Member, len(members))
-	copy(ms, members)
-	for i, m := range ms {
-		if m.Weight < 0 {
-			return nil, fmt.Errorf("create picker: member %d: negative weight %d", i, m.Weight)
+	for i, m := range members {
+		if m.Stats == nil {
+			panic(fmt.Sprintf("balancer: member %d has no Stats", i))
 		}
-		if m.Weight == 0 {
-			ms[i].Weight = 1
-		}
-		if m.Stats == nil && (strategy == StrategyResponseAware || strategy == StrategyLeastBusy) {
-			return nil, fmt.Errorf("create picker: member %d: %s needs stats", i, strategy)
-		}
+		ms[i] = m
 	}
-	switch strategy {
-	case StrategyRoundRobin, "":
-		return &RoundRobin{n: len(ms)}, nil
-	case StrategyWeightedRoundRobin:
-		return newWeightedRoundRobin(ms), nil
-	case StrategyRandom:
-		return &Random{n: len(ms)}, nil
-	case StrategyResponseAware:
-		return &ResponseAware{members: ms}, nil
-	case StrategyFailover:
-		return &Failover{n: len(ms)}, nil
-	case StrategyLeastBusy:
-		return &LeastBusy{members: ms}, nil
-	}
-	return nil, fmt.Errorf("create picker: %w %q (want one of %v)", ErrUnknownStrategy, strategy, Strategies)
+	return ms
 }
 
 // eligible is the set of members not skipped, taken with one call of skip per member.
@@ -199,14 +183,6 @@ type WeightedRoundRobin struct {
 	mu      sync.Mutex
 	weight  []int
 	current []int
-}
-
-func newWeightedRoundRobin(ms []Member) *WeightedRoundRobin {
-	p := &WeightedRoundRobin{weight: make([]int, len(ms)), current: make([]int, len(ms))}
-	for i, m := range ms {
-		p.weight[i] = m.Weight
-	}
-	return p
 }
 
 // Pick implements Picker.

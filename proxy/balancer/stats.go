@@ -1,5 +1,7 @@
-// Package balancer picks one upstream among a group's members by a strategy:
-// roundrobin, weighted_roundrobin, random, response_aware, failover or least_busy.
+// Package balancer picks one upstream among a group's members by a strategy: RoundRobin,
+// WeightedRoundRobin, Random, ResponseAware, Failover or LeastBusy. The configuration names
+// the strategies (controlplane/validate.Strategy owns the names); the proxy's config package
+// maps each name to its constructor here.
 //
 // A Picker is built once per compiled configuration from the group's members; each member
 // carries a *Stats, which belongs to the upstream rather than to the configuration and so

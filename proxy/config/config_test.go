@@ -151,20 +151,26 @@ func TestCompileErrors(t *testing.T) {
 	}
 }
 
+// openBreaker fails calls through b until it opens.
+func openBreaker(t *testing.T, b *breaker.Breaker) {
+	t.Helper()
+	for range 10 {
+		if done, ok := b.Allow(); ok {
+			done(false)
+		}
+	}
+	if b.State() != breaker.Open {
+		t.Fatalf("breaker state %v; want open", b.State())
+	}
+}
+
 func TestRegistryKeepsStateAcrossCompiles(t *testing.T) {
 	reg := NewRegistry(telemetry.NewMetrics(), nil)
 	defer reg.Close()
 	rt1 := compile(t, reg, baseYAML)
+	reg.Commit(rt1)
 	a1, b1 := rt1.Groups[0].Members[0], rt1.Groups[0].Members[1]
-	// Open a's breaker.
-	for i := 0; i < 10; i++ {
-		if done, ok := a1.Breaker.Allow(); ok {
-			done(false)
-		}
-	}
-	if a1.Breaker.State() != breaker.Open {
-		t.Fatalf("breaker state %v; want open", a1.Breaker.State())
-	}
+	openBreaker(t, a1.Breaker)
 	// Same a, changed b (URL), changed group client settings.
 	y2 := strings.Replace(baseYAML, "http://b.example", "http://b2.example", 1)
 	y2 = strings.Replace(y2, "concurrency: {max: 4, queue: 8}", "concurrency: {max: 4, queue: 8}\n    http_client: {keepalive: 30, retry: {attempts: 2}}", 1)
@@ -189,14 +195,14 @@ func TestRegistryKeepsStateAcrossCompiles(t *testing.T) {
 	if rt2.Forwards[0].RateLimit.Limiter != rt1.Forwards[0].RateLimit.Limiter {
 		t.Error("unchanged rate limit lost its limiter")
 	}
-	reg.Prune(rt2)
+	reg.Commit(rt2)
 	reg.mu.Lock()
-	nUp, nTr := len(reg.upstreams), len(reg.transports)
+	nUp, nTr := len(reg.st.upstreams), len(reg.st.transports)
 	reg.mu.Unlock()
 	// b's URL changed in both groups: only a and the new b remain.
 	want := map[string]bool{"a": true, "b": true}
 	reg.mu.Lock()
-	for k := range reg.upstreams {
+	for k := range reg.st.upstreams {
 		if !want[k.name] || (k.name == "b" && k.url != "http://b2.example") {
 			t.Errorf("registry kept %s %s after prune", k.name, k.url)
 		}

@@ -18,18 +18,16 @@ import (
 
 // Registry holds the state that outlives one Runtime: breakers and balancer statistics per
 // upstream identity, transports per client settings, concurrency limiters per group and
-// settings, rate limiters per forward and settings. Compile takes entries from it (creating
-// missing ones); Prune drops those the current runtime no longer uses. All methods are safe
-// for concurrent use.
+// settings, rate limiters per forward and settings. Build takes entries from it and creates
+// the missing ones without registering them; Commit makes the registry hold exactly what the
+// current runtime uses, Discard releases what a refused runtime created. All methods are
+// safe for concurrent use.
 type Registry struct {
 	logger  *slog.Logger
 	metrics *telemetry.Metrics
 
 	mu           sync.Mutex
-	upstreams    map[upstreamKey]*upstreamState
-	transports   map[transportKey]*http.Transport
-	limiters     map[limiterKey]*concurrency.Limiter
-	rateLimiters map[rateKey]*rateState
+	st           *state
 	warnedGlobal bool
 }
 
@@ -39,9 +37,20 @@ func NewRegistry(m *telemetry.Metrics, logger *slog.Logger) *Registry {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Registry{
-		logger:       logger,
-		metrics:      m,
+	return &Registry{logger: logger, metrics: m, st: newState()}
+}
+
+// state is a set of long-lived entries by identity: the registry's, or the ones a runtime
+// uses.
+type state struct {
+	upstreams    map[upstreamKey]*upstreamState
+	transports   map[transportKey]*http.Transport
+	limiters     map[limiterKey]*concurrency.Limiter
+	rateLimiters map[rateKey]*rateState
+}
+
+func newState() *state {
+	return &state{
 		upstreams:    map[upstreamKey]*upstreamState{},
 		transports:   map[transportKey]*http.Transport{},
 		limiters:     map[limiterKey]*concurrency.Limiter{},
@@ -77,7 +86,7 @@ type rateKey struct {
 	forward   string
 	perSecond float64
 	burst     int
-	key       string
+	header    string // "" keys by client IP
 	global    bool
 }
 
@@ -86,32 +95,35 @@ type rateState struct {
 	local   *ratelimit.Local
 }
 
-// usedKeys records which registry entries a runtime uses.
-type usedKeys struct {
-	upstreams    []upstreamKey
-	transports   []transportKey
-	limiters     []limiterKey
-	rateLimiters []rateKey
+// entry returns the value for k in the runtime's state, else the registry's (recorded in
+// the runtime's state), else a new one from create (recorded too, not registered).
+func entry[K comparable, V any](b *builder, k K, of func(*state) map[K]V, create func() V) V {
+	if v, ok := of(b.st)[k]; ok {
+		return v
+	}
+	b.reg.mu.Lock()
+	v, ok := of(b.reg.st)[k]
+	b.reg.mu.Unlock()
+	if !ok {
+		v = create()
+	}
+	of(b.st)[k] = v
+	return v
 }
 
-func (r *Registry) upstream(k upstreamKey) *upstreamState {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if s := r.upstreams[k]; s != nil {
-		return s
-	}
-	name, rawURL := k.name, k.url
-	var g interface{ Set(float64) }
-	if r.metrics != nil {
-		g = r.metrics.BreakerState.WithLabelValues(name)
-		g.Set(0)
-	}
-	logger := r.logger
-	m := r.metrics
-	onChange := func(from, to breaker.State) {
+func (b *builder) upstream(k upstreamKey) *upstreamState {
+	return entry(b, k, func(s *state) map[upstreamKey]*upstreamState { return s.upstreams }, func() *upstreamState {
+		return &upstreamState{breaker: breaker.New(k.brk, b.reg.onBreakerChange(k.name, k.url)), stats: balancer.NewStats()}
+	})
+}
+
+// onBreakerChange returns the transition hook of the breaker of upstream name at rawURL.
+func (r *Registry) onBreakerChange(name, rawURL string) func(from, to breaker.State) {
+	logger, m := r.logger, r.metrics
+	return func(from, to breaker.State) {
 		if m != nil {
 			m.BreakerStateChanges.WithLabelValues("", name, rawURL, from.String(), to.String()).Inc()
-			g.Set(float64(to))
+			m.BreakerState.WithLabelValues(name).Set(float64(to))
 		}
 		level := slog.LevelWarn
 		if to == breaker.Closed {
@@ -119,128 +131,132 @@ func (r *Registry) upstream(k upstreamKey) *upstreamState {
 		}
 		logger.Log(context.Background(), level, "circuit breaker state change", "upstream", name, "url", rawURL, "from", from.String(), "to", to.String())
 	}
-	s := &upstreamState{breaker: breaker.New(k.brk, onChange), stats: balancer.NewStats()}
-	r.upstreams[k] = s
-	return s
 }
 
-func (r *Registry) transport(k transportKey, proxyURL *url.URL) *http.Transport {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if t := r.transports[k]; t != nil {
+func (b *builder) transport(k transportKey, proxyURL *url.URL) *http.Transport {
+	return entry(b, k, func(s *state) map[transportKey]*http.Transport { return s.transports }, func() *http.Transport {
+		d := &net.Dialer{Timeout: k.connect, KeepAlive: k.keepalive}
+		t := &http.Transport{
+			DialContext:           d.DialContext,
+			TLSHandshakeTimeout:   k.connect,
+			MaxIdleConns:          0, // no global cap; per host below
+			MaxIdleConnsPerHost:   1024,
+			IdleConnTimeout:       k.idle,
+			ExpectContinueTimeout: time.Second,
+			// The client's Accept-Encoding passes through and answers are relayed as sent;
+			// the transport must not add gzip and decode behind our back.
+			DisableCompression: true,
+			// HTTP/2 only where TLS negotiates it (ALPN); cleartext upstreams speak HTTP/1.1.
+			ForceAttemptHTTP2: true,
+			ReadBufferSize:    32 << 10,
+			WriteBufferSize:   32 << 10,
+		}
+		if proxyURL != nil {
+			t.Proxy = http.ProxyURL(proxyURL)
+		}
 		return t
-	}
-	d := &net.Dialer{Timeout: k.connect, KeepAlive: k.keepalive}
-	t := &http.Transport{
-		DialContext:           d.DialContext,
-		TLSHandshakeTimeout:   k.connect,
-		MaxIdleConns:          0, // no global cap; per host below
-		MaxIdleConnsPerHost:   1024,
-		IdleConnTimeout:       k.idle,
-		ExpectContinueTimeout: time.Second,
-		// The client's Accept-Encoding passes through and answers are relayed as sent;
-		// the transport must not add gzip and decode behind our back.
-		DisableCompression: true,
-		// HTTP/2 only where TLS negotiates it (ALPN); cleartext upstreams speak HTTP/1.1.
-		ForceAttemptHTTP2: true,
-		ReadBufferSize:    32 << 10,
-		WriteBufferSize:   32 << 10,
-	}
-	if proxyURL != nil {
-		t.Proxy = http.ProxyURL(proxyURL)
-	}
-	r.transports[k] = t
-	return t
+	})
 }
 
-func (r *Registry) limiter(k limiterKey) *concurrency.Limiter {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if l := r.limiters[k]; l != nil {
-		return l
-	}
-	l := concurrency.New(k.max, k.queue, k.drop, k.queueTimeout)
-	r.limiters[k] = l
-	return l
+func (b *builder) limiter(k limiterKey) *concurrency.Limiter {
+	return entry(b, k, func(s *state) map[limiterKey]*concurrency.Limiter { return s.limiters }, func() *concurrency.Limiter {
+		return concurrency.New(k.max, k.queue, k.drop, k.queueTimeout)
+	})
 }
 
-func (r *Registry) rateLimiter(k rateKey, opts *Options) ratelimit.Limiter {
+func (b *builder) rateLimiter(k rateKey) *rateState {
+	return entry(b, k, func(s *state) map[rateKey]*rateState { return s.rateLimiters }, func() *rateState {
+		local := ratelimit.NewLocal(k.perSecond, k.burst)
+		s := &rateState{limiter: local, local: local}
+		if k.global && b.opts.Redis != nil {
+			s.limiter = ratelimit.NewRedis(b.opts.Redis, "llmproxy:ratelimit:"+k.forward+":", k.perSecond, k.burst, local)
+		}
+		return s
+	})
+}
+
+// Commit makes the registry hold exactly the entries rt uses: it adopts those rt created
+// and drops the others (breakers are stopped, idle connections of dropped transports closed,
+// local rate limiters closed). Call it once rt is the current runtime. Requests still running
+// on an older runtime keep working: a dropped breaker or limiter simply stops being shared.
+// Commit(nil) drops everything.
+func (r *Registry) Commit(rt *Runtime) {
+	keep := newState()
+	if rt != nil && rt.state != nil {
+		keep = rt.state
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if s := r.rateLimiters[k]; s != nil {
-		return s.limiter
-	}
-	local := ratelimit.NewLocal(k.perSecond, k.burst)
-	s := &rateState{limiter: local, local: local}
-	if k.global {
-		if opts.Redis != nil {
-			s.limiter = ratelimit.NewRedis(opts.Redis, "llmproxy:ratelimit:"+k.forward+":", k.perSecond, k.burst, local)
-		} else if !r.warnedGlobal {
+	var dropped []string
+	commitMap(r.st.upstreams, keep.upstreams, func(k upstreamKey, s *upstreamState) {
+		s.breaker.Stop()
+		dropped = append(dropped, k.name)
+	}, func(k upstreamKey, s *upstreamState) {
+		if r.metrics != nil {
+			r.metrics.BreakerState.WithLabelValues(k.name).Set(float64(s.breaker.State()))
+		}
+	})
+	commitMap(r.st.transports, keep.transports, func(_ transportKey, t *http.Transport) { t.CloseIdleConnections() }, nil)
+	commitMap(r.st.limiters, keep.limiters, nil, nil)
+	commitMap(r.st.rateLimiters, keep.rateLimiters, func(_ rateKey, s *rateState) { s.local.Close() }, func(k rateKey, s *rateState) {
+		if k.global && s.limiter == ratelimit.Limiter(s.local) && !r.warnedGlobal {
 			r.warnedGlobal = true
-			opts.Logger.Warn("rate limit scope global without Redis: limits are per proxy", "forward", k.forward)
+			r.logger.Warn("rate limit scope global without Redis: limits are per proxy", "forward", k.forward)
+		}
+	})
+	for _, name := range dropped {
+		if r.metrics != nil && !r.upstreamNameUsed(name) {
+			r.metrics.BreakerState.DeleteLabelValues(name)
 		}
 	}
-	r.rateLimiters[k] = s
-	return s.limiter
 }
 
-// Prune drops every entry that rt does not use: breakers are stopped, idle connections of
-// dropped transports closed, local rate limiters closed. Call it after storing rt as the
-// current runtime. Requests still running on an older runtime keep working: a dropped
-// breaker or limiter simply stops being shared. Prune(nil) drops everything.
-func (r *Registry) Prune(rt *Runtime) {
-	var keep usedKeys
-	if rt != nil {
-		keep = rt.keys
-	}
-	ups := make(map[upstreamKey]bool, len(keep.upstreams))
-	for _, k := range keep.upstreams {
-		ups[k] = true
-	}
-	trs := make(map[transportKey]bool, len(keep.transports))
-	for _, k := range keep.transports {
-		trs[k] = true
-	}
-	lims := make(map[limiterKey]bool, len(keep.limiters))
-	for _, k := range keep.limiters {
-		lims[k] = true
-	}
-	rls := make(map[rateKey]bool, len(keep.rateLimiters))
-	for _, k := range keep.rateLimiters {
-		rls[k] = true
+// Discard releases the entries rt created that the registry does not hold: call it for a
+// runtime that was built but refused (it never served), instead of Commit. The registry is
+// left as it was.
+func (r *Registry) Discard(rt *Runtime) {
+	if rt == nil || rt.state == nil {
+		return
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for k, s := range r.upstreams {
-		if !ups[k] {
-			s.breaker.Stop()
-			delete(r.upstreams, k)
-			if r.metrics != nil && !r.upstreamNameUsed(k.name) {
-				r.metrics.BreakerState.DeleteLabelValues(k.name)
+	discardMap(r.st.upstreams, rt.state.upstreams, func(s *upstreamState) { s.breaker.Stop() })
+	discardMap(r.st.transports, rt.state.transports, func(t *http.Transport) { t.CloseIdleConnections() })
+	discardMap(r.st.rateLimiters, rt.state.rateLimiters, func(s *rateState) { s.local.Close() })
+}
+
+// commitMap makes cur hold exactly keep's entries. drop (if not nil) gets every value
+// removed or replaced, adopt (if not nil) every value added.
+func commitMap[K, V comparable](cur, keep map[K]V, drop, adopt func(K, V)) {
+	for k, v := range cur {
+		if nv, ok := keep[k]; !ok || nv != v {
+			if drop != nil {
+				drop(k, v)
+			}
+			delete(cur, k)
+		}
+	}
+	for k, v := range keep {
+		if _, ok := cur[k]; !ok {
+			cur[k] = v
+			if adopt != nil {
+				adopt(k, v)
 			}
 		}
 	}
-	for k, t := range r.transports {
-		if !trs[k] {
-			t.CloseIdleConnections()
-			delete(r.transports, k)
-		}
-	}
-	for k := range r.limiters {
-		if !lims[k] {
-			delete(r.limiters, k)
-		}
-	}
-	for k, s := range r.rateLimiters {
-		if !rls[k] {
-			s.local.Close()
-			delete(r.rateLimiters, k)
+}
+
+// discardMap releases every value of created that reg does not hold.
+func discardMap[K, V comparable](reg, created map[K]V, release func(V)) {
+	for k, v := range created {
+		if rv, ok := reg[k]; !ok || rv != v {
+			release(v)
 		}
 	}
 }
 
 func (r *Registry) upstreamNameUsed(name string) bool {
-	for k := range r.upstreams {
+	for k := range r.st.upstreams {
 		if k.name == name {
 			return true
 		}
@@ -248,5 +264,5 @@ func (r *Registry) upstreamNameUsed(name string) bool {
 	return false
 }
 
-// Close drops every entry (Prune(nil)).
-func (r *Registry) Close() { r.Prune(nil) }
+// Close drops every entry (Commit(nil)).
+func (r *Registry) Close() { r.Commit(nil) }

@@ -1,17 +1,22 @@
-// Package config turns a configuration (configv1.Config) into the proxy's compiled,
-// immutable runtime form, and keeps the state that must outlive one configuration.
+// Package config turns a validated configuration (validate.Model) into the proxy's
+// compiled, immutable runtime form, applies it, and keeps the state that must outlive one
+// configuration.
 //
-// Compile resolves ${env:NAME} references, applies defaults, validates, refuses features the
-// proxy does not implement yet, and builds everything a request needs (routers, pickers,
-// parsed URLs, precomputed auth headers, retry policies, metric label children), so the
-// request path does no parsing and no label lookups. A *Runtime is never modified after
-// Compile returns: any number of goroutines may read it.
+// Validation, defaults and ${env:NAME} references are controlplane/validate's (Parse); Build
+// checks nothing again and cannot fail. It builds everything a request needs (routers,
+// pickers, precomputed auth headers, retry policies, metric label children), so the request
+// path does no parsing and no label lookups. A *Runtime is never modified after Build
+// returns: any number of goroutines may read it.
+//
+// Applier is the protocol that makes a configuration the running one: parse, build, install
+// (listeners, then the Holder), commit the Registry; a refused configuration leaves
+// everything as it was.
 //
 // Holder publishes the current Runtime through one atomic pointer; a request loads it once
 // and finishes on it even when a newer one is stored meanwhile.
 //
 // Registry keeps per-upstream breakers and balancer statistics, HTTP transports (connection
-// pools), concurrency limiters and rate limiters across compilations, keyed by identity:
+// pools), concurrency limiters and rate limiters across runtimes, keyed by identity:
 // an upstream whose name, URL and breaker settings are unchanged keeps its breaker state; a
 // group whose client settings are unchanged keeps its connection pool.
 package config
@@ -23,6 +28,7 @@ import (
 	"time"
 
 	"github.com/llmproxy-go/llmproxy/controlplane/configfile"
+	"github.com/llmproxy-go/llmproxy/controlplane/validate"
 	configv1 "github.com/llmproxy-go/llmproxy/gen/llmproxy/config/v1"
 	"github.com/llmproxy-go/llmproxy/proxy/balancer"
 	"github.com/llmproxy-go/llmproxy/proxy/breaker"
@@ -43,8 +49,7 @@ type Runtime struct {
 	// not modify it.
 	Source *configv1.Config
 	// EnvOverrides lists the values of Source that came from LLMPROXY_ environment
-	// variables (static mode, see configfile.File.WithEnv). Compile leaves it nil; the
-	// caller that loaded the file sets it before storing the runtime.
+	// variables (static mode, see configfile.File.WithEnv), from Options.EnvOverrides.
 	EnvOverrides []configfile.Override
 	// Forwards are the listeners, in configuration order.
 	Forwards []*Forward
@@ -55,7 +60,7 @@ type Runtime struct {
 	Logger  *slog.Logger
 
 	forwards map[string]*Forward
-	keys     usedKeys
+	state    *state // the long-lived entries the runtime uses (see Registry)
 }
 
 // Forward returns the forward named name, or nil.
@@ -198,17 +203,17 @@ func (g *Group) RetryCounter(reason string) prometheus.Counter {
 	return g.retries.WithLabelValues(g.Name, reason)
 }
 
-// HeaderOpKind is what a HeaderOp does.
-type HeaderOpKind uint8
+// HeaderOpKind is what a HeaderOp does; the configuration contract owns the kinds.
+type HeaderOpKind = validate.HeaderOpKind
 
 // Header operations.
 const (
 	// HeaderInsert sets the header only when the request does not have it.
-	HeaderInsert HeaderOpKind = iota
+	HeaderInsert = validate.HeaderInsert
 	// HeaderReplace sets the header, replacing any value.
-	HeaderReplace
+	HeaderReplace = validate.HeaderReplace
 	// HeaderRemove deletes the header.
-	HeaderRemove
+	HeaderRemove = validate.HeaderRemove
 )
 
 // HeaderOp is one compiled header operation; Key is in canonical form.
@@ -280,17 +285,8 @@ type RetryPolicy struct {
 	Initial, MaxBackoff time.Duration
 	// ConnectError and Timeout report whether those failures are retried.
 	ConnectError, Timeout bool
-	statuses              [10]uint64 // bit per status code 0-639
+	on                    validate.RetryOn
 }
 
 // RetryStatus reports whether an upstream answer with status code is retried.
-func (p *RetryPolicy) RetryStatus(code int) bool {
-	if code < 0 || code >= 640 {
-		return false
-	}
-	return p.statuses[code>>6]&(1<<(uint(code)&63)) != 0
-}
-
-func (p *RetryPolicy) setStatus(code int) {
-	p.statuses[code>>6] |= 1 << (uint(code) & 63)
-}
+func (p *RetryPolicy) RetryStatus(code int) bool { return p.on.Status(code) }

@@ -1,25 +1,36 @@
+// Package router maps a request (method, path, headers, model) to a route target. The
+// syntax and meaning of path patterns and model globs, and the priority among patterns,
+// are the configuration contract's (package controlplane/route); this package finds the
+// winning rule fast: one map lookup for static paths, a trie of literal prefixes for the
+// others, no allocation per request.
+//
+// When several rules match, the winner is the most specific pattern (route.ComparePriority,
+// static patterns first), then the rule declared first. A rule whose conditions (model,
+// headers, methods) fail is skipped and the next candidate by priority is tried; when none
+// is left the router answers the default target.
 package router
 
 import (
 	"cmp"
-	"fmt"
 	"net/http"
 	"net/textproto"
 	"slices"
 	"strings"
+
+	"github.com/llmproxy-go/llmproxy/controlplane/route"
 )
 
-// Rule is one routing rule as configured. Path is required; the other conditions are
-// optional and all must hold for the rule to match.
+// Rule is one routing rule, as validated configuration gives it. Pattern is required; the
+// other conditions are optional and all must hold for the rule to match.
 type Rule struct {
-	// Path is a route pattern (see ParsePattern).
-	Path string
-	// Model is a glob on the request's model (path.Match syntax, except that "*" and "?"
-	// also match "/"). Empty: any model, including none. A non-empty glob never matches
-	// a request without a model.
-	Model string
+	// Pattern is the rule's path pattern.
+	Pattern *route.Pattern
+	// Model is a glob on the request's model; nil: any model, including none. A glob never
+	// matches a request without a model.
+	Model *route.Glob
 	// Headers are exact matches: header name (case-insensitive) to value (exact, compared
-	// with each of the request's values for that name). Empty: any.
+	// with each of the request's values for that name). Empty: any. Names are RFC 9110
+	// tokens (validation checks them); another name never matches.
 	Headers map[string]string
 	// Methods are HTTP methods compared case-insensitively. Empty: any.
 	Methods []string
@@ -34,8 +45,8 @@ type header struct {
 }
 
 type rule struct {
-	pat     *Pattern
-	model   string
+	pat     *route.Pattern
+	model   *route.Glob
 	headers []header
 	methods []string
 	target  int
@@ -70,7 +81,7 @@ func (r *rule) conditions(method string, h http.Header, model string) bool {
 			return false
 		}
 	}
-	if r.model != "" && (model == "" || !globMatch(r.model, model)) {
+	if r.model != nil && (model == "" || !r.model.Match(model)) {
 		return false
 	}
 	return true
@@ -101,10 +112,8 @@ type node struct {
 	children map[string]*node
 }
 
-// New compiles rules into a Router; defaultTarget is what Match returns when no rule
-// matches. It fails on the first bad pattern, model glob, header name or method, naming
-// the rule by its index.
-func New(rules []Rule, defaultTarget int) (*Router, error) {
+// New builds a Router over rules; defaultTarget is what Match returns when no rule matches.
+func New(rules []Rule, defaultTarget int) *Router {
 	r := &Router{
 		defaultTarget: defaultTarget,
 		static:        map[string][]*rule{},
@@ -112,33 +121,18 @@ func New(rules []Rule, defaultTarget int) (*Router, error) {
 	}
 	var dynamic []*rule
 	for i, in := range rules {
-		pat, err := ParsePattern(in.Path)
-		if err != nil {
-			return nil, fmt.Errorf("compile rule %d: %w", i, err)
-		}
-		if in.Model != "" {
-			if err := checkGlob(in.Model); err != nil {
-				return nil, fmt.Errorf("compile rule %d: bad model glob %q: %w", i, in.Model, err)
-			}
+		pat := in.Pattern
+		if in.Model != nil {
 			r.needsModel = true
 		}
-		ru := &rule{pat: pat, model: in.Model, target: in.Target, order: i}
+		ru := &rule{pat: pat, model: in.Model, methods: in.Methods, target: in.Target, order: i}
 		for name, v := range in.Headers {
-			if name == "" || !validHeaderName(name) {
-				return nil, fmt.Errorf("compile rule %d: bad header name %q", i, name)
-			}
 			ru.headers = append(ru.headers, header{key: textproto.CanonicalMIMEHeaderKey(name), value: v})
 		}
 		// Map order is random; sort so that evaluation order (and cost) is stable.
 		slices.SortFunc(ru.headers, func(a, b header) int { return cmp.Compare(a.key, b.key) })
-		for _, m := range in.Methods {
-			if m == "" || !validHeaderName(m) {
-				return nil, fmt.Errorf("compile rule %d: bad method %q", i, m)
-			}
-			ru.methods = append(ru.methods, m)
-		}
 		if pat.IsStatic() {
-			r.static[pat.raw] = append(r.static[pat.raw], ru)
+			r.static[pat.String()] = append(r.static[pat.String()], ru)
 		} else {
 			dynamic = append(dynamic, ru)
 		}
@@ -147,39 +141,26 @@ func New(rules []Rule, defaultTarget int) (*Router, error) {
 	for rank, ru := range dynamic {
 		ru.rank = rank
 		n := r.root
-		for _, s := range ru.pat.segs {
-			if s.kind != segStatic {
-				break
-			}
-			child := n.children[s.lit]
+		for _, lit := range ru.pat.StaticPrefix() {
+			child := n.children[lit]
 			if child == nil {
 				if n.children == nil {
 					n.children = map[string]*node{}
 				}
 				child = &node{}
-				n.children[s.lit] = child
+				n.children[lit] = child
 			}
 			n = child
 		}
 		n.rules = append(n.rules, ru) // ranks ascend: the list stays in priority order
 	}
-	return r, nil
+	return r
 }
 
-// comparePriority orders dynamic rules best first: more static segments, more regex
-// parameters, fewer wildcards, more segments, declared earlier.
+// comparePriority orders dynamic rules best first: the more specific pattern, then the rule
+// declared earlier.
 func comparePriority(a, b *rule) int {
-	pa, pb := a.pat, b.pat
-	if c := cmp.Compare(pb.nStatic, pa.nStatic); c != 0 {
-		return c
-	}
-	if c := cmp.Compare(pb.nRegex, pa.nRegex); c != 0 {
-		return c
-	}
-	if c := cmp.Compare(pa.nWild, pb.nWild); c != 0 {
-		return c
-	}
-	if c := cmp.Compare(len(pb.segs), len(pa.segs)); c != 0 {
+	if c := route.ComparePriority(a.pat, b.pat); c != 0 {
 		return c
 	}
 	return cmp.Compare(a.order, b.order)
@@ -200,7 +181,7 @@ func (r *Router) Match(method, path string, h http.Header, model string) (target
 	}
 	for _, ru := range r.static[path] {
 		if ru.conditions(method, h, model) {
-			return ru.target, ru.pat.raw
+			return ru.target, ru.pat.String()
 		}
 	}
 	var best *rule
@@ -210,7 +191,7 @@ func (r *Router) Match(method, path string, h http.Header, model string) (target
 			if best != nil && ru.rank > best.rank {
 				break
 			}
-			if ru.pat.match(path) && ru.conditions(method, h, model) {
+			if ru.pat.Match(path) && ru.conditions(method, h, model) {
 				best = ru
 				break
 			}
@@ -230,21 +211,7 @@ func (r *Router) Match(method, path string, h http.Header, model string) (target
 		pos = end
 	}
 	if best != nil {
-		return best.target, best.pat.raw
+		return best.target, best.pat.String()
 	}
 	return r.defaultTarget, ""
-}
-
-// validHeaderName reports whether s is an RFC 9110 token (header names and methods).
-func validHeaderName(s string) bool {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
-		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
-		default:
-			return false
-		}
-	}
-	return true
 }

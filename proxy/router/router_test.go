@@ -1,144 +1,46 @@
 package router
 
 import (
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
-	"path"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/llmproxy-go/llmproxy/controlplane/route"
 )
-
-func TestParsePatternErrors(t *testing.T) {
-	tests := []struct {
-		pattern string
-		want    string // substring of the error
-	}{
-		{"", "empty pattern"},
-		{"v1/chat", `must start with "/"`},
-		{"/a//b", "empty segment at offset 3"},
-		{"//", "empty segment at offset 1"},
-		{"/a/b*", `"*" must be a whole segment, got "b*"`},
-		{"/a/*b/c", `"*" must be a whole segment, got "*b"`},
-		{"/a/**", `"*" must be a whole segment`},
-		{"/a/{id:[0-9]+", `unclosed "{" at offset 3`},
-		{"/a/{id", `unclosed "{"`},
-		{"/a/{id:[0-9}", `bad regex "[0-9" for parameter "id"`},
-		{"/a/{id:(}", `bad regex "(" for parameter "id"`},
-		{"/a/{id:}", `empty regex for parameter "id"`},
-		{"/a/{:x}", "empty parameter name"},
-		{"/a/:", "empty parameter name"},
-		{"/a/:a-b", `bad parameter name "a-b"`},
-		{"/a/{id}x", `"}" at offset 6 must end the segment`},
-		{"/a/x{id}", `"{" must start a segment`},
-		{"/a/x}", `"{" must start a segment`},
-		{"/a/:id/:id", `duplicate parameter name "id"`},
-		{"/a/:id/{id:[0-9]+}", `duplicate parameter name "id"`},
-	}
-	for _, tt := range tests {
-		t.Run(tt.pattern, func(t *testing.T) {
-			p, err := ParsePattern(tt.pattern)
-			if err == nil {
-				t.Fatalf("ParsePattern(%q) = %v, nil; want error containing %q", tt.pattern, p, tt.want)
-			}
-			if !strings.Contains(err.Error(), tt.want) {
-				t.Errorf("ParsePattern(%q) error = %q; want it to contain %q", tt.pattern, err, tt.want)
-			}
-			if !errors.Is(err, ErrInvalidPattern) {
-				t.Errorf("errors.Is(%v, ErrInvalidPattern) = false", err)
-			}
-			if !strings.HasPrefix(err.Error(), fmt.Sprintf("invalid route pattern %q: ", tt.pattern)) {
-				t.Errorf("error %q does not name the pattern", err)
-			}
-		})
-	}
-}
-
-func TestPatternMatch(t *testing.T) {
-	tests := []struct {
-		pattern string
-		yes     []string
-		no      []string
-	}{
-		{"/", []string{"/", ""}, []string{"/a", "//"}},
-		{"/v1/chat/completions", []string{"/v1/chat/completions"},
-			[]string{"/v1/chat/completions/", "/v1/chat", "/v1/chat/completionsx", "v1/chat/completions"}},
-		{"/v1/models/", []string{"/v1/models/"}, []string{"/v1/models", "/v1/models/x"}},
-		{"/api/users/:id", []string{"/api/users/123", "/api/users/abc"},
-			[]string{"/api/users/", "/api/users", "/api/users/1/2", "/api/users//"}},
-		{"/api/users/:id/history", []string{"/api/users/7/history"}, []string{"/api/users//history", "/api/users/7/history/"}},
-		{"/api/items/{id:[0-9]+}", []string{"/api/items/42"}, []string{"/api/items/abc", "/api/items/42a", "/api/items/a42", "/api/items/"}},
-		{"/api/products/{code:[A-Z][A-Z][A-Z][0-9][0-9][0-9]}", []string{"/api/products/ABC123"},
-			[]string{"/api/products/ABC1234", "/api/products/abc123"}},
-		{"/p/{n:[0-9]{3}}", []string{"/p/123"}, []string{"/p/12", "/p/1234"}},
-		{"/p/{n:a|b}", []string{"/p/a", "/p/b"}, []string{"/p/ab", "/p/xa"}},
-		{"/p/{n:[{}]+}", []string{"/p/{", "/p/}{"}, []string{"/p/x"}},
-		{"/p/{n:[]}x]}", []string{"/p/}", "/p/]"}, []string{"/p/{"}},
-		{"/p/{n:[^]}]}", []string{"/p/a"}, []string{"/p/}", "/p/]"}},
-		{`/p/{n:\{[0-9]\}}`, []string{"/p/{1}"}, []string{"/p/1"}},
-		{"/p/{n:a)|(b}", nil, nil}, // refused: see TestParsePatternAnchoring
-		{"/p/{id}", []string{"/p/x"}, []string{"/p/", "/p/x/y"}},
-		{"/api/*/docs", []string{"/api/v1/docs", "/api/v2/docs"}, []string{"/api//docs", "/api/v1/x/docs", "/api/docs"}},
-		{"/files/*", []string{"/files/", "/files/a", "/files/a/b", "/files/a/b/"}, []string{"/files", "/filesx/a", "/file/a"}},
-		{"/*", []string{"/", "/a", "/a/b/c", ""}, nil},
-		{"/api/:version/users/{id:[0-9]+}/profile", []string{"/api/v2/users/42/profile"},
-			[]string{"/api/v2/users/x/profile", "/api/v2/users/42"}},
-		{"/v1/models/gemini:generateContent", []string{"/v1/models/gemini:generateContent"}, []string{"/v1/models/gemini"}},
-	}
-	for _, tt := range tests {
-		t.Run(tt.pattern, func(t *testing.T) {
-			p, err := ParsePattern(tt.pattern)
-			if err != nil {
-				if tt.yes == nil && tt.no == nil {
-					return
-				}
-				t.Fatal(err)
-			}
-			for _, s := range tt.yes {
-				if !p.Match(s) {
-					t.Errorf("%q.Match(%q) = false; want true", tt.pattern, s)
-				}
-			}
-			for _, s := range tt.no {
-				if p.Match(s) {
-					t.Errorf("%q.Match(%q) = true; want false", tt.pattern, s)
-				}
-			}
-		})
-	}
-}
-
-// A regex with an unbalanced ")" must not escape the anchors.
-func TestParsePatternAnchoring(t *testing.T) {
-	if _, err := ParsePattern("/p/{n:a)|(b}"); err == nil {
-		t.Fatal("ParsePattern accepted an unbalanced regex")
-	}
-}
-
-func TestPatternInfo(t *testing.T) {
-	p, err := ParsePattern("/api/:version/x/{id:[0-9]+}/*")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := strings.Join(p.Params(), ","); got != "version,id" {
-		t.Errorf("Params() = %q; want version,id", got)
-	}
-	if p.IsStatic() {
-		t.Error("IsStatic() = true")
-	}
-	if p.String() != "/api/:version/x/{id:[0-9]+}/*" {
-		t.Errorf("String() = %q", p.String())
-	}
-	s, _ := ParsePattern("/v1/chat/completions")
-	if !s.IsStatic() {
-		t.Error("static pattern: IsStatic() = false")
-	}
-}
 
 // TestRoutingPriority is the priority table: for each path, the pattern that must win
 // among the same rule set, declared in an order that differs from priority.
+// spec is a rule as a configuration writes it.
+type spec struct {
+	Path, Model string
+	Headers     map[string]string
+	Methods     []string
+	Target      int
+}
+
+// build parses specs and returns their router.
+func build(tb testing.TB, specs []spec, defaultTarget int) *Router {
+	tb.Helper()
+	rules := make([]Rule, 0, len(specs))
+	for _, sp := range specs {
+		p, err := route.ParsePattern(sp.Path)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		ru := Rule{Pattern: p, Headers: sp.Headers, Methods: sp.Methods, Target: sp.Target}
+		if sp.Model != "" {
+			if ru.Model, err = route.ParseGlob(sp.Model); err != nil {
+				tb.Fatal(err)
+			}
+		}
+		rules = append(rules, ru)
+	}
+	return New(rules, defaultTarget)
+}
+
 func TestRoutingPriority(t *testing.T) {
 	patterns := []string{
 		"/files/*",               // 0
@@ -163,14 +65,11 @@ func TestRoutingPriority(t *testing.T) {
 		"/p/:a/:b",                                // 19 same rank as 20, declared first
 		"/p/:c/:d",                                // 20
 	}
-	var rules []Rule
+	var rules []spec
 	for i, p := range patterns {
-		rules = append(rules, Rule{Path: p, Target: i})
+		rules = append(rules, spec{Path: p, Target: i})
 	}
-	r, err := New(rules, -1)
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := build(t, rules, -1)
 	tests := []struct {
 		path string
 		want string
@@ -212,19 +111,13 @@ func TestRoutingPriority(t *testing.T) {
 }
 
 func TestDefaultTarget(t *testing.T) {
-	r, err := New([]Rule{{Path: "/v1/chat/completions", Target: 1}, {Path: "/api/:x", Target: 2}}, 7)
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := build(t, []spec{{Path: "/v1/chat/completions", Target: 1}, {Path: "/api/:x", Target: 2}}, 7)
 	for _, p := range []string{"/", "", "/v1/embeddings", "/api/x/y", "/api"} {
 		if target, pattern := r.Match("POST", p, nil, ""); target != 7 || pattern != "" {
 			t.Errorf("Match(%q) = %d, %q; want 7, \"\"", p, target, pattern)
 		}
 	}
-	empty, err := New(nil, 3)
-	if err != nil {
-		t.Fatal(err)
-	}
+	empty := New(nil, 3)
 	if target, pattern := empty.Match("GET", "/x", nil, "gpt"); target != 3 || pattern != "" {
 		t.Errorf("empty router Match = %d, %q; want 3, \"\"", target, pattern)
 	}
@@ -234,7 +127,7 @@ func TestDefaultTarget(t *testing.T) {
 }
 
 func TestConditions(t *testing.T) {
-	rules := []Rule{
+	rules := []spec{
 		{Path: "/v1/chat/completions", Model: "gpt-4*", Target: 1},
 		{Path: "/v1/chat/completions", Model: "claude-?-*", Headers: map[string]string{"x-tenant": "acme"}, Target: 2},
 		{Path: "/v1/chat/completions", Methods: []string{"get"}, Target: 3},
@@ -243,10 +136,7 @@ func TestConditions(t *testing.T) {
 		{Path: "/v1/*", Headers: map[string]string{"X-Tenant": "beta", "X-Tier": "gold"}, Target: 6},
 		{Path: "/v1/:x/:y", Model: "[a-c]*", Target: 7},
 	}
-	r, err := New(rules, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := build(t, rules, 0)
 	if !r.NeedsModel() {
 		t.Error("NeedsModel() = false")
 	}
@@ -293,45 +183,6 @@ func TestConditions(t *testing.T) {
 	}
 }
 
-func TestNewErrors(t *testing.T) {
-	tests := []struct {
-		rule Rule
-		want string
-	}{
-		{Rule{Path: "x"}, `compile rule 1: invalid route pattern "x"`},
-		{Rule{Path: "/x", Model: "[a-"}, `compile rule 1: bad model glob "[a-"`},
-		{Rule{Path: "/x", Headers: map[string]string{"bad header": "v"}}, `compile rule 1: bad header name "bad header"`},
-		{Rule{Path: "/x", Methods: []string{""}}, `compile rule 1: bad method ""`},
-	}
-	for _, tt := range tests {
-		t.Run(tt.want, func(t *testing.T) {
-			_, err := New([]Rule{{Path: "/ok"}, tt.rule}, 0)
-			if err == nil || !strings.Contains(err.Error(), tt.want) {
-				t.Errorf("New error = %v; want %q", err, tt.want)
-			}
-		})
-	}
-}
-
-func TestGlobMatchesPathMatch(t *testing.T) {
-	globs := []string{"*", "gpt-4*", "g?t", "[a-c]*", "[^a-c]*", "*-mini", "a*b*c", `\*x`, `[a\-b]x`, "*o*", "é?", "[é-ü]"}
-	inputs := []string{"", "gpt-4", "gpt-4o", "gpt", "got", "bert", "xyz", "4o-mini", "abc", "aXbYc", "ac", "*x", "-x", "éa", "ö", "o"}
-	for _, g := range globs {
-		for _, s := range inputs {
-			want, err := path.Match(g, s)
-			if err != nil {
-				t.Fatalf("path.Match(%q): %v", g, err)
-			}
-			if got := globMatch(g, s); got != want {
-				t.Errorf("globMatch(%q, %q) = %v; path.Match says %v", g, s, got, want)
-			}
-		}
-	}
-	if !globMatch("*", "meta-llama/Llama-3.1-8B") || !globMatch("openai/gpt-?o", "openai/gpt-4o") {
-		t.Error("glob does not cross /")
-	}
-}
-
 func TestMatchAllocs(t *testing.T) {
 	r := benchRouter(t)
 	h := http.Header{"X-Tenant": {"acme"}}
@@ -357,28 +208,24 @@ func TestMatchAllocs(t *testing.T) {
 // conditions on some.
 func benchRouter(tb testing.TB) *Router {
 	tb.Helper()
-	var rules []Rule
+	var rules []spec
 	for i := range 20 {
-		rules = append(rules, Rule{Path: fmt.Sprintf("/v1/static/%d/completions", i), Target: len(rules)})
+		rules = append(rules, spec{Path: fmt.Sprintf("/v1/static/%d/completions", i), Target: len(rules)})
 	}
-	rules = append(rules, Rule{Path: "/v1/static/25/completions", Model: "gpt-*", Headers: map[string]string{"x-tenant": "acme"}, Target: len(rules)})
+	rules = append(rules, spec{Path: "/v1/static/25/completions", Model: "gpt-*", Headers: map[string]string{"x-tenant": "acme"}, Target: len(rules)})
 	for i := range 10 {
-		rules = append(rules, Rule{Path: fmt.Sprintf("/v1/param%d/:id/completions", 20+i), Methods: []string{"POST"}, Target: len(rules)})
+		rules = append(rules, spec{Path: fmt.Sprintf("/v1/param%d/:id/completions", 20+i), Methods: []string{"POST"}, Target: len(rules)})
 	}
 	for i := range 10 {
-		rules = append(rules, Rule{Path: fmt.Sprintf("/v1/regex%d/{id:[0-9]+}", 20+i), Target: len(rules)})
+		rules = append(rules, spec{Path: fmt.Sprintf("/v1/regex%d/{id:[0-9]+}", 20+i), Target: len(rules)})
 	}
 	for i := range 9 {
-		rules = append(rules, Rule{Path: fmt.Sprintf("/v1/wild%d/*", 20+i), Target: len(rules)})
+		rules = append(rules, spec{Path: fmt.Sprintf("/v1/wild%d/*", 20+i), Target: len(rules)})
 	}
 	if len(rules) != 50 {
 		tb.Fatalf("%d rules", len(rules))
 	}
-	r, err := New(rules, -1)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return r
+	return build(tb, rules, -1)
 }
 
 func benchMatch(b *testing.B, path string) {
@@ -414,24 +261,21 @@ func TestMatchAgainstReference(t *testing.T) {
 	}
 	hits := 0
 	for round := range 300 {
-		var rules []Rule
-		var pats []*Pattern
+		var rules []spec
+		var pats []*route.Pattern
 		for i := range 1 + rng.IntN(12) {
-			p, err := ParsePattern(randPath(segs, 4))
+			p, err := route.ParsePattern(randPath(segs, 4))
 			if err != nil {
 				continue
 			}
-			ru := Rule{Path: p.String(), Target: i}
+			ru := spec{Path: p.String(), Target: i}
 			if rng.IntN(4) == 0 {
 				ru.Methods = []string{"POST"}
 			}
 			rules = append(rules, ru)
 			pats = append(pats, p)
 		}
-		r, err := New(rules, -1)
-		if err != nil {
-			t.Fatal(err)
-		}
+		r := build(t, rules, -1)
 		// Reference: static rules in declaration order, then dynamic by comparePriority.
 		order := make([]int, len(rules))
 		for i := range order {

@@ -32,13 +32,13 @@ import (
 	"os/signal"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/llmproxy-go/llmproxy/controlplane/configfile"
+	"github.com/llmproxy-go/llmproxy/controlplane/validate"
 	configv1 "github.com/llmproxy-go/llmproxy/gen/llmproxy/config/v1"
 	"github.com/llmproxy-go/llmproxy/proxy/accesslog"
 	"github.com/llmproxy-go/llmproxy/proxy/config"
@@ -75,7 +75,7 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	fs.BoolVar(&f.test, "test", false, "with --config: validate the file, print every error and exit")
 	fs.StringVar(&f.controlPlane, "control-plane", "", "follow the control plane at `HOST:PORT` (xDS)")
 	fs.StringVar(&f.nodeID, "node-id", host, "node id sent to the control plane")
-	fs.StringVar(&f.adminAddr, "admin-addr", "127.0.0.1:9000", "admin listener (/health, /ready, /metrics, /config); a config file's http_server.admin overrides it")
+	fs.StringVar(&f.adminAddr, "admin-addr", net.JoinHostPort(validate.DefaultAdminAddress, strconv.Itoa(validate.DefaultAdminPort)), "admin listener (/health, /ready, /metrics, /config); a config file's http_server.admin overrides it")
 	fs.StringVar(&f.stateDir, "state-dir", ".data/proxy", "directory for the last good control-plane snapshot")
 	fs.StringVar(&f.redisURL, "redis", os.Getenv("LLMPROXY_REDIS_URL"), "Redis `URL` for global rate limits (env LLMPROXY_REDIS_URL)")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "longest drain of in-flight requests on SIGTERM")
@@ -146,14 +146,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// testConfig is --test: load, validate and compile the file, print "configuration ok" on
-// stdout or every error, one a line, on stderr, and return the exit code.
+// testConfig is --test: load and validate the file, ${env:NAME} references resolved, and
+// print "configuration ok" on stdout or every error, one a line, on stderr; it returns the
+// exit code. A configuration that passes builds and runs: building cannot fail.
 func testConfig(path string, stdout, stderr io.Writer) int {
-	metrics := telemetry.NewMetrics()
-	reg := config.NewRegistry(metrics, slog.New(slog.DiscardHandler))
-	defer reg.Close()
-	_, _, err := loadFile(path, os.Environ(), reg, config.Options{Metrics: metrics})
-	if err != nil {
+	if _, err := loadFile(path, os.Environ()); err != nil {
 		fmt.Fprintf(stderr, "%s\nconfiguration is invalid\n", err)
 		return 1
 	}
@@ -161,35 +158,38 @@ func testConfig(path string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// loadFile reads, validates and compiles a configuration file, with the LLMPROXY_
-// environment overrides of environ applied (configfile.File.WithEnv). Its revision is
-// "file:" and the first 12 hex digits of the SHA-256 of the bytes it read. Errors are one a
-// line, each prefixed with the file name and, when known, the line and column (or the
-// variable) of the field at fault.
-func loadFile(path string, environ []string, reg *config.Registry, opts config.Options) (*config.Runtime, *configv1.Config, error) {
+// loaded is a configuration file read and validated.
+type loaded struct {
+	model *validate.Model
+	// revision is "file:" and the first 12 hex digits of the SHA-256 of the bytes read.
+	revision string
+	// overrides are the values LLMPROXY_ variables replaced (see configfile.File.WithEnv).
+	overrides []configfile.Override
+}
+
+// loadFile reads and validates a configuration file, with the LLMPROXY_ environment
+// overrides of environ applied (configfile.File.WithEnv) and its ${env:NAME} references
+// resolved from the process environment (validate.Parse). Errors are one a line, each
+// prefixed with the file name and, when known, the line and column (or the variable) of the
+// field at fault.
+func loadFile(path string, environ []string) (*loaded, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, nil, fmt.Errorf("read config: %w", err)
+		return nil, fmt.Errorf("read config: %w", err)
 	}
 	f, err := configfile.Parse(path, data)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	if f, err = f.WithEnv(environ); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	cfg, err := f.Validate()
+	m, err := validate.Parse(f.Config(), os.LookupEnv)
 	if err != nil {
-		return nil, nil, err
+		return nil, f.Locate(err)
 	}
 	sum := sha256.Sum256(data)
-	opts.Revision = "file:" + hex.EncodeToString(sum[:])[:12]
-	rt, err := config.Compile(cfg, reg, opts)
-	if err != nil {
-		return nil, nil, f.Locate(err)
-	}
-	rt.EnvOverrides = f.Overrides()
-	return rt, cfg, nil
+	return &loaded{model: m, revision: "file:" + hex.EncodeToString(sum[:])[:12], overrides: f.Overrides()}, nil
 }
 
 // proxy is the running process: its compiled-config state and its listeners.
@@ -198,83 +198,31 @@ type proxy struct {
 	metrics   *telemetry.Metrics
 	reg       *config.Registry
 	holder    *config.Holder
+	applier   *config.Applier
 	srv       *server.Server
 	redis     redis.UniversalClient
-	applyMu   sync.Mutex // one compile-apply-prune at a time
-	revision  string     // last applied, under applyMu
-	adminAddr string     // the admin listener's configured address
+	adminAddr string // the admin listener's configured address
 }
 
-// compileOptions are the Compile inputs shared by every configuration.
-func (p *proxy) compileOptions() config.Options {
-	return config.Options{Metrics: p.metrics, Logger: p.log, Redis: p.redis}
-}
-
-// install applies a compiled runtime: listeners first (a port that cannot be bound fails
-// it and the old config keeps serving), then the registry drops what rt no longer uses.
-// Called with applyMu held.
-func (p *proxy) install(rt *config.Runtime) error {
-	if err := p.srv.Apply(rt); err != nil {
-		p.reg.Prune(p.holder.Load()) // forget state created for the refused runtime
-		return err
+// applyConfig validates, builds and applies a configuration from the control plane; the
+// error is the NACK reason.
+func (p *proxy) applyConfig(revision string, cfg *configv1.Config) error {
+	if err := p.applier.Apply(revision, cfg); err != nil {
+		return fmt.Errorf("apply revision %s: %w", revision, err)
 	}
-	p.reg.Prune(rt)
-	p.revision = rt.Revision
-	p.log.Info("config applied", "revision", rt.Revision, "forwards", len(rt.Forwards), "groups", len(rt.Groups))
 	return nil
 }
 
-// applyConfig compiles and applies a configuration from the control plane; the error is
-// the NACK reason.
-func (p *proxy) applyConfig(revision string, cfg *configv1.Config) error {
-	p.applyMu.Lock()
-	defer p.applyMu.Unlock()
-	opts := p.compileOptions()
-	opts.Revision = revision
-	rt, err := config.Compile(cfg, p.reg, opts)
-	if err != nil {
-		p.reg.Prune(p.holder.Load())
-		return fmt.Errorf("compile revision %s: %w", revision, err)
-	}
-	return p.install(rt)
-}
-
-// applyFile loads, compiles and applies a configuration file.
+// applyFile loads and applies a configuration file.
 func (p *proxy) applyFile(path string) error {
-	p.applyMu.Lock()
-	defer p.applyMu.Unlock()
-	rt, cfg, err := loadFile(path, os.Environ(), p.reg, p.compileOptions())
+	l, err := loadFile(path, os.Environ())
 	if err != nil {
-		p.reg.Prune(p.holder.Load())
 		return err
 	}
-	if a, ok := adminAddrOf(cfg); ok && a != p.adminAddr {
-		p.log.Warn("http_server.admin changed: the admin listener moves only on restart", "running", p.adminAddr, "file", a)
+	if a := l.model.Admin; a != nil && a.Addr != p.adminAddr {
+		p.log.Warn("http_server.admin changed: the admin listener moves only on restart", "running", p.adminAddr, "file", a.Addr)
 	}
-	if rt.Revision == p.revision {
-		p.log.Info("config unchanged", "revision", rt.Revision)
-		p.reg.Prune(p.holder.Load())
-		return nil
-	}
-	return p.install(rt)
-}
-
-// adminAddrOf returns the admin address a configuration file asks for, if it has an
-// http_server.admin block.
-func adminAddrOf(cfg *configv1.Config) (string, bool) {
-	a := cfg.GetHttpServer().GetAdmin()
-	if a == nil {
-		return "", false
-	}
-	port := a.GetPort()
-	if port == 0 {
-		port = 9000
-	}
-	host := a.GetAddress()
-	if host == "" {
-		host = "127.0.0.1"
-	}
-	return net.JoinHostPort(host, strconv.Itoa(int(port))), true
+	return p.applier.ApplyModel(l.revision, l.model, l.overrides)
 }
 
 // serve runs the proxy until ctx ends, then drains. The access log goes to accessOut
@@ -339,16 +287,18 @@ func serve(ctx context.Context, f *flags, log *slog.Logger, accessOut io.Writer)
 		DrainTimeout: f.shutdownTimeout,
 	})
 
+	p.applier = config.NewApplier(p.holder, p.reg, p.srv.Apply, config.Options{Metrics: p.metrics, Logger: log, Redis: p.redis})
+
 	adminAddr := f.adminAddr
-	var first *config.Runtime
+	var first *loaded
 	if f.configFile != "" {
-		rt, cfg, err := loadFile(f.configFile, os.Environ(), p.reg, p.compileOptions())
+		l, err := loadFile(f.configFile, os.Environ())
 		if err != nil {
 			return err
 		}
-		first = rt
-		if a, ok := adminAddrOf(cfg); ok {
-			adminAddr = a
+		first = l
+		if a := l.model.Admin; a != nil {
+			adminAddr = a.Addr
 		}
 	}
 	if _, err := p.srv.StartAdmin(adminAddr); err != nil {
@@ -358,10 +308,7 @@ func serve(ctx context.Context, f *flags, log *slog.Logger, accessOut io.Writer)
 
 	errc := make(chan error, 1)
 	if first != nil {
-		p.applyMu.Lock()
-		err := p.install(first)
-		p.applyMu.Unlock()
-		if err != nil {
+		if err := p.applier.ApplyModel(first.revision, first.model, first.overrides); err != nil {
 			shutdown(p, f.shutdownTimeout)
 			return err
 		}

@@ -6,8 +6,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	configv1 "github.com/llmproxy-go/llmproxy/gen/llmproxy/config/v1"
 )
 
 func TestParseFlags(t *testing.T) {
@@ -69,29 +67,6 @@ func TestExamplesPassTest(t *testing.T) {
 				t.Errorf("stdout = %q", got)
 			}
 		})
-	}
-}
-
-func TestAdminAddrOf(t *testing.T) {
-	port := uint32(9100)
-	host := "0.0.0.0"
-	cases := []struct {
-		name string
-		cfg  *configv1.Config
-		want string
-		ok   bool
-	}{
-		{"no config", nil, "", false},
-		{"no admin block", &configv1.Config{HttpServer: &configv1.HttpServer{}}, "", false},
-		{"port only", &configv1.Config{HttpServer: &configv1.HttpServer{Admin: &configv1.Admin{Port: &port}}}, "127.0.0.1:9100", true},
-		{"both", &configv1.Config{HttpServer: &configv1.HttpServer{Admin: &configv1.Admin{Port: &port, Address: &host}}}, "0.0.0.0:9100", true},
-		{"empty block", &configv1.Config{HttpServer: &configv1.HttpServer{Admin: &configv1.Admin{}}}, "127.0.0.1:9000", true},
-	}
-	for _, c := range cases {
-		got, ok := adminAddrOf(c.cfg)
-		if got != c.want || ok != c.ok {
-			t.Errorf("%s: adminAddrOf = %q, %v; want %q, %v", c.name, got, ok, c.want, c.ok)
-		}
 	}
 }
 

@@ -1,22 +1,32 @@
-package router
+package route
 
 import (
 	"path"
 	"unicode/utf8"
 )
 
-// checkGlob reports a syntax error in a model glob. The syntax is path.Match's: "*" any
-// run of characters, "?" one character, "[...]" a class ("[^...]" negated, "a-z" ranges),
-// "\" escapes.
-func checkGlob(g string) error {
-	_, err := path.Match(g, "")
-	return err
+// Glob is a parsed model glob (see the package documentation). It is immutable and safe
+// for concurrent use.
+type Glob struct{ g string }
+
+// ParseGlob checks the syntax of a model glob; the error is path.Match's
+// (path.ErrBadPattern).
+func ParseGlob(g string) (*Glob, error) {
+	if _, err := path.Match(g, ""); err != nil {
+		return nil, err
+	}
+	return &Glob{g: g}, nil
 }
 
-// globMatch matches s against a glob already checked by checkGlob. Unlike path.Match, "*"
-// and "?" also match "/": model names such as "openai/gpt-4o" or
-// "meta-llama/Llama-3.1-8B" are one name, not a path, and "*" must cover them. It does
-// not allocate.
+// String returns the glob as given to ParseGlob.
+func (g *Glob) String() string { return g.g }
+
+// Match reports whether s matches the glob. Unlike path.Match, "*" and "?" also match "/":
+// model names such as "openai/gpt-4o" or "meta-llama/Llama-3.1-8B" are one name, not a
+// path, and "*" must cover them. It does not allocate.
+func (g *Glob) Match(s string) bool { return globMatch(g.g, s) }
+
+// globMatch matches s against a glob whose syntax is valid.
 func globMatch(g, s string) bool {
 	px, sx := 0, 0
 	starPx, starSx := -1, 0 // last '*' seen and how far it has consumed s

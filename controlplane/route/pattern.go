@@ -1,5 +1,8 @@
-// Package router maps a request (method, path, headers, model) to a route target using
-// LLMProxy's path patterns and priority order.
+// Package route is the syntax and meaning of a route's conditions, as the configuration
+// writes them: path patterns (routing[].path) and model globs (routing[].model). It is part
+// of the configuration contract: the control plane checks routes with it and every proxy
+// matches requests with it, so the two cannot disagree on what a pattern means. It is a
+// leaf: it imports only the standard library.
 //
 // # Patterns
 //
@@ -31,14 +34,20 @@
 //
 // # Priority
 //
-// When several rules match, the winner is, in this order: a fully static pattern; the
-// pattern with more static segments; more regex parameters; fewer wildcards; more
-// segments (longer); the rule declared first. A rule whose conditions (model, headers,
-// methods) fail is skipped and the next candidate by priority is tried; when none is left
-// the router answers the default target.
-package router
+// When several patterns match a path, the most specific wins, in this order: a fully static
+// pattern; the pattern with more static segments; more regex parameters; fewer wildcards;
+// more segments (longer). ComparePriority orders dynamic patterns so; among equals the rule
+// declared first wins (the router's part).
+//
+// # Model globs
+//
+// A model glob has path.Match's syntax: "*" any run of characters, "?" one character,
+// "[...]" a class ("[^...]" negated, "a-z" ranges), "\" escapes. Unlike path.Match, "*" and
+// "?" also match "/": model names such as "openai/gpt-4o" are one name, not a path.
+package route
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"regexp"
@@ -46,8 +55,7 @@ import (
 	"strings"
 )
 
-// ErrInvalidPattern is the Kind of every error ParsePattern returns; errors.Is works on
-// them.
+// ErrInvalidPattern is what every error of ParsePattern is (errors.Is).
 var ErrInvalidPattern = errors.New("invalid route pattern")
 
 // PatternError describes why a route pattern was refused.
@@ -92,6 +100,7 @@ type segment struct {
 type Pattern struct {
 	raw     string
 	segs    []segment
+	prefix  []string // the leading static segments' text
 	nStatic int
 	nRegex  int
 	nParam  int
@@ -114,6 +123,29 @@ func (p *Pattern) Params() []string {
 		}
 	}
 	return names
+}
+
+// StaticPrefix returns the text of the pattern's leading static segments: "/v1/:x/*" gives
+// ["v1"], "/v1/models/" gives ["v1", "models", ""] (a trailing slash is an empty last
+// segment). The caller must not modify the slice.
+func (p *Pattern) StaticPrefix() []string { return p.prefix }
+
+// ComparePriority orders two patterns by specificity, the more specific first (negative
+// when a outranks b): more static segments, more regex parameters, fewer wildcards, more
+// segments. It returns 0 for patterns of equal rank; the rule declared first wins those. A
+// fully static pattern matches only itself and outranks every other pattern matching that
+// path, which callers check before ranking the others with ComparePriority.
+func ComparePriority(a, b *Pattern) int {
+	if c := cmp.Compare(b.nStatic, a.nStatic); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(b.nRegex, a.nRegex); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(a.nWild, b.nWild); c != 0 {
+		return c
+	}
+	return cmp.Compare(len(b.segs), len(a.segs))
 }
 
 // Match reports whether path matches the pattern. It does not allocate.
@@ -273,6 +305,12 @@ func ParsePattern(p string) (*Pattern, error) {
 			break
 		}
 		i++ // skip '/'; a trailing '/' leaves an empty last segment
+	}
+	for _, sg := range pat.segs {
+		if sg.kind != segStatic {
+			break
+		}
+		pat.prefix = append(pat.prefix, sg.lit)
 	}
 	return pat, nil
 }
