@@ -1,6 +1,8 @@
 package validate
 
 import (
+	"slices"
+
 	configv1 "github.com/llmproxy-go/llmproxy/gen/llmproxy/config/v1"
 )
 
@@ -52,7 +54,7 @@ const (
 
 // defaultRetryOn returns the retry_on list used when a retry block sets none.
 func defaultRetryOn() []string {
-	return []string{"connect_error", "timeout", "429", "502", "503", "504"}
+	return append(slices.Clone(retryWords), "429", "502", "503", "504")
 }
 
 // ApplyDefaults fills, in place, every unset optional field of c with its documented default.

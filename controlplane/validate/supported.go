@@ -1,6 +1,7 @@
 package validate
 
 import (
+	"errors"
 	"fmt"
 	"regexp"
 	"strconv"
@@ -43,6 +44,11 @@ var indexRE = regexp.MustCompile(`\[[^\]]*\]`)
 //		{Field: "http_server.forwards.ratelimit.scope", Value: "global", Reason: "global rate limits need --redis"},
 //	})
 func CheckSupported(c *configv1.Config, features []Feature) error {
+	return errors.Join(unsupported(c, features)...)
+}
+
+// unsupported is CheckSupported's list of errors.
+func unsupported(c *configv1.Config, features []Feature) []error {
 	if c == nil || len(features) == 0 {
 		return nil
 	}
@@ -82,7 +88,7 @@ func CheckSupported(c *configv1.Config, features []Feature) error {
 		})
 	}
 	walk(c.ProtoReflect(), "")
-	return errs.err()
+	return errs.errs
 }
 
 func scalarText(fd protoreflect.FieldDescriptor, v protoreflect.Value) string {

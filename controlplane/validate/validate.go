@@ -21,11 +21,10 @@ import (
 // Validate checks the whole configuration c and returns nil when it is valid, or the
 // errors.Join of one *FieldError per fault found (see Errors). It never stops at the first
 // fault. It is meant to run after ApplyDefaults, but treats unset fields as their defaults,
-// so it gives the same verdict before. Values that are
-// `${env:NAME}` references are checked only for the syntax of NAME; their content is checked
-// when a proxy resolves them (Parse). Fields whose feature the proxy does not implement yet
-// are refused as ErrNotSupported (see Unsupported). Validate does not modify c. A nil c is
-// valid (the empty configuration).
+// so it gives the same verdict before. Values that are `${env:NAME}` references are checked
+// only for the syntax of NAME; their content is checked when a proxy resolves them (Parse).
+// Fields whose feature the proxy does not implement yet are refused as ErrNotSupported (see
+// Unsupported). Validate does not modify c. A nil c is valid (the empty configuration).
 func Validate(c *configv1.Config) error {
 	if c == nil {
 		return nil
@@ -98,9 +97,7 @@ func check(c *configv1.Config) (*Model, error) {
 	all := append(envErrs, v.errs.errs...)
 	all = append(all, upstreamErrs...)
 	all = append(all, groupErrs...)
-	if err := CheckSupported(c, Unsupported()); err != nil {
-		all = append(all, err)
-	}
+	all = append(all, unsupported(c, Unsupported())...)
 	if err := errors.Join(all...); err != nil {
 		return nil, err
 	}
