@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"strings"
 	"testing"
 
@@ -115,6 +116,9 @@ func TestApplierRefusesWithoutTouchingState(t *testing.T) {
 	if after := contents(reg); !after.equal(before) {
 		t.Errorf("a refused configuration changed the registry: %s; was %s", after.upstreamNames(), before.upstreamNames())
 	}
+	if got := breakerGauges(t, a.opts.Metrics); got != "a=0 b=0" {
+		t.Errorf("breaker state gauges %q after a refused configuration; want a=0 b=0", got)
+	}
 	// The revision that failed to install is applied once the install works.
 	failInstall = false
 	if err := a.Apply("3", decode(t, grown)); err != nil || h.Load().Revision != "3" {
@@ -163,11 +167,34 @@ func TestApplierSwapKeepsBreakersAndPrunes(t *testing.T) {
 			t.Errorf("registry kept b at %s", k.url)
 		}
 	}
+	if got := breakerGauges(t, a.opts.Metrics); got != "a=1 b=0" {
+		t.Errorf("breaker state gauges %q; want a=1 (open) b=0", got)
+	}
 
 	// The same revision again is not rebuilt.
 	if err := a.Apply("2", decode(t, y)); err != nil || h.Load() != rt2 {
 		t.Errorf("re-applying revision 2: %v; runtime replaced: %v", err, h.Load() != rt2)
 	}
+}
+
+// breakerGauges returns the llmproxy_circuitbreaker_state series as "upstream=value ...".
+func breakerGauges(t *testing.T, m *telemetry.Metrics) string {
+	t.Helper()
+	mfs, err := m.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, mf := range mfs {
+		if mf.GetName() != "llmproxy_circuitbreaker_state" {
+			continue
+		}
+		for _, s := range mf.GetMetric() {
+			out = append(out, fmt.Sprintf("%s=%g", s.GetLabel()[0].GetValue(), s.GetGauge().GetValue()))
+		}
+	}
+	slices.Sort(out)
+	return strings.Join(out, " ")
 }
 
 // TestEveryStrategyBuilds checks that every strategy of the contract has its picker.

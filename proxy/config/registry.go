@@ -7,7 +7,10 @@ import (
 	"net/http"
 	"net/url"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/llmproxy-go/llmproxy/proxy/balancer"
 	"github.com/llmproxy-go/llmproxy/proxy/breaker"
@@ -67,7 +70,12 @@ type upstreamKey struct {
 type upstreamState struct {
 	breaker *breaker.Breaker
 	stats   *balancer.Stats
+	// gauge is the upstream's llmproxy_circuitbreaker_state child, set when the registry
+	// adopts the state (a refused runtime's breaker shows in no metric).
+	gauge atomic.Pointer[gaugeRef]
 }
+
+type gaugeRef struct{ prometheus.Gauge }
 
 // transportKey is the part of a group's client settings a transport depends on.
 type transportKey struct {
@@ -113,17 +121,21 @@ func entry[K comparable, V any](b *builder, k K, of func(*state) map[K]V, create
 
 func (b *builder) upstream(k upstreamKey) *upstreamState {
 	return entry(b, k, func(s *state) map[upstreamKey]*upstreamState { return s.upstreams }, func() *upstreamState {
-		return &upstreamState{breaker: breaker.New(k.brk, b.reg.onBreakerChange(k.name, k.url)), stats: balancer.NewStats()}
+		st := &upstreamState{stats: balancer.NewStats()}
+		st.breaker = breaker.New(k.brk, b.reg.onBreakerChange(k.name, k.url, st))
+		return st
 	})
 }
 
 // onBreakerChange returns the transition hook of the breaker of upstream name at rawURL.
-func (r *Registry) onBreakerChange(name, rawURL string) func(from, to breaker.State) {
+func (r *Registry) onBreakerChange(name, rawURL string, st *upstreamState) func(from, to breaker.State) {
 	logger, m := r.logger, r.metrics
 	return func(from, to breaker.State) {
 		if m != nil {
 			m.BreakerStateChanges.WithLabelValues("", name, rawURL, from.String(), to.String()).Inc()
-			m.BreakerState.WithLabelValues(name).Set(float64(to))
+		}
+		if g := st.gauge.Load(); g != nil {
+			g.Set(float64(to))
 		}
 		level := slog.LevelWarn
 		if to == breaker.Closed {
@@ -193,7 +205,9 @@ func (r *Registry) Commit(rt *Runtime) {
 		dropped = append(dropped, k.name)
 	}, func(k upstreamKey, s *upstreamState) {
 		if r.metrics != nil {
-			r.metrics.BreakerState.WithLabelValues(k.name).Set(float64(s.breaker.State()))
+			g := r.metrics.BreakerState.WithLabelValues(k.name)
+			s.gauge.Store(&gaugeRef{g})
+			g.Set(float64(s.breaker.State()))
 		}
 	})
 	commitMap(r.st.transports, keep.transports, func(_ transportKey, t *http.Transport) { t.CloseIdleConnections() }, nil)
