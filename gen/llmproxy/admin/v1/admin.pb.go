@@ -13,6 +13,7 @@ import (
 	v1 "github.com/llmproxy-go/llmproxy/gen/llmproxy/config/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	structpb "google.golang.org/protobuf/types/known/structpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
@@ -2480,7 +2481,11 @@ type ProxyStatus struct {
 	LastNackRevision uint64 `protobuf:"varint,5,opt,name=last_nack_revision,json=lastNackRevision,proto3" json:"last_nack_revision,omitempty"`
 	LastNackError    string `protobuf:"bytes,6,opt,name=last_nack_error,json=lastNackError,proto3" json:"last_nack_error,omitempty"`
 	// Peer address of the stream.
-	Address       string `protobuf:"bytes,7,opt,name=address,proto3" json:"address,omitempty"`
+	Address string `protobuf:"bytes,7,opt,name=address,proto3" json:"address,omitempty"`
+	// When the proxy's last report arrived; absent before the first.
+	LastReportTime *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=last_report_time,json=lastReportTime,proto3" json:"last_report_time,omitempty"`
+	// Health summary from the proxy's last report.
+	Health        *ProxyHealth `protobuf:"bytes,9,opt,name=health,proto3" json:"health,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2564,6 +2569,820 @@ func (x *ProxyStatus) GetAddress() string {
 	return ""
 }
 
+func (x *ProxyStatus) GetLastReportTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastReportTime
+	}
+	return nil
+}
+
+func (x *ProxyStatus) GetHealth() *ProxyHealth {
+	if x != nil {
+		return x.Health
+	}
+	return nil
+}
+
+// ProxyHealth summarizes one proxy's last report.
+type ProxyHealth struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "ok": every breaker closed; "degraded": some breaker open or half-open; "stale": no
+	// report for three report intervals; "unknown": no report yet.
+	Status string `protobuf:"bytes,1,opt,name=status,proto3" json:"status,omitempty"`
+	// Upstreams the proxy reported.
+	Upstreams uint32 `protobuf:"varint,2,opt,name=upstreams,proto3" json:"upstreams,omitempty"`
+	// Upstreams whose breaker is open or half-open on this proxy (at most 20 names).
+	UnhealthyUpstreams []string `protobuf:"bytes,3,rep,name=unhealthy_upstreams,json=unhealthyUpstreams,proto3" json:"unhealthy_upstreams,omitempty"`
+	// Upstream attempts per second and the share of them that failed, over the last interval.
+	RequestsPerSecond float64 `protobuf:"fixed64,4,opt,name=requests_per_second,json=requestsPerSecond,proto3" json:"requests_per_second,omitempty"`
+	ErrorRate         float64 `protobuf:"fixed64,5,opt,name=error_rate,json=errorRate,proto3" json:"error_rate,omitempty"`
+	// Upstream attempts in flight at the last report.
+	InFlight uint32 `protobuf:"varint,6,opt,name=in_flight,json=inFlight,proto3" json:"in_flight,omitempty"`
+	// The proxy's report interval.
+	ReportInterval *durationpb.Duration `protobuf:"bytes,7,opt,name=report_interval,json=reportInterval,proto3" json:"report_interval,omitempty"`
+	// The config revision the proxy said it applied.
+	Revision      string `protobuf:"bytes,8,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProxyHealth) Reset() {
+	*x = ProxyHealth{}
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProxyHealth) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProxyHealth) ProtoMessage() {}
+
+func (x *ProxyHealth) ProtoReflect() protoreflect.Message {
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProxyHealth.ProtoReflect.Descriptor instead.
+func (*ProxyHealth) Descriptor() ([]byte, []int) {
+	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *ProxyHealth) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
+func (x *ProxyHealth) GetUpstreams() uint32 {
+	if x != nil {
+		return x.Upstreams
+	}
+	return 0
+}
+
+func (x *ProxyHealth) GetUnhealthyUpstreams() []string {
+	if x != nil {
+		return x.UnhealthyUpstreams
+	}
+	return nil
+}
+
+func (x *ProxyHealth) GetRequestsPerSecond() float64 {
+	if x != nil {
+		return x.RequestsPerSecond
+	}
+	return 0
+}
+
+func (x *ProxyHealth) GetErrorRate() float64 {
+	if x != nil {
+		return x.ErrorRate
+	}
+	return 0
+}
+
+func (x *ProxyHealth) GetInFlight() uint32 {
+	if x != nil {
+		return x.InFlight
+	}
+	return 0
+}
+
+func (x *ProxyHealth) GetReportInterval() *durationpb.Duration {
+	if x != nil {
+		return x.ReportInterval
+	}
+	return nil
+}
+
+func (x *ProxyHealth) GetRevision() string {
+	if x != nil {
+		return x.Revision
+	}
+	return ""
+}
+
+type GetUpstreamHealthRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Upstream name.
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetUpstreamHealthRequest) Reset() {
+	*x = GetUpstreamHealthRequest{}
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetUpstreamHealthRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetUpstreamHealthRequest) ProtoMessage() {}
+
+func (x *GetUpstreamHealthRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetUpstreamHealthRequest.ProtoReflect.Descriptor instead.
+func (*GetUpstreamHealthRequest) Descriptor() ([]byte, []int) {
+	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *GetUpstreamHealthRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// UpstreamHealth is the fleet's view of one upstream.
+type UpstreamHealth struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// "healthy": the breaker is closed on every proxy with a fresh report; "degraded": open or
+	// half-open on some of them; "down": on all of them; "unknown": no proxy with a fresh report
+	// has this upstream. A report is fresh for three report intervals.
+	Verdict string `protobuf:"bytes,2,opt,name=verdict,proto3" json:"verdict,omitempty"`
+	// One line for people, e.g. "breaker open on 1 of 2 proxies: p1".
+	Reason string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	// Every proxy that reported the upstream, sorted by node id; stale ones are listed but do
+	// not count in the verdict.
+	Proxies []*ProxyUpstreamHealth `protobuf:"bytes,4,rep,name=proxies,proto3" json:"proxies,omitempty"`
+	// Sums over the fresh proxies' last intervals.
+	RequestsPerSecond float64 `protobuf:"fixed64,5,opt,name=requests_per_second,json=requestsPerSecond,proto3" json:"requests_per_second,omitempty"`
+	ErrorRate         float64 `protobuf:"fixed64,6,opt,name=error_rate,json=errorRate,proto3" json:"error_rate,omitempty"`
+	InFlight          uint32  `protobuf:"varint,7,opt,name=in_flight,json=inFlight,proto3" json:"in_flight,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *UpstreamHealth) Reset() {
+	*x = UpstreamHealth{}
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpstreamHealth) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpstreamHealth) ProtoMessage() {}
+
+func (x *UpstreamHealth) ProtoReflect() protoreflect.Message {
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpstreamHealth.ProtoReflect.Descriptor instead.
+func (*UpstreamHealth) Descriptor() ([]byte, []int) {
+	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *UpstreamHealth) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *UpstreamHealth) GetVerdict() string {
+	if x != nil {
+		return x.Verdict
+	}
+	return ""
+}
+
+func (x *UpstreamHealth) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *UpstreamHealth) GetProxies() []*ProxyUpstreamHealth {
+	if x != nil {
+		return x.Proxies
+	}
+	return nil
+}
+
+func (x *UpstreamHealth) GetRequestsPerSecond() float64 {
+	if x != nil {
+		return x.RequestsPerSecond
+	}
+	return 0
+}
+
+func (x *UpstreamHealth) GetErrorRate() float64 {
+	if x != nil {
+		return x.ErrorRate
+	}
+	return 0
+}
+
+func (x *UpstreamHealth) GetInFlight() uint32 {
+	if x != nil {
+		return x.InFlight
+	}
+	return 0
+}
+
+// ProxyUpstreamHealth is one proxy's view of an upstream, from its last report.
+type ProxyUpstreamHealth struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	NodeId string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	// "closed", "open" or "half_open".
+	Breaker string `protobuf:"bytes,2,opt,name=breaker,proto3" json:"breaker,omitempty"`
+	// The report is older than three report intervals.
+	Stale bool `protobuf:"varint,3,opt,name=stale,proto3" json:"stale,omitempty"`
+	// When the report arrived and the interval it covers.
+	ReportTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=report_time,json=reportTime,proto3" json:"report_time,omitempty"`
+	Interval   *durationpb.Duration   `protobuf:"bytes,5,opt,name=interval,proto3" json:"interval,omitempty"`
+	// Over the interval: attempts, failed attempts (by kind below), answers with status 429,
+	// latency to the response headers.
+	Requests          uint64          `protobuf:"varint,6,opt,name=requests,proto3" json:"requests,omitempty"`
+	Errors            uint64          `protobuf:"varint,7,opt,name=errors,proto3" json:"errors,omitempty"`
+	ErrorsByKind      *UpstreamErrors `protobuf:"bytes,8,opt,name=errors_by_kind,json=errorsByKind,proto3" json:"errors_by_kind,omitempty"`
+	RateLimited       uint64          `protobuf:"varint,9,opt,name=rate_limited,json=rateLimited,proto3" json:"rate_limited,omitempty"`
+	LatencyP50Seconds float64         `protobuf:"fixed64,10,opt,name=latency_p50_seconds,json=latencyP50Seconds,proto3" json:"latency_p50_seconds,omitempty"`
+	LatencyP95Seconds float64         `protobuf:"fixed64,11,opt,name=latency_p95_seconds,json=latencyP95Seconds,proto3" json:"latency_p95_seconds,omitempty"`
+	// Attempts in flight at the report.
+	InFlight uint32 `protobuf:"varint,12,opt,name=in_flight,json=inFlight,proto3" json:"in_flight,omitempty"`
+	// Since the proxy started, as its /metrics shows them.
+	TotalRequests uint64 `protobuf:"varint,13,opt,name=total_requests,json=totalRequests,proto3" json:"total_requests,omitempty"`
+	TotalErrors   uint64 `protobuf:"varint,14,opt,name=total_errors,json=totalErrors,proto3" json:"total_errors,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProxyUpstreamHealth) Reset() {
+	*x = ProxyUpstreamHealth{}
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProxyUpstreamHealth) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProxyUpstreamHealth) ProtoMessage() {}
+
+func (x *ProxyUpstreamHealth) ProtoReflect() protoreflect.Message {
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProxyUpstreamHealth.ProtoReflect.Descriptor instead.
+func (*ProxyUpstreamHealth) Descriptor() ([]byte, []int) {
+	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *ProxyUpstreamHealth) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *ProxyUpstreamHealth) GetBreaker() string {
+	if x != nil {
+		return x.Breaker
+	}
+	return ""
+}
+
+func (x *ProxyUpstreamHealth) GetStale() bool {
+	if x != nil {
+		return x.Stale
+	}
+	return false
+}
+
+func (x *ProxyUpstreamHealth) GetReportTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ReportTime
+	}
+	return nil
+}
+
+func (x *ProxyUpstreamHealth) GetInterval() *durationpb.Duration {
+	if x != nil {
+		return x.Interval
+	}
+	return nil
+}
+
+func (x *ProxyUpstreamHealth) GetRequests() uint64 {
+	if x != nil {
+		return x.Requests
+	}
+	return 0
+}
+
+func (x *ProxyUpstreamHealth) GetErrors() uint64 {
+	if x != nil {
+		return x.Errors
+	}
+	return 0
+}
+
+func (x *ProxyUpstreamHealth) GetErrorsByKind() *UpstreamErrors {
+	if x != nil {
+		return x.ErrorsByKind
+	}
+	return nil
+}
+
+func (x *ProxyUpstreamHealth) GetRateLimited() uint64 {
+	if x != nil {
+		return x.RateLimited
+	}
+	return 0
+}
+
+func (x *ProxyUpstreamHealth) GetLatencyP50Seconds() float64 {
+	if x != nil {
+		return x.LatencyP50Seconds
+	}
+	return 0
+}
+
+func (x *ProxyUpstreamHealth) GetLatencyP95Seconds() float64 {
+	if x != nil {
+		return x.LatencyP95Seconds
+	}
+	return 0
+}
+
+func (x *ProxyUpstreamHealth) GetInFlight() uint32 {
+	if x != nil {
+		return x.InFlight
+	}
+	return 0
+}
+
+func (x *ProxyUpstreamHealth) GetTotalRequests() uint64 {
+	if x != nil {
+		return x.TotalRequests
+	}
+	return 0
+}
+
+func (x *ProxyUpstreamHealth) GetTotalErrors() uint64 {
+	if x != nil {
+		return x.TotalErrors
+	}
+	return 0
+}
+
+// UpstreamErrors are failed attempts by kind (the error label of
+// llmproxy_upstream_errors_total).
+type UpstreamErrors struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ConnectError  uint64                 `protobuf:"varint,1,opt,name=connect_error,json=connectError,proto3" json:"connect_error,omitempty"`
+	Timeout       uint64                 `protobuf:"varint,2,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	Status_5Xx    uint64                 `protobuf:"varint,3,opt,name=status_5xx,json=status5xx,proto3" json:"status_5xx,omitempty"`
+	StreamBroken  uint64                 `protobuf:"varint,4,opt,name=stream_broken,json=streamBroken,proto3" json:"stream_broken,omitempty"`
+	Other         uint64                 `protobuf:"varint,5,opt,name=other,proto3" json:"other,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpstreamErrors) Reset() {
+	*x = UpstreamErrors{}
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpstreamErrors) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpstreamErrors) ProtoMessage() {}
+
+func (x *UpstreamErrors) ProtoReflect() protoreflect.Message {
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpstreamErrors.ProtoReflect.Descriptor instead.
+func (*UpstreamErrors) Descriptor() ([]byte, []int) {
+	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *UpstreamErrors) GetConnectError() uint64 {
+	if x != nil {
+		return x.ConnectError
+	}
+	return 0
+}
+
+func (x *UpstreamErrors) GetTimeout() uint64 {
+	if x != nil {
+		return x.Timeout
+	}
+	return 0
+}
+
+func (x *UpstreamErrors) GetStatus_5Xx() uint64 {
+	if x != nil {
+		return x.Status_5Xx
+	}
+	return 0
+}
+
+func (x *UpstreamErrors) GetStreamBroken() uint64 {
+	if x != nil {
+		return x.StreamBroken
+	}
+	return 0
+}
+
+func (x *UpstreamErrors) GetOther() uint64 {
+	if x != nil {
+		return x.Other
+	}
+	return 0
+}
+
+type GetUsageRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "consumer", "model" or "upstream". Required.
+	By string `protobuf:"bytes,1,opt,name=by,proto3" json:"by,omitempty"`
+	// How far back from now: a duration such as "15m", "1h" or "7d", at least 1m, at most
+	// 31d. Default "1h".
+	Window string `protobuf:"bytes,2,opt,name=window,proto3" json:"window,omitempty"`
+	// When set, every entry also carries a time series with points this wide ("1m", "5m",
+	// "1h"; a whole number of minutes, at most 1440 points over the window).
+	Step          string `protobuf:"bytes,3,opt,name=step,proto3" json:"step,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetUsageRequest) Reset() {
+	*x = GetUsageRequest{}
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetUsageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetUsageRequest) ProtoMessage() {}
+
+func (x *GetUsageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetUsageRequest.ProtoReflect.Descriptor instead.
+func (*GetUsageRequest) Descriptor() ([]byte, []int) {
+	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *GetUsageRequest) GetBy() string {
+	if x != nil {
+		return x.By
+	}
+	return ""
+}
+
+func (x *GetUsageRequest) GetWindow() string {
+	if x != nil {
+		return x.Window
+	}
+	return ""
+}
+
+func (x *GetUsageRequest) GetStep() string {
+	if x != nil {
+		return x.Step
+	}
+	return ""
+}
+
+type GetUsageResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	By    string                 `protobuf:"bytes,1,opt,name=by,proto3" json:"by,omitempty"`
+	// The minutes covered: from start_time (inclusive) to end_time (exclusive).
+	StartTime *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
+	EndTime   *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
+	// Sorted by tokens (prompt + completion), then requests, most first, then by name.
+	Entries []*UsageEntry `protobuf:"bytes,4,rep,name=entries,proto3" json:"entries,omitempty"`
+	// Sums over every entry.
+	Total         *UsageEntry `protobuf:"bytes,5,opt,name=total,proto3" json:"total,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetUsageResponse) Reset() {
+	*x = GetUsageResponse{}
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetUsageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetUsageResponse) ProtoMessage() {}
+
+func (x *GetUsageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetUsageResponse.ProtoReflect.Descriptor instead.
+func (*GetUsageResponse) Descriptor() ([]byte, []int) {
+	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *GetUsageResponse) GetBy() string {
+	if x != nil {
+		return x.By
+	}
+	return ""
+}
+
+func (x *GetUsageResponse) GetStartTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartTime
+	}
+	return nil
+}
+
+func (x *GetUsageResponse) GetEndTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EndTime
+	}
+	return nil
+}
+
+func (x *GetUsageResponse) GetEntries() []*UsageEntry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+func (x *GetUsageResponse) GetTotal() *UsageEntry {
+	if x != nil {
+		return x.Total
+	}
+	return nil
+}
+
+// UsageEntry is the traffic of one consumer, model or upstream. For consumers and models,
+// requests are client requests; for upstreams, attempts (retries included).
+type UsageEntry struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The consumer, model or upstream; the model "" means the request body was not read
+	// (streamed bodies over 64 KiB without retries).
+	Name     string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Requests uint64 `protobuf:"varint,2,opt,name=requests,proto3" json:"requests,omitempty"`
+	// Requests answered with a status of 500 or more; for upstreams, failed attempts.
+	Errors           uint64 `protobuf:"varint,3,opt,name=errors,proto3" json:"errors,omitempty"`
+	PromptTokens     uint64 `protobuf:"varint,4,opt,name=prompt_tokens,json=promptTokens,proto3" json:"prompt_tokens,omitempty"`
+	CompletionTokens uint64 `protobuf:"varint,5,opt,name=completion_tokens,json=completionTokens,proto3" json:"completion_tokens,omitempty"`
+	// With step: one point per step, oldest first, empty steps included.
+	Points        []*UsagePoint `protobuf:"bytes,6,rep,name=points,proto3" json:"points,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UsageEntry) Reset() {
+	*x = UsageEntry{}
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UsageEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UsageEntry) ProtoMessage() {}
+
+func (x *UsageEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UsageEntry.ProtoReflect.Descriptor instead.
+func (*UsageEntry) Descriptor() ([]byte, []int) {
+	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *UsageEntry) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *UsageEntry) GetRequests() uint64 {
+	if x != nil {
+		return x.Requests
+	}
+	return 0
+}
+
+func (x *UsageEntry) GetErrors() uint64 {
+	if x != nil {
+		return x.Errors
+	}
+	return 0
+}
+
+func (x *UsageEntry) GetPromptTokens() uint64 {
+	if x != nil {
+		return x.PromptTokens
+	}
+	return 0
+}
+
+func (x *UsageEntry) GetCompletionTokens() uint64 {
+	if x != nil {
+		return x.CompletionTokens
+	}
+	return 0
+}
+
+func (x *UsageEntry) GetPoints() []*UsagePoint {
+	if x != nil {
+		return x.Points
+	}
+	return nil
+}
+
+// UsagePoint is one step of a usage time series.
+type UsagePoint struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Start of the step.
+	Time             *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=time,proto3" json:"time,omitempty"`
+	Requests         uint64                 `protobuf:"varint,2,opt,name=requests,proto3" json:"requests,omitempty"`
+	Errors           uint64                 `protobuf:"varint,3,opt,name=errors,proto3" json:"errors,omitempty"`
+	PromptTokens     uint64                 `protobuf:"varint,4,opt,name=prompt_tokens,json=promptTokens,proto3" json:"prompt_tokens,omitempty"`
+	CompletionTokens uint64                 `protobuf:"varint,5,opt,name=completion_tokens,json=completionTokens,proto3" json:"completion_tokens,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *UsagePoint) Reset() {
+	*x = UsagePoint{}
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UsagePoint) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UsagePoint) ProtoMessage() {}
+
+func (x *UsagePoint) ProtoReflect() protoreflect.Message {
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UsagePoint.ProtoReflect.Descriptor instead.
+func (*UsagePoint) Descriptor() ([]byte, []int) {
+	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *UsagePoint) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *UsagePoint) GetRequests() uint64 {
+	if x != nil {
+		return x.Requests
+	}
+	return 0
+}
+
+func (x *UsagePoint) GetErrors() uint64 {
+	if x != nil {
+		return x.Errors
+	}
+	return 0
+}
+
+func (x *UsagePoint) GetPromptTokens() uint64 {
+	if x != nil {
+		return x.PromptTokens
+	}
+	return 0
+}
+
+func (x *UsagePoint) GetCompletionTokens() uint64 {
+	if x != nil {
+		return x.CompletionTokens
+	}
+	return 0
+}
+
 // RevisionInfo is one entry of the history: what made a revision, when, and why.
 type RevisionInfo struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
@@ -2587,7 +3406,7 @@ type RevisionInfo struct {
 
 func (x *RevisionInfo) Reset() {
 	*x = RevisionInfo{}
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[38]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2599,7 +3418,7 @@ func (x *RevisionInfo) String() string {
 func (*RevisionInfo) ProtoMessage() {}
 
 func (x *RevisionInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[38]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2612,7 +3431,7 @@ func (x *RevisionInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevisionInfo.ProtoReflect.Descriptor instead.
 func (*RevisionInfo) Descriptor() ([]byte, []int) {
-	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{38}
+	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *RevisionInfo) GetRevision() uint64 {
@@ -2669,7 +3488,7 @@ type ListRevisionsRequest struct {
 
 func (x *ListRevisionsRequest) Reset() {
 	*x = ListRevisionsRequest{}
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[39]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2681,7 +3500,7 @@ func (x *ListRevisionsRequest) String() string {
 func (*ListRevisionsRequest) ProtoMessage() {}
 
 func (x *ListRevisionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[39]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2694,7 +3513,7 @@ func (x *ListRevisionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRevisionsRequest.ProtoReflect.Descriptor instead.
 func (*ListRevisionsRequest) Descriptor() ([]byte, []int) {
-	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{39}
+	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ListRevisionsRequest) GetPageSize() uint32 {
@@ -2725,7 +3544,7 @@ type ListRevisionsResponse struct {
 
 func (x *ListRevisionsResponse) Reset() {
 	*x = ListRevisionsResponse{}
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[40]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2737,7 +3556,7 @@ func (x *ListRevisionsResponse) String() string {
 func (*ListRevisionsResponse) ProtoMessage() {}
 
 func (x *ListRevisionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[40]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2750,7 +3569,7 @@ func (x *ListRevisionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRevisionsResponse.ProtoReflect.Descriptor instead.
 func (*ListRevisionsResponse) Descriptor() ([]byte, []int) {
-	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{40}
+	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ListRevisionsResponse) GetRevisions() []*RevisionInfo {
@@ -2783,7 +3602,7 @@ type GetRevisionRequest struct {
 
 func (x *GetRevisionRequest) Reset() {
 	*x = GetRevisionRequest{}
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[41]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2795,7 +3614,7 @@ func (x *GetRevisionRequest) String() string {
 func (*GetRevisionRequest) ProtoMessage() {}
 
 func (x *GetRevisionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[41]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2808,7 +3627,7 @@ func (x *GetRevisionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRevisionRequest.ProtoReflect.Descriptor instead.
 func (*GetRevisionRequest) Descriptor() ([]byte, []int) {
-	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{41}
+	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *GetRevisionRequest) GetRevision() uint64 {
@@ -2829,7 +3648,7 @@ type GetRevisionResponse struct {
 
 func (x *GetRevisionResponse) Reset() {
 	*x = GetRevisionResponse{}
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[42]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2841,7 +3660,7 @@ func (x *GetRevisionResponse) String() string {
 func (*GetRevisionResponse) ProtoMessage() {}
 
 func (x *GetRevisionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[42]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2854,7 +3673,7 @@ func (x *GetRevisionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRevisionResponse.ProtoReflect.Descriptor instead.
 func (*GetRevisionResponse) Descriptor() ([]byte, []int) {
-	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{42}
+	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *GetRevisionResponse) GetInfo() *RevisionInfo {
@@ -2882,7 +3701,7 @@ type DiffRevisionsRequest struct {
 
 func (x *DiffRevisionsRequest) Reset() {
 	*x = DiffRevisionsRequest{}
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[43]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2894,7 +3713,7 @@ func (x *DiffRevisionsRequest) String() string {
 func (*DiffRevisionsRequest) ProtoMessage() {}
 
 func (x *DiffRevisionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[43]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2907,7 +3726,7 @@ func (x *DiffRevisionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiffRevisionsRequest.ProtoReflect.Descriptor instead.
 func (*DiffRevisionsRequest) Descriptor() ([]byte, []int) {
-	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{43}
+	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *DiffRevisionsRequest) GetRevision() uint64 {
@@ -2939,7 +3758,7 @@ type ConfigDiff struct {
 
 func (x *ConfigDiff) Reset() {
 	*x = ConfigDiff{}
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[44]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2951,7 +3770,7 @@ func (x *ConfigDiff) String() string {
 func (*ConfigDiff) ProtoMessage() {}
 
 func (x *ConfigDiff) ProtoReflect() protoreflect.Message {
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[44]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2964,7 +3783,7 @@ func (x *ConfigDiff) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfigDiff.ProtoReflect.Descriptor instead.
 func (*ConfigDiff) Descriptor() ([]byte, []int) {
-	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{44}
+	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *ConfigDiff) GetBaseRevision() uint64 {
@@ -3006,7 +3825,7 @@ type ResourceDiff struct {
 
 func (x *ResourceDiff) Reset() {
 	*x = ResourceDiff{}
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[45]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3018,7 +3837,7 @@ func (x *ResourceDiff) String() string {
 func (*ResourceDiff) ProtoMessage() {}
 
 func (x *ResourceDiff) ProtoReflect() protoreflect.Message {
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[45]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3031,7 +3850,7 @@ func (x *ResourceDiff) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResourceDiff.ProtoReflect.Descriptor instead.
 func (*ResourceDiff) Descriptor() ([]byte, []int) {
-	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{45}
+	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *ResourceDiff) GetKind() string {
@@ -3082,7 +3901,7 @@ type FieldDiff struct {
 
 func (x *FieldDiff) Reset() {
 	*x = FieldDiff{}
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[46]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3094,7 +3913,7 @@ func (x *FieldDiff) String() string {
 func (*FieldDiff) ProtoMessage() {}
 
 func (x *FieldDiff) ProtoReflect() protoreflect.Message {
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[46]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3107,7 +3926,7 @@ func (x *FieldDiff) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FieldDiff.ProtoReflect.Descriptor instead.
 func (*FieldDiff) Descriptor() ([]byte, []int) {
-	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{46}
+	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *FieldDiff) GetPath() string {
@@ -3155,7 +3974,7 @@ type RollbackRevisionRequest struct {
 
 func (x *RollbackRevisionRequest) Reset() {
 	*x = RollbackRevisionRequest{}
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[47]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3167,7 +3986,7 @@ func (x *RollbackRevisionRequest) String() string {
 func (*RollbackRevisionRequest) ProtoMessage() {}
 
 func (x *RollbackRevisionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[47]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3180,7 +3999,7 @@ func (x *RollbackRevisionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackRevisionRequest.ProtoReflect.Descriptor instead.
 func (*RollbackRevisionRequest) Descriptor() ([]byte, []int) {
-	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{47}
+	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *RollbackRevisionRequest) GetRevision() uint64 {
@@ -3242,7 +4061,7 @@ type Rollout struct {
 
 func (x *Rollout) Reset() {
 	*x = Rollout{}
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[48]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3254,7 +4073,7 @@ func (x *Rollout) String() string {
 func (*Rollout) ProtoMessage() {}
 
 func (x *Rollout) ProtoReflect() protoreflect.Message {
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[48]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3267,7 +4086,7 @@ func (x *Rollout) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rollout.ProtoReflect.Descriptor instead.
 func (*Rollout) Descriptor() ([]byte, []int) {
-	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{48}
+	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *Rollout) GetRevision() uint64 {
@@ -3331,7 +4150,7 @@ type ProxyRefusal struct {
 
 func (x *ProxyRefusal) Reset() {
 	*x = ProxyRefusal{}
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[49]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3343,7 +4162,7 @@ func (x *ProxyRefusal) String() string {
 func (*ProxyRefusal) ProtoMessage() {}
 
 func (x *ProxyRefusal) ProtoReflect() protoreflect.Message {
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[49]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3356,7 +4175,7 @@ func (x *ProxyRefusal) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProxyRefusal.ProtoReflect.Descriptor instead.
 func (*ProxyRefusal) Descriptor() ([]byte, []int) {
-	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{49}
+	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *ProxyRefusal) GetNodeId() string {
@@ -3384,7 +4203,7 @@ var File_llmproxy_admin_v1_admin_proto protoreflect.FileDescriptor
 
 const file_llmproxy_admin_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x1dllmproxy/admin/v1/admin.proto\x12\x11llmproxy.admin.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1fllmproxy/config/v1/config.proto\"\x16\n" +
+	"\x1dllmproxy/admin/v1/admin.proto\x12\x11llmproxy.admin.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1fllmproxy/config/v1/config.proto\"\x16\n" +
 	"\x14ListUpstreamsRequest\"o\n" +
 	"\x15ListUpstreamsResponse\x12:\n" +
 	"\tupstreams\x18\x01 \x03(\v2\x1c.llmproxy.config.v1.UpstreamR\tupstreams\x12\x1a\n" +
@@ -3564,7 +4383,7 @@ const file_llmproxy_admin_v1_admin_proto_rawDesc = "" +
 	"\x12ListProxiesRequest\"k\n" +
 	"\x13ListProxiesResponse\x128\n" +
 	"\aproxies\x18\x01 \x03(\v2\x1e.llmproxy.admin.v1.ProxyStatusR\aproxies\x12\x1a\n" +
-	"\brevision\x18\x02 \x01(\x04R\brevision\"\xa0\x02\n" +
+	"\brevision\x18\x02 \x01(\x04R\brevision\"\x9e\x03\n" +
 	"\vProxyStatus\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1c\n" +
 	"\tconnected\x18\x02 \x01(\bR\tconnected\x12C\n" +
@@ -3572,7 +4391,80 @@ const file_llmproxy_admin_v1_admin_proto_rawDesc = "" +
 	"\x0eacked_revision\x18\x04 \x01(\x04R\rackedRevision\x12,\n" +
 	"\x12last_nack_revision\x18\x05 \x01(\x04R\x10lastNackRevision\x12&\n" +
 	"\x0flast_nack_error\x18\x06 \x01(\tR\rlastNackError\x12\x18\n" +
-	"\aaddress\x18\a \x01(\tR\aaddress\"\xd3\x01\n" +
+	"\aaddress\x18\a \x01(\tR\aaddress\x12D\n" +
+	"\x10last_report_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\x0elastReportTime\x126\n" +
+	"\x06health\x18\t \x01(\v2\x1e.llmproxy.admin.v1.ProxyHealthR\x06health\"\xc0\x02\n" +
+	"\vProxyHealth\x12\x16\n" +
+	"\x06status\x18\x01 \x01(\tR\x06status\x12\x1c\n" +
+	"\tupstreams\x18\x02 \x01(\rR\tupstreams\x12/\n" +
+	"\x13unhealthy_upstreams\x18\x03 \x03(\tR\x12unhealthyUpstreams\x12.\n" +
+	"\x13requests_per_second\x18\x04 \x01(\x01R\x11requestsPerSecond\x12\x1d\n" +
+	"\n" +
+	"error_rate\x18\x05 \x01(\x01R\terrorRate\x12\x1b\n" +
+	"\tin_flight\x18\x06 \x01(\rR\binFlight\x12B\n" +
+	"\x0freport_interval\x18\a \x01(\v2\x19.google.protobuf.DurationR\x0ereportInterval\x12\x1a\n" +
+	"\brevision\x18\b \x01(\tR\brevision\".\n" +
+	"\x18GetUpstreamHealthRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x84\x02\n" +
+	"\x0eUpstreamHealth\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\averdict\x18\x02 \x01(\tR\averdict\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x12@\n" +
+	"\aproxies\x18\x04 \x03(\v2&.llmproxy.admin.v1.ProxyUpstreamHealthR\aproxies\x12.\n" +
+	"\x13requests_per_second\x18\x05 \x01(\x01R\x11requestsPerSecond\x12\x1d\n" +
+	"\n" +
+	"error_rate\x18\x06 \x01(\x01R\terrorRate\x12\x1b\n" +
+	"\tin_flight\x18\a \x01(\rR\binFlight\"\xb9\x04\n" +
+	"\x13ProxyUpstreamHealth\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x18\n" +
+	"\abreaker\x18\x02 \x01(\tR\abreaker\x12\x14\n" +
+	"\x05stale\x18\x03 \x01(\bR\x05stale\x12;\n" +
+	"\vreport_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"reportTime\x125\n" +
+	"\binterval\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\binterval\x12\x1a\n" +
+	"\brequests\x18\x06 \x01(\x04R\brequests\x12\x16\n" +
+	"\x06errors\x18\a \x01(\x04R\x06errors\x12G\n" +
+	"\x0eerrors_by_kind\x18\b \x01(\v2!.llmproxy.admin.v1.UpstreamErrorsR\ferrorsByKind\x12!\n" +
+	"\frate_limited\x18\t \x01(\x04R\vrateLimited\x12.\n" +
+	"\x13latency_p50_seconds\x18\n" +
+	" \x01(\x01R\x11latencyP50Seconds\x12.\n" +
+	"\x13latency_p95_seconds\x18\v \x01(\x01R\x11latencyP95Seconds\x12\x1b\n" +
+	"\tin_flight\x18\f \x01(\rR\binFlight\x12%\n" +
+	"\x0etotal_requests\x18\r \x01(\x04R\rtotalRequests\x12!\n" +
+	"\ftotal_errors\x18\x0e \x01(\x04R\vtotalErrors\"\xa9\x01\n" +
+	"\x0eUpstreamErrors\x12#\n" +
+	"\rconnect_error\x18\x01 \x01(\x04R\fconnectError\x12\x18\n" +
+	"\atimeout\x18\x02 \x01(\x04R\atimeout\x12\x1d\n" +
+	"\n" +
+	"status_5xx\x18\x03 \x01(\x04R\tstatus5xx\x12#\n" +
+	"\rstream_broken\x18\x04 \x01(\x04R\fstreamBroken\x12\x14\n" +
+	"\x05other\x18\x05 \x01(\x04R\x05other\"M\n" +
+	"\x0fGetUsageRequest\x12\x0e\n" +
+	"\x02by\x18\x01 \x01(\tR\x02by\x12\x16\n" +
+	"\x06window\x18\x02 \x01(\tR\x06window\x12\x12\n" +
+	"\x04step\x18\x03 \x01(\tR\x04step\"\x82\x02\n" +
+	"\x10GetUsageResponse\x12\x0e\n" +
+	"\x02by\x18\x01 \x01(\tR\x02by\x129\n" +
+	"\n" +
+	"start_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
+	"\bend_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\x127\n" +
+	"\aentries\x18\x04 \x03(\v2\x1d.llmproxy.admin.v1.UsageEntryR\aentries\x123\n" +
+	"\x05total\x18\x05 \x01(\v2\x1d.llmproxy.admin.v1.UsageEntryR\x05total\"\xdd\x01\n" +
+	"\n" +
+	"UsageEntry\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
+	"\brequests\x18\x02 \x01(\x04R\brequests\x12\x16\n" +
+	"\x06errors\x18\x03 \x01(\x04R\x06errors\x12#\n" +
+	"\rprompt_tokens\x18\x04 \x01(\x04R\fpromptTokens\x12+\n" +
+	"\x11completion_tokens\x18\x05 \x01(\x04R\x10completionTokens\x125\n" +
+	"\x06points\x18\x06 \x03(\v2\x1d.llmproxy.admin.v1.UsagePointR\x06points\"\xc2\x01\n" +
+	"\n" +
+	"UsagePoint\x12.\n" +
+	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x1a\n" +
+	"\brequests\x18\x02 \x01(\x04R\brequests\x12\x16\n" +
+	"\x06errors\x18\x03 \x01(\x04R\x06errors\x12#\n" +
+	"\rprompt_tokens\x18\x04 \x01(\x04R\fpromptTokens\x12+\n" +
+	"\x11completion_tokens\x18\x05 \x01(\x04R\x10completionTokens\"\xd3\x01\n" +
 	"\fRevisionInfo\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x04R\brevision\x12;\n" +
 	"\vcreate_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
@@ -3631,7 +4523,7 @@ const file_llmproxy_admin_v1_admin_proto_rawDesc = "" +
 	"\fProxyRefusal\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\x12\x14\n" +
-	"\x05error\x18\x03 \x01(\tR\x05error2\x89\x15\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error2\xc3\x16\n" +
 	"\fAdminService\x12b\n" +
 	"\rListUpstreams\x12'.llmproxy.admin.v1.ListUpstreamsRequest\x1a(.llmproxy.admin.v1.ListUpstreamsResponse\x12R\n" +
 	"\vGetUpstream\x12%.llmproxy.admin.v1.GetUpstreamRequest\x1a\x1c.llmproxy.config.v1.Upstream\x12_\n" +
@@ -3662,7 +4554,9 @@ const file_llmproxy_admin_v1_admin_proto_rawDesc = "" +
 	"\rListRevisions\x12'.llmproxy.admin.v1.ListRevisionsRequest\x1a(.llmproxy.admin.v1.ListRevisionsResponse\x12\\\n" +
 	"\vGetRevision\x12%.llmproxy.admin.v1.GetRevisionRequest\x1a&.llmproxy.admin.v1.GetRevisionResponse\x12W\n" +
 	"\rDiffRevisions\x12'.llmproxy.admin.v1.DiffRevisionsRequest\x1a\x1d.llmproxy.admin.v1.ConfigDiff\x12f\n" +
-	"\x10RollbackRevision\x12*.llmproxy.admin.v1.RollbackRevisionRequest\x1a&.llmproxy.admin.v1.ApplyConfigResponseB?Z=github.com/llmproxy-go/llmproxy/gen/llmproxy/admin/v1;adminv1b\x06proto3"
+	"\x10RollbackRevision\x12*.llmproxy.admin.v1.RollbackRevisionRequest\x1a&.llmproxy.admin.v1.ApplyConfigResponse\x12c\n" +
+	"\x11GetUpstreamHealth\x12+.llmproxy.admin.v1.GetUpstreamHealthRequest\x1a!.llmproxy.admin.v1.UpstreamHealth\x12S\n" +
+	"\bGetUsage\x12\".llmproxy.admin.v1.GetUsageRequest\x1a#.llmproxy.admin.v1.GetUsageResponseB?Z=github.com/llmproxy-go/llmproxy/gen/llmproxy/admin/v1;adminv1b\x06proto3"
 
 var (
 	file_llmproxy_admin_v1_admin_proto_rawDescOnce sync.Once
@@ -3676,7 +4570,7 @@ func file_llmproxy_admin_v1_admin_proto_rawDescGZIP() []byte {
 	return file_llmproxy_admin_v1_admin_proto_rawDescData
 }
 
-var file_llmproxy_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 50)
+var file_llmproxy_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 59)
 var file_llmproxy_admin_v1_admin_proto_goTypes = []any{
 	(*ListUpstreamsRequest)(nil),       // 0: llmproxy.admin.v1.ListUpstreamsRequest
 	(*ListUpstreamsResponse)(nil),      // 1: llmproxy.admin.v1.ListUpstreamsResponse
@@ -3716,132 +4610,159 @@ var file_llmproxy_admin_v1_admin_proto_goTypes = []any{
 	(*ListProxiesRequest)(nil),         // 35: llmproxy.admin.v1.ListProxiesRequest
 	(*ListProxiesResponse)(nil),        // 36: llmproxy.admin.v1.ListProxiesResponse
 	(*ProxyStatus)(nil),                // 37: llmproxy.admin.v1.ProxyStatus
-	(*RevisionInfo)(nil),               // 38: llmproxy.admin.v1.RevisionInfo
-	(*ListRevisionsRequest)(nil),       // 39: llmproxy.admin.v1.ListRevisionsRequest
-	(*ListRevisionsResponse)(nil),      // 40: llmproxy.admin.v1.ListRevisionsResponse
-	(*GetRevisionRequest)(nil),         // 41: llmproxy.admin.v1.GetRevisionRequest
-	(*GetRevisionResponse)(nil),        // 42: llmproxy.admin.v1.GetRevisionResponse
-	(*DiffRevisionsRequest)(nil),       // 43: llmproxy.admin.v1.DiffRevisionsRequest
-	(*ConfigDiff)(nil),                 // 44: llmproxy.admin.v1.ConfigDiff
-	(*ResourceDiff)(nil),               // 45: llmproxy.admin.v1.ResourceDiff
-	(*FieldDiff)(nil),                  // 46: llmproxy.admin.v1.FieldDiff
-	(*RollbackRevisionRequest)(nil),    // 47: llmproxy.admin.v1.RollbackRevisionRequest
-	(*Rollout)(nil),                    // 48: llmproxy.admin.v1.Rollout
-	(*ProxyRefusal)(nil),               // 49: llmproxy.admin.v1.ProxyRefusal
-	(*v1.Upstream)(nil),                // 50: llmproxy.config.v1.Upstream
-	(*v1.UpstreamGroup)(nil),           // 51: llmproxy.config.v1.UpstreamGroup
-	(*v1.UpstreamRef)(nil),             // 52: llmproxy.config.v1.UpstreamRef
-	(*v1.Forward)(nil),                 // 53: llmproxy.config.v1.Forward
-	(*v1.Route)(nil),                   // 54: llmproxy.config.v1.Route
-	(*v1.Config)(nil),                  // 55: llmproxy.config.v1.Config
-	(*timestamppb.Timestamp)(nil),      // 56: google.protobuf.Timestamp
-	(*structpb.Value)(nil),             // 57: google.protobuf.Value
+	(*ProxyHealth)(nil),                // 38: llmproxy.admin.v1.ProxyHealth
+	(*GetUpstreamHealthRequest)(nil),   // 39: llmproxy.admin.v1.GetUpstreamHealthRequest
+	(*UpstreamHealth)(nil),             // 40: llmproxy.admin.v1.UpstreamHealth
+	(*ProxyUpstreamHealth)(nil),        // 41: llmproxy.admin.v1.ProxyUpstreamHealth
+	(*UpstreamErrors)(nil),             // 42: llmproxy.admin.v1.UpstreamErrors
+	(*GetUsageRequest)(nil),            // 43: llmproxy.admin.v1.GetUsageRequest
+	(*GetUsageResponse)(nil),           // 44: llmproxy.admin.v1.GetUsageResponse
+	(*UsageEntry)(nil),                 // 45: llmproxy.admin.v1.UsageEntry
+	(*UsagePoint)(nil),                 // 46: llmproxy.admin.v1.UsagePoint
+	(*RevisionInfo)(nil),               // 47: llmproxy.admin.v1.RevisionInfo
+	(*ListRevisionsRequest)(nil),       // 48: llmproxy.admin.v1.ListRevisionsRequest
+	(*ListRevisionsResponse)(nil),      // 49: llmproxy.admin.v1.ListRevisionsResponse
+	(*GetRevisionRequest)(nil),         // 50: llmproxy.admin.v1.GetRevisionRequest
+	(*GetRevisionResponse)(nil),        // 51: llmproxy.admin.v1.GetRevisionResponse
+	(*DiffRevisionsRequest)(nil),       // 52: llmproxy.admin.v1.DiffRevisionsRequest
+	(*ConfigDiff)(nil),                 // 53: llmproxy.admin.v1.ConfigDiff
+	(*ResourceDiff)(nil),               // 54: llmproxy.admin.v1.ResourceDiff
+	(*FieldDiff)(nil),                  // 55: llmproxy.admin.v1.FieldDiff
+	(*RollbackRevisionRequest)(nil),    // 56: llmproxy.admin.v1.RollbackRevisionRequest
+	(*Rollout)(nil),                    // 57: llmproxy.admin.v1.Rollout
+	(*ProxyRefusal)(nil),               // 58: llmproxy.admin.v1.ProxyRefusal
+	(*v1.Upstream)(nil),                // 59: llmproxy.config.v1.Upstream
+	(*v1.UpstreamGroup)(nil),           // 60: llmproxy.config.v1.UpstreamGroup
+	(*v1.UpstreamRef)(nil),             // 61: llmproxy.config.v1.UpstreamRef
+	(*v1.Forward)(nil),                 // 62: llmproxy.config.v1.Forward
+	(*v1.Route)(nil),                   // 63: llmproxy.config.v1.Route
+	(*v1.Config)(nil),                  // 64: llmproxy.config.v1.Config
+	(*timestamppb.Timestamp)(nil),      // 65: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),        // 66: google.protobuf.Duration
+	(*structpb.Value)(nil),             // 67: google.protobuf.Value
 }
 var file_llmproxy_admin_v1_admin_proto_depIdxs = []int32{
-	50, // 0: llmproxy.admin.v1.ListUpstreamsResponse.upstreams:type_name -> llmproxy.config.v1.Upstream
-	50, // 1: llmproxy.admin.v1.CreateUpstreamRequest.upstream:type_name -> llmproxy.config.v1.Upstream
-	50, // 2: llmproxy.admin.v1.UpdateUpstreamRequest.upstream:type_name -> llmproxy.config.v1.Upstream
-	50, // 3: llmproxy.admin.v1.UpstreamResponse.upstream:type_name -> llmproxy.config.v1.Upstream
-	44, // 4: llmproxy.admin.v1.UpstreamResponse.diff:type_name -> llmproxy.admin.v1.ConfigDiff
-	48, // 5: llmproxy.admin.v1.UpstreamResponse.fleet:type_name -> llmproxy.admin.v1.Rollout
-	44, // 6: llmproxy.admin.v1.DeleteResponse.diff:type_name -> llmproxy.admin.v1.ConfigDiff
-	48, // 7: llmproxy.admin.v1.DeleteResponse.fleet:type_name -> llmproxy.admin.v1.Rollout
-	51, // 8: llmproxy.admin.v1.ListUpstreamGroupsResponse.upstream_groups:type_name -> llmproxy.config.v1.UpstreamGroup
-	51, // 9: llmproxy.admin.v1.CreateUpstreamGroupRequest.upstream_group:type_name -> llmproxy.config.v1.UpstreamGroup
-	51, // 10: llmproxy.admin.v1.UpdateUpstreamGroupRequest.upstream_group:type_name -> llmproxy.config.v1.UpstreamGroup
-	52, // 11: llmproxy.admin.v1.PatchUpstreamGroupRequest.upstreams:type_name -> llmproxy.config.v1.UpstreamRef
-	51, // 12: llmproxy.admin.v1.UpstreamGroupResponse.upstream_group:type_name -> llmproxy.config.v1.UpstreamGroup
-	44, // 13: llmproxy.admin.v1.UpstreamGroupResponse.diff:type_name -> llmproxy.admin.v1.ConfigDiff
-	48, // 14: llmproxy.admin.v1.UpstreamGroupResponse.fleet:type_name -> llmproxy.admin.v1.Rollout
-	53, // 15: llmproxy.admin.v1.ListForwardsResponse.forwards:type_name -> llmproxy.config.v1.Forward
-	53, // 16: llmproxy.admin.v1.CreateForwardRequest.forward:type_name -> llmproxy.config.v1.Forward
-	53, // 17: llmproxy.admin.v1.UpdateForwardRequest.forward:type_name -> llmproxy.config.v1.Forward
-	53, // 18: llmproxy.admin.v1.ForwardResponse.forward:type_name -> llmproxy.config.v1.Forward
-	44, // 19: llmproxy.admin.v1.ForwardResponse.diff:type_name -> llmproxy.admin.v1.ConfigDiff
-	48, // 20: llmproxy.admin.v1.ForwardResponse.fleet:type_name -> llmproxy.admin.v1.Rollout
-	54, // 21: llmproxy.admin.v1.RouteEntry.route:type_name -> llmproxy.config.v1.Route
+	59, // 0: llmproxy.admin.v1.ListUpstreamsResponse.upstreams:type_name -> llmproxy.config.v1.Upstream
+	59, // 1: llmproxy.admin.v1.CreateUpstreamRequest.upstream:type_name -> llmproxy.config.v1.Upstream
+	59, // 2: llmproxy.admin.v1.UpdateUpstreamRequest.upstream:type_name -> llmproxy.config.v1.Upstream
+	59, // 3: llmproxy.admin.v1.UpstreamResponse.upstream:type_name -> llmproxy.config.v1.Upstream
+	53, // 4: llmproxy.admin.v1.UpstreamResponse.diff:type_name -> llmproxy.admin.v1.ConfigDiff
+	57, // 5: llmproxy.admin.v1.UpstreamResponse.fleet:type_name -> llmproxy.admin.v1.Rollout
+	53, // 6: llmproxy.admin.v1.DeleteResponse.diff:type_name -> llmproxy.admin.v1.ConfigDiff
+	57, // 7: llmproxy.admin.v1.DeleteResponse.fleet:type_name -> llmproxy.admin.v1.Rollout
+	60, // 8: llmproxy.admin.v1.ListUpstreamGroupsResponse.upstream_groups:type_name -> llmproxy.config.v1.UpstreamGroup
+	60, // 9: llmproxy.admin.v1.CreateUpstreamGroupRequest.upstream_group:type_name -> llmproxy.config.v1.UpstreamGroup
+	60, // 10: llmproxy.admin.v1.UpdateUpstreamGroupRequest.upstream_group:type_name -> llmproxy.config.v1.UpstreamGroup
+	61, // 11: llmproxy.admin.v1.PatchUpstreamGroupRequest.upstreams:type_name -> llmproxy.config.v1.UpstreamRef
+	60, // 12: llmproxy.admin.v1.UpstreamGroupResponse.upstream_group:type_name -> llmproxy.config.v1.UpstreamGroup
+	53, // 13: llmproxy.admin.v1.UpstreamGroupResponse.diff:type_name -> llmproxy.admin.v1.ConfigDiff
+	57, // 14: llmproxy.admin.v1.UpstreamGroupResponse.fleet:type_name -> llmproxy.admin.v1.Rollout
+	62, // 15: llmproxy.admin.v1.ListForwardsResponse.forwards:type_name -> llmproxy.config.v1.Forward
+	62, // 16: llmproxy.admin.v1.CreateForwardRequest.forward:type_name -> llmproxy.config.v1.Forward
+	62, // 17: llmproxy.admin.v1.UpdateForwardRequest.forward:type_name -> llmproxy.config.v1.Forward
+	62, // 18: llmproxy.admin.v1.ForwardResponse.forward:type_name -> llmproxy.config.v1.Forward
+	53, // 19: llmproxy.admin.v1.ForwardResponse.diff:type_name -> llmproxy.admin.v1.ConfigDiff
+	57, // 20: llmproxy.admin.v1.ForwardResponse.fleet:type_name -> llmproxy.admin.v1.Rollout
+	63, // 21: llmproxy.admin.v1.RouteEntry.route:type_name -> llmproxy.config.v1.Route
 	23, // 22: llmproxy.admin.v1.ListRoutesResponse.routes:type_name -> llmproxy.admin.v1.RouteEntry
-	54, // 23: llmproxy.admin.v1.CreateRouteRequest.route:type_name -> llmproxy.config.v1.Route
-	54, // 24: llmproxy.admin.v1.UpdateRouteRequest.route:type_name -> llmproxy.config.v1.Route
-	54, // 25: llmproxy.admin.v1.RouteResponse.route:type_name -> llmproxy.config.v1.Route
-	44, // 26: llmproxy.admin.v1.RouteResponse.diff:type_name -> llmproxy.admin.v1.ConfigDiff
-	48, // 27: llmproxy.admin.v1.RouteResponse.fleet:type_name -> llmproxy.admin.v1.Rollout
-	55, // 28: llmproxy.admin.v1.GetConfigResponse.config:type_name -> llmproxy.config.v1.Config
-	55, // 29: llmproxy.admin.v1.ApplyConfigRequest.config:type_name -> llmproxy.config.v1.Config
-	44, // 30: llmproxy.admin.v1.ApplyConfigResponse.diff:type_name -> llmproxy.admin.v1.ConfigDiff
-	48, // 31: llmproxy.admin.v1.ApplyConfigResponse.fleet:type_name -> llmproxy.admin.v1.Rollout
+	63, // 23: llmproxy.admin.v1.CreateRouteRequest.route:type_name -> llmproxy.config.v1.Route
+	63, // 24: llmproxy.admin.v1.UpdateRouteRequest.route:type_name -> llmproxy.config.v1.Route
+	63, // 25: llmproxy.admin.v1.RouteResponse.route:type_name -> llmproxy.config.v1.Route
+	53, // 26: llmproxy.admin.v1.RouteResponse.diff:type_name -> llmproxy.admin.v1.ConfigDiff
+	57, // 27: llmproxy.admin.v1.RouteResponse.fleet:type_name -> llmproxy.admin.v1.Rollout
+	64, // 28: llmproxy.admin.v1.GetConfigResponse.config:type_name -> llmproxy.config.v1.Config
+	64, // 29: llmproxy.admin.v1.ApplyConfigRequest.config:type_name -> llmproxy.config.v1.Config
+	53, // 30: llmproxy.admin.v1.ApplyConfigResponse.diff:type_name -> llmproxy.admin.v1.ConfigDiff
+	57, // 31: llmproxy.admin.v1.ApplyConfigResponse.fleet:type_name -> llmproxy.admin.v1.Rollout
 	37, // 32: llmproxy.admin.v1.ListProxiesResponse.proxies:type_name -> llmproxy.admin.v1.ProxyStatus
-	56, // 33: llmproxy.admin.v1.ProxyStatus.connected_since:type_name -> google.protobuf.Timestamp
-	56, // 34: llmproxy.admin.v1.RevisionInfo.create_time:type_name -> google.protobuf.Timestamp
-	38, // 35: llmproxy.admin.v1.ListRevisionsResponse.revisions:type_name -> llmproxy.admin.v1.RevisionInfo
-	38, // 36: llmproxy.admin.v1.GetRevisionResponse.info:type_name -> llmproxy.admin.v1.RevisionInfo
-	55, // 37: llmproxy.admin.v1.GetRevisionResponse.config:type_name -> llmproxy.config.v1.Config
-	45, // 38: llmproxy.admin.v1.ConfigDiff.resources:type_name -> llmproxy.admin.v1.ResourceDiff
-	46, // 39: llmproxy.admin.v1.ResourceDiff.fields:type_name -> llmproxy.admin.v1.FieldDiff
-	57, // 40: llmproxy.admin.v1.FieldDiff.old:type_name -> google.protobuf.Value
-	57, // 41: llmproxy.admin.v1.FieldDiff.new:type_name -> google.protobuf.Value
-	49, // 42: llmproxy.admin.v1.Rollout.refused:type_name -> llmproxy.admin.v1.ProxyRefusal
-	0,  // 43: llmproxy.admin.v1.AdminService.ListUpstreams:input_type -> llmproxy.admin.v1.ListUpstreamsRequest
-	2,  // 44: llmproxy.admin.v1.AdminService.GetUpstream:input_type -> llmproxy.admin.v1.GetUpstreamRequest
-	3,  // 45: llmproxy.admin.v1.AdminService.CreateUpstream:input_type -> llmproxy.admin.v1.CreateUpstreamRequest
-	4,  // 46: llmproxy.admin.v1.AdminService.UpdateUpstream:input_type -> llmproxy.admin.v1.UpdateUpstreamRequest
-	5,  // 47: llmproxy.admin.v1.AdminService.DeleteUpstream:input_type -> llmproxy.admin.v1.DeleteUpstreamRequest
-	8,  // 48: llmproxy.admin.v1.AdminService.ListUpstreamGroups:input_type -> llmproxy.admin.v1.ListUpstreamGroupsRequest
-	10, // 49: llmproxy.admin.v1.AdminService.GetUpstreamGroup:input_type -> llmproxy.admin.v1.GetUpstreamGroupRequest
-	11, // 50: llmproxy.admin.v1.AdminService.CreateUpstreamGroup:input_type -> llmproxy.admin.v1.CreateUpstreamGroupRequest
-	12, // 51: llmproxy.admin.v1.AdminService.UpdateUpstreamGroup:input_type -> llmproxy.admin.v1.UpdateUpstreamGroupRequest
-	13, // 52: llmproxy.admin.v1.AdminService.PatchUpstreamGroup:input_type -> llmproxy.admin.v1.PatchUpstreamGroupRequest
-	14, // 53: llmproxy.admin.v1.AdminService.DeleteUpstreamGroup:input_type -> llmproxy.admin.v1.DeleteUpstreamGroupRequest
-	16, // 54: llmproxy.admin.v1.AdminService.ListForwards:input_type -> llmproxy.admin.v1.ListForwardsRequest
-	18, // 55: llmproxy.admin.v1.AdminService.GetForward:input_type -> llmproxy.admin.v1.GetForwardRequest
-	19, // 56: llmproxy.admin.v1.AdminService.CreateForward:input_type -> llmproxy.admin.v1.CreateForwardRequest
-	20, // 57: llmproxy.admin.v1.AdminService.UpdateForward:input_type -> llmproxy.admin.v1.UpdateForwardRequest
-	21, // 58: llmproxy.admin.v1.AdminService.DeleteForward:input_type -> llmproxy.admin.v1.DeleteForwardRequest
-	24, // 59: llmproxy.admin.v1.AdminService.ListRoutes:input_type -> llmproxy.admin.v1.ListRoutesRequest
-	26, // 60: llmproxy.admin.v1.AdminService.GetRoute:input_type -> llmproxy.admin.v1.GetRouteRequest
-	27, // 61: llmproxy.admin.v1.AdminService.CreateRoute:input_type -> llmproxy.admin.v1.CreateRouteRequest
-	28, // 62: llmproxy.admin.v1.AdminService.UpdateRoute:input_type -> llmproxy.admin.v1.UpdateRouteRequest
-	29, // 63: llmproxy.admin.v1.AdminService.DeleteRoute:input_type -> llmproxy.admin.v1.DeleteRouteRequest
-	31, // 64: llmproxy.admin.v1.AdminService.GetConfig:input_type -> llmproxy.admin.v1.GetConfigRequest
-	33, // 65: llmproxy.admin.v1.AdminService.ApplyConfig:input_type -> llmproxy.admin.v1.ApplyConfigRequest
-	35, // 66: llmproxy.admin.v1.AdminService.ListProxies:input_type -> llmproxy.admin.v1.ListProxiesRequest
-	39, // 67: llmproxy.admin.v1.AdminService.ListRevisions:input_type -> llmproxy.admin.v1.ListRevisionsRequest
-	41, // 68: llmproxy.admin.v1.AdminService.GetRevision:input_type -> llmproxy.admin.v1.GetRevisionRequest
-	43, // 69: llmproxy.admin.v1.AdminService.DiffRevisions:input_type -> llmproxy.admin.v1.DiffRevisionsRequest
-	47, // 70: llmproxy.admin.v1.AdminService.RollbackRevision:input_type -> llmproxy.admin.v1.RollbackRevisionRequest
-	1,  // 71: llmproxy.admin.v1.AdminService.ListUpstreams:output_type -> llmproxy.admin.v1.ListUpstreamsResponse
-	50, // 72: llmproxy.admin.v1.AdminService.GetUpstream:output_type -> llmproxy.config.v1.Upstream
-	6,  // 73: llmproxy.admin.v1.AdminService.CreateUpstream:output_type -> llmproxy.admin.v1.UpstreamResponse
-	6,  // 74: llmproxy.admin.v1.AdminService.UpdateUpstream:output_type -> llmproxy.admin.v1.UpstreamResponse
-	7,  // 75: llmproxy.admin.v1.AdminService.DeleteUpstream:output_type -> llmproxy.admin.v1.DeleteResponse
-	9,  // 76: llmproxy.admin.v1.AdminService.ListUpstreamGroups:output_type -> llmproxy.admin.v1.ListUpstreamGroupsResponse
-	51, // 77: llmproxy.admin.v1.AdminService.GetUpstreamGroup:output_type -> llmproxy.config.v1.UpstreamGroup
-	15, // 78: llmproxy.admin.v1.AdminService.CreateUpstreamGroup:output_type -> llmproxy.admin.v1.UpstreamGroupResponse
-	15, // 79: llmproxy.admin.v1.AdminService.UpdateUpstreamGroup:output_type -> llmproxy.admin.v1.UpstreamGroupResponse
-	15, // 80: llmproxy.admin.v1.AdminService.PatchUpstreamGroup:output_type -> llmproxy.admin.v1.UpstreamGroupResponse
-	7,  // 81: llmproxy.admin.v1.AdminService.DeleteUpstreamGroup:output_type -> llmproxy.admin.v1.DeleteResponse
-	17, // 82: llmproxy.admin.v1.AdminService.ListForwards:output_type -> llmproxy.admin.v1.ListForwardsResponse
-	53, // 83: llmproxy.admin.v1.AdminService.GetForward:output_type -> llmproxy.config.v1.Forward
-	22, // 84: llmproxy.admin.v1.AdminService.CreateForward:output_type -> llmproxy.admin.v1.ForwardResponse
-	22, // 85: llmproxy.admin.v1.AdminService.UpdateForward:output_type -> llmproxy.admin.v1.ForwardResponse
-	7,  // 86: llmproxy.admin.v1.AdminService.DeleteForward:output_type -> llmproxy.admin.v1.DeleteResponse
-	25, // 87: llmproxy.admin.v1.AdminService.ListRoutes:output_type -> llmproxy.admin.v1.ListRoutesResponse
-	23, // 88: llmproxy.admin.v1.AdminService.GetRoute:output_type -> llmproxy.admin.v1.RouteEntry
-	30, // 89: llmproxy.admin.v1.AdminService.CreateRoute:output_type -> llmproxy.admin.v1.RouteResponse
-	30, // 90: llmproxy.admin.v1.AdminService.UpdateRoute:output_type -> llmproxy.admin.v1.RouteResponse
-	7,  // 91: llmproxy.admin.v1.AdminService.DeleteRoute:output_type -> llmproxy.admin.v1.DeleteResponse
-	32, // 92: llmproxy.admin.v1.AdminService.GetConfig:output_type -> llmproxy.admin.v1.GetConfigResponse
-	34, // 93: llmproxy.admin.v1.AdminService.ApplyConfig:output_type -> llmproxy.admin.v1.ApplyConfigResponse
-	36, // 94: llmproxy.admin.v1.AdminService.ListProxies:output_type -> llmproxy.admin.v1.ListProxiesResponse
-	40, // 95: llmproxy.admin.v1.AdminService.ListRevisions:output_type -> llmproxy.admin.v1.ListRevisionsResponse
-	42, // 96: llmproxy.admin.v1.AdminService.GetRevision:output_type -> llmproxy.admin.v1.GetRevisionResponse
-	44, // 97: llmproxy.admin.v1.AdminService.DiffRevisions:output_type -> llmproxy.admin.v1.ConfigDiff
-	34, // 98: llmproxy.admin.v1.AdminService.RollbackRevision:output_type -> llmproxy.admin.v1.ApplyConfigResponse
-	71, // [71:99] is the sub-list for method output_type
-	43, // [43:71] is the sub-list for method input_type
-	43, // [43:43] is the sub-list for extension type_name
-	43, // [43:43] is the sub-list for extension extendee
-	0,  // [0:43] is the sub-list for field type_name
+	65, // 33: llmproxy.admin.v1.ProxyStatus.connected_since:type_name -> google.protobuf.Timestamp
+	65, // 34: llmproxy.admin.v1.ProxyStatus.last_report_time:type_name -> google.protobuf.Timestamp
+	38, // 35: llmproxy.admin.v1.ProxyStatus.health:type_name -> llmproxy.admin.v1.ProxyHealth
+	66, // 36: llmproxy.admin.v1.ProxyHealth.report_interval:type_name -> google.protobuf.Duration
+	41, // 37: llmproxy.admin.v1.UpstreamHealth.proxies:type_name -> llmproxy.admin.v1.ProxyUpstreamHealth
+	65, // 38: llmproxy.admin.v1.ProxyUpstreamHealth.report_time:type_name -> google.protobuf.Timestamp
+	66, // 39: llmproxy.admin.v1.ProxyUpstreamHealth.interval:type_name -> google.protobuf.Duration
+	42, // 40: llmproxy.admin.v1.ProxyUpstreamHealth.errors_by_kind:type_name -> llmproxy.admin.v1.UpstreamErrors
+	65, // 41: llmproxy.admin.v1.GetUsageResponse.start_time:type_name -> google.protobuf.Timestamp
+	65, // 42: llmproxy.admin.v1.GetUsageResponse.end_time:type_name -> google.protobuf.Timestamp
+	45, // 43: llmproxy.admin.v1.GetUsageResponse.entries:type_name -> llmproxy.admin.v1.UsageEntry
+	45, // 44: llmproxy.admin.v1.GetUsageResponse.total:type_name -> llmproxy.admin.v1.UsageEntry
+	46, // 45: llmproxy.admin.v1.UsageEntry.points:type_name -> llmproxy.admin.v1.UsagePoint
+	65, // 46: llmproxy.admin.v1.UsagePoint.time:type_name -> google.protobuf.Timestamp
+	65, // 47: llmproxy.admin.v1.RevisionInfo.create_time:type_name -> google.protobuf.Timestamp
+	47, // 48: llmproxy.admin.v1.ListRevisionsResponse.revisions:type_name -> llmproxy.admin.v1.RevisionInfo
+	47, // 49: llmproxy.admin.v1.GetRevisionResponse.info:type_name -> llmproxy.admin.v1.RevisionInfo
+	64, // 50: llmproxy.admin.v1.GetRevisionResponse.config:type_name -> llmproxy.config.v1.Config
+	54, // 51: llmproxy.admin.v1.ConfigDiff.resources:type_name -> llmproxy.admin.v1.ResourceDiff
+	55, // 52: llmproxy.admin.v1.ResourceDiff.fields:type_name -> llmproxy.admin.v1.FieldDiff
+	67, // 53: llmproxy.admin.v1.FieldDiff.old:type_name -> google.protobuf.Value
+	67, // 54: llmproxy.admin.v1.FieldDiff.new:type_name -> google.protobuf.Value
+	58, // 55: llmproxy.admin.v1.Rollout.refused:type_name -> llmproxy.admin.v1.ProxyRefusal
+	0,  // 56: llmproxy.admin.v1.AdminService.ListUpstreams:input_type -> llmproxy.admin.v1.ListUpstreamsRequest
+	2,  // 57: llmproxy.admin.v1.AdminService.GetUpstream:input_type -> llmproxy.admin.v1.GetUpstreamRequest
+	3,  // 58: llmproxy.admin.v1.AdminService.CreateUpstream:input_type -> llmproxy.admin.v1.CreateUpstreamRequest
+	4,  // 59: llmproxy.admin.v1.AdminService.UpdateUpstream:input_type -> llmproxy.admin.v1.UpdateUpstreamRequest
+	5,  // 60: llmproxy.admin.v1.AdminService.DeleteUpstream:input_type -> llmproxy.admin.v1.DeleteUpstreamRequest
+	8,  // 61: llmproxy.admin.v1.AdminService.ListUpstreamGroups:input_type -> llmproxy.admin.v1.ListUpstreamGroupsRequest
+	10, // 62: llmproxy.admin.v1.AdminService.GetUpstreamGroup:input_type -> llmproxy.admin.v1.GetUpstreamGroupRequest
+	11, // 63: llmproxy.admin.v1.AdminService.CreateUpstreamGroup:input_type -> llmproxy.admin.v1.CreateUpstreamGroupRequest
+	12, // 64: llmproxy.admin.v1.AdminService.UpdateUpstreamGroup:input_type -> llmproxy.admin.v1.UpdateUpstreamGroupRequest
+	13, // 65: llmproxy.admin.v1.AdminService.PatchUpstreamGroup:input_type -> llmproxy.admin.v1.PatchUpstreamGroupRequest
+	14, // 66: llmproxy.admin.v1.AdminService.DeleteUpstreamGroup:input_type -> llmproxy.admin.v1.DeleteUpstreamGroupRequest
+	16, // 67: llmproxy.admin.v1.AdminService.ListForwards:input_type -> llmproxy.admin.v1.ListForwardsRequest
+	18, // 68: llmproxy.admin.v1.AdminService.GetForward:input_type -> llmproxy.admin.v1.GetForwardRequest
+	19, // 69: llmproxy.admin.v1.AdminService.CreateForward:input_type -> llmproxy.admin.v1.CreateForwardRequest
+	20, // 70: llmproxy.admin.v1.AdminService.UpdateForward:input_type -> llmproxy.admin.v1.UpdateForwardRequest
+	21, // 71: llmproxy.admin.v1.AdminService.DeleteForward:input_type -> llmproxy.admin.v1.DeleteForwardRequest
+	24, // 72: llmproxy.admin.v1.AdminService.ListRoutes:input_type -> llmproxy.admin.v1.ListRoutesRequest
+	26, // 73: llmproxy.admin.v1.AdminService.GetRoute:input_type -> llmproxy.admin.v1.GetRouteRequest
+	27, // 74: llmproxy.admin.v1.AdminService.CreateRoute:input_type -> llmproxy.admin.v1.CreateRouteRequest
+	28, // 75: llmproxy.admin.v1.AdminService.UpdateRoute:input_type -> llmproxy.admin.v1.UpdateRouteRequest
+	29, // 76: llmproxy.admin.v1.AdminService.DeleteRoute:input_type -> llmproxy.admin.v1.DeleteRouteRequest
+	31, // 77: llmproxy.admin.v1.AdminService.GetConfig:input_type -> llmproxy.admin.v1.GetConfigRequest
+	33, // 78: llmproxy.admin.v1.AdminService.ApplyConfig:input_type -> llmproxy.admin.v1.ApplyConfigRequest
+	35, // 79: llmproxy.admin.v1.AdminService.ListProxies:input_type -> llmproxy.admin.v1.ListProxiesRequest
+	48, // 80: llmproxy.admin.v1.AdminService.ListRevisions:input_type -> llmproxy.admin.v1.ListRevisionsRequest
+	50, // 81: llmproxy.admin.v1.AdminService.GetRevision:input_type -> llmproxy.admin.v1.GetRevisionRequest
+	52, // 82: llmproxy.admin.v1.AdminService.DiffRevisions:input_type -> llmproxy.admin.v1.DiffRevisionsRequest
+	56, // 83: llmproxy.admin.v1.AdminService.RollbackRevision:input_type -> llmproxy.admin.v1.RollbackRevisionRequest
+	39, // 84: llmproxy.admin.v1.AdminService.GetUpstreamHealth:input_type -> llmproxy.admin.v1.GetUpstreamHealthRequest
+	43, // 85: llmproxy.admin.v1.AdminService.GetUsage:input_type -> llmproxy.admin.v1.GetUsageRequest
+	1,  // 86: llmproxy.admin.v1.AdminService.ListUpstreams:output_type -> llmproxy.admin.v1.ListUpstreamsResponse
+	59, // 87: llmproxy.admin.v1.AdminService.GetUpstream:output_type -> llmproxy.config.v1.Upstream
+	6,  // 88: llmproxy.admin.v1.AdminService.CreateUpstream:output_type -> llmproxy.admin.v1.UpstreamResponse
+	6,  // 89: llmproxy.admin.v1.AdminService.UpdateUpstream:output_type -> llmproxy.admin.v1.UpstreamResponse
+	7,  // 90: llmproxy.admin.v1.AdminService.DeleteUpstream:output_type -> llmproxy.admin.v1.DeleteResponse
+	9,  // 91: llmproxy.admin.v1.AdminService.ListUpstreamGroups:output_type -> llmproxy.admin.v1.ListUpstreamGroupsResponse
+	60, // 92: llmproxy.admin.v1.AdminService.GetUpstreamGroup:output_type -> llmproxy.config.v1.UpstreamGroup
+	15, // 93: llmproxy.admin.v1.AdminService.CreateUpstreamGroup:output_type -> llmproxy.admin.v1.UpstreamGroupResponse
+	15, // 94: llmproxy.admin.v1.AdminService.UpdateUpstreamGroup:output_type -> llmproxy.admin.v1.UpstreamGroupResponse
+	15, // 95: llmproxy.admin.v1.AdminService.PatchUpstreamGroup:output_type -> llmproxy.admin.v1.UpstreamGroupResponse
+	7,  // 96: llmproxy.admin.v1.AdminService.DeleteUpstreamGroup:output_type -> llmproxy.admin.v1.DeleteResponse
+	17, // 97: llmproxy.admin.v1.AdminService.ListForwards:output_type -> llmproxy.admin.v1.ListForwardsResponse
+	62, // 98: llmproxy.admin.v1.AdminService.GetForward:output_type -> llmproxy.config.v1.Forward
+	22, // 99: llmproxy.admin.v1.AdminService.CreateForward:output_type -> llmproxy.admin.v1.ForwardResponse
+	22, // 100: llmproxy.admin.v1.AdminService.UpdateForward:output_type -> llmproxy.admin.v1.ForwardResponse
+	7,  // 101: llmproxy.admin.v1.AdminService.DeleteForward:output_type -> llmproxy.admin.v1.DeleteResponse
+	25, // 102: llmproxy.admin.v1.AdminService.ListRoutes:output_type -> llmproxy.admin.v1.ListRoutesResponse
+	23, // 103: llmproxy.admin.v1.AdminService.GetRoute:output_type -> llmproxy.admin.v1.RouteEntry
+	30, // 104: llmproxy.admin.v1.AdminService.CreateRoute:output_type -> llmproxy.admin.v1.RouteResponse
+	30, // 105: llmproxy.admin.v1.AdminService.UpdateRoute:output_type -> llmproxy.admin.v1.RouteResponse
+	7,  // 106: llmproxy.admin.v1.AdminService.DeleteRoute:output_type -> llmproxy.admin.v1.DeleteResponse
+	32, // 107: llmproxy.admin.v1.AdminService.GetConfig:output_type -> llmproxy.admin.v1.GetConfigResponse
+	34, // 108: llmproxy.admin.v1.AdminService.ApplyConfig:output_type -> llmproxy.admin.v1.ApplyConfigResponse
+	36, // 109: llmproxy.admin.v1.AdminService.ListProxies:output_type -> llmproxy.admin.v1.ListProxiesResponse
+	49, // 110: llmproxy.admin.v1.AdminService.ListRevisions:output_type -> llmproxy.admin.v1.ListRevisionsResponse
+	51, // 111: llmproxy.admin.v1.AdminService.GetRevision:output_type -> llmproxy.admin.v1.GetRevisionResponse
+	53, // 112: llmproxy.admin.v1.AdminService.DiffRevisions:output_type -> llmproxy.admin.v1.ConfigDiff
+	34, // 113: llmproxy.admin.v1.AdminService.RollbackRevision:output_type -> llmproxy.admin.v1.ApplyConfigResponse
+	40, // 114: llmproxy.admin.v1.AdminService.GetUpstreamHealth:output_type -> llmproxy.admin.v1.UpstreamHealth
+	44, // 115: llmproxy.admin.v1.AdminService.GetUsage:output_type -> llmproxy.admin.v1.GetUsageResponse
+	86, // [86:116] is the sub-list for method output_type
+	56, // [56:86] is the sub-list for method input_type
+	56, // [56:56] is the sub-list for extension type_name
+	56, // [56:56] is the sub-list for extension extendee
+	0,  // [0:56] is the sub-list for field type_name
 }
 
 func init() { file_llmproxy_admin_v1_admin_proto_init() }
@@ -3863,15 +4784,15 @@ func file_llmproxy_admin_v1_admin_proto_init() {
 	file_llmproxy_admin_v1_admin_proto_msgTypes[28].OneofWrappers = []any{}
 	file_llmproxy_admin_v1_admin_proto_msgTypes[29].OneofWrappers = []any{}
 	file_llmproxy_admin_v1_admin_proto_msgTypes[33].OneofWrappers = []any{}
-	file_llmproxy_admin_v1_admin_proto_msgTypes[43].OneofWrappers = []any{}
-	file_llmproxy_admin_v1_admin_proto_msgTypes[47].OneofWrappers = []any{}
+	file_llmproxy_admin_v1_admin_proto_msgTypes[52].OneofWrappers = []any{}
+	file_llmproxy_admin_v1_admin_proto_msgTypes[56].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_llmproxy_admin_v1_admin_proto_rawDesc), len(file_llmproxy_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   50,
+			NumMessages:   59,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

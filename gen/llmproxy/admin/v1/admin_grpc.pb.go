@@ -51,6 +51,8 @@ const (
 	AdminService_GetRevision_FullMethodName         = "/llmproxy.admin.v1.AdminService/GetRevision"
 	AdminService_DiffRevisions_FullMethodName       = "/llmproxy.admin.v1.AdminService/DiffRevisions"
 	AdminService_RollbackRevision_FullMethodName    = "/llmproxy.admin.v1.AdminService/RollbackRevision"
+	AdminService_GetUpstreamHealth_FullMethodName   = "/llmproxy.admin.v1.AdminService/GetUpstreamHealth"
+	AdminService_GetUsage_FullMethodName            = "/llmproxy.admin.v1.AdminService/GetUsage"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -100,6 +102,12 @@ type AdminServiceClient interface {
 	DiffRevisions(ctx context.Context, in *DiffRevisionsRequest, opts ...grpc.CallOption) (*ConfigDiff, error)
 	// RollbackRevision applies a kept revision's config, secrets included, as a new revision.
 	RollbackRevision(ctx context.Context, in *RollbackRevisionRequest, opts ...grpc.CallOption) (*ApplyConfigResponse, error)
+	// GetUpstreamHealth gives every reporting proxy's view of one upstream (passive health: its
+	// breaker, traffic, errors and latency) and the fleet's verdict.
+	GetUpstreamHealth(ctx context.Context, in *GetUpstreamHealthRequest, opts ...grpc.CallOption) (*UpstreamHealth, error)
+	// GetUsage aggregates requests, errors and tokens by consumer, model or upstream from the
+	// per-minute rollups kept in the store (shared by every control-plane replica).
+	GetUsage(ctx context.Context, in *GetUsageRequest, opts ...grpc.CallOption) (*GetUsageResponse, error)
 }
 
 type adminServiceClient struct {
@@ -390,6 +398,26 @@ func (c *adminServiceClient) RollbackRevision(ctx context.Context, in *RollbackR
 	return out, nil
 }
 
+func (c *adminServiceClient) GetUpstreamHealth(ctx context.Context, in *GetUpstreamHealthRequest, opts ...grpc.CallOption) (*UpstreamHealth, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UpstreamHealth)
+	err := c.cc.Invoke(ctx, AdminService_GetUpstreamHealth_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) GetUsage(ctx context.Context, in *GetUsageRequest, opts ...grpc.CallOption) (*GetUsageResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetUsageResponse)
+	err := c.cc.Invoke(ctx, AdminService_GetUsage_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -437,6 +465,12 @@ type AdminServiceServer interface {
 	DiffRevisions(context.Context, *DiffRevisionsRequest) (*ConfigDiff, error)
 	// RollbackRevision applies a kept revision's config, secrets included, as a new revision.
 	RollbackRevision(context.Context, *RollbackRevisionRequest) (*ApplyConfigResponse, error)
+	// GetUpstreamHealth gives every reporting proxy's view of one upstream (passive health: its
+	// breaker, traffic, errors and latency) and the fleet's verdict.
+	GetUpstreamHealth(context.Context, *GetUpstreamHealthRequest) (*UpstreamHealth, error)
+	// GetUsage aggregates requests, errors and tokens by consumer, model or upstream from the
+	// per-minute rollups kept in the store (shared by every control-plane replica).
+	GetUsage(context.Context, *GetUsageRequest) (*GetUsageResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -530,6 +564,12 @@ func (UnimplementedAdminServiceServer) DiffRevisions(context.Context, *DiffRevis
 }
 func (UnimplementedAdminServiceServer) RollbackRevision(context.Context, *RollbackRevisionRequest) (*ApplyConfigResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RollbackRevision not implemented")
+}
+func (UnimplementedAdminServiceServer) GetUpstreamHealth(context.Context, *GetUpstreamHealthRequest) (*UpstreamHealth, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetUpstreamHealth not implemented")
+}
+func (UnimplementedAdminServiceServer) GetUsage(context.Context, *GetUsageRequest) (*GetUsageResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetUsage not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -1056,6 +1096,42 @@ func _AdminService_RollbackRevision_Handler(srv interface{}, ctx context.Context
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_GetUpstreamHealth_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetUpstreamHealthRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).GetUpstreamHealth(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_GetUpstreamHealth_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).GetUpstreamHealth(ctx, req.(*GetUpstreamHealthRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_GetUsage_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetUsageRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).GetUsage(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_GetUsage_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).GetUsage(ctx, req.(*GetUsageRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1174,6 +1250,14 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RollbackRevision",
 			Handler:    _AdminService_RollbackRevision_Handler,
+		},
+		{
+			MethodName: "GetUpstreamHealth",
+			Handler:    _AdminService_GetUpstreamHealth_Handler,
+		},
+		{
+			MethodName: "GetUsage",
+			Handler:    _AdminService_GetUsage_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
