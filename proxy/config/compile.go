@@ -231,6 +231,7 @@ func (b *builder) member(group string, u *validate.Upstream, weight int) *Member
 	m.BreakerRejected = mm.BreakerCalls.WithLabelValues(group, m.Name, u.RawURL, telemetry.ResultRejected)
 	m.PromptTokens = mm.Tokens.WithLabelValues(group, m.Name, telemetry.TokenPrompt)
 	m.CompletionTokens = mm.Tokens.WithLabelValues(group, m.Name, telemetry.TokenCompletion)
+	m.RateLimited = mm.UpstreamRateLimited.WithLabelValues(group, m.Name)
 	m.errConnect = mm.UpstreamErrors.WithLabelValues(UpstreamErrConnect, group, m.Name)
 	m.errTimeout = mm.UpstreamErrors.WithLabelValues(UpstreamErrTimeout, group, m.Name)
 	m.errStatus = mm.UpstreamErrors.WithLabelValues(UpstreamErrStatus, group, m.Name)

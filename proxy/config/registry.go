@@ -32,6 +32,20 @@ type Registry struct {
 	mu           sync.Mutex
 	st           *state
 	warnedGlobal bool
+
+	breakerListener atomic.Pointer[func()]
+}
+
+// OnBreakerChange makes fn run after every breaker transition of every upstream (the
+// control-plane reporter sends a report at once). fn runs on the goroutine that caused the
+// transition, with that breaker's lock held, so it must return at once and must not touch
+// the breaker (a non-blocking channel send). nil removes it. Safe for concurrent use.
+func (r *Registry) OnBreakerChange(fn func()) {
+	if fn == nil {
+		r.breakerListener.Store(nil)
+		return
+	}
+	r.breakerListener.Store(&fn)
 }
 
 // NewRegistry returns an empty registry. Breaker transitions are logged on logger and
@@ -142,6 +156,9 @@ func (r *Registry) onBreakerChange(name, rawURL string, st *upstreamState) func(
 			level = slog.LevelInfo
 		}
 		logger.Log(context.Background(), level, "circuit breaker state change", "upstream", name, "url", rawURL, "from", from.String(), "to", to.String())
+		if fn := r.breakerListener.Load(); fn != nil {
+			(*fn)()
+		}
 	}
 }
 

@@ -248,6 +248,7 @@ type Member struct {
 	BreakerSuccess, BreakerFailure    prometheus.Counter
 	BreakerRejected                   prometheus.Counter
 	PromptTokens, CompletionTokens    prometheus.Counter
+	RateLimited                       prometheus.Counter // answers with status 429
 	errConnect, errTimeout, errStatus prometheus.Counter
 	errStream, errOther               prometheus.Counter
 }

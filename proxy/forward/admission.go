@@ -88,6 +88,17 @@ func (ex *exchange) readBody() bool {
 	return true
 }
 
+// recordModel counts a routed request under its requested model for the control-plane
+// reports. The model is read from the body when it is in memory (bodies streamed straight
+// through count under "").
+func (ex *exchange) recordModel() {
+	model := ex.model
+	if model == "" && ex.body != nil {
+		model = modelOf(ex.body.data())
+	}
+	ex.rt.Metrics.Models.Record(model, ex.status >= 500, ex.usage.prompt, ex.usage.completion)
+}
+
 // modelOf returns the top-level "model" of a JSON body, or "".
 func modelOf(body []byte) string {
 	m, _ := topLevelString(body, modelKey)

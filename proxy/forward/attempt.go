@@ -141,6 +141,9 @@ func (ex *exchange) try(g *config.Group, m *config.Member, done func(bool)) *att
 			slog.String("error", a.err.Error()))
 		return a
 	}
+	if a.resp.StatusCode == http.StatusTooManyRequests {
+		m.RateLimited.Inc()
+	}
 	if a.failed() {
 		m.ErrorCounter(config.UpstreamErrStatus).Inc()
 		ex.h.logger.LogAttrs(ex.ctx, slog.LevelWarn, "upstream answered with a server error",

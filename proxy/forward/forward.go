@@ -251,6 +251,9 @@ func (ex *exchange) finish() {
 	if ex.perr != nil {
 		ex.fw.ErrorCounter(ex.perr.Kind, strconv.Itoa(ex.perr.Status)).Inc()
 	}
+	if ex.group != nil {
+		ex.recordModel()
+	}
 	if ex.body != nil {
 		ex.body.release()
 	}

@@ -52,6 +52,8 @@ type Metrics struct {
 	UpstreamDuration *prometheus.HistogramVec
 	// UpstreamErrors counts failed attempts by error kind, group and upstream.
 	UpstreamErrors *prometheus.CounterVec
+	// UpstreamRateLimited counts upstream answers with status 429 by group and upstream.
+	UpstreamRateLimited *prometheus.CounterVec
 
 	// BreakerStateChanges counts breaker transitions. Breakers belong to upstreams, not to
 	// groups (one upstream in two groups has one breaker), so the group label is always
@@ -81,6 +83,10 @@ type Metrics struct {
 	// AccessLogDropped counts access-log lines dropped because the log's output could not
 	// keep up or failed.
 	AccessLogDropped prometheus.Counter
+
+	// Models counts client requests and tokens per requested model for the control-plane
+	// reports; it is not exported to Prometheus (model names come from clients).
+	Models *UsageTable
 }
 
 // durationBuckets span fast non-stream answers to long generations.
@@ -90,7 +96,7 @@ var durationBuckets = []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10
 // collectors.
 func NewMetrics() *Metrics {
 	reg := prometheus.NewRegistry()
-	m := &Metrics{Registry: reg}
+	m := &Metrics{Registry: reg, Models: NewUsageTable(0)}
 	counter := func(name, help string, labels ...string) *prometheus.CounterVec {
 		c := prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)
 		reg.MustRegister(c)
@@ -113,6 +119,7 @@ func NewMetrics() *Metrics {
 	m.UpstreamRequests = counter("llmproxy_upstream_requests_total", "Upstream attempts.", "group", "upstream")
 	m.UpstreamDuration = histogram("llmproxy_upstream_duration_seconds", "Upstream attempt duration up to the response headers, in seconds.", "group", "upstream")
 	m.UpstreamErrors = counter("llmproxy_upstream_errors_total", "Failed upstream attempts by error kind.", "error", "group", "upstream")
+	m.UpstreamRateLimited = counter("llmproxy_upstream_rate_limited_total", "Upstream answers with status 429.", "group", "upstream")
 	m.BreakerStateChanges = counter("llmproxy_circuitbreaker_state_changes_total", "Circuit breaker transitions (group is empty: breakers are per upstream).", "group", "upstream", "url", "from", "to")
 	m.BreakerCalls = counter("llmproxy_circuitbreaker_calls_total", "Circuit breaker decisions per attempt.", "group", "upstream", "url", "result")
 	m.BreakerState = gauge("llmproxy_circuitbreaker_state", "Circuit breaker state: 0 closed, 1 open, 2 half-open.", "upstream")
