@@ -6,6 +6,10 @@
 //	llmproxy --config config.yaml [--admin-addr 127.0.0.1:9000] [--redis URL]
 //	llmproxy --config config.yaml --test
 //	llmproxy --control-plane 127.0.0.1:18000 [--node-id ID] [--state-dir .data/proxy]
+//	    [--report-interval 5s]
+//
+// With --control-plane the proxy also streams a report to the control plane every
+// --report-interval (0 turns reports off) and at once when a circuit breaker changes state.
 //
 // --pprof-addr 127.0.0.1:PORT serves net/http/pprof (/debug/pprof/) on a
 // loopback address for profiling; it is off unless given and refuses other addresses.
@@ -38,11 +42,13 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/llmproxy-go/llmproxy/controlplane/configfile"
+	"github.com/llmproxy-go/llmproxy/controlplane/reportwire"
 	"github.com/llmproxy-go/llmproxy/controlplane/validate"
 	configv1 "github.com/llmproxy-go/llmproxy/gen/llmproxy/config/v1"
 	"github.com/llmproxy-go/llmproxy/proxy/accesslog"
 	"github.com/llmproxy-go/llmproxy/proxy/config"
 	"github.com/llmproxy-go/llmproxy/proxy/forward"
+	"github.com/llmproxy-go/llmproxy/proxy/report"
 	"github.com/llmproxy-go/llmproxy/proxy/server"
 	"github.com/llmproxy-go/llmproxy/proxy/telemetry"
 )
@@ -64,6 +70,7 @@ type flags struct {
 	logLevel        string
 	pprofAddr       string
 	accessLog       bool
+	reportInterval  time.Duration
 }
 
 func parseFlags(args []string, stderr io.Writer) (*flags, error) {
@@ -81,6 +88,7 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "longest drain of in-flight requests on SIGTERM")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.BoolVar(&f.accessLog, "access-log", true, "log one JSON line per request, buffered (--access-log=false keeps the other logs)")
+	fs.DurationVar(&f.reportInterval, "report-interval", report.DefaultInterval, "with --control-plane: how often to report traffic and upstream health to it (0: never)")
 	fs.StringVar(&f.pprofAddr, "pprof-addr", "", "serve net/http/pprof on the loopback `HOST:PORT` (profiling; off by default)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -97,6 +105,8 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 		return nil, errors.New("--test needs --config FILE")
 	case f.shutdownTimeout <= 0:
 		return nil, errors.New("--shutdown-timeout must be positive")
+	case f.reportInterval != 0 && (f.reportInterval < reportwire.MinInterval || f.reportInterval > reportwire.MaxInterval):
+		return nil, fmt.Errorf("--report-interval %s: want 0 (off) or %s to %s", f.reportInterval, reportwire.MinInterval, reportwire.MaxInterval)
 	}
 	if f.pprofAddr != "" {
 		if err := checkLoopback(f.pprofAddr); err != nil {
@@ -327,6 +337,14 @@ func serve(ctx context.Context, f *flags, log *slog.Logger, accessOut io.Writer)
 		go func() {
 			errc <- runControlPlane(ctx, f.controlPlane, f.nodeID, f.stateDir, p.applyConfig, log)
 		}()
+		if f.reportInterval > 0 {
+			stopReports, err := startReports(p, f.controlPlane, f.nodeID, f.reportInterval, log)
+			if err != nil {
+				shutdown(p, f.shutdownTimeout)
+				return err
+			}
+			defer stopReports() // after the drain below, so drained requests are reported
+		}
 	}
 
 	var runErr error

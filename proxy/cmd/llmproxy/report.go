@@ -1,0 +1,66 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
+
+	"github.com/llmproxy-go/llmproxy/controlplane/manifest"
+	"github.com/llmproxy-go/llmproxy/proxy/report"
+	"github.com/llmproxy-go/llmproxy/proxy/xdsclient"
+)
+
+// startReports streams reports to the control plane at addr every interval (and on breaker
+// changes) until the returned stop func is called; stop makes the last report, waits for
+// it to be delivered (report.FlushTimeout at most) and returns. Call stop after the drain,
+// so the drained requests are counted.
+func startReports(p *proxy, addr, nodeID string, interval time.Duration, log *slog.Logger) (stop func(), err error) {
+	conn, err := grpc.NewClient(addr,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{
+			Time:                xdsclient.DefaultKeepalive,
+			Timeout:             10 * time.Second,
+			PermitWithoutStream: true,
+		}),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("start reports: %w", err)
+	}
+	rep, err := report.New(report.Options{
+		Conn:     conn,
+		NodeID:   nodeID,
+		Token:    os.Getenv(manifest.TokenEnv),
+		Interval: interval,
+		Sources:  []report.Source{report.Upstreams(p.holder), report.Models(p.metrics.Models)},
+		Revision: func() string {
+			if rt := p.holder.Load(); rt != nil {
+				return rt.Revision
+			}
+			return ""
+		},
+		Logger: log.With("component", "report"),
+	})
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("start reports: %w", err)
+	}
+	p.reg.OnBreakerChange(rep.Trigger)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = rep.Run(ctx)
+	}()
+	return func() {
+		p.reg.OnBreakerChange(nil)
+		cancel()
+		<-done
+		conn.Close()
+	}, nil
+}
