@@ -74,6 +74,34 @@ var migrations = []migration{
 				ADD COLUMN actor text NOT NULL DEFAULT ''`,
 		},
 	},
+	{
+		version: 3,
+		name:    "usage rollups per minute",
+		sqlite: []string{
+			`CREATE TABLE usage_minutes (
+				dimension TEXT NOT NULL,
+				minute INTEGER NOT NULL,
+				name TEXT NOT NULL,
+				requests INTEGER NOT NULL DEFAULT 0,
+				errors INTEGER NOT NULL DEFAULT 0,
+				prompt_tokens INTEGER NOT NULL DEFAULT 0,
+				completion_tokens INTEGER NOT NULL DEFAULT 0,
+				PRIMARY KEY (dimension, minute, name)
+			)`,
+		},
+		postgres: []string{
+			`CREATE TABLE usage_minutes (
+				dimension text NOT NULL,
+				minute bigint NOT NULL,
+				name text NOT NULL,
+				requests bigint NOT NULL DEFAULT 0,
+				errors bigint NOT NULL DEFAULT 0,
+				prompt_tokens bigint NOT NULL DEFAULT 0,
+				completion_tokens bigint NOT NULL DEFAULT 0,
+				PRIMARY KEY (dimension, minute, name)
+			)`,
+		},
+	},
 }
 
 // latestVersion is the schema version this binary migrates databases to.
@@ -86,6 +114,7 @@ var schemaTables = []struct {
 }{
 	{"config_head", []string{"id", "revision"}},
 	{"config_revisions", []string{"revision", "body", "created_at", "operation", "resources", "message", "actor"}},
+	{"usage_minutes", []string{"dimension", "minute", "name", "requests", "errors", "prompt_tokens", "completion_tokens"}},
 }
 
 // migrationsTable is the DDL of schema_migrations per backend. It is not a migration

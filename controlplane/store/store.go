@@ -16,7 +16,7 @@
 // PostgreSQL, or two processes on one SQLite file): writes serialize across
 // them and [Store.Watch] reports revisions committed by any of them.
 //
-// Schema (version 2; see migrate.go for the ordered migrations, recorded in
+// Schema (version 3; see migrate.go for the ordered migrations, recorded in
 // schema_migrations, and the consistency checks run at every Open):
 //
 //	schema_migrations(version primary key, name, applied_at)
@@ -27,6 +27,9 @@
 //	                 operation text,                  -- e.g. "ApplyConfig"
 //	                 resources text,                  -- JSON array of "kind/name"
 //	                 message text, actor text)
+//	usage_minutes(dimension, minute, name,            -- per-minute traffic rollups
+//	              requests, errors, prompt_tokens,    -- (see UsageStore)
+//	              completion_tokens)
 package store
 
 import (
@@ -148,6 +151,9 @@ type Store interface {
 	// Close stops background work, closes every Watch channel and releases
 	// the database. Calls after the first return nil.
 	Close() error
+
+	// UsageStore keeps the per-minute traffic rollups (see usage.go).
+	UsageStore
 }
 
 // Open opens the store named by dsn, creates or migrates its schema (safe
