@@ -190,6 +190,12 @@ func (a *adsService) DeltaAggregatedResources(stream discoveryv3.AggregatedDisco
 	return a.s.delta.DeltaStreamHandler(stream, resource.AnyType)
 }
 
+// Authorize checks ctx's credentials as ADS streams are checked, for the other streams
+// proxies open (reports), so that every proxy stream follows one rule: it fails with
+// Unauthenticated unless the metadata carries "authorization: Bearer <Token>" (anything
+// passes when Token is empty).
+func (s *Server) Authorize(ctx context.Context) error { return checkToken(ctx, s.token) }
+
 // checkToken fails with Unauthenticated unless ctx's metadata carries
 // "authorization: Bearer <token>". An empty token accepts everything.
 func checkToken(ctx context.Context, token string) error {

@@ -131,10 +131,15 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 	// xdsCtx ends before the gRPC server stops, so ADS streams can close by themselves.
 	xdsCtx, stopXDS := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopXDS()
-	fleet, err := setupXDS(xdsCtx, gs, st, reg, log.With("component", "xds"))
+	xdsSrv, err := setupXDS(xdsCtx, gs, st, reg, log.With("component", "xds"))
 	if err != nil {
 		return fmt.Errorf("set up xds: %w", err)
 	}
+	fleet, stopReports, err := setupReports(xdsCtx, gs, st, xdsSrv, reg, log.With("component", "reports"))
+	if err != nil {
+		return fmt.Errorf("set up reports: %w", err)
+	}
+	defer stopReports() // before st.Close: the last usage flush writes to the store
 	adminv1.RegisterAdminServiceServer(gs, admin.New(st, fleet, log.With("component", "admin")))
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)

@@ -18,11 +18,11 @@ import (
 var _ admin.FleetWatcher = (*xds.Server)(nil)
 
 // setupXDS registers the ADS service on gs, starts publishing store revisions as snapshots
-// and returns the fleet status for ListProxies. ctx is cancelled when the control plane
+// and returns the xDS server (its fleet status feeds ListProxies). ctx is cancelled when the control plane
 // shuts down, before gs stops: the publisher stops and ADS streams end. reg is the control
 // plane's metrics registry. When LLMPROXY_XDS_AUTH_TOKEN is set, ADS streams must carry
 // "authorization: Bearer <token>".
-func setupXDS(ctx context.Context, gs *grpc.Server, st store.Store, reg *prometheus.Registry, log *slog.Logger) (admin.Fleet, error) {
+func setupXDS(ctx context.Context, gs *grpc.Server, st store.Store, reg *prometheus.Registry, log *slog.Logger) (*xds.Server, error) {
 	srv, err := xds.New(ctx, xds.Options{
 		Logger:     log,
 		Registerer: reg,
