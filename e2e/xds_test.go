@@ -118,12 +118,18 @@ func (c *xdsCP) waitFleet(t *testing.T, rev uint64, nodes ...string) {
 // control plane or its state dir).
 func xdsStartProxy(t *testing.T, cp, node, stateDir string, env ...string) *proxy {
 	t.Helper()
+	return xdsStartProxyWith(t, cp, node, stateDir, env)
+}
+
+// xdsStartProxyWith is xdsStartProxy with extra flags.
+func xdsStartProxyWith(t *testing.T, cp, node, stateDir string, env []string, extraArgs ...string) *proxy {
+	t.Helper()
 	admin := harness.FreeAddr(t)
 	p := &proxy{Admin: "http://" + admin}
-	p.proc = harness.Start(t, harness.Binaries(t).Proxy, []string{
+	p.proc = harness.Start(t, harness.Binaries(t).Proxy, append([]string{
 		"--control-plane", cp, "--node-id", node, "--state-dir", stateDir,
 		"--admin-addr", admin, "--shutdown-timeout", "5s",
-	}, env...)
+	}, extraArgs...), env...)
 	waitReady(t, p)
 	return p
 }
