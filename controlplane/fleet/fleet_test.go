@@ -5,15 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/url"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -22,6 +19,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/llmproxy-go/llmproxy/controlplane/store"
+	"github.com/llmproxy-go/llmproxy/controlplane/store/storetest"
 	"github.com/llmproxy-go/llmproxy/controlplane/validate"
 	adminv1 "github.com/llmproxy-go/llmproxy/gen/llmproxy/admin/v1"
 	reportv1 "github.com/llmproxy-go/llmproxy/gen/llmproxy/report/v1"
@@ -301,7 +299,7 @@ func TestParseUsageQuery(t *testing.T) {
 // TestReplicasAgreeOnPostgres: two control planes on one PostgreSQL, each receiving the
 // reports of its own proxy, answer the same usage.
 func TestReplicasAgreeOnPostgres(t *testing.T) {
-	dsn := postgresDSN(t)
+	dsn := storetest.PostgresDSN(t, "fleet_test")
 	c := &clock{now: t0}
 	var replicas []*Reports
 	for range 2 {
@@ -329,42 +327,6 @@ func TestReplicasAgreeOnPostgres(t *testing.T) {
 			t.Errorf("replica %d: %s; want both proxies' requests", i, got)
 		}
 	}
-}
-
-// postgresDSN makes a schema of its own for the test (dropped at cleanup) and returns a DSN
-// selecting it; it skips when PostgreSQL is unreachable, unless CI is set.
-func postgresDSN(t *testing.T) string {
-	t.Helper()
-	base := os.Getenv("LLMPROXY_TEST_POSTGRES")
-	if base == "" {
-		base = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
-	}
-	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, base)
-	if err != nil {
-		if ci := os.Getenv("CI"); ci != "" && ci != "false" && ci != "0" {
-			t.Fatalf("PostgreSQL unreachable and CI is set: %v", err)
-		}
-		t.Skipf("skipping: PostgreSQL unreachable (%v)", err)
-	}
-	defer conn.Close(context.Background())
-	schema := fmt.Sprintf("fleet_test_%d", time.Now().UnixNano())
-	if _, err := conn.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		c, err := pgx.Connect(context.Background(), base)
-		if err == nil {
-			c.Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE")
-			c.Close(context.Background())
-		}
-	})
-	u, _ := url.Parse(base)
-	q := u.Query()
-	q.Set("search_path", schema)
-	u.RawQuery = q.Encode()
-	return u.String()
 }
 
 // TestStreamReports runs the service over gRPC with a token check: a good stream is
