@@ -23,6 +23,7 @@ type Report struct {
 	Streaming   []StreamRow        `json:"streaming"`
 	IdleStreams []IdleRow          `json:"idle_streams"`
 	Propagation []PropagationRow   `json:"propagation"`
+	Reports     []ReportsRow       `json:"reports,omitempty"`
 	Errors      []string           `json:"errors,omitempty"`
 	Extra       map[string]float64 `json:"extra,omitempty"`
 }
@@ -87,13 +88,45 @@ type PropagationRow struct {
 // PropagationFunc measures config propagation to n simulated proxies; set by propagation.go.
 var PropagationFunc func(ctx context.Context, o Options, n int) (PropagationRow, error)
 
-// Run measures everything and returns the report.
+// ReportsRow is the control plane's cost of the reports of a simulated fleet.
+type ReportsRow struct {
+	Proxies       int     `json:"proxies"`
+	IntervalSec   float64 `json:"report_interval_seconds"`
+	Upstreams     int     `json:"upstreams_per_report"`
+	Models        int     `json:"models_per_report"`
+	WindowSec     float64 `json:"window_seconds"`
+	Received      int     `json:"reports_received"`
+	ReportsPerSec float64 `json:"reports_per_second"`
+	CPUPercent    float64 `json:"controlplane_cpu_percent_of_one_core"`
+	CPPeakRSS     float64 `json:"controlplane_peak_rss_mb"`
+	UsageOK       bool    `json:"usage_matches"`
+}
+
+// ReportsFunc measures the control plane under the reports of n simulated proxies; set by
+// reports.go.
+var ReportsFunc func(ctx context.Context, o Options, n int) (ReportsRow, error)
+
+// Run measures the sections o selects and returns the report.
 func Run(ctx context.Context, o Options) (*Report, error) {
 	r := &Report{When: time.Now().UTC(), Machine: machine(), Extra: map[string]float64{}}
 	limit := RaiseFileLimit(65536)
+	if o.Selected(SectionProxy) {
+		if err := measureProxy(ctx, o, r, limit); err != nil {
+			return nil, err
+		}
+	}
+	if o.Selected(SectionFleet) {
+		measureFleet(ctx, o, r)
+	}
+	return r, nil
+}
+
+// measureProxy is sections 1 to 3 and the idle streams: mockllm direct, nginx and the proxy
+// side by side.
+func measureProxy(ctx context.Context, o Options, r *Report, limit uint64) error {
 	env, err := StartEnv(ctx, o)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer env.Stop()
 	nginx, haveNginx := env.Target("nginx")
@@ -212,9 +245,12 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		}
 		r.IdleStreams = append(r.IdleStreams, row)
 	}
-	env.Stop()
+	return nil
+}
 
-	// 4. Config propagation to a simulated fleet.
+// measureFleet is section 4: config propagation to a simulated fleet, and the control
+// plane's cost of a fleet's reports.
+func measureFleet(ctx context.Context, o Options, r *Report) {
 	if PropagationFunc != nil {
 		for _, n := range o.Fleet {
 			row, err := PropagationFunc(ctx, o, n)
@@ -226,7 +262,17 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			o.Log.Info("propagation", "proxies", n, "p50_ms", row.P50, "p99_ms", row.P99)
 		}
 	}
-	return r, nil
+	if ReportsFunc != nil {
+		for _, n := range o.Reporters {
+			row, err := ReportsFunc(ctx, o, n)
+			if err != nil {
+				r.Errors = append(r.Errors, fmt.Sprintf("reports from %d proxies: %v", n, err))
+				continue
+			}
+			r.Reports = append(r.Reports, row)
+			o.Log.Info("reports", "proxies", n, "cp_cpu_percent", row.CPUPercent, "reports_per_second", row.ReportsPerSec)
+		}
+	}
 }
 
 func mockInFlight(addr string) (int, error) {
@@ -273,6 +319,32 @@ func machine() string {
 func (r *Report) Print(w io.Writer) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintf(w, "LLMProxy for Go benchmark, %s, %s\n\n", r.When.Format(time.RFC3339), r.Machine)
+	if len(r.FixedRate) > 0 || len(r.Saturation) > 0 || len(r.Streaming) > 0 {
+		r.printProxy(w, tw)
+	}
+	if len(r.Propagation) > 0 {
+		fmt.Fprintln(w, "\n4. Fleet: config propagation (admin write → every simulated proxy applied it)")
+		fmt.Fprintln(tw, "proxies\tupstreams\twrites\tp50 ms\tp99 ms\tmax ms\tCP CPU s\tCP peak RSS MB\tinitial sync s\t")
+		for _, x := range r.Propagation {
+			fmt.Fprintf(tw, "%d\t%d\t%d\t%.1f\t%.1f\t%.1f\t%.2f\t%.1f\t%.2f\t\n", x.Proxies, x.Upstreams, x.Writes, x.P50, x.P99, x.Max, x.CPCPUSec, x.CPPeakRSS, x.InitialSec)
+		}
+		tw.Flush()
+	}
+	if len(r.Reports) > 0 {
+		fmt.Fprintln(w, "\n4b. Fleet: proxy reports (control plane receiving, keeping and rolling up; target < 10% of one core at 500 proxies every 5 s)")
+		fmt.Fprintln(tw, "proxies\tinterval s\tupstreams\tmodels\twindow s\treports/s\tCP CPU % of one core\tCP peak RSS MB\tusage ok\t")
+		for _, x := range r.Reports {
+			fmt.Fprintf(tw, "%d\t%.0f\t%d\t%d\t%.0f\t%.1f\t%.2f\t%.1f\t%v\t\n", x.Proxies, x.IntervalSec, x.Upstreams, x.Models, x.WindowSec, x.ReportsPerSec, x.CPUPercent, x.CPPeakRSS, x.UsageOK)
+		}
+		tw.Flush()
+	}
+	for _, e := range r.Errors {
+		fmt.Fprintf(w, "error: %s\n", e)
+	}
+}
+
+// printProxy prints sections 1 to 3 and the idle streams.
+func (r *Report) printProxy(w io.Writer, tw *tabwriter.Writer) {
 	fmt.Fprintln(w, "1. Fixed rate (open loop, non-streaming chat completions); added = over direct")
 	fmt.Fprintln(tw, "rate/s\ttarget\tp50 ms\tp90 ms\tp99 ms\tadded p50\tadded p99\tvs nginx\terrors\tRSS MB\t")
 	for _, x := range r.FixedRate {
@@ -300,15 +372,6 @@ func (r *Report) Print(w io.Writer) {
 		fmt.Fprintf(tw, "%d\t%.1f\t%.1f\t%.1f\t%.1f\t\n", x.Streams, x.KiBPerStream, x.NginxKiBPerStr, x.RSSBeforeMB, x.RSSWithOpenMB)
 	}
 	tw.Flush()
-	fmt.Fprintln(w, "\n4. Config propagation (admin write → every simulated proxy applied it)")
-	fmt.Fprintln(tw, "proxies\tupstreams\twrites\tp50 ms\tp99 ms\tmax ms\tCP CPU s\tCP peak RSS MB\tinitial sync s\t")
-	for _, x := range r.Propagation {
-		fmt.Fprintf(tw, "%d\t%d\t%d\t%.1f\t%.1f\t%.1f\t%.2f\t%.1f\t%.2f\t\n", x.Proxies, x.Upstreams, x.Writes, x.P50, x.P99, x.Max, x.CPCPUSec, x.CPPeakRSS, x.InitialSec)
-	}
-	tw.Flush()
-	for _, e := range r.Errors {
-		fmt.Fprintf(w, "error: %s\n", e)
-	}
 }
 
 // Save writes the report as JSON into dir and returns the path.

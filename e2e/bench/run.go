@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -21,7 +22,27 @@ type Options struct {
 	Conc     int           // closed-loop concurrency
 	Idle     []int         // idle stream counts
 	Fleet    []int         // simulated proxy counts for propagation
+	// Reporters are the simulated proxy counts for the report load; ReportEvery is their
+	// report interval and ReportWindow how long the control plane's CPU is measured.
+	Reporters    []int
+	ReportEvery  time.Duration
+	ReportWindow time.Duration
+	// Sections selects what runs (SectionProxy, SectionFleet); empty runs everything.
+	Sections []string
 	Log      *slog.Logger
+}
+
+// Sections of a run.
+const (
+	// SectionProxy is sections 1 to 3 and the idle streams: the proxy against nginx.
+	SectionProxy = "proxy"
+	// SectionFleet is section 4: propagation and reports to and from a simulated fleet.
+	SectionFleet = "fleet"
+)
+
+// Selected reports whether the run includes section.
+func (o Options) Selected(section string) bool {
+	return len(o.Sections) == 0 || slices.Contains(o.Sections, section)
 }
 
 // Target is one thing under load: direct to the mock, through nginx, through the proxy.

@@ -1,7 +1,11 @@
 // Command benchharness runs the benchmarks behind `make bench`: mockllm direct, nginx as a
 // plain keepalive reverse proxy (when installed) and llmproxy side by side on loopback, plus
-// config propagation to a simulated fleet. It prints one table and writes the JSON report
-// under bench/out/. Every load step is bounded in time and everything started is stopped.
+// the fleet section: config propagation to a simulated fleet and the control plane's cost of
+// a simulated fleet's reports. It prints one table and writes the JSON report under
+// bench/out/. Every load step is bounded in time and everything started is stopped.
+// --only fleet (or proxy) runs one section, e.g.
+//
+//	go run ./e2e/cmd/benchharness --bin bin --only fleet --fleet "" --reports 500
 package main
 
 import (
@@ -28,6 +32,10 @@ func main() {
 		conc   = flag.Int("concurrency", 32, "closed-loop concurrency")
 		idle   = flag.String("idle", "1000,10000", "idle open stream counts")
 		fleet  = flag.String("fleet", "100,500", "simulated proxy counts for propagation")
+		repN   = flag.String("reports", "500", "simulated proxy counts for the report load on the control plane")
+		repEv  = flag.Duration("report-interval", 5*time.Second, "the simulated proxies' report interval")
+		repWin = flag.Duration("report-window", time.Minute, "how long the control plane's CPU is measured under reports")
+		only   = flag.String("only", "", "run only these sections, comma-separated: proxy (sections 1-3), fleet (section 4: propagation and reports)")
 	)
 	flag.Parse()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
@@ -44,6 +52,16 @@ func main() {
 	o := bench.Options{
 		BinDir: *binDir, WorkDir: work, Duration: *dur, Conc: *conc, Log: log,
 		Rates: ints(*rates), Idle: ints(*idle), Fleet: ints(*fleet),
+		Reporters: ints(*repN), ReportEvery: *repEv, ReportWindow: *repWin,
+	}
+	for _, sec := range strings.Split(*only, ",") {
+		switch sec = strings.TrimSpace(sec); sec {
+		case "":
+		case bench.SectionProxy, bench.SectionFleet:
+			o.Sections = append(o.Sections, sec)
+		default:
+			fatal(fmt.Errorf("--only: unknown section %q (want proxy or fleet)", sec))
+		}
 	}
 	start := time.Now()
 	r, err := bench.Run(ctx, o)
