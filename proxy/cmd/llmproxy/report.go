@@ -4,14 +4,12 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"os"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 
-	"github.com/llmproxy-go/llmproxy/controlplane/manifest"
 	"github.com/llmproxy-go/llmproxy/proxy/report"
 	"github.com/llmproxy-go/llmproxy/proxy/xdsclient"
 )
@@ -35,7 +33,7 @@ func startReports(p *proxy, addr, nodeID string, interval time.Duration, log *sl
 	rep, err := report.New(report.Options{
 		Conn:     conn,
 		NodeID:   nodeID,
-		Token:    os.Getenv(manifest.TokenEnv),
+		Token:    controlPlaneToken(),
 		Interval: interval,
 		Sources:  []report.Source{report.Upstreams(p.holder), report.Models(p.metrics.Models)},
 		Revision: func() string {

@@ -22,6 +22,10 @@ func runControlPlane(ctx context.Context, addr, nodeID, stateDir string, apply f
 		StateDir: stateDir,
 		Apply:    apply,
 		Logger:   log.With("component", "xds"),
-		Token:    os.Getenv(manifest.TokenEnv),
+		Token:    controlPlaneToken(),
 	})
 }
+
+// controlPlaneToken is the bearer token sent on every stream to the control plane: ADS and
+// reports (the control plane checks both with one rule).
+func controlPlaneToken() string { return os.Getenv(manifest.TokenEnv) }
