@@ -51,7 +51,10 @@ const StaleIntervals = 3
 
 // StatusSource is the ADS side of the fleet status (controlplane/xds.Server).
 type StatusSource interface {
+	// Proxies returns the ADS status of every known proxy.
 	Proxies() []*adminv1.ProxyStatus
+	// Changed returns a channel closed at the next change of any proxy's ADS status.
+	Changed() <-chan struct{}
 }
 
 // Options configures Reports.
@@ -81,8 +84,9 @@ type Options struct {
 }
 
 // Reports is the control plane's side of proxy reports. It serves ReportService, keeps the
-// latest report per proxy, and answers the fleet views (it implements admin.Fleet and
-// admin.FleetReports). Its methods are safe for concurrent use.
+// latest report per proxy, and answers the fleet views (it implements admin.FleetWatcher,
+// passing its Status's change signal through, and admin.FleetReports). Its methods are safe
+// for concurrent use.
 type Reports struct {
 	reportv1.UnimplementedReportServiceServer
 

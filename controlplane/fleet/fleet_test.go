@@ -45,6 +45,8 @@ func (c *clock) Add(d time.Duration) {
 
 type statusList []string
 
+func (s statusList) Changed() <-chan struct{} { return nil }
+
 func (s statusList) Proxies() []*adminv1.ProxyStatus {
 	var out []*adminv1.ProxyStatus
 	for _, n := range s {

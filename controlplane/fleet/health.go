@@ -55,6 +55,15 @@ func (r *Reports) Proxies() []*adminv1.ProxyStatus {
 	return ps
 }
 
+// Changed returns the Status's change signal (ADS status only: a report is not a change a
+// write waits for); without a Status, a channel that is never closed.
+func (r *Reports) Changed() <-chan struct{} {
+	if r.opts.Status == nil {
+		return make(chan struct{})
+	}
+	return r.opts.Status.Changed()
+}
+
 // forgetLocked drops proxies silent for longer than ForgetAfter. r.mu is held.
 func (r *Reports) forgetLocked(now time.Time) {
 	for node, st := range r.proxies {

@@ -7,9 +7,16 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 
+	"github.com/llmproxy-go/llmproxy/controlplane/admin"
 	"github.com/llmproxy-go/llmproxy/controlplane/fleet"
 	"github.com/llmproxy-go/llmproxy/controlplane/store"
 	"github.com/llmproxy-go/llmproxy/controlplane/xds"
+)
+
+// The admin API's fleet keeps the xDS server's change signal, and adds the report views.
+var (
+	_ admin.FleetWatcher = (*fleet.Reports)(nil)
+	_ admin.FleetReports = (*fleet.Reports)(nil)
 )
 
 // setupReports registers the report service on gs, with the ADS streams' auth rule, and
