@@ -6,9 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,11 +16,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/llmproxy-go/llmproxy/controlplane/store/storetest"
 	"github.com/llmproxy-go/llmproxy/e2e/harness"
 	adminv1 "github.com/llmproxy-go/llmproxy/gen/llmproxy/admin/v1"
 )
@@ -188,53 +186,10 @@ func runCtl(t *testing.T, bin, grpcAddr, token, stdin string, args ...string) (s
 	return out.String(), errb.String(), cmd.ProcessState.ExitCode()
 }
 
-const cpDefaultPostgres = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
-
 // cpPostgresDSN creates a schema of its own for the test (dropped at cleanup) and returns
 // a DSN whose search_path selects it. It skips when PostgreSQL is unreachable, unless CI is
 // set. LLMPROXY_TEST_POSTGRES overrides the server.
-func cpPostgresDSN(t *testing.T) string {
-	t.Helper()
-	base := os.Getenv("LLMPROXY_TEST_POSTGRES")
-	if base == "" {
-		base = cpDefaultPostgres
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, base)
-	if err != nil {
-		if ci := os.Getenv("CI"); ci != "" && ci != "false" && ci != "0" {
-			t.Fatalf("PostgreSQL unreachable and CI is set: %v", err)
-		}
-		t.Skipf("skipping: PostgreSQL unreachable (%v)", err)
-	}
-	defer conn.Close(context.Background())
-	schema := fmt.Sprintf("e2e_cpapi_%d_%d", time.Now().UnixNano(), rand.Uint32())
-	if _, err := conn.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
-		t.Fatalf("create schema: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		c, err := pgx.Connect(ctx, base)
-		if err != nil {
-			t.Errorf("drop schema %s: %v", schema, err)
-			return
-		}
-		defer c.Close(ctx)
-		if _, err := c.Exec(ctx, "DROP SCHEMA "+schema+" CASCADE"); err != nil {
-			t.Errorf("drop schema %s: %v", schema, err)
-		}
-	})
-	u, err := url.Parse(base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	q := u.Query()
-	q.Set("search_path", schema)
-	u.RawQuery = q.Encode()
-	return u.String()
-}
+func cpPostgresDSN(t *testing.T) string { return storetest.PostgresDSN(t, "e2e_cpapi") }
 
 // eachStore runs test as two subtests named by backend: on a fresh SQLite file, and on a
 // fresh PostgreSQL schema (see cpPostgresDSN), with postgres set.

@@ -4,24 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
-	"net/url"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/llmproxy-go/llmproxy/controlplane/store/storetest"
 	configv1 "github.com/llmproxy-go/llmproxy/gen/llmproxy/config/v1"
 )
-
-// defaultTestPostgres is the PostgreSQL of the development machine and CI;
-// LLMPROXY_TEST_POSTGRES overrides it.
-const defaultTestPostgres = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
 
 // backend makes a fresh, empty database for one test and returns its DSN.
 // Calling it once and opening the DSN twice gives two Stores (two
@@ -57,48 +50,7 @@ func sqliteDSN(t *testing.T) string {
 // postgresDSN creates a schema of its own for the test, dropped at cleanup,
 // and returns a DSN whose search_path selects it. It skips the test when
 // PostgreSQL is unreachable, unless CI is set.
-func postgresDSN(t *testing.T) string {
-	t.Helper()
-	base := os.Getenv("LLMPROXY_TEST_POSTGRES")
-	if base == "" {
-		base = defaultTestPostgres
-	}
-	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, base)
-	if err != nil {
-		if ci := os.Getenv("CI"); ci != "" && ci != "false" && ci != "0" {
-			t.Fatalf("PostgreSQL unreachable and CI is set: %v", err)
-		}
-		t.Skipf("skipping: PostgreSQL unreachable (%v); set CI=true to make this a failure", err)
-	}
-	defer func() { _ = conn.Close(context.Background()) }()
-	schema := fmt.Sprintf("store_test_%d_%d", time.Now().UnixNano(), rand.Uint32())
-	if _, err := conn.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
-		t.Fatalf("create schema: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		c, err := pgx.Connect(ctx, base)
-		if err != nil {
-			t.Errorf("drop schema %s: %v", schema, err)
-			return
-		}
-		defer func() { _ = c.Close(ctx) }()
-		if _, err := c.Exec(ctx, "DROP SCHEMA "+schema+" CASCADE"); err != nil {
-			t.Errorf("drop schema %s: %v", schema, err)
-		}
-	})
-	u, err := url.Parse(base)
-	if err != nil {
-		t.Fatalf("parse %s: %v", base, err)
-	}
-	q := u.Query()
-	q.Set("search_path", schema)
-	u.RawQuery = q.Encode()
-	return u.String()
-}
+func postgresDSN(t *testing.T) string { return storetest.PostgresDSN(t, "store_test") }
 
 // openStore opens dsn with opts and closes it at cleanup.
 func openStore(t *testing.T, dsn string, opts options) Store {

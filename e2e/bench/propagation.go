@@ -57,28 +57,11 @@ type simProxy struct {
 // it, so the figure is the control plane's fan-out plus the client's decode and assembly.
 func Propagation(ctx context.Context, o Options, n int) (PropagationRow, error) {
 	row := PropagationRow{Proxies: n, Upstreams: propUpstreams, Writes: propWrites}
-	dir, err := os.MkdirTemp(o.WorkDir, "prop-")
-	if err != nil {
-		return row, err
-	}
-	boot := filepath.Join(dir, "fleet.yaml")
-	if err := os.WriteFile(boot, []byte(fleetConfig()), 0o600); err != nil {
-		return row, err
-	}
-	grpcAddr, _ := FreeAddr()
-	httpAddr, _ := FreeAddr()
-	cp, err := Start(dir, "controlplane", filepath.Join(o.BinDir, "llmproxy-controlplane"), []string{
-		"--store", "sqlite:" + filepath.Join(dir, "cp.db"), "--grpc-addr", grpcAddr, "--http-addr", httpAddr,
-		"--bootstrap", boot, "--log-level", "warn",
-	}, "LLMPROXY_ADMIN_AUTH_TOKEN=", "LLMPROXY_XDS_AUTH_TOKEN=")
+	cp, grpcAddr, api, err := startControlPlane(ctx, o, "prop-", fleetConfig())
 	if err != nil {
 		return row, err
 	}
 	defer cp.Stop()
-	api := "http://" + httpAddr
-	if err := WaitHTTP(ctx, api+"/health", 20*time.Second); err != nil {
-		return row, err
-	}
 	rev0, err := currentRevision(api)
 	if err != nil {
 		return row, err
@@ -135,6 +118,35 @@ func Propagation(ctx context.Context, o Options, n int) (PropagationRow, error) 
 	row.CPCPUSec = cpu1 - cpu0
 	row.CPPeakRSS = float64(peak) / (1 << 20)
 	return row, nil
+}
+
+// startControlPlane starts llmproxy-controlplane on a fresh SQLite store in a new directory
+// (named after prefix) under o.WorkDir, bootstrapped with config, without auth tokens, and
+// waits until it answers. It returns the process, its gRPC address and its REST base URL.
+func startControlPlane(ctx context.Context, o Options, prefix, config string) (cp *Proc, grpcAddr, api string, err error) {
+	dir, err := os.MkdirTemp(o.WorkDir, prefix)
+	if err != nil {
+		return nil, "", "", err
+	}
+	boot := filepath.Join(dir, "fleet.yaml")
+	if err := os.WriteFile(boot, []byte(config), 0o600); err != nil {
+		return nil, "", "", err
+	}
+	grpcAddr, _ = FreeAddr()
+	httpAddr, _ := FreeAddr()
+	cp, err = Start(dir, "controlplane", filepath.Join(o.BinDir, "llmproxy-controlplane"), []string{
+		"--store", "sqlite:" + filepath.Join(dir, "cp.db"), "--grpc-addr", grpcAddr, "--http-addr", httpAddr,
+		"--bootstrap", boot, "--log-level", "warn",
+	}, "LLMPROXY_ADMIN_AUTH_TOKEN=", "LLMPROXY_XDS_AUTH_TOKEN=")
+	if err != nil {
+		return nil, "", "", err
+	}
+	api = "http://" + httpAddr
+	if err := WaitHTTP(ctx, api+"/health", 20*time.Second); err != nil {
+		cp.Stop()
+		return nil, "", "", err
+	}
+	return cp, grpcAddr, api, nil
 }
 
 func waitAll(ctx context.Context, sims []*simProxy, rev uint64, timeout time.Duration) error {

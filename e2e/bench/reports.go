@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -89,28 +87,11 @@ func Reports(ctx context.Context, o Options, n int) (ReportsRow, error) {
 		window = time.Minute
 	}
 	row := ReportsRow{Proxies: n, IntervalSec: every.Seconds(), Upstreams: reportUpstreams, Models: reportModels, WindowSec: window.Seconds()}
-	dir, err := os.MkdirTemp(o.WorkDir, "reports-")
-	if err != nil {
-		return row, err
-	}
-	boot := filepath.Join(dir, "fleet.yaml")
-	if err := os.WriteFile(boot, []byte(reportsConfig()), 0o600); err != nil {
-		return row, err
-	}
-	grpcAddr, _ := FreeAddr()
-	httpAddr, _ := FreeAddr()
-	cp, err := Start(dir, "controlplane", filepath.Join(o.BinDir, "llmproxy-controlplane"), []string{
-		"--store", "sqlite:" + filepath.Join(dir, "cp.db"), "--grpc-addr", grpcAddr, "--http-addr", httpAddr,
-		"--bootstrap", boot, "--log-level", "warn",
-	}, "LLMPROXY_ADMIN_AUTH_TOKEN=", "LLMPROXY_XDS_AUTH_TOKEN=")
+	cp, grpcAddr, api, err := startControlPlane(ctx, o, "reports-", reportsConfig())
 	if err != nil {
 		return row, err
 	}
 	defer cp.Stop()
-	api := "http://" + httpAddr
-	if err := WaitHTTP(ctx, api+"/health", 20*time.Second); err != nil {
-		return row, err
-	}
 
 	var total atomic.Uint64
 	sctx, stop := context.WithCancel(ctx)
