@@ -23,6 +23,7 @@ var contract = []string{
 	"controlplane/route",      // route-pattern and model-glob syntax
 	"controlplane/redact",     // which values are secret, and how they are hidden
 	"controlplane/manifest",   // the xDS wire contract
+	"controlplane/reportwire", // the proxy report's wire contract: size bounds, the check
 }
 
 // crossTests are the test files allowed to import across the halves: tests of the xDS wire
