@@ -46,14 +46,7 @@ GET /api/v1/revisions/REV/diff?base=BASE answers.`,
 		if err != nil {
 			return err
 		}
-		switch out.value {
-		case "json":
-			return c.printJSON(d)
-		case "yaml":
-			return c.printYAML(d)
-		}
-		c.printDiff(d)
-		return nil
+		return c.printMessage(out.value, d, func() error { c.printDiff(d); return nil })
 	}
 	return cmd
 }

@@ -64,13 +64,7 @@ older revision's config again.`,
 				break
 			}
 		}
-		switch out.value {
-		case "json":
-			return c.printJSON(resp)
-		case "yaml":
-			return c.printYAML(resp)
-		}
-		return c.historyTable(resp, pageSize)
+		return c.printMessage(out.value, resp, func() error { return c.historyTable(resp, pageSize) })
 	}
 	return cmd
 }

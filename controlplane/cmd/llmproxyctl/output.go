@@ -72,12 +72,43 @@ func (c *cli) printJSON(m proto.Message) error {
 	return err
 }
 
+// printMessage writes m, a call's answer, in format: "json" (printJSON), "yaml"
+// (printYAML), else by calling table.
+func (c *cli) printMessage(format string, m proto.Message, table func() error) error {
+	switch format {
+	case "json":
+		return c.printJSON(m)
+	case "yaml":
+		return c.printYAML(m)
+	}
+	return table()
+}
+
 // printYAML writes m as YAML with the REST API's field names and values.
 func (c *cli) printYAML(m proto.Message) error {
 	b, err := jsonOf(m)
 	if err != nil {
 		return err
 	}
+	return c.writeYAML(b)
+}
+
+// printValue writes v, a value of ours with snake_case JSON tags, as indented JSON or, for
+// format "yaml", as block YAML with the same field names.
+func (c *cli) printValue(v any, format string) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode json: %w", err)
+	}
+	if format == "yaml" {
+		return c.writeYAML(b)
+	}
+	_, err = c.stdout.Write(append(b, '\n'))
+	return err
+}
+
+// writeYAML writes the JSON document b as block YAML.
+func (c *cli) writeYAML(b []byte) error {
 	var doc yaml.Node
 	if err := yaml.Unmarshal(b, &doc); err != nil {
 		return fmt.Errorf("encode yaml: %w", err)
@@ -92,7 +123,7 @@ func (c *cli) printYAML(m proto.Message) error {
 	if err := enc.Close(); err != nil {
 		return fmt.Errorf("encode yaml: %w", err)
 	}
-	_, err = c.stdout.Write(buf.Bytes())
+	_, err := c.stdout.Write(buf.Bytes())
 	return err
 }
 

@@ -29,13 +29,7 @@ GET /api/v1/proxies answers.`,
 		if err != nil {
 			return err
 		}
-		switch out.value {
-		case "json":
-			return c.printJSON(resp)
-		case "yaml":
-			return c.printYAML(resp)
-		}
-		return c.statusTable(resp)
+		return c.printMessage(out.value, resp, func() error { return c.statusTable(resp) })
 	}
 	return cmd
 }
