@@ -119,23 +119,34 @@ func fleetSend(t *testing.T, forward, model string) int {
 	return a.Status
 }
 
-// TestFleetReports: a control plane and two proxies whose upstream "llm" reaches a mockllm
-// of their own. When one mockllm fails, that proxy's breaker opens and the fleet verdict
-// turns degraded within one report interval; the per-proxy views agree with each proxy's
-// own /metrics; usage by model counts every request sent.
-func TestFleetReports(t *testing.T) {
+// reportingFleet is a control plane and two proxies, p1 and p2, reporting every
+// fleetReportInterval, whose upstream "llm" reaches mockllm "a" through p1 and "b" through
+// p2; both serve the forward.
+type reportingFleet struct {
+	cp      *xdsCP
+	mocks   map[string]*mock
+	p1, p2  *proxy
+	forward string
+}
+
+// startReportingFleet starts a reportingFleet and waits until both proxies have applied
+// the bootstrap revision and reported, as /api/v1/proxies shows.
+func startReportingFleet(t *testing.T) reportingFleet {
+	t.Helper()
 	mocks := startMocks(t, nil, "a", "b")
 	port := harness.FreePort(t)
-	forward := fmt.Sprintf("http://127.0.0.1:%d", port)
 	boot := harness.WriteFile(t, "bootstrap.yaml", renderConfig(t, fleetBootstrap, map[string]any{"Port": port}))
 	grpcAddr, httpAddr := harness.FreeAddr(t), harness.FreeAddr(t)
 	cp := xdsStartCP(t, "sqlite:"+t.TempDir()+"/cp.db", grpcAddr, httpAddr, "--bootstrap", boot)
 	interval := []string{"--report-interval", fleetReportInterval.String()}
-	p1 := xdsStartProxyWith(t, grpcAddr, "p1", t.TempDir(), []string{"FLEET_E2E_LLM_URL=" + mocks["a"].URL}, interval...)
-	p2 := xdsStartProxyWith(t, grpcAddr, "p2", t.TempDir(), []string{"FLEET_E2E_LLM_URL=" + mocks["b"].URL}, interval...)
+	f := reportingFleet{
+		cp:      cp,
+		mocks:   mocks,
+		p1:      xdsStartProxyWith(t, grpcAddr, "p1", t.TempDir(), []string{"FLEET_E2E_LLM_URL=" + mocks["a"].URL}, interval...),
+		p2:      xdsStartProxyWith(t, grpcAddr, "p2", t.TempDir(), []string{"FLEET_E2E_LLM_URL=" + mocks["b"].URL}, interval...),
+		forward: fmt.Sprintf("http://127.0.0.1:%d", port),
+	}
 	cp.waitFleet(t, 1, "p1", "p2")
-
-	// Both proxies report; /api/v1/proxies shows it.
 	var listed struct {
 		Proxies []struct {
 			NodeID         string `json:"node_id"`
@@ -155,6 +166,23 @@ func TestFleetReports(t *testing.T) {
 		}
 		return ok == 2
 	}, "both proxies reporting in /api/v1/proxies; last %+v", &listed)
+	return f
+}
+
+// breakerOpen reports whether p's /metrics shows the breaker of upstream "llm" open.
+func breakerOpen(t *testing.T, p *proxy) bool {
+	t.Helper()
+	v, _ := scrape(t, p).sum("llmproxy_circuitbreaker_state", "upstream", "llm")
+	return v == 1
+}
+
+// TestFleetReports: a control plane and two proxies whose upstream "llm" reaches a mockllm
+// of their own. When one mockllm fails, that proxy's breaker opens and the fleet verdict
+// turns degraded within one report interval; the per-proxy views agree with each proxy's
+// own /metrics; usage by model counts every request sent.
+func TestFleetReports(t *testing.T) {
+	f := startReportingFleet(t)
+	cp, mocks, p1, p2, forward := f.cp, f.mocks, f.p1, f.p2, f.forward
 
 	const model = "fleet-e2e-model"
 	sent, failed := 0, 0
@@ -180,12 +208,8 @@ func TestFleetReports(t *testing.T) {
 	if err := mocks["a"].SetBehaviour(context.Background(), `{"status":503}`); err != nil {
 		t.Fatal(err)
 	}
-	breakerOpen := func(p *proxy) bool {
-		v, _ := scrape(t, p).sum("llmproxy_circuitbreaker_state", "upstream", "llm")
-		return v == 1
-	}
 	deadline := time.Now().Add(30 * time.Second)
-	for !breakerOpen(p1) {
+	for !breakerOpen(t, p1) {
 		if time.Now().After(deadline) {
 			t.Fatalf("p1's breaker did not open after %d requests", sent)
 		}
@@ -197,7 +221,7 @@ func TestFleetReports(t *testing.T) {
 		return h.Verdict == "degraded" && h.proxy("p1").Breaker == "open" && h.proxy("p2").Breaker == "closed"
 	}, "verdict degraded (open on p1, closed on p2) within one report interval of /metrics; last %+v", &h)
 	t.Logf("health endpoint agreed with p1's /metrics %s after the breaker opened: %s", time.Since(opened).Round(time.Millisecond), h.Reason)
-	if breakerOpen(p2) {
+	if breakerOpen(t, p2) {
 		t.Fatalf("p2's breaker opened too; its mockllm is healthy")
 	}
 	for range 10 { // more traffic: p1 refuses it itself, p2 serves it
@@ -243,7 +267,7 @@ func TestFleetReports(t *testing.T) {
 
 	// Usage is in the store: a restarted control plane answers the same.
 	cp.proc.Stop(10 * time.Second)
-	cp = xdsStartCP(t, cp.store, grpcAddr, httpAddr)
+	cp = xdsStartCP(t, cp.store, cp.grpcAddr, cp.httpAddr)
 	cp.do(t, http.MethodGet, "/api/v1/usage?by=model&window=1h", "", &usage)
 	if req, _ := usage.entry(model); req != uint64(sent) {
 		t.Errorf("after a control-plane restart: usage by model %d; want %d", req, sent)
