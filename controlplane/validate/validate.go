@@ -218,15 +218,19 @@ func (v *validator) upstreamURL(p, raw string) *url.URL {
 		return nil
 	}
 	u, err := url.Parse(raw)
+	if err != nil {
+		// The text may carry a password: do not echo it.
+		v.add(p, ErrInvalid, "invalid url: %v", unwrapURLError(err))
+		return nil
+	}
+	v.upstreamURLCredentials(p, u)
 	switch {
-	case err != nil:
-		v.add(p, ErrInvalid, "invalid url %q: %v", raw, unwrapURLError(err))
 	case u.Scheme != "http" && u.Scheme != "https":
-		v.add(p, ErrInvalid, "url %q must be absolute with scheme http or https", raw)
+		v.add(p, ErrInvalid, "url %q must be absolute with scheme http or https", safeURL(raw, u))
 	case u.Host == "" || u.Hostname() == "":
-		v.add(p, ErrInvalid, "url %q has no host", raw)
+		v.add(p, ErrInvalid, "url %q has no host", safeURL(raw, u))
 	case u.Fragment != "":
-		v.add(p, ErrInvalid, "url %q must not have a fragment", raw)
+		v.add(p, ErrInvalid, "url %q must not have a fragment", safeURL(raw, u))
 	default:
 		if v.port(p, u) {
 			return u
@@ -239,7 +243,7 @@ func (v *validator) upstreamURL(p, raw string) *url.URL {
 func (v *validator) port(p string, u *url.URL) bool {
 	if ps := u.Port(); ps != "" {
 		if n, err := strconv.Atoi(ps); err != nil || n < 1 || n > 65535 {
-			v.add(p, ErrInvalid, "url %q has an invalid port", u.Redacted())
+			v.add(p, ErrInvalid, "url %q has an invalid port", safeURL(u.String(), u))
 			return false
 		}
 	}
@@ -623,9 +627,7 @@ func (v *validator) address(p string, addr *string) {
 		v.add(p, ErrInvalid, "address is empty")
 		return
 	}
-	if net.ParseIP(a) == nil && !isHostname(a) {
-		v.add(p, ErrInvalid, "%q is neither an IP address nor a host name", a)
-	}
+	v.listenAddress(p, a)
 }
 
 func (v *validator) routes(fp string, routes []*configv1.Route, groups map[string]int) []Route {
@@ -649,6 +651,7 @@ func (v *validator) routes(fp string, routes []*configv1.Route, groups map[strin
 				v.add(p+".path", ErrInvalid, "%v", err)
 			}
 			rt.Pattern = pat
+			v.routePathChars(p+".path", r.Path)
 			if k, dup := seen[r.Path]; dup {
 				v.add(p+".path", ErrDuplicate, "duplicate route path %q (first at %s.routing[%d])", r.Path, fp, k)
 			} else {

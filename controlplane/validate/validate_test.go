@@ -114,7 +114,7 @@ func TestValidate(t *testing.T) {
 		}, []string{`http_server.forwards[0].ratelimit.key: "" is not a valid header name`}, ErrInvalid},
 		{"address", func(c *configv1.Config) {
 			c.HttpServer.Forwards[0].Address = proto.String("not an address")
-		}, []string{`http_server.forwards[0].address: "not an address" is neither an IP address nor a host name`}, ErrInvalid},
+		}, []string{`http_server.forwards[0].address: "not an address" is not an IP address: a listener binds an IP address (0.0.0.0 for every IPv4 interface, :: for every interface, 127.0.0.1 for loopback only)`}, ErrInvalid},
 		{"max_backoff shorter than initial", func(c *configv1.Config) {
 			c.UpstreamGroups[0].HttpClient = &configv1.HttpClient{Retry: &configv1.Retry{Initial: proto.Uint32(1000), MaxBackoff: "500ms"}}
 		}, []string{`upstream_groups[0].http_client.retry.max_backoff: max_backoff 500ms is shorter than initial 1s`}, ErrInvalid},
@@ -136,6 +136,38 @@ func TestValidate(t *testing.T) {
 			nan /= nan
 			c.Upstreams[0].Breaker = &configv1.Breaker{Threshold: &nan}
 		}, []string{`upstreams[0].breaker.threshold: threshold NaN is out of range 0.01-1.0`}, ErrInvalid},
+		{"credentials in an upstream url", func(c *configv1.Config) {
+			c.Upstreams[0].Url = "https://user:hunter2@api.example.com/v1?api_key=K1&Access_Token=K2&api-version=2024"
+		}, []string{
+			`upstreams[0].url: url must not carry a user name or password (they are not sent, and a url is shown in clear): put credentials in auth (type: basic with username and password, or type: bearer with token) or in headers`,
+			`upstreams[0].url: url query parameter "Access_Token" looks like a credential (a url is shown in clear): send it in auth (type: bearer) or in headers (e.g. op: insert, key: api-key), which are kept secret`,
+			`upstreams[0].url: url query parameter "api_key" looks like a credential (a url is shown in clear): send it in auth (type: bearer) or in headers (e.g. op: insert, key: api-key), which are kept secret`,
+		}, ErrInvalid},
+		{"bad urls are not echoed with their secrets", func(c *configv1.Config) {
+			c.Upstreams[0].Url = "https://u:hunter2@api.example.com:99999/v1?key=K1"
+			c.Upstreams = append(c.Upstreams, &configv1.Upstream{Name: "b", Url: "http://u:hunter2 x@h"})
+		}, []string{
+			`upstreams[0].url: url must not carry a user name or password (they are not sent, and a url is shown in clear): put credentials in auth (type: basic with username and password, or type: bearer with token) or in headers`,
+			`upstreams[0].url: url query parameter "key" looks like a credential (a url is shown in clear): send it in auth (type: bearer) or in headers (e.g. op: insert, key: api-key), which are kept secret`,
+			`upstreams[0].url: url "https://u:xxxxx@api.example.com:99999/v1?key=xxxxx" has an invalid port`,
+			`upstreams[1].url: invalid url: net/url: invalid userinfo`,
+		}, ErrInvalid},
+		{"listener address is a host name", func(c *configv1.Config) {
+			c.HttpServer.Forwards[0].Address = proto.String("proxy.example.com")
+		}, []string{`http_server.forwards[0].address: "proxy.example.com" is not an IP address: a listener binds an IP address (0.0.0.0 for every IPv4 interface, :: for every interface, 127.0.0.1 for loopback only)`}, ErrInvalid},
+		{"route paths that never match", func(c *configv1.Config) {
+			r := c.HttpServer.Forwards[0].Routing
+			r[0].Path = "/v1/chat/completions?stream=true"
+			c.HttpServer.Forwards[0].Routing = append(r,
+				&configv1.Route{Path: "/v1/a\x01b", TargetGroup: "g"},
+				&configv1.Route{Path: "/v1/b#frag", TargetGroup: "g"},
+				&configv1.Route{Path: "/v1/items/{id:[a-z]?[0-9]+}", TargetGroup: "g"}, // "?" of a regex is fine
+			)
+		}, []string{
+			`http_server.forwards[0].routing[0].path: path must not contain "?": a route matches the request's path, never its query`,
+			`http_server.forwards[0].routing[1].path: path contains control characters, which no request path holds`,
+			`http_server.forwards[0].routing[2].path: path must not contain "#": a request's path never holds a fragment`,
+		}, ErrInvalid},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
