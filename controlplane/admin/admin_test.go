@@ -210,14 +210,18 @@ func TestUpstreamLifecycle(t *testing.T) {
 		t.Fatalf("get: %v, %v", got, err)
 	}
 
-	// Writing the marker back keeps the stored secret.
+	// Writing the marker back keeps the stored secret while the url's origin stays; a new
+	// host needs the secret again.
 	upd := proto.Clone(got).(*configv1.Upstream)
 	upd.Url = "https://a2.example.com"
+	_, err = e.client.UpdateUpstream(ctx, &adminv1.UpdateUpstreamRequest{Name: "a", Upstream: upd})
+	wantCode(t, err, codes.InvalidArgument, `upstream.auth.token: the token is "<redacted>" but its url now points to https://a2.example.com:443 instead of https://a.example.com:443`)
+	upd.Url = "https://a.example.com/v2"
 	uresp, err := e.client.UpdateUpstream(ctx, &adminv1.UpdateUpstreamRequest{Name: "a", Upstream: upd})
 	if err != nil || uresp.Revision != 2 {
 		t.Fatalf("update: %v, %v", uresp, err)
 	}
-	if _, cfg := e.stored(t); cfg.Upstreams[0].GetAuth().GetToken() != "sk-a-secret" || cfg.Upstreams[0].Url != "https://a2.example.com" {
+	if _, cfg := e.stored(t); cfg.Upstreams[0].GetAuth().GetToken() != "sk-a-secret" || cfg.Upstreams[0].Url != "https://a.example.com/v2" {
 		t.Fatalf("stored after update: %v", cfg.Upstreams[0])
 	}
 	// Stored as written: no defaults filled in.

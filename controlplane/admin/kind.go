@@ -40,14 +40,14 @@ var (
 		name: ResourceUpstream, rpc: "Upstream", field: "upstream", path: "upstreams",
 		items:    (*configv1.Config).GetUpstreams,
 		setItems: func(c *configv1.Config, us []*configv1.Upstream) { c.Upstreams = us },
-		redact:   redact.Upstream,
+		redact:   redact.Message[*configv1.Upstream],
 		users:    upstreamUsers,
 	}
 	upstreamGroups = kind[*configv1.UpstreamGroup]{
 		name: ResourceUpstreamGroup, rpc: "UpstreamGroup", field: "upstream_group", path: "upstream_groups",
 		items:    (*configv1.Config).GetUpstreamGroups,
 		setItems: func(c *configv1.Config, gs []*configv1.UpstreamGroup) { c.UpstreamGroups = gs },
-		redact:   redact.UpstreamGroup,
+		redact:   redact.Message[*configv1.UpstreamGroup],
 		users:    groupUsers,
 	}
 	forwards = kind[*configv1.Forward]{
@@ -59,7 +59,7 @@ var (
 			}
 			c.HttpServer.Forwards = fs
 		},
-		redact: func(f *configv1.Forward) *configv1.Forward { return proto.Clone(f).(*configv1.Forward) },
+		redact: redact.Message[*configv1.Forward],
 	}
 )
 

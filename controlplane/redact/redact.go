@@ -3,101 +3,129 @@
 // operator sends a redacted configuration in again (Restore), so `export | apply` and
 // GET-then-PUT round-trip.
 //
-// Secrets are: upstreams[].auth.token, upstreams[].auth.password, the password in
-// upstream_groups[].http_client.proxy.url, and the value of header operations whose header
-// name looks like a credential (Authorization, api-key, x-api-key, any name containing
-// "key", "token", "secret", "password", "auth" or "cookie"). A value that is a `${env:NAME}`
+// What is secret is not listed here: it is marked in config.proto with the field option
+// `(llmproxy.config.v1.secret)`, and every function of this package finds the marks by
+// reflection over the message descriptors. A field marked there is hidden, and restored,
+// without a change here. The option's value says how to hide it (see configv1.Secret):
+// the whole value, only the password of a URL, or a header value when its header name
+// looks like a credential (validate.CredentialName). A value that is a `${env:NAME}`
 // reference is not a secret and is kept as is; empty values stay empty.
 //
-// The functions are pure and safe for concurrent use; they never modify their arguments.
+// The functions are pure and safe for concurrent use; they never modify their arguments,
+// except Restore, which fills in its first argument.
 package redact
 
 import (
-	"errors"
-	"fmt"
 	"strings"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/descriptorpb"
 
 	"github.com/llmproxy-go/llmproxy/controlplane/validate"
 	configv1 "github.com/llmproxy-go/llmproxy/gen/llmproxy/config/v1"
-	"google.golang.org/protobuf/proto"
 )
 
 // Marker replaces a secret in redacted output.
 const Marker = "<redacted>"
 
-// Config returns a deep copy of c with every secret replaced by Marker. Config(nil) is nil.
-func Config(c *configv1.Config) *configv1.Config {
-	if c == nil {
-		return nil
+// Kind returns how the field fd is hidden, as marked in its proto definition;
+// configv1.Secret_SECRET_UNSPECIFIED when it is not a secret.
+func Kind(fd protoreflect.FieldDescriptor) configv1.Secret {
+	opts, ok := fd.Options().(*descriptorpb.FieldOptions)
+	if !ok || opts == nil {
+		return configv1.Secret_SECRET_UNSPECIFIED
 	}
-	out := proto.Clone(c).(*configv1.Config)
-	for _, u := range out.Upstreams {
-		redactUpstream(u)
+	return proto.GetExtension(opts, configv1.E_Secret).(configv1.Secret)
+}
+
+// Config returns a deep copy of c with every secret hidden. Config(nil) is nil.
+func Config(c *configv1.Config) *configv1.Config { return Message(c) }
+
+// Message returns a deep copy of m (a config message or any message holding one) with
+// every secret hidden. A nil m is returned as is.
+func Message[T proto.Message](m T) T {
+	if !m.ProtoReflect().IsValid() {
+		return m
 	}
-	for _, g := range out.UpstreamGroups {
-		if px := g.GetHttpClient().GetProxy(); px != nil {
-			px.Url = URL(px.Url)
+	out := proto.Clone(m).(T)
+	hideIn(out.ProtoReflect())
+	return out
+}
+
+// hideIn hides, in place, every secret of m and of the messages it holds.
+func hideIn(m protoreflect.Message) {
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		switch {
+		case fd.IsList():
+			l := v.List()
+			for i := 0; i < l.Len(); i++ {
+				if fd.Message() != nil {
+					hideIn(l.Get(i).Message())
+				} else if fd.Kind() == protoreflect.StringKind {
+					l.Set(i, protoreflect.ValueOfString(hide(m, fd, l.Get(i).String())))
+				}
+			}
+		case fd.IsMap():
+			mp := v.Map()
+			mp.Range(func(k protoreflect.MapKey, mv protoreflect.Value) bool {
+				if fd.MapValue().Message() != nil {
+					hideIn(mv.Message())
+				} else if fd.MapValue().Kind() == protoreflect.StringKind {
+					mp.Set(k, protoreflect.ValueOfString(hide(m, fd, mv.String())))
+				}
+				return true
+			})
+		case fd.Message() != nil:
+			hideIn(v.Message())
+		case fd.Kind() == protoreflect.StringKind:
+			if s := hide(m, fd, v.String()); s != v.String() {
+				m.Set(fd, protoreflect.ValueOfString(s))
+			}
 		}
-	}
-	return out
+		return true
+	})
 }
 
-// Upstream returns a deep copy of u with its secrets replaced by Marker. Upstream(nil) is nil.
-func Upstream(u *configv1.Upstream) *configv1.Upstream {
-	if u == nil {
-		return nil
-	}
-	out := proto.Clone(u).(*configv1.Upstream)
-	redactUpstream(out)
-	return out
-}
-
-// UpstreamGroup returns a deep copy of g with the password of its outbound proxy URL
-// replaced by Marker. UpstreamGroup(nil) is nil.
-func UpstreamGroup(g *configv1.UpstreamGroup) *configv1.UpstreamGroup {
-	if g == nil {
-		return nil
-	}
-	out := proto.Clone(g).(*configv1.UpstreamGroup)
-	if px := out.GetHttpClient().GetProxy(); px != nil {
-		px.Url = URL(px.Url)
-	}
-	return out
-}
-
-func redactUpstream(u *configv1.Upstream) {
-	if u == nil {
-		return
-	}
-	if a := u.Auth; a != nil {
-		a.Token = secret(a.Token)
-		a.Password = secret(a.Password)
-	}
-	for _, h := range u.Headers {
-		if h != nil && SensitiveHeader(h.Key) {
-			h.Value = secret(h.Value)
-		}
-	}
-}
-
-func secret(s string) string {
-	if s == "" || validate.IsEnvRef(s) {
+// hide returns s, a value of field fd of message m, as it may be shown.
+func hide(m protoreflect.Message, fd protoreflect.FieldDescriptor, s string) string {
+	kind := Kind(fd)
+	if kind == configv1.Secret_SECRET_UNSPECIFIED || s == "" || validate.IsEnvRef(s) {
 		return s
+	}
+	switch kind {
+	case configv1.Secret_SECRET_URL_PASSWORD:
+		return URL(s)
+	case configv1.Secret_SECRET_HEADER_VALUE:
+		if name, ok := headerName(m); ok && !SensitiveHeader(name) {
+			return s
+		}
 	}
 	return Marker
 }
 
-// SensitiveHeader reports whether a header operation on the header name carries a
-// credential, so that its value is redacted.
-func SensitiveHeader(name string) bool {
-	n := strings.ToLower(name)
-	for _, w := range []string{"key", "token", "secret", "password", "auth", "cookie", "signature"} {
-		if strings.Contains(n, w) {
-			return true
-		}
+// headerName returns the `key` field of m, the header a SECRET_HEADER_VALUE belongs to.
+func headerName(m protoreflect.Message) (string, bool) {
+	fd := m.Descriptor().Fields().ByName("key")
+	if fd == nil || fd.Kind() != protoreflect.StringKind || fd.IsList() || fd.IsMap() {
+		return "", false
 	}
-	return false
+	return m.Get(fd).String(), true
 }
+
+// hidden reports whether s shows a secret hidden by this package: Marker itself, or a URL
+// whose password is Marker.
+func hidden(s string) bool {
+	if s == Marker {
+		return true
+	}
+	_, _, pass, _, ok := splitUserinfo(s)
+	return ok && pass != nil && *pass == Marker
+}
+
+// SensitiveHeader reports whether a header operation on the header name carries a
+// credential, so that its value is redacted (validate.CredentialName).
+func SensitiveHeader(name string) bool { return validate.CredentialName(name) }
 
 // URL returns raw with the password of its userinfo replaced by Marker, keeping the rest
 // readable: "http://user:pass@proxy:8080" becomes "http://user:<redacted>@proxy:8080". A URL
@@ -145,139 +173,4 @@ func splitUserinfo(raw string) (scheme, user string, pass *string, rest string, 
 		return scheme, userinfo[:c], &p, rest, true
 	}
 	return scheme, userinfo, nil, rest, true
-}
-
-// Restore puts secrets back into next, in place: wherever next holds Marker in a secret
-// field, it copies the value of the same field from the same-named upstream (or group) of
-// prev. A secret it cannot restore (no such resource in prev, or prev has no value there)
-// is reported, all at once, as *validate.FieldError of kind validate.ErrInvalid naming the
-// path in next. prev may be nil (every Marker is then an error).
-func Restore(next, prev *configv1.Config) error {
-	if next == nil {
-		return nil
-	}
-	var errs []error
-	fail := func(path, what string) {
-		errs = append(errs, &validate.FieldError{Path: path, Kind: validate.ErrInvalid,
-			Msg: fmt.Sprintf("%s is %q but there is no previous value to restore", what, Marker)})
-	}
-	prevUp := map[string]*configv1.Upstream{}
-	for _, u := range prev.GetUpstreams() {
-		prevUp[u.GetName()] = u
-	}
-	for i, u := range next.Upstreams {
-		if u == nil {
-			continue
-		}
-		p := fmt.Sprintf("upstreams[%d]", i)
-		old := prevUp[u.Name]
-		restoreUpstream(u, old, p, fail)
-	}
-	prevGroup := map[string]*configv1.UpstreamGroup{}
-	for _, g := range prev.GetUpstreamGroups() {
-		prevGroup[g.GetName()] = g
-	}
-	for i, g := range next.UpstreamGroups {
-		px := g.GetHttpClient().GetProxy()
-		if px == nil {
-			continue
-		}
-		p := fmt.Sprintf("upstream_groups[%d].http_client.proxy.url", i)
-		old := prevGroup[g.GetName()].GetHttpClient().GetProxy().GetUrl()
-		if url, ok := restoreURL(px.Url, old); ok {
-			px.Url = url
-		} else {
-			fail(p, "the proxy password")
-		}
-	}
-	return errors.Join(errs...)
-}
-
-// RestoreUpstream is Restore for one upstream (a PUT of a single resource): Marker values
-// in next are taken from prev, which may be nil. Paths in errors are relative to the
-// upstream, e.g. "auth.token".
-func RestoreUpstream(next, prev *configv1.Upstream) error {
-	if next == nil {
-		return nil
-	}
-	var errs []error
-	fail := func(path, what string) {
-		errs = append(errs, &validate.FieldError{Path: path, Kind: validate.ErrInvalid,
-			Msg: fmt.Sprintf("%s is %q but there is no previous value to restore", what, Marker)})
-	}
-	restoreUpstream(next, prev, "", fail)
-	return errors.Join(errs...)
-}
-
-// RestoreUpstreamGroup is Restore for one group: a Marker password in its outbound proxy
-// URL is taken from prev, which may be nil. The error path is "http_client.proxy.url".
-func RestoreUpstreamGroup(next, prev *configv1.UpstreamGroup) error {
-	px := next.GetHttpClient().GetProxy()
-	if px == nil {
-		return nil
-	}
-	if url, ok := restoreURL(px.Url, prev.GetHttpClient().GetProxy().GetUrl()); ok {
-		px.Url = url
-		return nil
-	}
-	return &validate.FieldError{Path: "http_client.proxy.url", Kind: validate.ErrInvalid,
-		Msg: fmt.Sprintf("the proxy password is %q but there is no previous value to restore", Marker)}
-}
-
-func restoreUpstream(u, old *configv1.Upstream, p string, fail func(path, what string)) {
-	join := func(s string) string {
-		if p == "" {
-			return s
-		}
-		return p + "." + s
-	}
-	if a := u.Auth; a != nil {
-		if a.Token == Marker {
-			if v := old.GetAuth().GetToken(); v != "" && v != Marker {
-				a.Token = v
-			} else {
-				fail(join("auth.token"), "the token")
-			}
-		}
-		if a.Password == Marker {
-			if v := old.GetAuth().GetPassword(); v != "" && v != Marker {
-				a.Password = v
-			} else {
-				fail(join("auth.password"), "the password")
-			}
-		}
-	}
-	for j, h := range u.Headers {
-		if h == nil || h.Value != Marker {
-			continue
-		}
-		restored := false
-		for _, oh := range old.GetHeaders() {
-			if strings.EqualFold(oh.GetKey(), h.Key) && oh.GetValue() != "" && oh.GetValue() != Marker {
-				h.Value = oh.GetValue()
-				restored = true
-				break
-			}
-		}
-		if !restored {
-			fail(join(fmt.Sprintf("headers[%d].value", j)), "the header value")
-		}
-	}
-}
-
-// restoreURL restores the password (or the whole URL) of next from prev. It returns false
-// when next carries Marker but prev has nothing to give.
-func restoreURL(next, prev string) (string, bool) {
-	if next == Marker {
-		return prev, prev != "" && prev != Marker
-	}
-	scheme, user, pass, rest, ok := splitUserinfo(next)
-	if !ok || pass == nil || *pass != Marker {
-		return next, true
-	}
-	_, _, oldPass, _, ok := splitUserinfo(prev)
-	if !ok || oldPass == nil || *oldPass == "" || *oldPass == Marker {
-		return next, false
-	}
-	return scheme + "://" + user + ":" + *oldPass + "@" + rest, true
 }

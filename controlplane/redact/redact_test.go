@@ -7,7 +7,9 @@ import (
 
 	"github.com/llmproxy-go/llmproxy/controlplane/validate"
 	configv1 "github.com/llmproxy-go/llmproxy/gen/llmproxy/config/v1"
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
 func sample() *configv1.Config {
@@ -56,14 +58,14 @@ func TestConfig(t *testing.T) {
 	if out.Upstreams[3].Auth != nil {
 		t.Error("redaction created an auth block")
 	}
-	if Config(nil) != nil || Upstream(nil) != nil || UpstreamGroup(nil) != nil {
+	if Config(nil) != nil || Message((*configv1.Upstream)(nil)) != nil {
 		t.Error("nil in, nil out")
 	}
-	if got := Upstream(in.Upstreams[0]).Auth.Token; got != Marker {
-		t.Errorf("Upstream: token %q", got)
+	if got := Message(in.Upstreams[0]).Auth.Token; got != Marker {
+		t.Errorf("Message(upstream): token %q", got)
 	}
-	if got := UpstreamGroup(in.UpstreamGroups[0]).HttpClient.Proxy.Url; got != "http://user:<redacted>@proxy.example.com:8080" {
-		t.Errorf("UpstreamGroup: url %q", got)
+	if got := Message(in.UpstreamGroups[0]).HttpClient.Proxy.Url; got != "http://user:<redacted>@proxy.example.com:8080" {
+		t.Errorf("Message(group): url %q", got)
 	}
 }
 
@@ -115,17 +117,17 @@ func TestRestoreErrors(t *testing.T) {
 	next := Config(prev)
 	next.Upstreams[0].Name = "renamed"
 	next.UpstreamGroups[0].Name = "other"
-	next.Upstreams = append(next.Upstreams, &configv1.Upstream{Name: "fresh", Auth: &configv1.Auth{Type: "basic", Username: "u", Password: Marker}})
+	next.Upstreams = append(next.Upstreams, &configv1.Upstream{Name: "fresh", Url: "http://e", Auth: &configv1.Auth{Type: "basic", Username: "u", Password: Marker}})
 	err := Restore(next, prev)
 	var got []string
 	for _, fe := range validate.Errors(err) {
 		got = append(got, fe.Error())
 	}
 	want := []string{
-		`upstreams[0].auth.token: the token is "<redacted>" but there is no previous value to restore`,
-		`upstreams[0].headers[1].value: the header value is "<redacted>" but there is no previous value to restore`,
-		`upstreams[4].auth.password: the password is "<redacted>" but there is no previous value to restore`,
-		`upstream_groups[0].http_client.proxy.url: the proxy password is "<redacted>" but there is no previous value to restore`,
+		`upstreams[0].auth.token: the token is "<redacted>" but there is no previous value to restore: send the secret itself`,
+		`upstreams[0].headers[1].value: the value is "<redacted>" but there is no previous value to restore: send the secret itself`,
+		`upstreams[4].auth.password: the password is "<redacted>" but there is no previous value to restore: send the secret itself`,
+		`upstream_groups[0].http_client.proxy.url: the url is "<redacted>" but there is no previous value to restore: send the secret itself`,
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
@@ -141,23 +143,149 @@ func TestRestoreErrors(t *testing.T) {
 	}
 }
 
-func TestRestoreSingle(t *testing.T) {
-	prev := sample()
-	u := Upstream(prev.Upstreams[0])
-	if err := RestoreUpstream(u, prev.Upstreams[0]); err != nil || !proto.Equal(u, prev.Upstreams[0]) {
-		t.Errorf("RestoreUpstream: %v, %v", err, u)
+// TestRestoreFollowsOrigin: a hidden secret comes back only while the url it is sent to
+// keeps its scheme, host and port.
+func TestRestoreFollowsOrigin(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		mutate func(c *configv1.Config)
+		want   string // the one error expected; "" for none
+	}{
+		{"same url", func(c *configv1.Config) {}, ""},
+		{"new path, same origin", func(c *configv1.Config) { c.Upstreams[0].Url = "https://api.openai.com/v2" }, ""},
+		{"explicit default port", func(c *configv1.Config) { c.Upstreams[0].Url = "https://API.openai.com:443/v1" }, ""},
+		{"new host", func(c *configv1.Config) { c.Upstreams[0].Url = "https://evil.example/v1" },
+			`upstreams[0].auth.token: the token is "<redacted>" but its url now points to https://evil.example:443 instead of https://api.openai.com:443: send the secret itself, a stored secret is kept only while the scheme, host and port stay the same` + "\n" +
+				`upstreams[0].headers[1].value: the value is "<redacted>" but its url now points to https://evil.example:443 instead of https://api.openai.com:443: send the secret itself, a stored secret is kept only while the scheme, host and port stay the same`},
+		{"new scheme", func(c *configv1.Config) { c.Upstreams[1].Url = "https://b" },
+			`upstreams[1].auth.password: the password is "<redacted>" but its url now points to https://b:443 instead of http://b:80: send the secret itself, a stored secret is kept only while the scheme, host and port stay the same`},
+		{"header follows the upstream url", func(c *configv1.Config) {
+			c.Upstreams[0].Url = "https://api.openai.com:8443/v1"
+			c.Upstreams[0].Auth.Token = "sk-new"
+		}, `upstreams[0].headers[1].value: the value is "<redacted>" but its url now points to https://api.openai.com:8443 instead of https://api.openai.com:443: send the secret itself, a stored secret is kept only while the scheme, host and port stay the same`},
+		{"to an env reference", func(c *configv1.Config) { c.Upstreams[1].Url = "${env:B_URL}" },
+			`upstreams[1].auth.password: the password is "<redacted>" but its url now points to ${env:B_URL} instead of http://b:80: send the secret itself, a stored secret is kept only while the scheme, host and port stay the same`},
+		{"outbound proxy moved", func(c *configv1.Config) {
+			c.UpstreamGroups[0].HttpClient.Proxy.Url = "http://user:<redacted>@elsewhere.example.com:8080"
+		}, `upstream_groups[0].http_client.proxy.url: the url is "<redacted>" but its url now points to http://elsewhere.example.com:8080 instead of http://proxy.example.com:8080: send the secret itself, a stored secret is kept only while the scheme, host and port stay the same`},
+		{"outbound proxy new user, same origin", func(c *configv1.Config) {
+			c.UpstreamGroups[0].HttpClient.Proxy.Url = "http://other:<redacted>@proxy.example.com:8080"
+		}, ""},
+		{"new secret with a new host", func(c *configv1.Config) {
+			c.Upstreams[1].Url = "http://c"
+			c.Upstreams[1].Auth.Password = "fresh"
+		}, ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			prev := sample()
+			next := Config(prev)
+			tt.mutate(next)
+			err := Restore(next, prev)
+			var got []string
+			for _, fe := range validate.Errors(err) {
+				got = append(got, fe.Error())
+			}
+			if strings.Join(got, "\n") != tt.want {
+				t.Fatalf("got\n%s\nwant\n%s", strings.Join(got, "\n"), tt.want)
+			}
+			if tt.want != "" {
+				return
+			}
+			for _, s := range []string{next.Upstreams[0].Auth.Token, next.Upstreams[1].Auth.Password, next.Upstreams[0].Headers[1].Value, next.UpstreamGroups[0].HttpClient.Proxy.Url} {
+				if strings.Contains(s, Marker) {
+					t.Errorf("%q left hidden", s)
+				}
+			}
+		})
 	}
-	u = Upstream(prev.Upstreams[0])
-	if err := RestoreUpstream(u, nil); err == nil || !strings.HasPrefix(err.Error(), "auth.token: ") {
-		t.Errorf("RestoreUpstream without prev: %v", err)
+}
+
+// TestEveryMarkedFieldHidden walks the config's descriptors: every field marked as a
+// secret in config.proto, set to a secret-shaped value, is hidden by Config and restored by
+// Restore, without this test naming the fields.
+func TestEveryMarkedFieldHidden(t *testing.T) {
+	marked := 0
+	var walk func(md protoreflect.MessageDescriptor, path []protoreflect.FieldDescriptor, seen map[protoreflect.FullName]bool)
+	walk = func(md protoreflect.MessageDescriptor, path []protoreflect.FieldDescriptor, seen map[protoreflect.FullName]bool) {
+		if seen[md.FullName()] {
+			return
+		}
+		seen[md.FullName()] = true
+		defer delete(seen, md.FullName())
+		for i := 0; i < md.Fields().Len(); i++ {
+			fd := md.Fields().Get(i)
+			p := append(append([]protoreflect.FieldDescriptor(nil), path...), fd)
+			if fd.Message() != nil && !fd.IsMap() {
+				walk(fd.Message(), p, seen)
+				continue
+			}
+			kind := Kind(fd)
+			if kind == configv1.Secret_SECRET_UNSPECIFIED {
+				continue
+			}
+			marked++
+			t.Run(string(fd.FullName()), func(t *testing.T) {
+				secret := "S3cret-" + string(fd.Name())
+				value := secret
+				if kind == configv1.Secret_SECRET_URL_PASSWORD {
+					value = "http://user:" + secret + "@host.example:8080"
+				}
+				c := &configv1.Config{}
+				set(c.ProtoReflect(), p, value)
+				shown := Config(c)
+				b, err := protojson.Marshal(shown)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if strings.Contains(string(b), secret) {
+					t.Fatalf("%s shown: %s", secret, b)
+				}
+				if !strings.Contains(string(b), Marker) {
+					t.Fatalf("no %q in %s", Marker, b)
+				}
+				if err := Restore(shown, c); err != nil {
+					t.Fatalf("Restore: %v", err)
+				}
+				if !proto.Equal(shown, c) {
+					t.Errorf("not restored:\n got  %v\n want %v", shown, c)
+				}
+			})
+		}
 	}
-	g := UpstreamGroup(prev.UpstreamGroups[0])
-	if err := RestoreUpstreamGroup(g, prev.UpstreamGroups[0]); err != nil || !proto.Equal(g, prev.UpstreamGroups[0]) {
-		t.Errorf("RestoreUpstreamGroup: %v, %v", err, g)
+	walk((&configv1.Config{}).ProtoReflect().Descriptor(), nil, map[protoreflect.FullName]bool{})
+	if marked < 4 {
+		t.Errorf("found %d marked fields; config.proto marks at least 4", marked)
 	}
-	g = UpstreamGroup(prev.UpstreamGroups[0])
-	if err := RestoreUpstreamGroup(g, nil); err == nil || !errors.Is(err, validate.ErrInvalid) {
-		t.Errorf("RestoreUpstreamGroup without prev: %v", err)
+}
+
+// set stores value at the field path p of m, creating the messages and list elements on the
+// way. A `key` sibling of the secret is given a credential header name, so a header value
+// counts as a secret.
+func set(m protoreflect.Message, p []protoreflect.FieldDescriptor, value string) {
+	for _, fd := range p[:len(p)-1] {
+		if fd.IsList() {
+			l := m.Mutable(fd).List()
+			el := l.NewElement()
+			l.Append(el)
+			m = el.Message()
+		} else {
+			m = m.Mutable(fd).Message()
+		}
+		if f := m.Descriptor().Fields().ByName("name"); f != nil {
+			m.Set(f, protoreflect.ValueOfString("n"))
+		}
+	}
+	last := p[len(p)-1]
+	if k := m.Descriptor().Fields().ByName("key"); k != nil && k != last {
+		m.Set(k, protoreflect.ValueOfString("X-Api-Key"))
+	}
+	switch {
+	case last.IsList():
+		m.Mutable(last).List().Append(protoreflect.ValueOfString(value))
+	case last.IsMap():
+		m.Mutable(last).Map().Set(protoreflect.ValueOfString("k").MapKey(), protoreflect.ValueOfString(value))
+	default:
+		m.Set(last, protoreflect.ValueOfString(value))
 	}
 }
 

@@ -17,6 +17,7 @@ package configv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	descriptorpb "google.golang.org/protobuf/types/descriptorpb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -28,6 +29,76 @@ const (
 	// Verify that runtime/protoimpl is sufficiently up-to-date.
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
+
+// Secret marks a string field of the configuration as a credential and says how it is
+// hidden wherever a configuration leaves a process: admin API reads, `GET /api/v1/config`,
+// a proxy's /config, logs. controlplane/redact finds the marks by reflection, so a field
+// marked here is hidden (and restored when "<redacted>" is written back) without other code.
+// A value that is a `${env:NAME}` reference, or empty, is never a secret.
+//
+// We use an option of our own rather than protobuf's built-in `debug_redact`: a boolean
+// cannot say how to hide a URL's password while keeping its host readable, or that a header
+// value is a secret only when its header name is one; and Go's protobuf runtime ignores
+// `debug_redact`, so it would protect nothing by itself.
+type Secret int32
+
+const (
+	// Not a secret.
+	Secret_SECRET_UNSPECIFIED Secret = 0
+	// The whole value is a secret and is shown as "<redacted>".
+	Secret_SECRET_VALUE Secret = 1
+	// A URL whose password is a secret: only the password is shown as "<redacted>"
+	// ("http://user:<redacted>@proxy:8080"). Text that is not a URL but holds "@" is hidden
+	// whole.
+	Secret_SECRET_URL_PASSWORD Secret = 2
+	// A header value, a secret when the `key` field of the same message names a header that
+	// carries credentials (Authorization, api-key, anything with "key", "token", "secret",
+	// "password", "auth", "cookie" or "signature" in its name).
+	Secret_SECRET_HEADER_VALUE Secret = 3
+)
+
+// Enum value maps for Secret.
+var (
+	Secret_name = map[int32]string{
+		0: "SECRET_UNSPECIFIED",
+		1: "SECRET_VALUE",
+		2: "SECRET_URL_PASSWORD",
+		3: "SECRET_HEADER_VALUE",
+	}
+	Secret_value = map[string]int32{
+		"SECRET_UNSPECIFIED":  0,
+		"SECRET_VALUE":        1,
+		"SECRET_URL_PASSWORD": 2,
+		"SECRET_HEADER_VALUE": 3,
+	}
+)
+
+func (x Secret) Enum() *Secret {
+	p := new(Secret)
+	*p = x
+	return p
+}
+
+func (x Secret) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Secret) Descriptor() protoreflect.EnumDescriptor {
+	return file_llmproxy_config_v1_config_proto_enumTypes[0].Descriptor()
+}
+
+func (Secret) Type() protoreflect.EnumType {
+	return &file_llmproxy_config_v1_config_proto_enumTypes[0]
+}
+
+func (x Secret) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Secret.Descriptor instead.
+func (Secret) EnumDescriptor() ([]byte, []int) {
+	return file_llmproxy_config_v1_config_proto_rawDescGZIP(), []int{0}
+}
 
 // Config is a whole configuration: the YAML file, `GET /api/v1/config`, one snapshot.
 type Config struct {
@@ -151,8 +222,8 @@ type Admin struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Port, 1-65535. Default 9000.
 	Port *uint32 `protobuf:"varint,1,opt,name=port,proto3,oneof" json:"port,omitempty"`
-	// Address to bind. Default "127.0.0.1" (LLMProxy's default is 0.0.0.0; an admin port
-	// should not be public).
+	// IP address to bind (not a host name). Default "127.0.0.1" (LLMProxy's default is
+	// 0.0.0.0; an admin port should not be public).
 	Address       *string        `protobuf:"bytes,2,opt,name=address,proto3,oneof" json:"address,omitempty"`
 	Timeout       *ServerTimeout `protobuf:"bytes,3,opt,name=timeout,proto3" json:"timeout,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -217,7 +288,7 @@ type Forward struct {
 	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	// Port, 1-65535. Default 3000.
 	Port *uint32 `protobuf:"varint,2,opt,name=port,proto3,oneof" json:"port,omitempty"`
-	// Address to bind. Default "0.0.0.0".
+	// IP address to bind (not a host name). Default "0.0.0.0".
 	Address *string `protobuf:"bytes,3,opt,name=address,proto3,oneof" json:"address,omitempty"`
 	// Group used when no route matches. Required; must name an upstream group.
 	DefaultGroup string `protobuf:"bytes,4,opt,name=default_group,json=defaultGroup,proto3" json:"default_group,omitempty"`
@@ -323,7 +394,8 @@ func (x *Forward) GetMaxBodyBytes() uint32 {
 type Route struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Path pattern: static segments, `:param`, `{param:regex}`, `*` (one segment in the
-	// middle, the rest at the end). Required.
+	// middle, the rest at the end). Required; no "?", "#" or control characters outside a
+	// regex (a request's path has none).
 	Path string `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
 	// Group to send matching requests to. Required.
 	TargetGroup string `protobuf:"bytes,2,opt,name=target_group,json=targetGroup,proto3" json:"target_group,omitempty"`
@@ -541,6 +613,8 @@ type Upstream struct {
 	// the repeated part is written once: for a client's /v1/chat/completions,
 	// https://api.openai.com, .../v1 and .../v1/chat/completions all reach
 	// https://api.openai.com/v1/chat/completions. The request's query is kept.
+	// It may not carry credentials (user:password@, or a query parameter such as api_key):
+	// put them in auth or headers, which are kept secret.
 	Url  string `protobuf:"bytes,2,opt,name=url,proto3" json:"url,omitempty"`
 	Auth *Auth  `protobuf:"bytes,3,opt,name=auth,proto3" json:"auth,omitempty"`
 	// Header operations applied to requests sent to this upstream, in order.
@@ -695,7 +769,7 @@ type HeaderOp struct {
 	Op string `protobuf:"bytes,1,opt,name=op,proto3" json:"op,omitempty"`
 	// Header name. Required.
 	Key string `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
-	// Value for insert and replace.
+	// Value for insert and replace. A secret when key names a credential header.
 	Value         string `protobuf:"bytes,3,opt,name=value,proto3" json:"value,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1257,7 +1331,7 @@ func (x *Retry) GetRetryOn() []string {
 // OutboundProxy routes upstream traffic through an HTTP proxy.
 type OutboundProxy struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Proxy URL, e.g. http://user:pass@proxy:8080. Secret (may carry credentials).
+	// Proxy URL, e.g. http://user:pass@proxy:8080; its password is a secret.
 	Url           string `protobuf:"bytes,1,opt,name=url,proto3" json:"url,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1464,11 +1538,30 @@ func (x *Cache) GetShared() bool {
 	return false
 }
 
+var file_llmproxy_config_v1_config_proto_extTypes = []protoimpl.ExtensionInfo{
+	{
+		ExtendedType:  (*descriptorpb.FieldOptions)(nil),
+		ExtensionType: (*Secret)(nil),
+		Field:         50100,
+		Name:          "llmproxy.config.v1.secret",
+		Tag:           "varint,50100,opt,name=secret,enum=llmproxy.config.v1.Secret",
+		Filename:      "llmproxy/config/v1/config.proto",
+	},
+}
+
+// Extension fields to descriptorpb.FieldOptions.
+var (
+	// How the field is hidden; unset: it is not a secret.
+	//
+	// optional llmproxy.config.v1.Secret secret = 50100;
+	E_Secret = &file_llmproxy_config_v1_config_proto_extTypes[0]
+)
+
 var File_llmproxy_config_v1_config_proto protoreflect.FileDescriptor
 
 const file_llmproxy_config_v1_config_proto_rawDesc = "" +
 	"\n" +
-	"\x1fllmproxy/config/v1/config.proto\x12\x12llmproxy.config.v1\"\xd1\x01\n" +
+	"\x1fllmproxy/config/v1/config.proto\x12\x12llmproxy.config.v1\x1a google/protobuf/descriptor.proto\"\xd1\x01\n" +
 	"\x06Config\x12?\n" +
 	"\vhttp_server\x18\x01 \x01(\v2\x1e.llmproxy.config.v1.HttpServerR\n" +
 	"httpServer\x12:\n" +
@@ -1527,16 +1620,16 @@ const file_llmproxy_config_v1_config_proto_rawDesc = "" +
 	"\x03url\x18\x02 \x01(\tR\x03url\x12,\n" +
 	"\x04auth\x18\x03 \x01(\v2\x18.llmproxy.config.v1.AuthR\x04auth\x126\n" +
 	"\aheaders\x18\x04 \x03(\v2\x1c.llmproxy.config.v1.HeaderOpR\aheaders\x125\n" +
-	"\abreaker\x18\x05 \x01(\v2\x1b.llmproxy.config.v1.BreakerR\abreaker\"h\n" +
+	"\abreaker\x18\x05 \x01(\v2\x1b.llmproxy.config.v1.BreakerR\abreaker\"t\n" +
 	"\x04Auth\x12\x12\n" +
-	"\x04type\x18\x01 \x01(\tR\x04type\x12\x14\n" +
-	"\x05token\x18\x02 \x01(\tR\x05token\x12\x1a\n" +
-	"\busername\x18\x03 \x01(\tR\busername\x12\x1a\n" +
-	"\bpassword\x18\x04 \x01(\tR\bpassword\"B\n" +
+	"\x04type\x18\x01 \x01(\tR\x04type\x12\x1a\n" +
+	"\x05token\x18\x02 \x01(\tB\x04\xa0\xbb\x18\x01R\x05token\x12\x1a\n" +
+	"\busername\x18\x03 \x01(\tR\busername\x12 \n" +
+	"\bpassword\x18\x04 \x01(\tB\x04\xa0\xbb\x18\x01R\bpassword\"H\n" +
 	"\bHeaderOp\x12\x0e\n" +
 	"\x02op\x18\x01 \x01(\tR\x02op\x12\x10\n" +
-	"\x03key\x18\x02 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x03 \x01(\tR\x05value\"\xfd\x01\n" +
+	"\x03key\x18\x02 \x01(\tR\x03key\x12\x1a\n" +
+	"\x05value\x18\x03 \x01(\tB\x04\xa0\xbb\x18\x03R\x05value\"\xfd\x01\n" +
 	"\aBreaker\x12!\n" +
 	"\tthreshold\x18\x01 \x01(\x01H\x00R\tthreshold\x88\x01\x01\x12\x1f\n" +
 	"\bcooldown\x18\x02 \x01(\rH\x01R\bcooldown\x88\x01\x01\x12\x16\n" +
@@ -1591,9 +1684,9 @@ const file_llmproxy_config_v1_config_proto_rawDesc = "" +
 	"\bretry_on\x18\x04 \x03(\tR\aretryOnB\v\n" +
 	"\t_attemptsB\n" +
 	"\n" +
-	"\b_initial\"!\n" +
-	"\rOutboundProxy\x12\x10\n" +
-	"\x03url\x18\x01 \x01(\tR\x03url\"\xac\x01\n" +
+	"\b_initial\"'\n" +
+	"\rOutboundProxy\x12\x16\n" +
+	"\x03url\x18\x01 \x01(\tB\x04\xa0\xbb\x18\x02R\x03url\"\xac\x01\n" +
 	"\vConcurrency\x12\x15\n" +
 	"\x03max\x18\x01 \x01(\rH\x00R\x03max\x88\x01\x01\x12\x19\n" +
 	"\x05queue\x18\x02 \x01(\rH\x01R\x05queue\x88\x01\x01\x12$\n" +
@@ -1615,7 +1708,13 @@ const file_llmproxy_config_v1_config_proto_rawDesc = "" +
 	"\x11_max_object_bytesB\f\n" +
 	"\n" +
 	"_max_bytesB\t\n" +
-	"\a_sharedBAZ?github.com/llmproxy-go/llmproxy/gen/llmproxy/config/v1;configv1b\x06proto3"
+	"\a_shared*d\n" +
+	"\x06Secret\x12\x16\n" +
+	"\x12SECRET_UNSPECIFIED\x10\x00\x12\x10\n" +
+	"\fSECRET_VALUE\x10\x01\x12\x17\n" +
+	"\x13SECRET_URL_PASSWORD\x10\x02\x12\x17\n" +
+	"\x13SECRET_HEADER_VALUE\x10\x03:S\n" +
+	"\x06secret\x12\x1d.google.protobuf.FieldOptions\x18\xb4\x87\x03 \x01(\x0e2\x1a.llmproxy.config.v1.SecretR\x06secretBAZ?github.com/llmproxy-go/llmproxy/gen/llmproxy/config/v1;configv1b\x06proto3"
 
 var (
 	file_llmproxy_config_v1_config_proto_rawDescOnce sync.Once
@@ -1629,56 +1728,61 @@ func file_llmproxy_config_v1_config_proto_rawDescGZIP() []byte {
 	return file_llmproxy_config_v1_config_proto_rawDescData
 }
 
+var file_llmproxy_config_v1_config_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
 var file_llmproxy_config_v1_config_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_llmproxy_config_v1_config_proto_goTypes = []any{
-	(*Config)(nil),        // 0: llmproxy.config.v1.Config
-	(*HttpServer)(nil),    // 1: llmproxy.config.v1.HttpServer
-	(*Admin)(nil),         // 2: llmproxy.config.v1.Admin
-	(*Forward)(nil),       // 3: llmproxy.config.v1.Forward
-	(*Route)(nil),         // 4: llmproxy.config.v1.Route
-	(*RateLimit)(nil),     // 5: llmproxy.config.v1.RateLimit
-	(*ServerTimeout)(nil), // 6: llmproxy.config.v1.ServerTimeout
-	(*Upstream)(nil),      // 7: llmproxy.config.v1.Upstream
-	(*Auth)(nil),          // 8: llmproxy.config.v1.Auth
-	(*HeaderOp)(nil),      // 9: llmproxy.config.v1.HeaderOp
-	(*Breaker)(nil),       // 10: llmproxy.config.v1.Breaker
-	(*UpstreamGroup)(nil), // 11: llmproxy.config.v1.UpstreamGroup
-	(*UpstreamRef)(nil),   // 12: llmproxy.config.v1.UpstreamRef
-	(*Balance)(nil),       // 13: llmproxy.config.v1.Balance
-	(*HttpClient)(nil),    // 14: llmproxy.config.v1.HttpClient
-	(*ClientTimeout)(nil), // 15: llmproxy.config.v1.ClientTimeout
-	(*Retry)(nil),         // 16: llmproxy.config.v1.Retry
-	(*OutboundProxy)(nil), // 17: llmproxy.config.v1.OutboundProxy
-	(*Concurrency)(nil),   // 18: llmproxy.config.v1.Concurrency
-	(*Cache)(nil),         // 19: llmproxy.config.v1.Cache
-	nil,                   // 20: llmproxy.config.v1.Route.HeadersEntry
+	(Secret)(0),                       // 0: llmproxy.config.v1.Secret
+	(*Config)(nil),                    // 1: llmproxy.config.v1.Config
+	(*HttpServer)(nil),                // 2: llmproxy.config.v1.HttpServer
+	(*Admin)(nil),                     // 3: llmproxy.config.v1.Admin
+	(*Forward)(nil),                   // 4: llmproxy.config.v1.Forward
+	(*Route)(nil),                     // 5: llmproxy.config.v1.Route
+	(*RateLimit)(nil),                 // 6: llmproxy.config.v1.RateLimit
+	(*ServerTimeout)(nil),             // 7: llmproxy.config.v1.ServerTimeout
+	(*Upstream)(nil),                  // 8: llmproxy.config.v1.Upstream
+	(*Auth)(nil),                      // 9: llmproxy.config.v1.Auth
+	(*HeaderOp)(nil),                  // 10: llmproxy.config.v1.HeaderOp
+	(*Breaker)(nil),                   // 11: llmproxy.config.v1.Breaker
+	(*UpstreamGroup)(nil),             // 12: llmproxy.config.v1.UpstreamGroup
+	(*UpstreamRef)(nil),               // 13: llmproxy.config.v1.UpstreamRef
+	(*Balance)(nil),                   // 14: llmproxy.config.v1.Balance
+	(*HttpClient)(nil),                // 15: llmproxy.config.v1.HttpClient
+	(*ClientTimeout)(nil),             // 16: llmproxy.config.v1.ClientTimeout
+	(*Retry)(nil),                     // 17: llmproxy.config.v1.Retry
+	(*OutboundProxy)(nil),             // 18: llmproxy.config.v1.OutboundProxy
+	(*Concurrency)(nil),               // 19: llmproxy.config.v1.Concurrency
+	(*Cache)(nil),                     // 20: llmproxy.config.v1.Cache
+	nil,                               // 21: llmproxy.config.v1.Route.HeadersEntry
+	(*descriptorpb.FieldOptions)(nil), // 22: google.protobuf.FieldOptions
 }
 var file_llmproxy_config_v1_config_proto_depIdxs = []int32{
-	1,  // 0: llmproxy.config.v1.Config.http_server:type_name -> llmproxy.config.v1.HttpServer
-	7,  // 1: llmproxy.config.v1.Config.upstreams:type_name -> llmproxy.config.v1.Upstream
-	11, // 2: llmproxy.config.v1.Config.upstream_groups:type_name -> llmproxy.config.v1.UpstreamGroup
-	3,  // 3: llmproxy.config.v1.HttpServer.forwards:type_name -> llmproxy.config.v1.Forward
-	2,  // 4: llmproxy.config.v1.HttpServer.admin:type_name -> llmproxy.config.v1.Admin
-	6,  // 5: llmproxy.config.v1.Admin.timeout:type_name -> llmproxy.config.v1.ServerTimeout
-	4,  // 6: llmproxy.config.v1.Forward.routing:type_name -> llmproxy.config.v1.Route
-	5,  // 7: llmproxy.config.v1.Forward.ratelimit:type_name -> llmproxy.config.v1.RateLimit
-	6,  // 8: llmproxy.config.v1.Forward.timeout:type_name -> llmproxy.config.v1.ServerTimeout
-	20, // 9: llmproxy.config.v1.Route.headers:type_name -> llmproxy.config.v1.Route.HeadersEntry
-	8,  // 10: llmproxy.config.v1.Upstream.auth:type_name -> llmproxy.config.v1.Auth
-	9,  // 11: llmproxy.config.v1.Upstream.headers:type_name -> llmproxy.config.v1.HeaderOp
-	10, // 12: llmproxy.config.v1.Upstream.breaker:type_name -> llmproxy.config.v1.Breaker
-	12, // 13: llmproxy.config.v1.UpstreamGroup.upstreams:type_name -> llmproxy.config.v1.UpstreamRef
-	13, // 14: llmproxy.config.v1.UpstreamGroup.balance:type_name -> llmproxy.config.v1.Balance
-	14, // 15: llmproxy.config.v1.UpstreamGroup.http_client:type_name -> llmproxy.config.v1.HttpClient
-	18, // 16: llmproxy.config.v1.UpstreamGroup.concurrency:type_name -> llmproxy.config.v1.Concurrency
-	19, // 17: llmproxy.config.v1.UpstreamGroup.cache:type_name -> llmproxy.config.v1.Cache
-	15, // 18: llmproxy.config.v1.HttpClient.timeout:type_name -> llmproxy.config.v1.ClientTimeout
-	16, // 19: llmproxy.config.v1.HttpClient.retry:type_name -> llmproxy.config.v1.Retry
-	17, // 20: llmproxy.config.v1.HttpClient.proxy:type_name -> llmproxy.config.v1.OutboundProxy
-	21, // [21:21] is the sub-list for method output_type
-	21, // [21:21] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
+	2,  // 0: llmproxy.config.v1.Config.http_server:type_name -> llmproxy.config.v1.HttpServer
+	8,  // 1: llmproxy.config.v1.Config.upstreams:type_name -> llmproxy.config.v1.Upstream
+	12, // 2: llmproxy.config.v1.Config.upstream_groups:type_name -> llmproxy.config.v1.UpstreamGroup
+	4,  // 3: llmproxy.config.v1.HttpServer.forwards:type_name -> llmproxy.config.v1.Forward
+	3,  // 4: llmproxy.config.v1.HttpServer.admin:type_name -> llmproxy.config.v1.Admin
+	7,  // 5: llmproxy.config.v1.Admin.timeout:type_name -> llmproxy.config.v1.ServerTimeout
+	5,  // 6: llmproxy.config.v1.Forward.routing:type_name -> llmproxy.config.v1.Route
+	6,  // 7: llmproxy.config.v1.Forward.ratelimit:type_name -> llmproxy.config.v1.RateLimit
+	7,  // 8: llmproxy.config.v1.Forward.timeout:type_name -> llmproxy.config.v1.ServerTimeout
+	21, // 9: llmproxy.config.v1.Route.headers:type_name -> llmproxy.config.v1.Route.HeadersEntry
+	9,  // 10: llmproxy.config.v1.Upstream.auth:type_name -> llmproxy.config.v1.Auth
+	10, // 11: llmproxy.config.v1.Upstream.headers:type_name -> llmproxy.config.v1.HeaderOp
+	11, // 12: llmproxy.config.v1.Upstream.breaker:type_name -> llmproxy.config.v1.Breaker
+	13, // 13: llmproxy.config.v1.UpstreamGroup.upstreams:type_name -> llmproxy.config.v1.UpstreamRef
+	14, // 14: llmproxy.config.v1.UpstreamGroup.balance:type_name -> llmproxy.config.v1.Balance
+	15, // 15: llmproxy.config.v1.UpstreamGroup.http_client:type_name -> llmproxy.config.v1.HttpClient
+	19, // 16: llmproxy.config.v1.UpstreamGroup.concurrency:type_name -> llmproxy.config.v1.Concurrency
+	20, // 17: llmproxy.config.v1.UpstreamGroup.cache:type_name -> llmproxy.config.v1.Cache
+	16, // 18: llmproxy.config.v1.HttpClient.timeout:type_name -> llmproxy.config.v1.ClientTimeout
+	17, // 19: llmproxy.config.v1.HttpClient.retry:type_name -> llmproxy.config.v1.Retry
+	18, // 20: llmproxy.config.v1.HttpClient.proxy:type_name -> llmproxy.config.v1.OutboundProxy
+	22, // 21: llmproxy.config.v1.secret:extendee -> google.protobuf.FieldOptions
+	0,  // 22: llmproxy.config.v1.secret:type_name -> llmproxy.config.v1.Secret
+	23, // [23:23] is the sub-list for method output_type
+	23, // [23:23] is the sub-list for method input_type
+	22, // [22:23] is the sub-list for extension type_name
+	21, // [21:22] is the sub-list for extension extendee
 	0,  // [0:21] is the sub-list for field type_name
 }
 
@@ -1703,14 +1807,16 @@ func file_llmproxy_config_v1_config_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_llmproxy_config_v1_config_proto_rawDesc), len(file_llmproxy_config_v1_config_proto_rawDesc)),
-			NumEnums:      0,
+			NumEnums:      1,
 			NumMessages:   21,
-			NumExtensions: 0,
+			NumExtensions: 1,
 			NumServices:   0,
 		},
 		GoTypes:           file_llmproxy_config_v1_config_proto_goTypes,
 		DependencyIndexes: file_llmproxy_config_v1_config_proto_depIdxs,
+		EnumInfos:         file_llmproxy_config_v1_config_proto_enumTypes,
 		MessageInfos:      file_llmproxy_config_v1_config_proto_msgTypes,
+		ExtensionInfos:    file_llmproxy_config_v1_config_proto_extTypes,
 	}.Build()
 	File_llmproxy_config_v1_config_proto = out.File
 	file_llmproxy_config_v1_config_proto_goTypes = nil
