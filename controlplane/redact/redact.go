@@ -1,5 +1,6 @@
 // Package redact hides the secrets of a configuration before it leaves the control plane
-// or a proxy (admin API reads, export, a proxy's /config), and puts them back when an
+// or a proxy (admin API reads, export, a proxy's /config, and logs through ReplaceAttr,
+// which both binaries install in their slog handler), and puts them back when an
 // operator sends a redacted configuration in again (Restore), so `export | apply` and
 // GET-then-PUT round-trip.
 //
@@ -16,11 +17,15 @@
 package redact
 
 import (
+	"encoding/json"
+	"log/slog"
 	"strings"
 
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/descriptorpb"
+	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/llmproxy-go/llmproxy/controlplane/validate"
 	configv1 "github.com/llmproxy-go/llmproxy/gen/llmproxy/config/v1"
@@ -53,8 +58,13 @@ func Message[T proto.Message](m T) T {
 	return out
 }
 
-// hideIn hides, in place, every secret of m and of the messages it holds.
+// hideIn hides, in place, every secret of m and of the messages it holds, those packed in
+// a google.protobuf.Any included (an xDS resource, say).
 func hideIn(m protoreflect.Message) {
+	if m.Descriptor().FullName() == anyName {
+		hideInAny(m)
+		return
+	}
 	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
 		switch {
 		case fd.IsList():
@@ -85,6 +95,47 @@ func hideIn(m protoreflect.Message) {
 		}
 		return true
 	})
+}
+
+const anyName = "google.protobuf.Any"
+
+// hideInAny hides the secrets of the message packed in an Any, m. A message whose type is
+// not linked into the program cannot be inspected, so its bytes are dropped.
+func hideInAny(m protoreflect.Message) {
+	a, ok := m.Interface().(*anypb.Any)
+	if !ok {
+		return
+	}
+	inner, err := a.UnmarshalNew()
+	if err != nil {
+		a.Value = nil
+		return
+	}
+	hideIn(inner.ProtoReflect())
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(inner)
+	if err != nil {
+		a.Value = nil
+		return
+	}
+	a.Value = b
+}
+
+// ReplaceAttr is a slog.HandlerOptions.ReplaceAttr that logs a protobuf message as JSON with
+// its secrets hidden, so a config (or anything holding one) logged by mistake shows no
+// secret. Other attributes pass unchanged.
+func ReplaceAttr(_ []string, a slog.Attr) slog.Attr {
+	if a.Value.Kind() != slog.KindAny {
+		return a
+	}
+	m, ok := a.Value.Any().(proto.Message)
+	if !ok || m == nil || !m.ProtoReflect().IsValid() {
+		return a
+	}
+	b, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(Message(m))
+	if err != nil {
+		return slog.String(a.Key, Marker)
+	}
+	return slog.Any(a.Key, json.RawMessage(b))
 }
 
 // hide returns s, a value of field fd of message m, as it may be shown.

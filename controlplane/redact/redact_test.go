@@ -1,7 +1,9 @@
 package redact
 
 import (
+	"bytes"
 	"errors"
+	"log/slog"
 	"strings"
 	"testing"
 
@@ -10,6 +12,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/known/anypb"
 )
 
 func sample() *configv1.Config {
@@ -296,6 +299,28 @@ func TestSensitiveHeader(t *testing.T) {
 	} {
 		if got := SensitiveHeader(name); got != want {
 			t.Errorf("SensitiveHeader(%q) = %v; want %v", name, got, want)
+		}
+	}
+}
+
+// TestReplaceAttr: a config logged by mistake, bare or packed in an Any, shows no secret.
+func TestReplaceAttr(t *testing.T) {
+	packed, err := anypb.New(sample().Upstreams[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	log := slog.New(slog.NewJSONHandler(&out, &slog.HandlerOptions{ReplaceAttr: ReplaceAttr}))
+	log.Info("oops", "config", sample(), "resource", packed, "n", 3)
+	got := out.String()
+	for _, secret := range []string{"sk-secret", "ak-secret", `"pw"`, "user:pass@"} {
+		if strings.Contains(got, secret) {
+			t.Errorf("log shows %s: %s", secret, got)
+		}
+	}
+	for _, want := range []string{`"token":"<redacted>"`, `"url":"http://user:<redacted>@proxy.example.com:8080"`, `"n":3`, `"name":"openai"`} {
+		if !strings.Contains(got, want) {
+			t.Errorf("log lacks %s: %s", want, got)
 		}
 	}
 }

@@ -37,6 +37,7 @@ import (
 
 	"github.com/llmproxy-go/llmproxy/controlplane/admin"
 	"github.com/llmproxy-go/llmproxy/controlplane/configfile"
+	"github.com/llmproxy-go/llmproxy/controlplane/redact"
 	"github.com/llmproxy-go/llmproxy/controlplane/store"
 	adminv1 "github.com/llmproxy-go/llmproxy/gen/llmproxy/admin/v1"
 	configv1 "github.com/llmproxy-go/llmproxy/gen/llmproxy/config/v1"
@@ -92,7 +93,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "llmproxy-controlplane: invalid --log-level %q: want debug, info, warn or error\n", o.logLevel)
 		return 2
 	}
-	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
+	// redact.ReplaceAttr: a protobuf message logged anywhere shows no secret (marked in config.proto).
+	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level, ReplaceAttr: redact.ReplaceAttr}))
 	if err := serve(ctx, o, log); err != nil {
 		log.Error("control plane failed", "err", err)
 		return 1

@@ -42,6 +42,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/llmproxy-go/llmproxy/controlplane/configfile"
+	"github.com/llmproxy-go/llmproxy/controlplane/redact"
 	"github.com/llmproxy-go/llmproxy/controlplane/reportwire"
 	"github.com/llmproxy-go/llmproxy/controlplane/validate"
 	configv1 "github.com/llmproxy-go/llmproxy/gen/llmproxy/config/v1"
@@ -142,7 +143,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if f.test {
 		return testConfig(f.configFile, stdout, stderr)
 	}
-	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
+	// redact.ReplaceAttr: a protobuf message logged anywhere shows no secret (marked in config.proto).
+	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level, ReplaceAttr: redact.ReplaceAttr}))
 	var accessOut io.Writer // nil: no access log
 	if f.accessLog && level <= slog.LevelInfo {
 		accessOut = stderr
