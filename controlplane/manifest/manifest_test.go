@@ -26,3 +26,20 @@ func TestDigest(t *testing.T) {
 		t.Error("nil must match nothing")
 	}
 }
+
+func TestStreamToken(t *testing.T) {
+	for _, tt := range []struct {
+		env              map[string]string
+		wantTok, wantVar string
+	}{
+		{map[string]string{}, "", ""},
+		{map[string]string{AdminTokenEnv: "adm"}, "adm", AdminTokenEnv},
+		{map[string]string{AdminTokenEnv: "adm", TokenEnv: "x"}, "x", TokenEnv},
+		{map[string]string{TokenEnv: "x"}, "x", TokenEnv},
+	} {
+		tok, from := StreamToken(func(k string) string { return tt.env[k] })
+		if tok != tt.wantTok || from != tt.wantVar {
+			t.Errorf("%v: got %q from %q; want %q from %q", tt.env, tok, from, tt.wantTok, tt.wantVar)
+		}
+	}
+}

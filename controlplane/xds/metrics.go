@@ -13,6 +13,7 @@ type metrics struct {
 	pushLatency prometheus.Histogram
 	acks        *prometheus.CounterVec
 	nacks       *prometheus.CounterVec
+	refused     *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -38,12 +39,16 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "llmproxy_controlplane_xds_nacks_total",
 			Help: "NACKs (refused resources or revisions) received from proxies, by resource type.",
 		}, []string{"type"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "llmproxy_controlplane_xds_refused_streams_total",
+			Help: "Streams from proxies (ADS and reports) refused for a missing or invalid bearer token, by reason.",
+		}, []string{"reason"}),
 	}
 	if reg == nil {
 		return m, nil
 	}
 	var errs []error
-	for _, c := range []prometheus.Collector{m.connected, m.version, m.pushLatency, m.acks, m.nacks} {
+	for _, c := range []prometheus.Collector{m.connected, m.version, m.pushLatency, m.acks, m.nacks, m.refused} {
 		if err := reg.Register(c); err != nil {
 			errs = append(errs, err)
 		}

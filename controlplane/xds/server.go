@@ -13,6 +13,7 @@
 package xds
 
 import (
+	"cmp"
 	"context"
 	"crypto/subtle"
 	"errors"
@@ -33,6 +34,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
 	"github.com/llmproxy-go/llmproxy/controlplane/manifest"
@@ -58,8 +60,12 @@ type Options struct {
 	Registerer prometheus.Registerer
 	// Token, when non-empty, is required on every ADS stream as metadata
 	// "authorization: Bearer <token>"; streams without it fail with
-	// Unauthenticated.
+	// Unauthenticated, and are logged and counted
+	// (llmproxy_controlplane_xds_refused_streams_total).
 	Token string
+	// TokenEnv names the variable Token came from, for the refusal message;
+	// empty selects manifest.TokenEnv.
+	TokenEnv string
 	// ForgetAfter is how long a disconnected proxy stays in Proxies();
 	// zero selects 24h.
 	ForgetAfter time.Duration
@@ -69,12 +75,13 @@ type Options struct {
 // ADS service, the publisher and the fleet status. Its methods are safe
 // for concurrent use.
 type Server struct {
-	log     *slog.Logger
-	token   string
-	cache   cachev3.SnapshotCache
-	delta   delta.Server
-	fleet   *fleet
-	metrics *metrics
+	log      *slog.Logger
+	token    string
+	tokenEnv string
+	cache    cachev3.SnapshotCache
+	delta    delta.Server
+	fleet    *fleet
+	metrics  *metrics
 
 	mu        sync.Mutex
 	published uint64
@@ -95,6 +102,7 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	s := &Server{
 		log:       log,
 		token:     opts.Token,
+		tokenEnv:  cmp.Or(opts.TokenEnv, manifest.TokenEnv),
 		metrics:   m,
 		manifests: newManifestIndex(64),
 	}
@@ -184,7 +192,7 @@ func (a *adsService) StreamAggregatedResources(discoveryv3.AggregatedDiscoverySe
 }
 
 func (a *adsService) DeltaAggregatedResources(stream discoveryv3.AggregatedDiscoveryService_DeltaAggregatedResourcesServer) error {
-	if err := checkToken(stream.Context(), a.s.token); err != nil {
+	if err := a.s.authorize(stream.Context(), "ADS"); err != nil {
 		return err
 	}
 	return a.s.delta.DeltaStreamHandler(stream, resource.AnyType)
@@ -193,23 +201,58 @@ func (a *adsService) DeltaAggregatedResources(stream discoveryv3.AggregatedDisco
 // Authorize checks ctx's credentials as ADS streams are checked, for the other streams
 // proxies open (reports), so that every proxy stream follows one rule: it fails with
 // Unauthenticated unless the metadata carries "authorization: Bearer <Token>" (anything
-// passes when Token is empty).
-func (s *Server) Authorize(ctx context.Context) error { return checkToken(ctx, s.token) }
+// passes when Token is empty). A refusal is logged and counted like an ADS one.
+func (s *Server) Authorize(ctx context.Context) error { return s.authorize(ctx, "report") }
+
+// authorize checks the token of a stream of the given kind ("ADS", "report"), and logs
+// and counts a refusal.
+func (s *Server) authorize(ctx context.Context, kind string) error {
+	problem := tokenProblem(ctx, s.token)
+	if problem == "" {
+		return nil
+	}
+	addr := ""
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		addr = p.Addr.String()
+	}
+	s.metrics.refused.WithLabelValues(problem).Inc()
+	s.log.Warn("refused "+kind+" stream", "reason", problem+" bearer token", "address", addr)
+	return refusal(s.tokenEnv)
+}
+
+// tokenProblem returns "" when ctx's metadata carries "authorization: Bearer
+// <token>" (or token is empty), else why not: "missing" or "invalid".
+func tokenProblem(ctx context.Context, token string) string {
+	if token == "" {
+		return ""
+	}
+	md, _ := metadata.FromIncomingContext(ctx)
+	vals := md.Get("authorization")
+	for _, v := range vals {
+		scheme, got, ok := strings.Cut(v, " ")
+		if ok && strings.EqualFold(scheme, "bearer") && subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), []byte(token)) == 1 {
+			return ""
+		}
+	}
+	if len(vals) == 0 {
+		return "missing"
+	}
+	return "invalid"
+}
+
+// refusal is the status of a stream without the right token; env names the
+// variable holding it.
+func refusal(env string) error {
+	return status.Error(codes.Unauthenticated, "missing or invalid bearer token: send authorization: Bearer <"+env+">")
+}
 
 // checkToken fails with Unauthenticated unless ctx's metadata carries
 // "authorization: Bearer <token>". An empty token accepts everything.
 func checkToken(ctx context.Context, token string) error {
-	if token == "" {
-		return nil
+	if tokenProblem(ctx, token) != "" {
+		return refusal(manifest.TokenEnv)
 	}
-	md, _ := metadata.FromIncomingContext(ctx)
-	for _, v := range md.Get("authorization") {
-		scheme, got, ok := strings.Cut(v, " ")
-		if ok && strings.EqualFold(scheme, "bearer") && subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), []byte(token)) == 1 {
-			return nil
-		}
-	}
-	return status.Error(codes.Unauthenticated, "missing or invalid bearer token: send authorization: Bearer <"+manifest.TokenEnv+">")
+	return nil
 }
 
 // StreamAuthInterceptor returns a stream interceptor that applies the same

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
@@ -479,6 +480,19 @@ func TestAuth(t *testing.T) {
 	}
 	if _, err := stream.Recv(); status.Code(err) != codes.Unauthenticated {
 		t.Errorf("stream without token: %v; want Unauthenticated", err)
+	}
+	wrong, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conn).DeltaAggregatedResources(
+		metadata.AppendToOutgoingContext(t.Context(), "authorization", "Bearer guess"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := wrong.Recv(); status.Code(err) != codes.Unauthenticated {
+		t.Errorf("stream with a wrong token: %v; want Unauthenticated", err)
+	}
+	for _, reason := range []string{"missing", "invalid"} {
+		if n := value(t, cp.srv.metrics.refused.WithLabelValues(reason)); n != 1 {
+			t.Errorf("refused streams, %s token: %v; want 1", reason, n)
+		}
 	}
 	sotw, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(t.Context())
 	if err != nil {

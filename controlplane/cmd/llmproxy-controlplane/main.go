@@ -37,6 +37,7 @@ import (
 
 	"github.com/llmproxy-go/llmproxy/controlplane/admin"
 	"github.com/llmproxy-go/llmproxy/controlplane/configfile"
+	"github.com/llmproxy-go/llmproxy/controlplane/manifest"
 	"github.com/llmproxy-go/llmproxy/controlplane/redact"
 	"github.com/llmproxy-go/llmproxy/controlplane/store"
 	adminv1 "github.com/llmproxy-go/llmproxy/gen/llmproxy/admin/v1"
@@ -44,7 +45,7 @@ import (
 )
 
 // tokenEnv names the environment variable holding the admin bearer token.
-const tokenEnv = "LLMPROXY_ADMIN_AUTH_TOKEN"
+const tokenEnv = manifest.AdminTokenEnv
 
 type options struct {
 	store           string

@@ -20,13 +20,21 @@ var _ admin.FleetWatcher = (*xds.Server)(nil)
 // setupXDS registers the ADS service on gs, starts publishing store revisions as snapshots
 // and returns the xDS server (its fleet status feeds ListProxies). ctx is cancelled when the control plane
 // shuts down, before gs stops: the publisher stops and ADS streams end. reg is the control
-// plane's metrics registry. When LLMPROXY_XDS_AUTH_TOKEN is set, ADS streams must carry
-// "authorization: Bearer <token>".
+// plane's metrics registry. ADS (and report) streams must carry "authorization: Bearer
+// <token>" with the token of LLMPROXY_XDS_AUTH_TOKEN, or of LLMPROXY_ADMIN_AUTH_TOKEN when
+// that is unset (manifest.StreamToken); with neither set they are open.
 func setupXDS(ctx context.Context, gs *grpc.Server, st store.Store, reg *prometheus.Registry, log *slog.Logger) (*xds.Server, error) {
+	token, from := manifest.StreamToken(os.Getenv)
+	if from == "" {
+		log.Warn("ADS is open: set " + manifest.TokenEnv + " (or " + manifest.AdminTokenEnv + ") to require a bearer token from proxies")
+	} else {
+		log.Info("ADS requires a bearer token", "token_from", from)
+	}
 	srv, err := xds.New(ctx, xds.Options{
 		Logger:     log,
 		Registerer: reg,
-		Token:      os.Getenv(manifest.TokenEnv),
+		Token:      token,
+		TokenEnv:   from,
 	})
 	if err != nil {
 		return nil, err

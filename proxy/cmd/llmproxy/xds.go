@@ -27,5 +27,9 @@ func runControlPlane(ctx context.Context, addr, nodeID, stateDir string, apply f
 }
 
 // controlPlaneToken is the bearer token sent on every stream to the control plane: ADS and
-// reports (the control plane checks both with one rule).
-func controlPlaneToken() string { return os.Getenv(manifest.TokenEnv) }
+// reports (the control plane checks both with one rule): LLMPROXY_XDS_AUTH_TOKEN, else
+// LLMPROXY_ADMIN_AUTH_TOKEN (manifest.StreamToken).
+func controlPlaneToken() string {
+	token, _ := manifest.StreamToken(os.Getenv)
+	return token
+}
