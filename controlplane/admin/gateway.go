@@ -23,15 +23,17 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/llmproxy-go/llmproxy/controlplane/manifest"
 	"github.com/llmproxy-go/llmproxy/controlplane/store"
 	adminv1 "github.com/llmproxy-go/llmproxy/gen/llmproxy/admin/v1"
 	"github.com/llmproxy-go/llmproxy/gen/openapi"
 )
 
-// MaxMessageBytes bounds REST request bodies and the gateway's gRPC messages (a whole
-// config of thousands of upstreams fits many times over). The gRPC server should accept
-// messages of this size too (grpc.MaxRecvMsgSize).
-const MaxMessageBytes = 32 << 20
+// MaxMessageBytes bounds REST request bodies and the gateway's gRPC messages. It is the
+// fleet's one size limit (manifest.MaxMessageBytes), so the admin API takes no config that
+// proxies could not receive. The gRPC server should accept messages of this size too
+// (grpc.MaxRecvMsgSize).
+const MaxMessageBytes = manifest.MaxMessageBytes
 
 // HTTPOptions configure NewHTTPHandler.
 type HTTPOptions struct {
@@ -194,7 +196,8 @@ func HTTPStatus(c codes.Code) int {
 	case codes.AlreadyExists, codes.Aborted, codes.FailedPrecondition:
 		return http.StatusConflict
 	case codes.ResourceExhausted:
-		return http.StatusTooManyRequests
+		// A message or config over the size limit; the admin API has no quotas.
+		return http.StatusRequestEntityTooLarge
 	case codes.Canceled:
 		return 499
 	case codes.Unimplemented:

@@ -51,6 +51,7 @@ func TestHTTPStatusAndCodeNames(t *testing.T) {
 		{codes.AlreadyExists, 409, "already_exists"},
 		{codes.FailedPrecondition, 409, "failed_precondition"},
 		{codes.Aborted, 409, "aborted"},
+		{codes.ResourceExhausted, 413, "resource_exhausted"},
 		{codes.Internal, 500, "internal"},
 		{codes.DeadlineExceeded, 504, "deadline_exceeded"},
 		{codes.OK, 200, "ok"},

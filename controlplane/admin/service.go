@@ -34,6 +34,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/llmproxy-go/llmproxy/controlplane/redact"
+	"github.com/llmproxy-go/llmproxy/controlplane/snapshot"
 	"github.com/llmproxy-go/llmproxy/controlplane/store"
 	"github.com/llmproxy-go/llmproxy/controlplane/validate"
 	adminv1 "github.com/llmproxy-go/llmproxy/gen/llmproxy/admin/v1"
@@ -112,7 +113,8 @@ func (s *Server) load(ctx context.Context, op string) (uint64, *configv1.Config,
 type change func(next *configv1.Config) (pathRewrite, error)
 
 // prepare applies ch to a copy of cur, restores redacted secrets from cur and validates the
-// whole result with defaults applied (on a scratch copy). It returns the config to store.
+// whole result with defaults applied (on a scratch copy). It returns the config to store, or
+// RESOURCE_EXHAUSTED (HTTP 413) when its snapshot would be larger than proxies accept.
 func prepare(cur *configv1.Config, wholeConfig bool, ch change) (*configv1.Config, error) {
 	next := proto.Clone(cur).(*configv1.Config)
 	rw, err := ch(next)
@@ -126,6 +128,10 @@ func prepare(cur *configv1.Config, wholeConfig bool, ch change) (*configv1.Confi
 	validate.ApplyDefaults(checked)
 	if err := validate.Validate(checked); err != nil {
 		return nil, validationStatus(rewriteAll(validate.Errors(err), rw), wholeConfig)
+	}
+	// The snapshot is built from the config as stored.
+	if err := snapshot.CheckSize(next); err != nil {
+		return nil, status.Error(codes.ResourceExhausted, err.Error())
 	}
 	return next, nil
 }

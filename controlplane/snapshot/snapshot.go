@@ -96,8 +96,14 @@ var _ cachev3.ResourceSnapshot = (*Snapshot)(nil)
 // copies, so cfg may be changed afterwards. http_server.admin is not part of
 // a snapshot: it configures a proxy run from a file only. New fails when a
 // resource has no name or two resources of one type share a name (the store
-// only holds validated configs, so this means a bug upstream).
+// only holds validated configs, so this means a bug upstream), and when the config
+// needs a larger ADS response than proxies accept (*TooLargeError, see CheckSize).
 func New(rev uint64, cfg *configv1.Config) (*Snapshot, error) {
+	// A snapshot proxies cannot receive would stop the fleet: refuse it (admin writes are
+	// checked before they commit; this catches configs stored otherwise).
+	if err := CheckSize(cfg); err != nil {
+		return nil, fmt.Errorf("build snapshot of revision %d: %w", rev, err)
+	}
 	s := &Snapshot{
 		revision:  rev,
 		version:   strconv.FormatUint(rev, 10),

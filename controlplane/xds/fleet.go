@@ -60,6 +60,8 @@ type fleet struct {
 type manifestLookup interface {
 	byVersion(version string) *xdsv1.Manifest
 	byRevision(rev uint64) *xdsv1.Manifest
+	// latest returns the revision of the last published snapshot.
+	latest() uint64
 }
 
 var _ delta.Callbacks = (*fleet)(nil)
@@ -186,6 +188,15 @@ func (f *fleet) OnStreamDeltaRequest(id int64, req *discoveryv3.DeltaDiscoveryRe
 	}
 	sent, ok := st.pending[typeURL]
 	if req.GetResponseNonce() == "" || !ok || sent.nonce != req.GetResponseNonce() {
+		if d := req.GetErrorDetail(); d != nil {
+			// A NACK that answers no response of this stream: the proxy could not decode a
+			// response of an earlier stream (over its size limit, say), which ended it.
+			// Record it against the revision served now, the one the proxy could not take.
+			rev := f.manifest.latest()
+			f.metrics.nacks.WithLabelValues(typeLabel(typeURL)).Inc()
+			f.log.Warn("proxy refused config", "node_id", st.node, "revision", rev, "type", typeLabel(typeURL), "error", d.GetMessage())
+			f.update(st, func(n *nodeState) { n.nackRevision, n.nackError = rev, d.GetMessage() })
+		}
 		return nil
 	}
 	delete(st.pending, typeURL)

@@ -174,6 +174,8 @@ func (l *manifestLookupFunc) byVersion(version string) *xdsv1.Manifest {
 	return l.manifests.byVer[version]
 }
 
+func (l *manifestLookupFunc) latest() uint64 { return (*Server)(l).Revision() }
+
 func (l *manifestLookupFunc) byRevision(rev uint64) *xdsv1.Manifest {
 	l.mu.Lock()
 	defer l.mu.Unlock()

@@ -13,9 +13,11 @@ import (
 	"testing"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+	statuspb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -24,6 +26,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/llmproxy-go/llmproxy/controlplane/admin"
+	"github.com/llmproxy-go/llmproxy/controlplane/snapshot"
 	"github.com/llmproxy-go/llmproxy/controlplane/store"
 	adminv1 "github.com/llmproxy-go/llmproxy/gen/llmproxy/admin/v1"
 	configv1 "github.com/llmproxy-go/llmproxy/gen/llmproxy/config/v1"
@@ -462,6 +465,53 @@ func TestRenameNeverPartial(t *testing.T) {
 	}
 	p1.waitRevision(last)
 	p2.waitRevision(last)
+}
+
+// TestNACKOfUndecodableResponse: a proxy that could not decode a response (its stream
+// ended) reports it on its next stream's subscription, without a nonce; the fleet status
+// shows it against the revision being served.
+func TestNACKOfUndecodableResponse(t *testing.T) {
+	st := openStore(t)
+	rev := put(t, st, config("/v1/a", "u1"))
+	cp := startControlPlane(t, st, "127.0.0.1:0", "")
+	waitUntil(t, func() bool { return cp.srv.Revision() == rev })
+
+	conn, err := grpc.NewClient(cp.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	stream, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conn).DeltaAggregatedResources(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	const reason = "cannot decode a response from the control plane: grpc: received message larger than max (20000000 vs. 16777216)"
+	err = stream.Send(&discoveryv3.DeltaDiscoveryRequest{
+		Node: &corev3.Node{Id: "big"}, TypeUrl: snapshot.ManifestType, ResourceNamesSubscribe: []string{"*"},
+		ErrorDetail: &statuspb.Status{Code: int32(codes.ResourceExhausted), Message: reason},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fleet := cp.waitProxies(t, "the NACK", func(m map[string]*adminv1.ProxyStatus) bool { return m["big"].GetLastNackError() != "" })
+	if s := fleet["big"]; s.GetLastNackRevision() != rev || s.GetLastNackError() != reason || !s.GetConnected() {
+		t.Errorf("status %v; want connected with a NACK of revision %d: %s", s, rev, reason)
+	}
+	if n := value(t, cp.srv.metrics.nacks.WithLabelValues("manifest")); n != 1 {
+		t.Errorf("nacks %v; want 1", n)
+	}
+}
+
+// waitUntil waits until cond holds.
+func waitUntil(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(waitFor)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met in time")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 func TestAuth(t *testing.T) {

@@ -9,6 +9,12 @@
 // One goroutine runs one stream; a lost stream is reopened with jittered
 // exponential backoff, announcing the versions of the applied resources
 // (initial_resource_versions) so the control plane sends only what changed.
+// The backoff grows until a stream brings the proxy to the control plane's
+// revision (applied, or already held), not merely until a stream opens, so a
+// response the proxy cannot take does not make it reconnect in a tight loop.
+// A response the proxy cannot decode (over manifest.MaxMessageBytes, say)
+// ends the stream; the next stream reports it as a NACK, so the fleet
+// status shows why the proxy is stuck.
 package xdsclient
 
 import (
@@ -24,11 +30,14 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/llmproxy-go/llmproxy/controlplane/manifest"
 	configv1 "github.com/llmproxy-go/llmproxy/gen/llmproxy/config/v1"
 )
 
@@ -92,6 +101,8 @@ func Run(ctx context.Context, opts Options) error {
 
 	conn, err := grpc.NewClient(opts.Addr,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		// The limit the control plane keeps every snapshot within.
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(manifest.MaxMessageBytes)),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{
 			Time:                cmpOr(opts.Keepalive, DefaultKeepalive),
 			Timeout:             10 * time.Second,
@@ -106,11 +117,11 @@ func Run(ctx context.Context, opts Options) error {
 
 	backoff := minB
 	for {
-		progressed, err := c.session(ctx, ads)
+		synced, err := c.session(ctx, ads)
 		if ctx.Err() != nil {
 			return nil
 		}
-		if progressed {
+		if synced {
 			backoff = minB
 		}
 		// Equal jitter: half fixed, half random, so a fleet that lost the
@@ -139,6 +150,9 @@ type client struct {
 	opts    Options
 	log     *slog.Logger
 	tracker *tracker
+	// undecodable is why the last stream ended on a response the client could not
+	// decode; the next stream reports it as a NACK. Nil otherwise.
+	undecodable error
 }
 
 // resume applies the saved state and seeds the tracker with it.
@@ -180,9 +194,9 @@ func (c *client) applyAndSave(rev uint64, cfg *configv1.Config) error {
 	return nil
 }
 
-// session runs one stream until it fails or ctx is done. progressed is true
-// when at least one response arrived.
-func (c *client) session(ctx context.Context, ads discoveryv3.AggregatedDiscoveryServiceClient) (progressed bool, err error) {
+// session runs one stream until it fails or ctx is done. synced is true when
+// the stream brought the client to the control plane's revision.
+func (c *client) session(ctx context.Context, ads discoveryv3.AggregatedDiscoveryServiceClient) (synced bool, err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	if c.opts.Token != "" {
@@ -192,24 +206,47 @@ func (c *client) session(ctx context.Context, ads discoveryv3.AggregatedDiscover
 	if err != nil {
 		return false, fmt.Errorf("open stream: %w", err)
 	}
-	for _, req := range c.tracker.restart(&corev3.Node{Id: c.opts.NodeID}) {
+	reqs := c.tracker.restart(&corev3.Node{Id: c.opts.NodeID})
+	if c.undecodable != nil {
+		// No nonce to answer: the response never decoded. The control plane records a
+		// NACK carried by a subscription as one of the revision it serves.
+		reqs[0].ErrorDetail = nack(c.undecodable)
+	}
+	for _, req := range reqs {
 		if err := stream.Send(req); err != nil {
 			return false, fmt.Errorf("subscribe: %w", recvErr(stream, err))
 		}
 	}
+	c.undecodable = nil
+	connected := false
 	for {
 		resp, err := stream.Recv()
 		if err != nil {
-			return progressed, fmt.Errorf("receive: %w", err)
+			if undecodable(err) {
+				c.undecodable = fmt.Errorf("cannot decode a response from the control plane: %w", err)
+				c.log.Error("cannot decode a response from the control plane; it is reported as a NACK on the next stream", "err", err)
+			}
+			return c.tracker.synced, fmt.Errorf("receive: %w", err)
 		}
-		if !progressed {
+		if !connected {
 			c.log.Info("connected to the control plane")
+			connected = true
 		}
-		progressed = true
 		if err := stream.Send(c.tracker.handle(resp)); err != nil {
-			return progressed, fmt.Errorf("answer: %w", recvErr(stream, err))
+			return c.tracker.synced, fmt.Errorf("answer: %w", recvErr(stream, err))
 		}
 	}
+}
+
+// undecodable reports whether a receive error means the client could not
+// take the response it was sent: larger than its limit (ResourceExhausted)
+// or not a valid message (Internal).
+func undecodable(err error) bool {
+	switch status.Code(err) {
+	case codes.ResourceExhausted, codes.Internal:
+		return true
+	}
+	return false
 }
 
 // recvErr turns io.EOF from Send into the stream's real status, which

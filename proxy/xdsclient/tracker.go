@@ -233,6 +233,11 @@ type tracker struct {
 
 	failedManifest string // manifest version of the last refused revision
 	failedErr      error
+
+	// synced is set once the stream has brought the client to the control plane's
+	// revision: the received resources match the manifest and that revision is applied
+	// (now, or before the stream began). restart clears it.
+	synced bool
 }
 
 func newTracker(apply func(rev uint64, cfg *configv1.Config) error) *tracker {
@@ -258,6 +263,7 @@ func (t *tracker) seed(rev uint64, cfg *configv1.Config) error {
 // Resources of a revision that was received but not applied are dropped.
 func (t *tracker) restart(node *corev3.Node) []*discoveryv3.DeltaDiscoveryRequest {
 	t.cache = t.applied.share()
+	t.synced = false
 	reqs := make([]*discoveryv3.DeltaDiscoveryRequest, 0, len(typeURLs))
 	for i, typeURL := range typeURLs {
 		req := &discoveryv3.DeltaDiscoveryRequest{
@@ -333,6 +339,7 @@ func (t *tracker) resolve() error {
 	}
 	switch me.version {
 	case t.appliedManifest:
+		t.synced = true
 		return nil
 	case t.failedManifest:
 		return t.failedErr
@@ -348,6 +355,7 @@ func (t *tracker) resolve() error {
 	t.applied = t.cache.share()
 	t.appliedRev = m.GetRevision()
 	t.appliedManifest = me.version
+	t.synced = true
 	return nil
 }
 

@@ -286,6 +286,14 @@ func TestNACK(t *testing.T) {
 	if tr.appliedRev != 1 || len(rec.calls) != 0 {
 		t.Fatalf("applied rev %d, calls %v", tr.appliedRev, rec.calls)
 	}
+	// A stream that brought a refused revision has not synced: reconnects keep backing off.
+	if !tr.synced {
+		t.Error("synced is false after revision 1 was applied on this stream")
+	}
+	tr.restart(nil)
+	if tr.synced {
+		t.Error("synced survives a restart")
+	}
 	// A reconnect re-delivers revision 2: NACKed again, Apply not retried.
 	calls := 0
 	rec.fail = func(*configv1.Config) error { calls++; return errors.New("unexpected") }
@@ -304,6 +312,9 @@ func TestNACK(t *testing.T) {
 	if nacks != 1 || calls != 0 {
 		t.Errorf("after reconnect: %d NACKs, %d apply calls; want 1, 0", nacks, calls)
 	}
+	if tr.synced {
+		t.Error("synced after a stream that brought only a refused revision")
+	}
 	rec.fail = nil
 	srv2.set(3, cfgOf(map[string]string{"a": "http://fixed"}, "g", "a"))
 	for _, typeURL := range typeURLs {
@@ -313,6 +324,9 @@ func TestNACK(t *testing.T) {
 	}
 	if len(rec.calls) != 1 || rec.calls[0].rev != 3 {
 		t.Fatalf("apply calls %v", rec.calls)
+	}
+	if !tr.synced {
+		t.Error("not synced after revision 3 was applied")
 	}
 }
 

@@ -39,6 +39,7 @@ import (
 	"github.com/llmproxy-go/llmproxy/controlplane/configfile"
 	"github.com/llmproxy-go/llmproxy/controlplane/manifest"
 	"github.com/llmproxy-go/llmproxy/controlplane/redact"
+	"github.com/llmproxy-go/llmproxy/controlplane/snapshot"
 	"github.com/llmproxy-go/llmproxy/controlplane/store"
 	adminv1 "github.com/llmproxy-go/llmproxy/gen/llmproxy/admin/v1"
 	configv1 "github.com/llmproxy-go/llmproxy/gen/llmproxy/config/v1"
@@ -246,6 +247,9 @@ func bootstrap(ctx context.Context, st store.Store, path string, log *slog.Logge
 		return fmt.Errorf("bootstrap: %w", err)
 	}
 	cfg := f.Config()
+	if err := snapshot.CheckSize(cfg); err != nil {
+		return fmt.Errorf("bootstrap: %s: %w", path, err)
+	}
 	zero := uint64(0)
 	change := store.Change{Operation: "Bootstrap", Message: "--bootstrap " + path, Actor: "bootstrap"}
 	rev, err = st.Update(ctx, &zero, change, func(uint64, *configv1.Config) (*configv1.Config, error) { return cfg, nil })
