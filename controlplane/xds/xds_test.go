@@ -476,12 +476,8 @@ func TestNACKOfUndecodableResponse(t *testing.T) {
 	cp := startControlPlane(t, st, "127.0.0.1:0", "")
 	waitUntil(t, func() bool { return cp.srv.Revision() == rev })
 
-	conn, err := grpc.NewClient(cp.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	stream, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conn).DeltaAggregatedResources(t.Context())
+	ads := rawADS(t, cp.addr)
+	stream, err := ads.DeltaAggregatedResources(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -502,6 +498,18 @@ func TestNACKOfUndecodableResponse(t *testing.T) {
 	}
 }
 
+// rawADS is an ADS client of the control plane at addr, for tests that speak the protocol
+// themselves.
+func rawADS(t *testing.T, addr string) discoveryv3.AggregatedDiscoveryServiceClient {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return discoveryv3.NewAggregatedDiscoveryServiceClient(conn)
+}
+
 // waitUntil waits until cond holds.
 func waitUntil(t *testing.T, cond func() bool) {
 	t.Helper()
@@ -519,19 +527,15 @@ func TestAuth(t *testing.T) {
 	rev := put(t, st, config("/v1/a", "u1"))
 	cp := startControlPlane(t, st, "127.0.0.1:0", "s3cret")
 
-	conn, err := grpc.NewClient(cp.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	stream, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conn).DeltaAggregatedResources(t.Context())
+	ads := rawADS(t, cp.addr)
+	stream, err := ads.DeltaAggregatedResources(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := stream.Recv(); status.Code(err) != codes.Unauthenticated {
 		t.Errorf("stream without token: %v; want Unauthenticated", err)
 	}
-	wrong, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conn).DeltaAggregatedResources(
+	wrong, err := ads.DeltaAggregatedResources(
 		metadata.AppendToOutgoingContext(t.Context(), "authorization", "Bearer guess"))
 	if err != nil {
 		t.Fatal(err)
@@ -544,7 +548,7 @@ func TestAuth(t *testing.T) {
 			t.Errorf("refused streams, %s token: %v; want 1", reason, n)
 		}
 	}
-	sotw, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(t.Context())
+	sotw, err := ads.StreamAggregatedResources(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
