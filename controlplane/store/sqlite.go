@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 
@@ -56,10 +54,8 @@ func openSQLite(ctx context.Context, path string, logger *slog.Logger, opts opti
 	case strings.ContainsAny(path, "?#"):
 		return nil, fmt.Errorf("open store: sqlite path %q must not contain '?' or '#'", path)
 	}
-	if dir := filepath.Dir(path); dir != "." {
-		if err := os.MkdirAll(dir, 0o750); err != nil {
-			return nil, fmt.Errorf("open store: create directory: %w", err)
-		}
+	if err := privateSQLiteFiles(path, logger); err != nil {
+		return nil, fmt.Errorf("open store: sqlite %q: %w", path, err)
 	}
 	params := fmt.Sprintf("?_pragma=busy_timeout(%d)&_pragma=journal_mode(WAL)", sqliteBusyTimeoutMS)
 	rw, err := sql.Open("sqlite", path+params+"&_txlock=immediate")
