@@ -112,6 +112,9 @@ var yamlLineRE = regexp.MustCompile(`^yaml: line (\d+): `)
 // parseYAML reads the one YAML document of data and returns its top node, nil for an empty
 // document.
 func parseYAML(filename string, data []byte) (*yaml.Node, error) {
+	if len(data) > MaxFileBytes {
+		return nil, tooLarge(filename, int64(len(data)))
+	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var doc yaml.Node
 	if err := dec.Decode(&doc); err != nil {
@@ -209,7 +212,7 @@ func (d *decoder) resolve(n *yaml.Node) (*yaml.Node, bool) {
 	d.nodes++
 	if d.nodes > maxNodes {
 		if d.nodes == maxNodes+1 {
-			d.fail(n, "", "document too large (aliases expand to more than %d nodes)", maxNodes)
+			d.fail(n, "", "document too large: more than %d YAML nodes, aliases expanded", maxNodes)
 		}
 		return nil, false
 	}

@@ -27,7 +27,7 @@ type File struct {
 // Parse decodes data, the bytes of the file called name (name is used in messages only:
 // "<stdin>" for standard input). It is the one way in for every reader of a file, so a
 // file is read once and what is checked is what is used. On failure it returns the
-// errors.Join of every *Error found.
+// errors.Join of every *Error found. Data larger than MaxFileBytes is refused unparsed.
 func Parse(name string, data []byte) (*File, error) {
 	root, err := parseYAML(name, data)
 	if err != nil {

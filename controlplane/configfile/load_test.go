@@ -2,6 +2,7 @@ package configfile
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -539,5 +540,25 @@ func TestLocate(t *testing.T) {
 	}
 	if f.Locate(nil) != nil {
 		t.Error("Locate(nil) is not nil")
+	}
+}
+
+// TestTooLarge: a file over MaxFileBytes is refused with its size, before it is read or
+// parsed.
+func TestTooLarge(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "big.yaml")
+	if err := os.WriteFile(p, []byte("upstreams:\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(p, 100<<20); err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("%s: file is too large: 104857600 bytes, over the limit of %d bytes (16 MiB) for a configuration", p, MaxFileBytes)
+	if _, err := ReadFile(p); err == nil || err.Error() != want {
+		t.Errorf("ReadFile: %v; want %s", err, want)
+	}
+	_, err := Parse("<stdin>", make([]byte, MaxFileBytes+1))
+	if err == nil || !strings.Contains(err.Error(), "<stdin>: file is too large: 16777217 bytes") || !errors.Is(err, validate.ErrInvalid) {
+		t.Errorf("Parse: %v", err)
 	}
 }

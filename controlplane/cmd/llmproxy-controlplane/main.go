@@ -235,7 +235,7 @@ func bootstrap(ctx context.Context, st store.Store, path string, log *slog.Logge
 		log.Info("store holds a config; bootstrap file not applied", "revision", rev, "file", path)
 		return nil
 	}
-	data, err := os.ReadFile(path)
+	data, err := configfile.ReadFile(path)
 	if err != nil {
 		return fmt.Errorf("bootstrap: %w", err)
 	}

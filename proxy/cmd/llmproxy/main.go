@@ -185,9 +185,9 @@ type loaded struct {
 // prefixed with the file name and, when known, the line and column (or the variable) of the
 // field at fault.
 func loadFile(path string, environ []string) (*loaded, error) {
-	data, err := os.ReadFile(path)
+	data, err := configfile.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("read config: %w", err)
+		return nil, err
 	}
 	f, err := configfile.Parse(path, data)
 	if err != nil {
