@@ -139,6 +139,15 @@ func (p *proxy) revision(t *testing.T) string {
 
 func getJSON(t *testing.T, url string, v any) {
 	t.Helper()
+	b := fetch(t, url)
+	if err := json.Unmarshal([]byte(b), v); err != nil {
+		t.Fatalf("GET %s: decode %s: %v", url, b, err)
+	}
+}
+
+// fetch GETs url and returns the body of a 200 answer.
+func fetch(t *testing.T, url string) string {
+	t.Helper()
 	resp, err := http.Get(url)
 	if err != nil {
 		t.Fatalf("GET %s: %v", url, err)
@@ -148,9 +157,7 @@ func getJSON(t *testing.T, url string, v any) {
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("GET %s: %s %s", url, resp.Status, b)
 	}
-	if err := json.Unmarshal(b, v); err != nil {
-		t.Fatalf("GET %s: decode %s: %v", url, b, err)
-	}
+	return string(b)
 }
 
 // answer is a response read whole.

@@ -135,15 +135,15 @@ func (r *restorer) value(fd protoreflect.FieldDescriptor, s string, old protoref
 // list restores the secrets of a list of messages, matching each element to its
 // counterpart in old by identity.
 func (r *restorer) list(l protoreflect.List, old protoreflect.Value, p string, dest destination) {
-	var oldList protoreflect.List
-	if old.IsValid() {
-		oldList = old.List()
+	var index map[string]protoreflect.Message
+	if old.IsValid() && l.Len() > 0 {
+		index = indexByIdentity(old.List())
 	}
 	for i := 0; i < l.Len(); i++ {
 		el := l.Get(i).Message()
 		var match protoreflect.Message
-		if oldList != nil {
-			match = counterpart(el, oldList)
+		if id, ok := identity(el); ok {
+			match = index[id]
 		}
 		r.message(el, orInvalid(match), fmt.Sprintf("%s[%d]", p, i), dest)
 	}
@@ -178,32 +178,43 @@ func (r *restorer) mapValues(fd protoreflect.FieldDescriptor, m protoreflect.Map
 }
 
 // identityFields name the field that identifies a list element, in order of preference;
-// keys (header names) compare without case.
+// keys (header names) compare without case. An element type without any has no
+// counterpart.
 var identityFields = []struct {
 	name       protoreflect.Name
 	ignoreCase bool
 }{{"name", false}, {"key", true}, {"path", false}}
 
-// counterpart returns the element of old with el's identity, or nil. An element type
-// without an identity field has no counterpart.
-func counterpart(el protoreflect.Message, old protoreflect.List) protoreflect.Message {
+// identity returns the identity of a list element: its identity field's value (lower case
+// for keys), or false when its type has no identity field.
+func identity(el protoreflect.Message) (string, bool) {
 	fields := el.Descriptor().Fields()
 	for _, id := range identityFields {
 		fd := fields.ByName(id.name)
 		if fd == nil || fd.Kind() != protoreflect.StringKind || fd.IsList() || fd.IsMap() {
 			continue
 		}
-		want := el.Get(fd).String()
-		for i := 0; i < old.Len(); i++ {
-			o := old.Get(i).Message()
-			got := o.Get(fd).String()
-			if got == want || id.ignoreCase && strings.EqualFold(got, want) {
-				return o
+		v := el.Get(fd).String()
+		if id.ignoreCase {
+			v = strings.ToLower(v)
+		}
+		return v, true
+	}
+	return "", false
+}
+
+// indexByIdentity maps the identities of old's elements to them, the first one winning.
+func indexByIdentity(old protoreflect.List) map[string]protoreflect.Message {
+	index := make(map[string]protoreflect.Message, old.Len())
+	for i := 0; i < old.Len(); i++ {
+		o := old.Get(i).Message()
+		if id, ok := identity(o); ok {
+			if _, dup := index[id]; !dup {
+				index[id] = o
 			}
 		}
-		return nil
 	}
-	return nil
+	return index
 }
 
 // orInvalid returns m, or an invalid message standing for "no counterpart" when m is nil.
