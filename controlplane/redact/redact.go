@@ -44,6 +44,34 @@ func Kind(fd protoreflect.FieldDescriptor) configv1.Secret {
 	return proto.GetExtension(opts, configv1.E_Secret).(configv1.Secret)
 }
 
+// Fields returns every field marked as a secret in md and the messages reachable from it,
+// each once, depth first in declaration order. Tests use it to cover every secret without
+// naming them.
+func Fields(md protoreflect.MessageDescriptor) []protoreflect.FieldDescriptor {
+	var out []protoreflect.FieldDescriptor
+	seen := map[protoreflect.FullName]bool{}
+	var walk func(md protoreflect.MessageDescriptor)
+	walk = func(md protoreflect.MessageDescriptor) {
+		if seen[md.FullName()] {
+			return
+		}
+		seen[md.FullName()] = true
+		for i := 0; i < md.Fields().Len(); i++ {
+			fd := md.Fields().Get(i)
+			switch {
+			case Kind(fd) != configv1.Secret_SECRET_UNSPECIFIED:
+				out = append(out, fd)
+			case fd.IsMap() && fd.MapValue().Message() != nil:
+				walk(fd.MapValue().Message())
+			case fd.Message() != nil && !fd.IsMap():
+				walk(fd.Message())
+			}
+		}
+	}
+	walk(md)
+	return out
+}
+
 // Config returns a deep copy of c with every secret hidden. Config(nil) is nil.
 func Config(c *configv1.Config) *configv1.Config { return Message(c) }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"log/slog"
+	"slices"
 	"strings"
 	"testing"
 
@@ -255,9 +256,22 @@ func TestEveryMarkedFieldHidden(t *testing.T) {
 			})
 		}
 	}
-	walk((&configv1.Config{}).ProtoReflect().Descriptor(), nil, map[protoreflect.FullName]bool{})
+	md := (&configv1.Config{}).ProtoReflect().Descriptor()
+	walk(md, nil, map[protoreflect.FullName]bool{})
 	if marked < 4 {
 		t.Errorf("found %d marked fields; config.proto marks at least 4", marked)
+	}
+	var names []string
+	for _, fd := range Fields(md) {
+		names = append(names, string(fd.FullName()))
+	}
+	if len(names) != marked {
+		t.Errorf("Fields found %d fields, the walk %d: %v", len(names), marked, names)
+	}
+	for _, want := range []string{"Auth.token", "Auth.password", "HeaderOp.value", "OutboundProxy.url"} {
+		if !slices.Contains(names, "llmproxy.config.v1."+want) {
+			t.Errorf("Fields = %v; lacks %s", names, want)
+		}
 	}
 }
 
