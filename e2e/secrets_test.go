@@ -108,10 +108,11 @@ func plantSecrets(t *testing.T, m protoreflect.Message, run string, filled map[p
 }
 
 // TestSecretsNeverShown (issue 9): every field config.proto marks as a secret, filled with a
-// unique value, never appears in the admin API's reads (REST and gRPC), the export, a
-// proxy's /config (from the control plane and from a file), or the logs of either binary,
-// including around a write-back of the redacted export, refused writes and a failed
-// request. The write-back keeps the secrets: the upstreams still receive them.
+// unique value, never appears in the admin API's reads (REST and gRPC, history and diffs
+// included), the export, a proxy's /config (from the control plane and from a file), or the
+// logs of either binary, including around a write-back of the redacted export, refused
+// writes, a secret's rotation and a failed request. The write-back keeps the secrets: the
+// upstreams still receive them.
 func TestSecretsNeverShown(t *testing.T) {
 	mocks := startMocks(t, nil, "a", "b")
 	port := harness.FreePort(t)
@@ -224,6 +225,17 @@ func TestSecretsNeverShown(t *testing.T) {
 		mustSend(t, http.MethodPost, forward+"/v1/chat/completions", chat("gpt-4o"))
 	}
 	received("after the write-back")
+
+	// History: a revision that rotates a secret, its record and its diff.
+	rotated := "SeCrEt-rotated-" + run
+	next := fleet.write(t, http.MethodPut, "/api/v1/upstreams/up-bearer",
+		fmt.Sprintf(`{"url":%q,"auth":{"type":"bearer","token":%q}}`, mocks["a"].URL, rotated))
+	secrets = append(secrets, planted{value: rotated})
+	read("/api/v1/revisions")
+	read(fmt.Sprintf("/api/v1/revisions/%d", next))
+	if diff := read(fmt.Sprintf("/api/v1/revisions/%d/diff?base=%d", next, rev)); !strings.Contains(diff, "up-bearer") {
+		t.Errorf("the diff of the rotation does not name the upstream: %s", diff)
+	}
 
 	// Logs, shutdown included.
 	for _, proc := range []*harness.Process{p.proc, sp.proc, cp.proc} {
