@@ -686,8 +686,6 @@ func TestREST(t *testing.T) {
 		{name: "config dry run guarded", method: "PUT", path: "/config?dry_run=true", body: `{"upstreams":[{"name":"x","url":"https://x"}]}`, token: token, want: 409, bodyHas: []string{`would delete 1 of 1 forwards (\"f\")`, `2 of 2 upstreams (\"a\", \"b\")`, `force=true`}},
 		{name: "config dry run forced", method: "PUT", path: "/config?dry_run=true&force=true", body: `{"upstreams":[{"name":"x","url":"https://x"}]}`, token: token, want: 200, bodyHas: []string{`"revision":"4"`, `"dry_run":true`, `"action":"removed"`}},
 		{name: "config dry run invalid", method: "PUT", path: "/config?dry_run=true", body: `{"upstream_groups":[{"name":"g","upstreams":[{"name":"ghost"}]}]}`, token: token, want: 400, bodyHas: []string{`upstream_groups[0].upstreams[0].name`}},
-		{name: "config too large for the fleet", method: "PUT", path: "/config?dry_run=true", body: bigConfig(), token: token, want: 413,
-			bodyHas: []string{`"code":"resource_exhausted"`, `config too large: its upstreams need an xDS response of`, `over the limit of 15.0 MiB`}},
 		{name: "get config", method: "GET", path: "/config", token: token, want: 200, bodyHas: []string{`"http_server"`, `"upstream_groups"`}, bodyLacks: []string{"sk-a-secret", `"revision"`}, revision: "4"},
 		{name: "unknown path", method: "GET", path: "/nothing", token: token, want: 404, bodyHas: []string{`"error"`}},
 		{name: "proxies", method: "GET", path: "/proxies", token: token, want: 200, bodyHas: []string{`"revision":"4"`}},
@@ -742,18 +740,21 @@ func TestREST(t *testing.T) {
 	}
 }
 
-// bigConfig is a config in JSON of a few MiB whose upstreams need an xDS response over the
-// fleet's size limit: many small upstreams, each carrying a name, version and type URL on
-// the wire.
-func bigConfig() string {
-	var b strings.Builder
-	b.WriteString(`{"upstreams":[`)
+// TestConfigTooLargeForTheFleet: a config whose snapshot needs a larger xDS response than
+// proxies accept is refused with RESOURCE_EXHAUSTED (413 in REST) naming the size, before
+// anything is stored.
+func TestConfigTooLargeForTheFleet(t *testing.T) {
+	e := newEnv(t, "", nil)
+	ctx := e.ctx(t)
+	big := &configv1.Config{}
 	for i := range 120000 {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		fmt.Fprintf(&b, `{"name":"u%d","url":"http://upstream-%d.example.com/v1"}`, i, i)
+		big.Upstreams = append(big.Upstreams, &configv1.Upstream{Name: fmt.Sprintf("u%d", i), Url: fmt.Sprintf("http://upstream-%d.example.com/v1", i)})
 	}
-	b.WriteString(`]}`)
-	return b.String()
+	for _, dry := range []bool{true, false} {
+		_, err := e.client.ApplyConfig(ctx, &adminv1.ApplyConfigRequest{Config: big, DryRun: dry})
+		wantCode(t, err, codes.ResourceExhausted, "config too large: its upstreams need an xDS response of", "over the limit of 15.0 MiB")
+	}
+	if rev, _ := e.stored(t); rev != 0 {
+		t.Errorf("stored revision %d; want nothing stored", rev)
+	}
 }
