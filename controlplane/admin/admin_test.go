@@ -746,13 +746,16 @@ func TestREST(t *testing.T) {
 func TestConfigTooLargeForTheFleet(t *testing.T) {
 	e := newEnv(t, "", nil)
 	ctx := e.ctx(t)
+	// Just under the gRPC message limit, just over the snapshot's.
 	big := &configv1.Config{}
-	for i := range 120000 {
-		big.Upstreams = append(big.Upstreams, &configv1.Upstream{Name: fmt.Sprintf("u%d", i), Url: fmt.Sprintf("http://upstream-%d.example.com/v1", i)})
+	pad := strings.Repeat("v", 512<<10)
+	for i := range 31 {
+		big.Upstreams = append(big.Upstreams, &configv1.Upstream{Name: fmt.Sprintf("u%d", i), Url: "http://upstream.example.com/v1",
+			Headers: []*configv1.HeaderOp{{Op: "insert", Key: "x-pad", Value: pad}}})
 	}
 	for _, dry := range []bool{true, false} {
 		_, err := e.client.ApplyConfig(ctx, &adminv1.ApplyConfigRequest{Config: big, DryRun: dry})
-		wantCode(t, err, codes.ResourceExhausted, "config too large: its upstreams need an xDS response of", "over the limit of 15.0 MiB")
+		wantCode(t, err, codes.ResourceExhausted, "config too large: its upstreams need an xDS response of 15.5 MiB", "over the limit of 15.0 MiB")
 	}
 	if rev, _ := e.stored(t); rev != 0 {
 		t.Errorf("stored revision %d; want nothing stored", rev)
