@@ -10,7 +10,8 @@
 // One gRPC server on --grpc-addr carries the admin API, ADS, grpc.health.v1 and server
 // reflection. --http-addr serves the REST façade under /api/v1/, /api/v1/openapi.json,
 // /health and /metrics. When LLMPROXY_ADMIN_AUTH_TOKEN is set, every admin call needs
-// "Authorization: Bearer <token>". SIGTERM or SIGINT stops it gracefully.
+// "Authorization: Bearer <token>", and so does ADS unless LLMPROXY_XDS_AUTH_TOKEN sets a
+// token of its own. SIGTERM or SIGINT stops it gracefully.
 package main
 
 import (
