@@ -131,7 +131,7 @@ func TestRestoreErrors(t *testing.T) {
 		`upstreams[0].auth.token: the token is "<redacted>" but there is no previous value to restore: send the secret itself`,
 		`upstreams[0].headers[1].value: the value is "<redacted>" but there is no previous value to restore: send the secret itself`,
 		`upstreams[4].auth.password: the password is "<redacted>" but there is no previous value to restore: send the secret itself`,
-		`upstream_groups[0].http_client.proxy.url: the url is "<redacted>" but there is no previous value to restore: send the secret itself`,
+		`upstream_groups[0].http_client.proxy.url: the url's password is "<redacted>" but there is no previous value to restore: send the secret itself`,
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
@@ -171,7 +171,7 @@ func TestRestoreFollowsOrigin(t *testing.T) {
 			`upstreams[1].auth.password: the password is "<redacted>" but its url now points to ${env:B_URL} instead of http://b:80: send the secret itself, a stored secret is kept only while the scheme, host and port stay the same`},
 		{"outbound proxy moved", func(c *configv1.Config) {
 			c.UpstreamGroups[0].HttpClient.Proxy.Url = "http://user:<redacted>@elsewhere.example.com:8080"
-		}, `upstream_groups[0].http_client.proxy.url: the url is "<redacted>" but its url now points to http://elsewhere.example.com:8080 instead of http://proxy.example.com:8080: send the secret itself, a stored secret is kept only while the scheme, host and port stay the same`},
+		}, `upstream_groups[0].http_client.proxy.url: the url's password is "<redacted>" but its url now points to http://elsewhere.example.com:8080 instead of http://proxy.example.com:8080: send the secret itself, a stored secret is kept only while the scheme, host and port stay the same`},
 		{"outbound proxy new user, same origin", func(c *configv1.Config) {
 			c.UpstreamGroups[0].HttpClient.Proxy.Url = "http://other:<redacted>@proxy.example.com:8080"
 		}, ""},

@@ -267,9 +267,13 @@ func origin(raw string) (string, bool) {
 // defaultPorts are the ports a URL without one uses, by scheme.
 var defaultPorts = map[string]string{"http": "80", "https": "443", "socks5": "1080", "socks5h": "1080"}
 
-// what names a secret field for messages: "token", "password", "value", "url".
+// what names a secret field for messages: "token", "password", "value", "url's password".
 func what(fd protoreflect.FieldDescriptor) string {
-	return strings.ReplaceAll(string(fd.Name()), "_", " ")
+	name := strings.ReplaceAll(string(fd.Name()), "_", " ")
+	if Kind(fd) == configv1.Secret_SECRET_URL_PASSWORD {
+		return name + "'s password"
+	}
+	return name
 }
 
 func join(path, name string) string {
