@@ -134,7 +134,7 @@ func TestSecretsNeverShown(t *testing.T) {
 	}
 	fleet := fleetOf(cp)
 	rev := fleet.write(t, http.MethodPut, "/api/v1/config", string(body))
-	p := xdsStartProxyWith(t, cp.grpcAddr, "p1", t.TempDir(), []string{"--log-level", "debug"}, nil)
+	p := xdsStartProxyWith(t, cp.grpcAddr, "p1", t.TempDir(), nil, "--log-level", "debug")
 	xdsWaitRevision(t, rev, p)
 
 	// The secrets reach the upstreams: two requests, one per member of g.
