@@ -9,7 +9,8 @@
 //
 // One gRPC server on --grpc-addr carries the admin API, ADS, grpc.health.v1 and server
 // reflection. --http-addr serves the REST façade under /api/v1/, /api/v1/openapi.json,
-// /health and /metrics. When LLMPROXY_ADMIN_AUTH_TOKEN is set, every admin call needs
+// /health, /metrics and the operator console under /ui/ (static files that call the REST
+// API). When LLMPROXY_ADMIN_AUTH_TOKEN is set, every admin call needs
 // "Authorization: Bearer <token>", and so does ADS unless LLMPROXY_XDS_AUTH_TOKEN sets a
 // token of its own. SIGTERM or SIGINT stops it gracefully.
 package main
@@ -38,6 +39,7 @@ import (
 
 	"github.com/llmproxy-go/llmproxy/controlplane/admin"
 	"github.com/llmproxy-go/llmproxy/controlplane/configfile"
+	"github.com/llmproxy-go/llmproxy/controlplane/console"
 	"github.com/llmproxy-go/llmproxy/controlplane/manifest"
 	"github.com/llmproxy-go/llmproxy/controlplane/redact"
 	"github.com/llmproxy-go/llmproxy/controlplane/snapshot"
@@ -72,7 +74,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 	var o options
 	fs.StringVar(&o.store, "store", "sqlite:.data/controlplane.db", "config store: sqlite:PATH or postgres://...")
 	fs.StringVar(&o.grpcAddr, "grpc-addr", "127.0.0.1:18000", "gRPC address: admin API, ADS, grpc.health.v1, reflection")
-	fs.StringVar(&o.httpAddr, "http-addr", "127.0.0.1:18001", "HTTP address: REST API under /api/v1/, /health, /metrics")
+	fs.StringVar(&o.httpAddr, "http-addr", "127.0.0.1:18001", "HTTP address: REST API under /api/v1/, /health, /metrics, the console under /ui/")
 	fs.StringVar(&o.bootstrap, "bootstrap", "", "YAML config applied when the store is empty")
 	fs.IntVar(&o.history, "history", store.DefaultHistory, "revisions kept in the store's history (at least 1)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
@@ -175,8 +177,14 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 		hl.Close()
 		return err
 	}
+	ui, err := console.New()
+	if err != nil {
+		gl.Close()
+		hl.Close()
+		return err
+	}
 	hsrv := &http.Server{
-		Handler:           handler,
+		Handler:           withConsole(handler, ui),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.With("component", "http").Handler(), slog.LevelWarn),
@@ -263,6 +271,16 @@ func bootstrap(ctx context.Context, st store.Store, path string, log *slog.Logge
 	}
 	log.Info("bootstrap config applied", "revision", rev, "file", path)
 	return nil
+}
+
+// withConsole serves the console under console.Prefix beside api, and sends a browser that
+// asks for / to it.
+func withConsole(api http.Handler, ui http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle(console.Prefix, ui)
+	mux.Handle("GET /{$}", http.RedirectHandler(console.Prefix, http.StatusFound))
+	mux.Handle("/", api)
+	return mux
 }
 
 // storeKind names the store backend without its credentials.

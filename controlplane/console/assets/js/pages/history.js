@@ -1,0 +1,97 @@
+// History: the kept revisions, newest first, what each changed (its diff against the one
+// before), and a rollback to any of them, previewed as a diff and confirmed.
+// Sources: GET /api/v1/revisions (paged), GET /api/v1/revisions/{rev}/diff,
+// POST /api/v1/revisions/{rev}:rollback (dry_run first).
+
+import { h, replace, num, chip, errorBox, notice, when, ago } from '../dom.js';
+import { diffView } from '../diff.js';
+import { changeDialog } from '../editor.js';
+import * as api from '../api.js';
+
+export default function history(main, ctx) {
+  let alive = true;
+  const list = h('tbody');
+  const more = h('div', { class: 'more' });
+  const detail = h('div', { class: 'history-detail' });
+  let current = 0;
+  let selected = null;
+
+  const showDiff = async (rev, tr) => {
+    if (selected) selected.classList.remove('selected');
+    selected = tr;
+    tr.classList.add('selected');
+    replace(detail, h('p', { class: 'muted' }, `Loading revision ${rev}…`));
+    try {
+      const d = await api.get(`/api/v1/revisions/${rev}/diff`);
+      if (!alive) return;
+      replace(detail,
+        h('h2', null, `Revision ${rev}`, h('span', { class: 'muted' }, ` against ${num(d.base_revision) || 'the empty config'}`)),
+        diffView(d));
+    } catch (e) {
+      replace(detail, errorBox(e));
+    }
+  };
+
+  const rollback = (r) => changeDialog({
+    title: `Roll back to revision ${num(r.revision)}`,
+    intro: h('p', null, `Revision ${num(r.revision)}`, r.message ? [' (', h('em', null, r.message), ')'] : null,
+      ` becomes a new revision after ${current}. The preview shows what changes against the current config.`),
+    send: (_, params) => api.call('POST', `/api/v1/revisions/${num(r.revision)}:rollback`, { query: params }),
+    commitLabel: `Roll back to r${num(r.revision)}`,
+    danger: true,
+    defaultMessage: `rollback to revision ${num(r.revision)} from the console`,
+    onDone: () => reload(),
+  });
+
+  const row = (r) => {
+    const rev = num(r.revision);
+    const tr = h('tr', { dataset: { revision: String(rev) }, class: 'clickable' },
+      h('td', { class: 'num' }, h('strong', null, 'r' + rev), rev === current ? [' ', chip('current', 'ok')] : null),
+      h('td', { title: when(r.create_time) }, when(r.create_time), h('div', { class: 'small muted' }, ago(r.create_time))),
+      h('td', null, h('code', null, r.operation)),
+      h('td', null, (r.resources || []).map((x) => h('span', { class: 'tag' }, x))),
+      h('td', null, r.message || h('span', { class: 'muted' }, '—')),
+      h('td', null, r.actor),
+      h('td', { class: 'actions' }, rev === current ? null : h('button', {
+        class: 'rollback',
+        onclick: (ev) => {
+          ev.stopPropagation();
+          rollback(r);
+        },
+      }, 'Roll back to this')));
+    tr.addEventListener('click', () => showDiff(rev, tr));
+    return tr;
+  };
+
+  const page = async (token) => {
+    const d = await api.get('/api/v1/revisions', { page_size: 25, page_token: token });
+    if (!alive) return;
+    current = num(d.revision);
+    ctx.revision(current);
+    list.append(...(d.revisions || []).map(row));
+    replace(more, d.next_page_token
+      ? h('button', { onclick: () => page(d.next_page_token).catch((e) => replace(more, errorBox(e))) }, 'Older revisions')
+      : h('p', { class: 'muted small' }, 'Older revisions are not kept (see --history).'));
+  };
+
+  const reload = () => {
+    list.replaceChildren();
+    replace(detail, h('p', { class: 'muted' }, 'Select a revision to see what it changed.'));
+    page('').catch((e) => replace(more, errorBox(e)));
+  };
+
+  replace(main,
+    h('div', { class: 'page-head' }, h('h1', null, 'History'),
+      h('p', { class: 'muted' }, 'Every accepted change is a revision. Click one to see its diff; roll back to any kept revision.')),
+    h('div', { class: 'history' },
+      h('div', null,
+        h('table', { class: 'grid revisions' },
+          h('thead', null, h('tr', null, ['Revision', 'When', 'Operation', 'Resources', 'Message', 'Actor', ''].map((c) => h('th', null, c)))),
+          list),
+        more),
+      detail));
+  reload();
+  return () => {
+    alive = false;
+  };
+}

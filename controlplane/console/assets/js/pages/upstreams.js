@@ -1,0 +1,98 @@
+// Upstreams: the fleet's verdict on every upstream (healthy, degraded: breaker open on some
+// proxies, down: on all), each proxy's view from its last report, and the last hour of
+// traffic and errors as sparklines.
+// Sources: GET /api/v1/upstreams, GET /api/v1/upstreams/{name}/health (each upstream),
+// GET /api/v1/usage?by=upstream&window=1h&step=1m; every 5 s.
+
+import { h, replace, every, num, chip, table, errorBox, notice, ago, when, rate, pct, seconds, count, mapLimit } from '../dom.js';
+import { sparkline } from '../charts.js';
+import * as api from '../api.js';
+
+const VERDICT_KIND = { healthy: 'ok', degraded: 'warn', down: 'bad', unknown: 'muted' };
+const VERDICT_ORDER = { down: 0, degraded: 1, unknown: 2, healthy: 3 };
+const BREAKER_KIND = { closed: 'ok', half_open: 'warn', open: 'bad' };
+
+function proxyRows(health) {
+  return (health.proxies || []).map((p) => h('tr', { dataset: { node: p.node_id, breaker: p.breaker }, class: p.stale ? 'stale' : null },
+    h('td', null, p.node_id, p.stale ? h('span', { class: 'small muted' }, ' (stale)') : null),
+    h('td', null, chip(p.breaker.replace('_', '-'), BREAKER_KIND[p.breaker] || 'muted')),
+    h('td', { class: 'num' }, count(p.requests)),
+    h('td', { class: 'num' }, count(p.errors)),
+    h('td', { class: 'num' }, count(p.rate_limited)),
+    h('td', { class: 'num' }, seconds(p.latency_p50_seconds)),
+    h('td', { class: 'num' }, seconds(p.latency_p95_seconds)),
+    h('td', { class: 'num' }, String(num(p.in_flight))),
+    h('td', { title: when(p.report_time) }, ago(p.report_time))));
+}
+
+function card(u, health, series) {
+  const verdict = health && !(health instanceof Error) ? health.verdict : null;
+  const reqs = series ? series.map((pt) => num(pt.requests)) : [];
+  const errs = series ? series.map((pt) => num(pt.errors)) : [];
+  return h('section', { class: ['card', 'upstream', verdict ? 'v-' + verdict : null], dataset: { upstream: u.name, verdict: verdict || '' } },
+    h('div', { class: 'card-head' },
+      h('h2', null, u.name),
+      verdict ? chip(verdict, VERDICT_KIND[verdict] || 'muted', health.reason) : null,
+      h('span', { class: 'spacer' }),
+      h('code', { class: 'small muted url' }, u.url)),
+    health instanceof Error ? errorBox(health) : null,
+    health && !(health instanceof Error)
+      ? h('div', { class: 'upstream-body' },
+        h('p', { class: 'reason' }, health.reason || ''),
+        h('div', { class: 'stats' },
+          h('div', null, h('span', { class: 'label' }, 'Requests'), rate(health.requests_per_second)),
+          h('div', null, h('span', { class: 'label' }, 'Error rate'), pct(health.error_rate)),
+          h('div', null, h('span', { class: 'label' }, 'In flight'), String(num(health.in_flight))),
+          series ? h('div', { class: 'spark-cell' }, h('span', { class: 'label' }, 'Attempts / min, last hour'), sparkline(reqs, { title: 'attempts per minute', cls: 's0', format: count })) : null,
+          series ? h('div', { class: 'spark-cell' }, h('span', { class: 'label' }, 'Failed / min, last hour'), sparkline(errs, { title: 'failed attempts per minute', cls: 'bad', format: count })) : null),
+        (health.proxies || []).length
+          ? table(['Proxy', 'Breaker', 'Attempts', 'Failed', '429s', 'p50', 'p95', 'In flight', 'Report'], proxyRows(health), { class: 'compact' })
+          : h('p', { class: 'muted small' }, 'No proxy has reported this upstream.'))
+      : null);
+}
+
+export default function upstreams(main, ctx) {
+  const body = h('div', { class: 'upstream-list' });
+  replace(main,
+    h('div', { class: 'page-head' }, h('h1', null, 'Upstreams'),
+      h('p', { class: 'muted' }, 'Passive health as every proxy sees it (no probes are sent), from the proxies\u2019 reports. Counts cover each proxy\u2019s last report interval.')),
+    body);
+  return every(5000, async () => {
+    let list;
+    try {
+      list = await api.get('/api/v1/upstreams');
+    } catch (e) {
+      replace(body, errorBox(e));
+      return;
+    }
+    ctx.revision(num(list.revision));
+    const ups = list.upstreams || [];
+    const [usage, ...healths] = await Promise.all([
+      api.get('/api/v1/usage', { by: 'upstream', window: '1h', step: '1m' }).catch((e) => e),
+      ...(await mapLimit(ups, 6, (u) => api.get(`/api/v1/upstreams/${api.seg(u.name)}/health`))),
+    ]);
+    const noReports = healths.some((x) => x instanceof api.APIError && x.unrouted);
+    const series = {};
+    if (!(usage instanceof Error)) {
+      for (const e of usage.entries || []) series[e.name] = e.points || [];
+    }
+    const order = ups.map((u, i) => ({ u, health: noReports ? null : healths[i] }));
+    order.sort((a, b) => {
+      const va = a.health && !(a.health instanceof Error) ? VERDICT_ORDER[a.health.verdict] : 9;
+      const vb = b.health && !(b.health instanceof Error) ? VERDICT_ORDER[b.health.verdict] : 9;
+      return va - vb || a.u.name.localeCompare(b.u.name);
+    });
+    replace(body,
+      noReports ? notice('warn', 'This control plane has no fleet health endpoint (GET /api/v1/upstreams/{name}/health): only the configured upstreams are listed.') : null,
+      ups.length ? null : notice('info', 'No upstream is configured.'),
+      order.map(({ u, health }) => card(u, health, usage instanceof Error ? null : series[u.name] || emptySeries(usage))));
+  });
+}
+
+// emptySeries gives an upstream without traffic in the window a flat series of the usage
+// answer's length, so its sparkline shows zero rather than nothing.
+function emptySeries(usage) {
+  const start = Date.parse(usage.start_time), end = Date.parse(usage.end_time);
+  const n = Math.max(1, Math.round((end - start) / 60000));
+  return Array.from({ length: n }, () => ({ requests: 0, errors: 0 }));
+}
