@@ -43,8 +43,9 @@ export function sparkline(values, { title = '', cls = 's0', format = String, wid
 
 // lineChart draws series ({name, values}) over times (Dates, one per value). format formats
 // the y values. Hovering a column shows every series' value at that time.
-export function lineChart(series, times, { format = String, label = '' } = {}) {
-  const W = 760, H = 230, L = 56, R = 14, T = 12, B = 26;
+// width is the chart's width in CSS pixels (the SVG is drawn 1:1, so text keeps its size).
+export function lineChart(series, times, { format = String, label = '', width = 760 } = {}) {
+  const W = Math.max(360, Math.round(width)), H = 220, L = 56, R = 14, T = 12, B = 26;
   const n = times.length;
   const pw = W - L - R, ph = H - T - B;
   let max = 0;
@@ -52,7 +53,7 @@ export function lineChart(series, times, { format = String, label = '' } = {}) {
   const top = niceCeil(max);
   const x = (i) => L + (n <= 1 ? pw : (i * pw) / (n - 1));
   const y = (v) => T + ph - (v / top) * ph;
-  const svg = s('svg', { class: 'chart', viewBox: `0 0 ${W} ${H}`, role: 'img', 'aria-label': label });
+  const svg = s('svg', { class: 'chart', viewBox: `0 0 ${W} ${H}`, width: W, height: H, role: 'img', 'aria-label': label });
   for (let k = 0; k <= 4; k++) {
     const v = (top * k) / 4;
     svg.append(
@@ -87,17 +88,17 @@ function legendSwatch(j) {
 }
 
 // barChart draws one horizontal stacked bar per item ({name, parts: [numbers], total}).
-// parts names the stack's parts; format formats the values.
-export function barChart(items, { parts = ['value'], format = String, label = '' } = {}) {
-  const W = 760, rowH = 24, L = 190, R = 90, T = 4;
+// parts names the stack's parts; format formats the values; width is in CSS pixels.
+export function barChart(items, { parts = ['value'], format = String, label = '', width = 760 } = {}) {
+  const W = Math.max(320, Math.round(width)), rowH = 24, L = 170, R = 70, T = 4;
   const H = T * 2 + items.length * rowH;
   const max = Math.max(1, ...items.map((it) => it.total));
   const pw = W - L - R;
-  const svg = s('svg', { class: 'chart bars', viewBox: `0 0 ${W} ${H}`, role: 'img', 'aria-label': label });
+  const svg = s('svg', { class: 'chart bars', viewBox: `0 0 ${W} ${H}`, width: W, height: H, role: 'img', 'aria-label': label });
   items.forEach((it, r) => {
     const yy = T + r * rowH;
     const name = it.name === '' ? '(none)' : it.name;
-    const short = name.length > 26 ? name.slice(0, 25) + '…' : name;
+    const short = name.length > 24 ? name.slice(0, 23) + '…' : name;
     svg.append(s('text', { class: 'label', x: L - 8, y: yy + rowH / 2 + 4, 'text-anchor': 'end' }, s('title', null, name), short));
     let xx = L;
     it.parts.forEach((v, k) => {

@@ -136,10 +136,10 @@ export function chip(text, kind, title) {
   return h('span', { class: ['chip', kind], title }, text);
 }
 
-// table builds a table from column headers and rows of cells.
+// table builds a table from column headers (a label, or [label, class]) and rows.
 export function table(headers, rows, props = {}) {
   return h('table', { class: ['grid', props.class] },
-    h('thead', null, h('tr', null, headers.map((c) => h('th', null, c)))),
+    h('thead', null, h('tr', null, headers.map((c) => (Array.isArray(c) ? h('th', { class: c[1] }, c[0]) : h('th', null, c))))),
     h('tbody', null, rows));
 }
 

@@ -29,9 +29,11 @@ function parseHash() {
   return { page: parts[0] || 'fleet', rest: parts.slice(1), query: new URLSearchParams(q || '') };
 }
 
+// stop ends the current page: its polling, and any dialog it left open.
 function stop() {
   if (stopPage) stopPage();
   stopPage = null;
+  for (const d of document.querySelectorAll('dialog')) d.close();
 }
 
 function showLogin() {

@@ -62,8 +62,8 @@ export default function fleet(main, ctx) {
     const connected = ps.filter((p) => p.connected);
     const current = connected.filter((p) => num(p.acked_revision) === serving);
     const refusing = ps.filter((p) => num(p.last_nack_revision) > num(p.acked_revision));
-    const headers = ['Proxy', 'Connection', 'Applied', 'Rollout', 'Lag (revisions)', 'Connected'];
-    if (reports) headers.push('Last report', 'Health', 'Requests', 'Errors', 'In flight');
+    const headers = ['Proxy', 'Connection', ['Applied', 'num'], 'Rollout', ['Lag (revisions)', 'num'], 'Connected'];
+    if (reports) headers.push('Last report', 'Health', ['Requests', 'num'], ['Errors', 'num'], ['In flight', 'num']);
     replace(body,
       h('div', { class: 'cards' },
         h('div', { class: 'card stat' }, h('div', { class: 'label' }, 'Serving revision'), h('div', { class: 'value' }, 'r' + serving)),

@@ -46,7 +46,7 @@ export default function history(main, ctx) {
   const row = (r) => {
     const rev = num(r.revision);
     const tr = h('tr', { dataset: { revision: String(rev) }, class: 'clickable' },
-      h('td', { class: 'num' }, h('strong', null, 'r' + rev), rev === current ? [' ', chip('current', 'ok')] : null),
+      h('td', null, h('strong', null, 'r' + rev), rev === current ? [' ', chip('current', 'ok')] : null),
       h('td', { title: when(r.create_time) }, when(r.create_time), h('div', { class: 'small muted' }, ago(r.create_time))),
       h('td', null, h('code', null, r.operation)),
       h('td', null, (r.resources || []).map((x) => h('span', { class: 'tag' }, x))),

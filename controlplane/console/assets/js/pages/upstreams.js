@@ -46,7 +46,7 @@ function card(u, health, series) {
           series ? h('div', { class: 'spark-cell' }, h('span', { class: 'label' }, 'Attempts / min, last hour'), sparkline(reqs, { title: 'attempts per minute', cls: 's0', format: count })) : null,
           series ? h('div', { class: 'spark-cell' }, h('span', { class: 'label' }, 'Failed / min, last hour'), sparkline(errs, { title: 'failed attempts per minute', cls: 'bad', format: count })) : null),
         (health.proxies || []).length
-          ? table(['Proxy', 'Breaker', 'Attempts', 'Failed', '429s', 'p50', 'p95', 'In flight', 'Report'], proxyRows(health), { class: 'compact' })
+          ? table(['Proxy', 'Breaker', ['Attempts', 'num'], ['Failed', 'num'], ['429s', 'num'], ['p50', 'num'], ['p95', 'num'], ['In flight', 'num'], 'Report'], proxyRows(health), { class: 'compact' })
           : h('p', { class: 'muted small' }, 'No proxy has reported this upstream.'))
       : null);
 }

@@ -49,6 +49,9 @@ export default function usage(main, ctx) {
     const top = entries.slice(0, LINES);
     const rest = entries.length - top.length;
     const label = (e) => (e.name === '' ? '(none)' : e.name);
+    // Charts are drawn at the page's width: a card's padding is 2 × 17 px, two columns 14 px apart.
+    const full = body.clientWidth - 34;
+    const half = body.clientWidth >= 1000 ? (body.clientWidth - 14) / 2 - 34 : full;
     replace(body,
       h('div', { class: 'cards' },
         stat('Requests', count(total.requests), 'usage-requests'),
@@ -59,18 +62,18 @@ export default function usage(main, ctx) {
         ? [
           h('section', { class: 'card' },
             h('h2', null, `Tokens per ${win[1]} by ${by}`, rest > 0 ? h('span', { class: 'muted small' }, ` (the ${LINES} largest; ${rest} more below)`) : null),
-            lineChart(top.map((e) => ({ name: label(e), values: (e.points || []).map(tokens) })), times, { format: count, label: `tokens by ${by}` })),
+            lineChart(top.map((e) => ({ name: label(e), values: (e.points || []).map(tokens) })), times, { format: count, label: `tokens by ${by}`, width: full })),
           h('section', { class: 'card' },
             h('h2', null, `Requests per ${win[1]} by ${by}`),
-            lineChart(top.map((e) => ({ name: label(e), values: (e.points || []).map((p) => num(p.requests)) })), times, { format: count, label: `requests by ${by}` })),
+            lineChart(top.map((e) => ({ name: label(e), values: (e.points || []).map((p) => num(p.requests)) })), times, { format: count, label: `requests by ${by}`, width: full })),
           h('div', { class: 'two' },
             h('section', { class: 'card' }, h('h2', null, `Tokens by ${by}, last ${win[0]}`),
               barChart(entries.slice(0, BARS).map((e) => ({ name: e.name, parts: [num(e.prompt_tokens), num(e.completion_tokens)], total: tokens(e) })),
-                { parts: ['prompt', 'completion'], format: count, label: `tokens by ${by}` })),
+                { parts: ['prompt', 'completion'], format: count, label: `tokens by ${by}`, width: half })),
             h('section', { class: 'card' }, h('h2', null, `Requests by ${by}, last ${win[0]}`),
               barChart(entries.slice(0, BARS).map((e) => ({ name: e.name, parts: [num(e.requests)], total: num(e.requests) })),
-                { parts: ['requests'], format: count, label: `requests by ${by}` }))),
-          table([by[0].toUpperCase() + by.slice(1), 'Requests', 'Errors', 'Prompt tokens', 'Completion tokens'],
+                { parts: ['requests'], format: count, label: `requests by ${by}`, width: half }))),
+          table([by[0].toUpperCase() + by.slice(1), ['Requests', 'num'], ['Errors', 'num'], ['Prompt tokens', 'num'], ['Completion tokens', 'num']],
             entries.map((e) => h('tr', { dataset: { name: e.name } },
               h('td', null, label(e)), h('td', { class: 'num' }, count(e.requests)), h('td', { class: 'num' }, count(e.errors)),
               h('td', { class: 'num' }, count(e.prompt_tokens)), h('td', { class: 'num' }, count(e.completion_tokens)))), { class: 'usage' }),
