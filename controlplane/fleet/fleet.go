@@ -100,6 +100,7 @@ type Reports struct {
 	mu      sync.Mutex
 	proxies map[string]*proxyState
 	pending map[rollupKey]*store.UsageCounts
+	recent  map[string]*recentRing // by upstream name (recent.go)
 
 	flushMu sync.Mutex // one flush at a time
 }
@@ -141,6 +142,7 @@ func New(ctx context.Context, opts Options) (*Reports, error) {
 		done:    ctx.Done(),
 		proxies: map[string]*proxyState{},
 		pending: map[rollupKey]*store.UsageCounts{},
+		recent:  map[string]*recentRing{},
 	}, nil
 }
 
@@ -294,10 +296,10 @@ func (r *Reports) closeStream(node string) {
 }
 
 // ingest keeps rep as its proxy's latest report and adds its counts to the pending
-// rollups of the current minute.
+// rollups of the current minute and to its upstreams' recent history.
 func (r *Reports) ingest(rep *reportv1.ProxyReport) {
 	now := r.now()
-	minute := now.Unix() - now.Unix()%60
+	minute := minuteStart(now)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.metrics.received.Inc()
@@ -307,6 +309,7 @@ func (r *Reports) ingest(rep *reportv1.ProxyReport) {
 		r.proxies[rep.GetNodeId()] = st
 	}
 	st.report, st.received, st.byName = rep, now, nil
+	r.addRecentLocked(minute, rep)
 	for _, u := range rep.GetUpstreams() {
 		e := u.GetErrors()
 		r.addLocked(rollupKey{store.UsageByUpstream, minute, u.GetName()}, store.UsageCounts{

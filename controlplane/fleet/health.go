@@ -160,6 +160,7 @@ func (r *Reports) UpstreamHealth(name string) *adminv1.UpstreamHealth {
 			}
 		}
 	}
+	out.Recent = r.recentPointsLocked(name, now)
 	r.mu.Unlock()
 	slices.SortFunc(out.Proxies, func(a, b *adminv1.ProxyUpstreamHealth) int { return cmp.Compare(a.GetNodeId(), b.GetNodeId()) })
 	slices.Sort(unhealthy)

@@ -2754,8 +2754,13 @@ type UpstreamHealth struct {
 	RequestsPerSecond float64 `protobuf:"fixed64,5,opt,name=requests_per_second,json=requestsPerSecond,proto3" json:"requests_per_second,omitempty"`
 	ErrorRate         float64 `protobuf:"fixed64,6,opt,name=error_rate,json=errorRate,proto3" json:"error_rate,omitempty"`
 	InFlight          uint32  `protobuf:"varint,7,opt,name=in_flight,json=inFlight,proto3" json:"in_flight,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// The upstream over the last hour, one point a minute, oldest first, the minute in
+	// progress last; minutes without a report of it are left out. Built from the reports this
+	// control-plane replica received and kept in memory only: a restarted replica starts
+	// empty (durable traffic counts are in GET /api/v1/usage).
+	Recent        []*UpstreamHealthPoint `protobuf:"bytes,8,rep,name=recent,proto3" json:"recent,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *UpstreamHealth) Reset() {
@@ -2837,6 +2842,113 @@ func (x *UpstreamHealth) GetInFlight() uint32 {
 	return 0
 }
 
+func (x *UpstreamHealth) GetRecent() []*UpstreamHealthPoint {
+	if x != nil {
+		return x.Recent
+	}
+	return nil
+}
+
+// UpstreamHealthPoint is one minute of an upstream, over every proxy that reported it.
+type UpstreamHealthPoint struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Start of the minute.
+	Time *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=time,proto3" json:"time,omitempty"`
+	// Attempts and failed attempts reported for the minute.
+	Requests uint64 `protobuf:"varint,2,opt,name=requests,proto3" json:"requests,omitempty"`
+	Errors   uint64 `protobuf:"varint,3,opt,name=errors,proto3" json:"errors,omitempty"`
+	// The proxies' interval latencies (to the response headers) averaged with their attempts
+	// as weights: percentiles of different proxies cannot be merged exactly, so this is the
+	// typical p50 and p95 an attempt saw. 0 without attempts.
+	LatencyP50Seconds float64 `protobuf:"fixed64,4,opt,name=latency_p50_seconds,json=latencyP50Seconds,proto3" json:"latency_p50_seconds,omitempty"`
+	LatencyP95Seconds float64 `protobuf:"fixed64,5,opt,name=latency_p95_seconds,json=latencyP95Seconds,proto3" json:"latency_p95_seconds,omitempty"`
+	// The highest p95 a single proxy reported in the minute.
+	LatencyMaxP95Seconds float64 `protobuf:"fixed64,6,opt,name=latency_max_p95_seconds,json=latencyMaxP95Seconds,proto3" json:"latency_max_p95_seconds,omitempty"`
+	// Reports in the minute in which the breaker was open or half-open.
+	BreakerNotClosedReports uint32 `protobuf:"varint,7,opt,name=breaker_not_closed_reports,json=breakerNotClosedReports,proto3" json:"breaker_not_closed_reports,omitempty"`
+	unknownFields           protoimpl.UnknownFields
+	sizeCache               protoimpl.SizeCache
+}
+
+func (x *UpstreamHealthPoint) Reset() {
+	*x = UpstreamHealthPoint{}
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpstreamHealthPoint) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpstreamHealthPoint) ProtoMessage() {}
+
+func (x *UpstreamHealthPoint) ProtoReflect() protoreflect.Message {
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpstreamHealthPoint.ProtoReflect.Descriptor instead.
+func (*UpstreamHealthPoint) Descriptor() ([]byte, []int) {
+	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *UpstreamHealthPoint) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *UpstreamHealthPoint) GetRequests() uint64 {
+	if x != nil {
+		return x.Requests
+	}
+	return 0
+}
+
+func (x *UpstreamHealthPoint) GetErrors() uint64 {
+	if x != nil {
+		return x.Errors
+	}
+	return 0
+}
+
+func (x *UpstreamHealthPoint) GetLatencyP50Seconds() float64 {
+	if x != nil {
+		return x.LatencyP50Seconds
+	}
+	return 0
+}
+
+func (x *UpstreamHealthPoint) GetLatencyP95Seconds() float64 {
+	if x != nil {
+		return x.LatencyP95Seconds
+	}
+	return 0
+}
+
+func (x *UpstreamHealthPoint) GetLatencyMaxP95Seconds() float64 {
+	if x != nil {
+		return x.LatencyMaxP95Seconds
+	}
+	return 0
+}
+
+func (x *UpstreamHealthPoint) GetBreakerNotClosedReports() uint32 {
+	if x != nil {
+		return x.BreakerNotClosedReports
+	}
+	return 0
+}
+
 // ProxyUpstreamHealth is one proxy's view of an upstream, from its last report.
 type ProxyUpstreamHealth struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
@@ -2867,7 +2979,7 @@ type ProxyUpstreamHealth struct {
 
 func (x *ProxyUpstreamHealth) Reset() {
 	*x = ProxyUpstreamHealth{}
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[41]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2879,7 +2991,7 @@ func (x *ProxyUpstreamHealth) String() string {
 func (*ProxyUpstreamHealth) ProtoMessage() {}
 
 func (x *ProxyUpstreamHealth) ProtoReflect() protoreflect.Message {
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[41]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2892,7 +3004,7 @@ func (x *ProxyUpstreamHealth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProxyUpstreamHealth.ProtoReflect.Descriptor instead.
 func (*ProxyUpstreamHealth) Descriptor() ([]byte, []int) {
-	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{41}
+	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ProxyUpstreamHealth) GetNodeId() string {
@@ -3008,7 +3120,7 @@ type UpstreamErrors struct {
 
 func (x *UpstreamErrors) Reset() {
 	*x = UpstreamErrors{}
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[42]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3020,7 +3132,7 @@ func (x *UpstreamErrors) String() string {
 func (*UpstreamErrors) ProtoMessage() {}
 
 func (x *UpstreamErrors) ProtoReflect() protoreflect.Message {
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[42]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3033,7 +3145,7 @@ func (x *UpstreamErrors) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpstreamErrors.ProtoReflect.Descriptor instead.
 func (*UpstreamErrors) Descriptor() ([]byte, []int) {
-	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{42}
+	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *UpstreamErrors) GetConnectError() uint64 {
@@ -3087,7 +3199,7 @@ type GetUsageRequest struct {
 
 func (x *GetUsageRequest) Reset() {
 	*x = GetUsageRequest{}
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[43]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3099,7 +3211,7 @@ func (x *GetUsageRequest) String() string {
 func (*GetUsageRequest) ProtoMessage() {}
 
 func (x *GetUsageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[43]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3112,7 +3224,7 @@ func (x *GetUsageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetUsageRequest.ProtoReflect.Descriptor instead.
 func (*GetUsageRequest) Descriptor() ([]byte, []int) {
-	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{43}
+	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *GetUsageRequest) GetBy() string {
@@ -3152,7 +3264,7 @@ type GetUsageResponse struct {
 
 func (x *GetUsageResponse) Reset() {
 	*x = GetUsageResponse{}
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[44]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3164,7 +3276,7 @@ func (x *GetUsageResponse) String() string {
 func (*GetUsageResponse) ProtoMessage() {}
 
 func (x *GetUsageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[44]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3177,7 +3289,7 @@ func (x *GetUsageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetUsageResponse.ProtoReflect.Descriptor instead.
 func (*GetUsageResponse) Descriptor() ([]byte, []int) {
-	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{44}
+	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *GetUsageResponse) GetBy() string {
@@ -3235,7 +3347,7 @@ type UsageEntry struct {
 
 func (x *UsageEntry) Reset() {
 	*x = UsageEntry{}
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[45]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3247,7 +3359,7 @@ func (x *UsageEntry) String() string {
 func (*UsageEntry) ProtoMessage() {}
 
 func (x *UsageEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[45]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3260,7 +3372,7 @@ func (x *UsageEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UsageEntry.ProtoReflect.Descriptor instead.
 func (*UsageEntry) Descriptor() ([]byte, []int) {
-	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{45}
+	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *UsageEntry) GetName() string {
@@ -3320,7 +3432,7 @@ type UsagePoint struct {
 
 func (x *UsagePoint) Reset() {
 	*x = UsagePoint{}
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[46]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3332,7 +3444,7 @@ func (x *UsagePoint) String() string {
 func (*UsagePoint) ProtoMessage() {}
 
 func (x *UsagePoint) ProtoReflect() protoreflect.Message {
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[46]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3345,7 +3457,7 @@ func (x *UsagePoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UsagePoint.ProtoReflect.Descriptor instead.
 func (*UsagePoint) Descriptor() ([]byte, []int) {
-	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{46}
+	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *UsagePoint) GetTime() *timestamppb.Timestamp {
@@ -3406,7 +3518,7 @@ type RevisionInfo struct {
 
 func (x *RevisionInfo) Reset() {
 	*x = RevisionInfo{}
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[47]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3418,7 +3530,7 @@ func (x *RevisionInfo) String() string {
 func (*RevisionInfo) ProtoMessage() {}
 
 func (x *RevisionInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[47]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3431,7 +3543,7 @@ func (x *RevisionInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevisionInfo.ProtoReflect.Descriptor instead.
 func (*RevisionInfo) Descriptor() ([]byte, []int) {
-	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{47}
+	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *RevisionInfo) GetRevision() uint64 {
@@ -3488,7 +3600,7 @@ type ListRevisionsRequest struct {
 
 func (x *ListRevisionsRequest) Reset() {
 	*x = ListRevisionsRequest{}
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[48]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3500,7 +3612,7 @@ func (x *ListRevisionsRequest) String() string {
 func (*ListRevisionsRequest) ProtoMessage() {}
 
 func (x *ListRevisionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[48]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3513,7 +3625,7 @@ func (x *ListRevisionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRevisionsRequest.ProtoReflect.Descriptor instead.
 func (*ListRevisionsRequest) Descriptor() ([]byte, []int) {
-	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{48}
+	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ListRevisionsRequest) GetPageSize() uint32 {
@@ -3544,7 +3656,7 @@ type ListRevisionsResponse struct {
 
 func (x *ListRevisionsResponse) Reset() {
 	*x = ListRevisionsResponse{}
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[49]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3556,7 +3668,7 @@ func (x *ListRevisionsResponse) String() string {
 func (*ListRevisionsResponse) ProtoMessage() {}
 
 func (x *ListRevisionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[49]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3569,7 +3681,7 @@ func (x *ListRevisionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRevisionsResponse.ProtoReflect.Descriptor instead.
 func (*ListRevisionsResponse) Descriptor() ([]byte, []int) {
-	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{49}
+	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *ListRevisionsResponse) GetRevisions() []*RevisionInfo {
@@ -3602,7 +3714,7 @@ type GetRevisionRequest struct {
 
 func (x *GetRevisionRequest) Reset() {
 	*x = GetRevisionRequest{}
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[50]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3614,7 +3726,7 @@ func (x *GetRevisionRequest) String() string {
 func (*GetRevisionRequest) ProtoMessage() {}
 
 func (x *GetRevisionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[50]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3627,7 +3739,7 @@ func (x *GetRevisionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRevisionRequest.ProtoReflect.Descriptor instead.
 func (*GetRevisionRequest) Descriptor() ([]byte, []int) {
-	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{50}
+	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *GetRevisionRequest) GetRevision() uint64 {
@@ -3648,7 +3760,7 @@ type GetRevisionResponse struct {
 
 func (x *GetRevisionResponse) Reset() {
 	*x = GetRevisionResponse{}
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[51]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3660,7 +3772,7 @@ func (x *GetRevisionResponse) String() string {
 func (*GetRevisionResponse) ProtoMessage() {}
 
 func (x *GetRevisionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[51]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3673,7 +3785,7 @@ func (x *GetRevisionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRevisionResponse.ProtoReflect.Descriptor instead.
 func (*GetRevisionResponse) Descriptor() ([]byte, []int) {
-	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{51}
+	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *GetRevisionResponse) GetInfo() *RevisionInfo {
@@ -3701,7 +3813,7 @@ type DiffRevisionsRequest struct {
 
 func (x *DiffRevisionsRequest) Reset() {
 	*x = DiffRevisionsRequest{}
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[52]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3713,7 +3825,7 @@ func (x *DiffRevisionsRequest) String() string {
 func (*DiffRevisionsRequest) ProtoMessage() {}
 
 func (x *DiffRevisionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[52]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3726,7 +3838,7 @@ func (x *DiffRevisionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiffRevisionsRequest.ProtoReflect.Descriptor instead.
 func (*DiffRevisionsRequest) Descriptor() ([]byte, []int) {
-	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{52}
+	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *DiffRevisionsRequest) GetRevision() uint64 {
@@ -3758,7 +3870,7 @@ type ConfigDiff struct {
 
 func (x *ConfigDiff) Reset() {
 	*x = ConfigDiff{}
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[53]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3770,7 +3882,7 @@ func (x *ConfigDiff) String() string {
 func (*ConfigDiff) ProtoMessage() {}
 
 func (x *ConfigDiff) ProtoReflect() protoreflect.Message {
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[53]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3783,7 +3895,7 @@ func (x *ConfigDiff) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfigDiff.ProtoReflect.Descriptor instead.
 func (*ConfigDiff) Descriptor() ([]byte, []int) {
-	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{53}
+	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *ConfigDiff) GetBaseRevision() uint64 {
@@ -3825,7 +3937,7 @@ type ResourceDiff struct {
 
 func (x *ResourceDiff) Reset() {
 	*x = ResourceDiff{}
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[54]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3837,7 +3949,7 @@ func (x *ResourceDiff) String() string {
 func (*ResourceDiff) ProtoMessage() {}
 
 func (x *ResourceDiff) ProtoReflect() protoreflect.Message {
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[54]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3850,7 +3962,7 @@ func (x *ResourceDiff) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResourceDiff.ProtoReflect.Descriptor instead.
 func (*ResourceDiff) Descriptor() ([]byte, []int) {
-	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{54}
+	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *ResourceDiff) GetKind() string {
@@ -3901,7 +4013,7 @@ type FieldDiff struct {
 
 func (x *FieldDiff) Reset() {
 	*x = FieldDiff{}
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[55]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3913,7 +4025,7 @@ func (x *FieldDiff) String() string {
 func (*FieldDiff) ProtoMessage() {}
 
 func (x *FieldDiff) ProtoReflect() protoreflect.Message {
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[55]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3926,7 +4038,7 @@ func (x *FieldDiff) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FieldDiff.ProtoReflect.Descriptor instead.
 func (*FieldDiff) Descriptor() ([]byte, []int) {
-	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{55}
+	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *FieldDiff) GetPath() string {
@@ -3974,7 +4086,7 @@ type RollbackRevisionRequest struct {
 
 func (x *RollbackRevisionRequest) Reset() {
 	*x = RollbackRevisionRequest{}
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[56]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3986,7 +4098,7 @@ func (x *RollbackRevisionRequest) String() string {
 func (*RollbackRevisionRequest) ProtoMessage() {}
 
 func (x *RollbackRevisionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[56]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3999,7 +4111,7 @@ func (x *RollbackRevisionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackRevisionRequest.ProtoReflect.Descriptor instead.
 func (*RollbackRevisionRequest) Descriptor() ([]byte, []int) {
-	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{56}
+	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *RollbackRevisionRequest) GetRevision() uint64 {
@@ -4061,7 +4173,7 @@ type Rollout struct {
 
 func (x *Rollout) Reset() {
 	*x = Rollout{}
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[57]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4073,7 +4185,7 @@ func (x *Rollout) String() string {
 func (*Rollout) ProtoMessage() {}
 
 func (x *Rollout) ProtoReflect() protoreflect.Message {
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[57]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4086,7 +4198,7 @@ func (x *Rollout) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rollout.ProtoReflect.Descriptor instead.
 func (*Rollout) Descriptor() ([]byte, []int) {
-	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{57}
+	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *Rollout) GetRevision() uint64 {
@@ -4150,7 +4262,7 @@ type ProxyRefusal struct {
 
 func (x *ProxyRefusal) Reset() {
 	*x = ProxyRefusal{}
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[58]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4162,7 +4274,7 @@ func (x *ProxyRefusal) String() string {
 func (*ProxyRefusal) ProtoMessage() {}
 
 func (x *ProxyRefusal) ProtoReflect() protoreflect.Message {
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[58]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4175,7 +4287,7 @@ func (x *ProxyRefusal) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProxyRefusal.ProtoReflect.Descriptor instead.
 func (*ProxyRefusal) Descriptor() ([]byte, []int) {
-	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{58}
+	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *ProxyRefusal) GetNodeId() string {
@@ -4405,7 +4517,7 @@ const file_llmproxy_admin_v1_admin_proto_rawDesc = "" +
 	"\x0freport_interval\x18\a \x01(\v2\x19.google.protobuf.DurationR\x0ereportInterval\x12\x1a\n" +
 	"\brevision\x18\b \x01(\tR\brevision\".\n" +
 	"\x18GetUpstreamHealthRequest\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"\x84\x02\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\xc4\x02\n" +
 	"\x0eUpstreamHealth\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\averdict\x18\x02 \x01(\tR\averdict\x12\x16\n" +
@@ -4414,7 +4526,16 @@ const file_llmproxy_admin_v1_admin_proto_rawDesc = "" +
 	"\x13requests_per_second\x18\x05 \x01(\x01R\x11requestsPerSecond\x12\x1d\n" +
 	"\n" +
 	"error_rate\x18\x06 \x01(\x01R\terrorRate\x12\x1b\n" +
-	"\tin_flight\x18\a \x01(\rR\binFlight\"\xb9\x04\n" +
+	"\tin_flight\x18\a \x01(\rR\binFlight\x12>\n" +
+	"\x06recent\x18\b \x03(\v2&.llmproxy.admin.v1.UpstreamHealthPointR\x06recent\"\xcd\x02\n" +
+	"\x13UpstreamHealthPoint\x12.\n" +
+	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x1a\n" +
+	"\brequests\x18\x02 \x01(\x04R\brequests\x12\x16\n" +
+	"\x06errors\x18\x03 \x01(\x04R\x06errors\x12.\n" +
+	"\x13latency_p50_seconds\x18\x04 \x01(\x01R\x11latencyP50Seconds\x12.\n" +
+	"\x13latency_p95_seconds\x18\x05 \x01(\x01R\x11latencyP95Seconds\x125\n" +
+	"\x17latency_max_p95_seconds\x18\x06 \x01(\x01R\x14latencyMaxP95Seconds\x12;\n" +
+	"\x1abreaker_not_closed_reports\x18\a \x01(\rR\x17breakerNotClosedReports\"\xb9\x04\n" +
 	"\x13ProxyUpstreamHealth\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x18\n" +
 	"\abreaker\x18\x02 \x01(\tR\abreaker\x12\x14\n" +
@@ -4570,7 +4691,7 @@ func file_llmproxy_admin_v1_admin_proto_rawDescGZIP() []byte {
 	return file_llmproxy_admin_v1_admin_proto_rawDescData
 }
 
-var file_llmproxy_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 59)
+var file_llmproxy_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 60)
 var file_llmproxy_admin_v1_admin_proto_goTypes = []any{
 	(*ListUpstreamsRequest)(nil),       // 0: llmproxy.admin.v1.ListUpstreamsRequest
 	(*ListUpstreamsResponse)(nil),      // 1: llmproxy.admin.v1.ListUpstreamsResponse
@@ -4613,156 +4734,159 @@ var file_llmproxy_admin_v1_admin_proto_goTypes = []any{
 	(*ProxyHealth)(nil),                // 38: llmproxy.admin.v1.ProxyHealth
 	(*GetUpstreamHealthRequest)(nil),   // 39: llmproxy.admin.v1.GetUpstreamHealthRequest
 	(*UpstreamHealth)(nil),             // 40: llmproxy.admin.v1.UpstreamHealth
-	(*ProxyUpstreamHealth)(nil),        // 41: llmproxy.admin.v1.ProxyUpstreamHealth
-	(*UpstreamErrors)(nil),             // 42: llmproxy.admin.v1.UpstreamErrors
-	(*GetUsageRequest)(nil),            // 43: llmproxy.admin.v1.GetUsageRequest
-	(*GetUsageResponse)(nil),           // 44: llmproxy.admin.v1.GetUsageResponse
-	(*UsageEntry)(nil),                 // 45: llmproxy.admin.v1.UsageEntry
-	(*UsagePoint)(nil),                 // 46: llmproxy.admin.v1.UsagePoint
-	(*RevisionInfo)(nil),               // 47: llmproxy.admin.v1.RevisionInfo
-	(*ListRevisionsRequest)(nil),       // 48: llmproxy.admin.v1.ListRevisionsRequest
-	(*ListRevisionsResponse)(nil),      // 49: llmproxy.admin.v1.ListRevisionsResponse
-	(*GetRevisionRequest)(nil),         // 50: llmproxy.admin.v1.GetRevisionRequest
-	(*GetRevisionResponse)(nil),        // 51: llmproxy.admin.v1.GetRevisionResponse
-	(*DiffRevisionsRequest)(nil),       // 52: llmproxy.admin.v1.DiffRevisionsRequest
-	(*ConfigDiff)(nil),                 // 53: llmproxy.admin.v1.ConfigDiff
-	(*ResourceDiff)(nil),               // 54: llmproxy.admin.v1.ResourceDiff
-	(*FieldDiff)(nil),                  // 55: llmproxy.admin.v1.FieldDiff
-	(*RollbackRevisionRequest)(nil),    // 56: llmproxy.admin.v1.RollbackRevisionRequest
-	(*Rollout)(nil),                    // 57: llmproxy.admin.v1.Rollout
-	(*ProxyRefusal)(nil),               // 58: llmproxy.admin.v1.ProxyRefusal
-	(*v1.Upstream)(nil),                // 59: llmproxy.config.v1.Upstream
-	(*v1.UpstreamGroup)(nil),           // 60: llmproxy.config.v1.UpstreamGroup
-	(*v1.UpstreamRef)(nil),             // 61: llmproxy.config.v1.UpstreamRef
-	(*v1.Forward)(nil),                 // 62: llmproxy.config.v1.Forward
-	(*v1.Route)(nil),                   // 63: llmproxy.config.v1.Route
-	(*v1.Config)(nil),                  // 64: llmproxy.config.v1.Config
-	(*timestamppb.Timestamp)(nil),      // 65: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),        // 66: google.protobuf.Duration
-	(*structpb.Value)(nil),             // 67: google.protobuf.Value
+	(*UpstreamHealthPoint)(nil),        // 41: llmproxy.admin.v1.UpstreamHealthPoint
+	(*ProxyUpstreamHealth)(nil),        // 42: llmproxy.admin.v1.ProxyUpstreamHealth
+	(*UpstreamErrors)(nil),             // 43: llmproxy.admin.v1.UpstreamErrors
+	(*GetUsageRequest)(nil),            // 44: llmproxy.admin.v1.GetUsageRequest
+	(*GetUsageResponse)(nil),           // 45: llmproxy.admin.v1.GetUsageResponse
+	(*UsageEntry)(nil),                 // 46: llmproxy.admin.v1.UsageEntry
+	(*UsagePoint)(nil),                 // 47: llmproxy.admin.v1.UsagePoint
+	(*RevisionInfo)(nil),               // 48: llmproxy.admin.v1.RevisionInfo
+	(*ListRevisionsRequest)(nil),       // 49: llmproxy.admin.v1.ListRevisionsRequest
+	(*ListRevisionsResponse)(nil),      // 50: llmproxy.admin.v1.ListRevisionsResponse
+	(*GetRevisionRequest)(nil),         // 51: llmproxy.admin.v1.GetRevisionRequest
+	(*GetRevisionResponse)(nil),        // 52: llmproxy.admin.v1.GetRevisionResponse
+	(*DiffRevisionsRequest)(nil),       // 53: llmproxy.admin.v1.DiffRevisionsRequest
+	(*ConfigDiff)(nil),                 // 54: llmproxy.admin.v1.ConfigDiff
+	(*ResourceDiff)(nil),               // 55: llmproxy.admin.v1.ResourceDiff
+	(*FieldDiff)(nil),                  // 56: llmproxy.admin.v1.FieldDiff
+	(*RollbackRevisionRequest)(nil),    // 57: llmproxy.admin.v1.RollbackRevisionRequest
+	(*Rollout)(nil),                    // 58: llmproxy.admin.v1.Rollout
+	(*ProxyRefusal)(nil),               // 59: llmproxy.admin.v1.ProxyRefusal
+	(*v1.Upstream)(nil),                // 60: llmproxy.config.v1.Upstream
+	(*v1.UpstreamGroup)(nil),           // 61: llmproxy.config.v1.UpstreamGroup
+	(*v1.UpstreamRef)(nil),             // 62: llmproxy.config.v1.UpstreamRef
+	(*v1.Forward)(nil),                 // 63: llmproxy.config.v1.Forward
+	(*v1.Route)(nil),                   // 64: llmproxy.config.v1.Route
+	(*v1.Config)(nil),                  // 65: llmproxy.config.v1.Config
+	(*timestamppb.Timestamp)(nil),      // 66: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),        // 67: google.protobuf.Duration
+	(*structpb.Value)(nil),             // 68: google.protobuf.Value
 }
 var file_llmproxy_admin_v1_admin_proto_depIdxs = []int32{
-	59, // 0: llmproxy.admin.v1.ListUpstreamsResponse.upstreams:type_name -> llmproxy.config.v1.Upstream
-	59, // 1: llmproxy.admin.v1.CreateUpstreamRequest.upstream:type_name -> llmproxy.config.v1.Upstream
-	59, // 2: llmproxy.admin.v1.UpdateUpstreamRequest.upstream:type_name -> llmproxy.config.v1.Upstream
-	59, // 3: llmproxy.admin.v1.UpstreamResponse.upstream:type_name -> llmproxy.config.v1.Upstream
-	53, // 4: llmproxy.admin.v1.UpstreamResponse.diff:type_name -> llmproxy.admin.v1.ConfigDiff
-	57, // 5: llmproxy.admin.v1.UpstreamResponse.fleet:type_name -> llmproxy.admin.v1.Rollout
-	53, // 6: llmproxy.admin.v1.DeleteResponse.diff:type_name -> llmproxy.admin.v1.ConfigDiff
-	57, // 7: llmproxy.admin.v1.DeleteResponse.fleet:type_name -> llmproxy.admin.v1.Rollout
-	60, // 8: llmproxy.admin.v1.ListUpstreamGroupsResponse.upstream_groups:type_name -> llmproxy.config.v1.UpstreamGroup
-	60, // 9: llmproxy.admin.v1.CreateUpstreamGroupRequest.upstream_group:type_name -> llmproxy.config.v1.UpstreamGroup
-	60, // 10: llmproxy.admin.v1.UpdateUpstreamGroupRequest.upstream_group:type_name -> llmproxy.config.v1.UpstreamGroup
-	61, // 11: llmproxy.admin.v1.PatchUpstreamGroupRequest.upstreams:type_name -> llmproxy.config.v1.UpstreamRef
-	60, // 12: llmproxy.admin.v1.UpstreamGroupResponse.upstream_group:type_name -> llmproxy.config.v1.UpstreamGroup
-	53, // 13: llmproxy.admin.v1.UpstreamGroupResponse.diff:type_name -> llmproxy.admin.v1.ConfigDiff
-	57, // 14: llmproxy.admin.v1.UpstreamGroupResponse.fleet:type_name -> llmproxy.admin.v1.Rollout
-	62, // 15: llmproxy.admin.v1.ListForwardsResponse.forwards:type_name -> llmproxy.config.v1.Forward
-	62, // 16: llmproxy.admin.v1.CreateForwardRequest.forward:type_name -> llmproxy.config.v1.Forward
-	62, // 17: llmproxy.admin.v1.UpdateForwardRequest.forward:type_name -> llmproxy.config.v1.Forward
-	62, // 18: llmproxy.admin.v1.ForwardResponse.forward:type_name -> llmproxy.config.v1.Forward
-	53, // 19: llmproxy.admin.v1.ForwardResponse.diff:type_name -> llmproxy.admin.v1.ConfigDiff
-	57, // 20: llmproxy.admin.v1.ForwardResponse.fleet:type_name -> llmproxy.admin.v1.Rollout
-	63, // 21: llmproxy.admin.v1.RouteEntry.route:type_name -> llmproxy.config.v1.Route
+	60, // 0: llmproxy.admin.v1.ListUpstreamsResponse.upstreams:type_name -> llmproxy.config.v1.Upstream
+	60, // 1: llmproxy.admin.v1.CreateUpstreamRequest.upstream:type_name -> llmproxy.config.v1.Upstream
+	60, // 2: llmproxy.admin.v1.UpdateUpstreamRequest.upstream:type_name -> llmproxy.config.v1.Upstream
+	60, // 3: llmproxy.admin.v1.UpstreamResponse.upstream:type_name -> llmproxy.config.v1.Upstream
+	54, // 4: llmproxy.admin.v1.UpstreamResponse.diff:type_name -> llmproxy.admin.v1.ConfigDiff
+	58, // 5: llmproxy.admin.v1.UpstreamResponse.fleet:type_name -> llmproxy.admin.v1.Rollout
+	54, // 6: llmproxy.admin.v1.DeleteResponse.diff:type_name -> llmproxy.admin.v1.ConfigDiff
+	58, // 7: llmproxy.admin.v1.DeleteResponse.fleet:type_name -> llmproxy.admin.v1.Rollout
+	61, // 8: llmproxy.admin.v1.ListUpstreamGroupsResponse.upstream_groups:type_name -> llmproxy.config.v1.UpstreamGroup
+	61, // 9: llmproxy.admin.v1.CreateUpstreamGroupRequest.upstream_group:type_name -> llmproxy.config.v1.UpstreamGroup
+	61, // 10: llmproxy.admin.v1.UpdateUpstreamGroupRequest.upstream_group:type_name -> llmproxy.config.v1.UpstreamGroup
+	62, // 11: llmproxy.admin.v1.PatchUpstreamGroupRequest.upstreams:type_name -> llmproxy.config.v1.UpstreamRef
+	61, // 12: llmproxy.admin.v1.UpstreamGroupResponse.upstream_group:type_name -> llmproxy.config.v1.UpstreamGroup
+	54, // 13: llmproxy.admin.v1.UpstreamGroupResponse.diff:type_name -> llmproxy.admin.v1.ConfigDiff
+	58, // 14: llmproxy.admin.v1.UpstreamGroupResponse.fleet:type_name -> llmproxy.admin.v1.Rollout
+	63, // 15: llmproxy.admin.v1.ListForwardsResponse.forwards:type_name -> llmproxy.config.v1.Forward
+	63, // 16: llmproxy.admin.v1.CreateForwardRequest.forward:type_name -> llmproxy.config.v1.Forward
+	63, // 17: llmproxy.admin.v1.UpdateForwardRequest.forward:type_name -> llmproxy.config.v1.Forward
+	63, // 18: llmproxy.admin.v1.ForwardResponse.forward:type_name -> llmproxy.config.v1.Forward
+	54, // 19: llmproxy.admin.v1.ForwardResponse.diff:type_name -> llmproxy.admin.v1.ConfigDiff
+	58, // 20: llmproxy.admin.v1.ForwardResponse.fleet:type_name -> llmproxy.admin.v1.Rollout
+	64, // 21: llmproxy.admin.v1.RouteEntry.route:type_name -> llmproxy.config.v1.Route
 	23, // 22: llmproxy.admin.v1.ListRoutesResponse.routes:type_name -> llmproxy.admin.v1.RouteEntry
-	63, // 23: llmproxy.admin.v1.CreateRouteRequest.route:type_name -> llmproxy.config.v1.Route
-	63, // 24: llmproxy.admin.v1.UpdateRouteRequest.route:type_name -> llmproxy.config.v1.Route
-	63, // 25: llmproxy.admin.v1.RouteResponse.route:type_name -> llmproxy.config.v1.Route
-	53, // 26: llmproxy.admin.v1.RouteResponse.diff:type_name -> llmproxy.admin.v1.ConfigDiff
-	57, // 27: llmproxy.admin.v1.RouteResponse.fleet:type_name -> llmproxy.admin.v1.Rollout
-	64, // 28: llmproxy.admin.v1.GetConfigResponse.config:type_name -> llmproxy.config.v1.Config
-	64, // 29: llmproxy.admin.v1.ApplyConfigRequest.config:type_name -> llmproxy.config.v1.Config
-	53, // 30: llmproxy.admin.v1.ApplyConfigResponse.diff:type_name -> llmproxy.admin.v1.ConfigDiff
-	57, // 31: llmproxy.admin.v1.ApplyConfigResponse.fleet:type_name -> llmproxy.admin.v1.Rollout
+	64, // 23: llmproxy.admin.v1.CreateRouteRequest.route:type_name -> llmproxy.config.v1.Route
+	64, // 24: llmproxy.admin.v1.UpdateRouteRequest.route:type_name -> llmproxy.config.v1.Route
+	64, // 25: llmproxy.admin.v1.RouteResponse.route:type_name -> llmproxy.config.v1.Route
+	54, // 26: llmproxy.admin.v1.RouteResponse.diff:type_name -> llmproxy.admin.v1.ConfigDiff
+	58, // 27: llmproxy.admin.v1.RouteResponse.fleet:type_name -> llmproxy.admin.v1.Rollout
+	65, // 28: llmproxy.admin.v1.GetConfigResponse.config:type_name -> llmproxy.config.v1.Config
+	65, // 29: llmproxy.admin.v1.ApplyConfigRequest.config:type_name -> llmproxy.config.v1.Config
+	54, // 30: llmproxy.admin.v1.ApplyConfigResponse.diff:type_name -> llmproxy.admin.v1.ConfigDiff
+	58, // 31: llmproxy.admin.v1.ApplyConfigResponse.fleet:type_name -> llmproxy.admin.v1.Rollout
 	37, // 32: llmproxy.admin.v1.ListProxiesResponse.proxies:type_name -> llmproxy.admin.v1.ProxyStatus
-	65, // 33: llmproxy.admin.v1.ProxyStatus.connected_since:type_name -> google.protobuf.Timestamp
-	65, // 34: llmproxy.admin.v1.ProxyStatus.last_report_time:type_name -> google.protobuf.Timestamp
+	66, // 33: llmproxy.admin.v1.ProxyStatus.connected_since:type_name -> google.protobuf.Timestamp
+	66, // 34: llmproxy.admin.v1.ProxyStatus.last_report_time:type_name -> google.protobuf.Timestamp
 	38, // 35: llmproxy.admin.v1.ProxyStatus.health:type_name -> llmproxy.admin.v1.ProxyHealth
-	66, // 36: llmproxy.admin.v1.ProxyHealth.report_interval:type_name -> google.protobuf.Duration
-	41, // 37: llmproxy.admin.v1.UpstreamHealth.proxies:type_name -> llmproxy.admin.v1.ProxyUpstreamHealth
-	65, // 38: llmproxy.admin.v1.ProxyUpstreamHealth.report_time:type_name -> google.protobuf.Timestamp
-	66, // 39: llmproxy.admin.v1.ProxyUpstreamHealth.interval:type_name -> google.protobuf.Duration
-	42, // 40: llmproxy.admin.v1.ProxyUpstreamHealth.errors_by_kind:type_name -> llmproxy.admin.v1.UpstreamErrors
-	65, // 41: llmproxy.admin.v1.GetUsageResponse.start_time:type_name -> google.protobuf.Timestamp
-	65, // 42: llmproxy.admin.v1.GetUsageResponse.end_time:type_name -> google.protobuf.Timestamp
-	45, // 43: llmproxy.admin.v1.GetUsageResponse.entries:type_name -> llmproxy.admin.v1.UsageEntry
-	45, // 44: llmproxy.admin.v1.GetUsageResponse.total:type_name -> llmproxy.admin.v1.UsageEntry
-	46, // 45: llmproxy.admin.v1.UsageEntry.points:type_name -> llmproxy.admin.v1.UsagePoint
-	65, // 46: llmproxy.admin.v1.UsagePoint.time:type_name -> google.protobuf.Timestamp
-	65, // 47: llmproxy.admin.v1.RevisionInfo.create_time:type_name -> google.protobuf.Timestamp
-	47, // 48: llmproxy.admin.v1.ListRevisionsResponse.revisions:type_name -> llmproxy.admin.v1.RevisionInfo
-	47, // 49: llmproxy.admin.v1.GetRevisionResponse.info:type_name -> llmproxy.admin.v1.RevisionInfo
-	64, // 50: llmproxy.admin.v1.GetRevisionResponse.config:type_name -> llmproxy.config.v1.Config
-	54, // 51: llmproxy.admin.v1.ConfigDiff.resources:type_name -> llmproxy.admin.v1.ResourceDiff
-	55, // 52: llmproxy.admin.v1.ResourceDiff.fields:type_name -> llmproxy.admin.v1.FieldDiff
-	67, // 53: llmproxy.admin.v1.FieldDiff.old:type_name -> google.protobuf.Value
-	67, // 54: llmproxy.admin.v1.FieldDiff.new:type_name -> google.protobuf.Value
-	58, // 55: llmproxy.admin.v1.Rollout.refused:type_name -> llmproxy.admin.v1.ProxyRefusal
-	0,  // 56: llmproxy.admin.v1.AdminService.ListUpstreams:input_type -> llmproxy.admin.v1.ListUpstreamsRequest
-	2,  // 57: llmproxy.admin.v1.AdminService.GetUpstream:input_type -> llmproxy.admin.v1.GetUpstreamRequest
-	3,  // 58: llmproxy.admin.v1.AdminService.CreateUpstream:input_type -> llmproxy.admin.v1.CreateUpstreamRequest
-	4,  // 59: llmproxy.admin.v1.AdminService.UpdateUpstream:input_type -> llmproxy.admin.v1.UpdateUpstreamRequest
-	5,  // 60: llmproxy.admin.v1.AdminService.DeleteUpstream:input_type -> llmproxy.admin.v1.DeleteUpstreamRequest
-	8,  // 61: llmproxy.admin.v1.AdminService.ListUpstreamGroups:input_type -> llmproxy.admin.v1.ListUpstreamGroupsRequest
-	10, // 62: llmproxy.admin.v1.AdminService.GetUpstreamGroup:input_type -> llmproxy.admin.v1.GetUpstreamGroupRequest
-	11, // 63: llmproxy.admin.v1.AdminService.CreateUpstreamGroup:input_type -> llmproxy.admin.v1.CreateUpstreamGroupRequest
-	12, // 64: llmproxy.admin.v1.AdminService.UpdateUpstreamGroup:input_type -> llmproxy.admin.v1.UpdateUpstreamGroupRequest
-	13, // 65: llmproxy.admin.v1.AdminService.PatchUpstreamGroup:input_type -> llmproxy.admin.v1.PatchUpstreamGroupRequest
-	14, // 66: llmproxy.admin.v1.AdminService.DeleteUpstreamGroup:input_type -> llmproxy.admin.v1.DeleteUpstreamGroupRequest
-	16, // 67: llmproxy.admin.v1.AdminService.ListForwards:input_type -> llmproxy.admin.v1.ListForwardsRequest
-	18, // 68: llmproxy.admin.v1.AdminService.GetForward:input_type -> llmproxy.admin.v1.GetForwardRequest
-	19, // 69: llmproxy.admin.v1.AdminService.CreateForward:input_type -> llmproxy.admin.v1.CreateForwardRequest
-	20, // 70: llmproxy.admin.v1.AdminService.UpdateForward:input_type -> llmproxy.admin.v1.UpdateForwardRequest
-	21, // 71: llmproxy.admin.v1.AdminService.DeleteForward:input_type -> llmproxy.admin.v1.DeleteForwardRequest
-	24, // 72: llmproxy.admin.v1.AdminService.ListRoutes:input_type -> llmproxy.admin.v1.ListRoutesRequest
-	26, // 73: llmproxy.admin.v1.AdminService.GetRoute:input_type -> llmproxy.admin.v1.GetRouteRequest
-	27, // 74: llmproxy.admin.v1.AdminService.CreateRoute:input_type -> llmproxy.admin.v1.CreateRouteRequest
-	28, // 75: llmproxy.admin.v1.AdminService.UpdateRoute:input_type -> llmproxy.admin.v1.UpdateRouteRequest
-	29, // 76: llmproxy.admin.v1.AdminService.DeleteRoute:input_type -> llmproxy.admin.v1.DeleteRouteRequest
-	31, // 77: llmproxy.admin.v1.AdminService.GetConfig:input_type -> llmproxy.admin.v1.GetConfigRequest
-	33, // 78: llmproxy.admin.v1.AdminService.ApplyConfig:input_type -> llmproxy.admin.v1.ApplyConfigRequest
-	35, // 79: llmproxy.admin.v1.AdminService.ListProxies:input_type -> llmproxy.admin.v1.ListProxiesRequest
-	48, // 80: llmproxy.admin.v1.AdminService.ListRevisions:input_type -> llmproxy.admin.v1.ListRevisionsRequest
-	50, // 81: llmproxy.admin.v1.AdminService.GetRevision:input_type -> llmproxy.admin.v1.GetRevisionRequest
-	52, // 82: llmproxy.admin.v1.AdminService.DiffRevisions:input_type -> llmproxy.admin.v1.DiffRevisionsRequest
-	56, // 83: llmproxy.admin.v1.AdminService.RollbackRevision:input_type -> llmproxy.admin.v1.RollbackRevisionRequest
-	39, // 84: llmproxy.admin.v1.AdminService.GetUpstreamHealth:input_type -> llmproxy.admin.v1.GetUpstreamHealthRequest
-	43, // 85: llmproxy.admin.v1.AdminService.GetUsage:input_type -> llmproxy.admin.v1.GetUsageRequest
-	1,  // 86: llmproxy.admin.v1.AdminService.ListUpstreams:output_type -> llmproxy.admin.v1.ListUpstreamsResponse
-	59, // 87: llmproxy.admin.v1.AdminService.GetUpstream:output_type -> llmproxy.config.v1.Upstream
-	6,  // 88: llmproxy.admin.v1.AdminService.CreateUpstream:output_type -> llmproxy.admin.v1.UpstreamResponse
-	6,  // 89: llmproxy.admin.v1.AdminService.UpdateUpstream:output_type -> llmproxy.admin.v1.UpstreamResponse
-	7,  // 90: llmproxy.admin.v1.AdminService.DeleteUpstream:output_type -> llmproxy.admin.v1.DeleteResponse
-	9,  // 91: llmproxy.admin.v1.AdminService.ListUpstreamGroups:output_type -> llmproxy.admin.v1.ListUpstreamGroupsResponse
-	60, // 92: llmproxy.admin.v1.AdminService.GetUpstreamGroup:output_type -> llmproxy.config.v1.UpstreamGroup
-	15, // 93: llmproxy.admin.v1.AdminService.CreateUpstreamGroup:output_type -> llmproxy.admin.v1.UpstreamGroupResponse
-	15, // 94: llmproxy.admin.v1.AdminService.UpdateUpstreamGroup:output_type -> llmproxy.admin.v1.UpstreamGroupResponse
-	15, // 95: llmproxy.admin.v1.AdminService.PatchUpstreamGroup:output_type -> llmproxy.admin.v1.UpstreamGroupResponse
-	7,  // 96: llmproxy.admin.v1.AdminService.DeleteUpstreamGroup:output_type -> llmproxy.admin.v1.DeleteResponse
-	17, // 97: llmproxy.admin.v1.AdminService.ListForwards:output_type -> llmproxy.admin.v1.ListForwardsResponse
-	62, // 98: llmproxy.admin.v1.AdminService.GetForward:output_type -> llmproxy.config.v1.Forward
-	22, // 99: llmproxy.admin.v1.AdminService.CreateForward:output_type -> llmproxy.admin.v1.ForwardResponse
-	22, // 100: llmproxy.admin.v1.AdminService.UpdateForward:output_type -> llmproxy.admin.v1.ForwardResponse
-	7,  // 101: llmproxy.admin.v1.AdminService.DeleteForward:output_type -> llmproxy.admin.v1.DeleteResponse
-	25, // 102: llmproxy.admin.v1.AdminService.ListRoutes:output_type -> llmproxy.admin.v1.ListRoutesResponse
-	23, // 103: llmproxy.admin.v1.AdminService.GetRoute:output_type -> llmproxy.admin.v1.RouteEntry
-	30, // 104: llmproxy.admin.v1.AdminService.CreateRoute:output_type -> llmproxy.admin.v1.RouteResponse
-	30, // 105: llmproxy.admin.v1.AdminService.UpdateRoute:output_type -> llmproxy.admin.v1.RouteResponse
-	7,  // 106: llmproxy.admin.v1.AdminService.DeleteRoute:output_type -> llmproxy.admin.v1.DeleteResponse
-	32, // 107: llmproxy.admin.v1.AdminService.GetConfig:output_type -> llmproxy.admin.v1.GetConfigResponse
-	34, // 108: llmproxy.admin.v1.AdminService.ApplyConfig:output_type -> llmproxy.admin.v1.ApplyConfigResponse
-	36, // 109: llmproxy.admin.v1.AdminService.ListProxies:output_type -> llmproxy.admin.v1.ListProxiesResponse
-	49, // 110: llmproxy.admin.v1.AdminService.ListRevisions:output_type -> llmproxy.admin.v1.ListRevisionsResponse
-	51, // 111: llmproxy.admin.v1.AdminService.GetRevision:output_type -> llmproxy.admin.v1.GetRevisionResponse
-	53, // 112: llmproxy.admin.v1.AdminService.DiffRevisions:output_type -> llmproxy.admin.v1.ConfigDiff
-	34, // 113: llmproxy.admin.v1.AdminService.RollbackRevision:output_type -> llmproxy.admin.v1.ApplyConfigResponse
-	40, // 114: llmproxy.admin.v1.AdminService.GetUpstreamHealth:output_type -> llmproxy.admin.v1.UpstreamHealth
-	44, // 115: llmproxy.admin.v1.AdminService.GetUsage:output_type -> llmproxy.admin.v1.GetUsageResponse
-	86, // [86:116] is the sub-list for method output_type
-	56, // [56:86] is the sub-list for method input_type
-	56, // [56:56] is the sub-list for extension type_name
-	56, // [56:56] is the sub-list for extension extendee
-	0,  // [0:56] is the sub-list for field type_name
+	67, // 36: llmproxy.admin.v1.ProxyHealth.report_interval:type_name -> google.protobuf.Duration
+	42, // 37: llmproxy.admin.v1.UpstreamHealth.proxies:type_name -> llmproxy.admin.v1.ProxyUpstreamHealth
+	41, // 38: llmproxy.admin.v1.UpstreamHealth.recent:type_name -> llmproxy.admin.v1.UpstreamHealthPoint
+	66, // 39: llmproxy.admin.v1.UpstreamHealthPoint.time:type_name -> google.protobuf.Timestamp
+	66, // 40: llmproxy.admin.v1.ProxyUpstreamHealth.report_time:type_name -> google.protobuf.Timestamp
+	67, // 41: llmproxy.admin.v1.ProxyUpstreamHealth.interval:type_name -> google.protobuf.Duration
+	43, // 42: llmproxy.admin.v1.ProxyUpstreamHealth.errors_by_kind:type_name -> llmproxy.admin.v1.UpstreamErrors
+	66, // 43: llmproxy.admin.v1.GetUsageResponse.start_time:type_name -> google.protobuf.Timestamp
+	66, // 44: llmproxy.admin.v1.GetUsageResponse.end_time:type_name -> google.protobuf.Timestamp
+	46, // 45: llmproxy.admin.v1.GetUsageResponse.entries:type_name -> llmproxy.admin.v1.UsageEntry
+	46, // 46: llmproxy.admin.v1.GetUsageResponse.total:type_name -> llmproxy.admin.v1.UsageEntry
+	47, // 47: llmproxy.admin.v1.UsageEntry.points:type_name -> llmproxy.admin.v1.UsagePoint
+	66, // 48: llmproxy.admin.v1.UsagePoint.time:type_name -> google.protobuf.Timestamp
+	66, // 49: llmproxy.admin.v1.RevisionInfo.create_time:type_name -> google.protobuf.Timestamp
+	48, // 50: llmproxy.admin.v1.ListRevisionsResponse.revisions:type_name -> llmproxy.admin.v1.RevisionInfo
+	48, // 51: llmproxy.admin.v1.GetRevisionResponse.info:type_name -> llmproxy.admin.v1.RevisionInfo
+	65, // 52: llmproxy.admin.v1.GetRevisionResponse.config:type_name -> llmproxy.config.v1.Config
+	55, // 53: llmproxy.admin.v1.ConfigDiff.resources:type_name -> llmproxy.admin.v1.ResourceDiff
+	56, // 54: llmproxy.admin.v1.ResourceDiff.fields:type_name -> llmproxy.admin.v1.FieldDiff
+	68, // 55: llmproxy.admin.v1.FieldDiff.old:type_name -> google.protobuf.Value
+	68, // 56: llmproxy.admin.v1.FieldDiff.new:type_name -> google.protobuf.Value
+	59, // 57: llmproxy.admin.v1.Rollout.refused:type_name -> llmproxy.admin.v1.ProxyRefusal
+	0,  // 58: llmproxy.admin.v1.AdminService.ListUpstreams:input_type -> llmproxy.admin.v1.ListUpstreamsRequest
+	2,  // 59: llmproxy.admin.v1.AdminService.GetUpstream:input_type -> llmproxy.admin.v1.GetUpstreamRequest
+	3,  // 60: llmproxy.admin.v1.AdminService.CreateUpstream:input_type -> llmproxy.admin.v1.CreateUpstreamRequest
+	4,  // 61: llmproxy.admin.v1.AdminService.UpdateUpstream:input_type -> llmproxy.admin.v1.UpdateUpstreamRequest
+	5,  // 62: llmproxy.admin.v1.AdminService.DeleteUpstream:input_type -> llmproxy.admin.v1.DeleteUpstreamRequest
+	8,  // 63: llmproxy.admin.v1.AdminService.ListUpstreamGroups:input_type -> llmproxy.admin.v1.ListUpstreamGroupsRequest
+	10, // 64: llmproxy.admin.v1.AdminService.GetUpstreamGroup:input_type -> llmproxy.admin.v1.GetUpstreamGroupRequest
+	11, // 65: llmproxy.admin.v1.AdminService.CreateUpstreamGroup:input_type -> llmproxy.admin.v1.CreateUpstreamGroupRequest
+	12, // 66: llmproxy.admin.v1.AdminService.UpdateUpstreamGroup:input_type -> llmproxy.admin.v1.UpdateUpstreamGroupRequest
+	13, // 67: llmproxy.admin.v1.AdminService.PatchUpstreamGroup:input_type -> llmproxy.admin.v1.PatchUpstreamGroupRequest
+	14, // 68: llmproxy.admin.v1.AdminService.DeleteUpstreamGroup:input_type -> llmproxy.admin.v1.DeleteUpstreamGroupRequest
+	16, // 69: llmproxy.admin.v1.AdminService.ListForwards:input_type -> llmproxy.admin.v1.ListForwardsRequest
+	18, // 70: llmproxy.admin.v1.AdminService.GetForward:input_type -> llmproxy.admin.v1.GetForwardRequest
+	19, // 71: llmproxy.admin.v1.AdminService.CreateForward:input_type -> llmproxy.admin.v1.CreateForwardRequest
+	20, // 72: llmproxy.admin.v1.AdminService.UpdateForward:input_type -> llmproxy.admin.v1.UpdateForwardRequest
+	21, // 73: llmproxy.admin.v1.AdminService.DeleteForward:input_type -> llmproxy.admin.v1.DeleteForwardRequest
+	24, // 74: llmproxy.admin.v1.AdminService.ListRoutes:input_type -> llmproxy.admin.v1.ListRoutesRequest
+	26, // 75: llmproxy.admin.v1.AdminService.GetRoute:input_type -> llmproxy.admin.v1.GetRouteRequest
+	27, // 76: llmproxy.admin.v1.AdminService.CreateRoute:input_type -> llmproxy.admin.v1.CreateRouteRequest
+	28, // 77: llmproxy.admin.v1.AdminService.UpdateRoute:input_type -> llmproxy.admin.v1.UpdateRouteRequest
+	29, // 78: llmproxy.admin.v1.AdminService.DeleteRoute:input_type -> llmproxy.admin.v1.DeleteRouteRequest
+	31, // 79: llmproxy.admin.v1.AdminService.GetConfig:input_type -> llmproxy.admin.v1.GetConfigRequest
+	33, // 80: llmproxy.admin.v1.AdminService.ApplyConfig:input_type -> llmproxy.admin.v1.ApplyConfigRequest
+	35, // 81: llmproxy.admin.v1.AdminService.ListProxies:input_type -> llmproxy.admin.v1.ListProxiesRequest
+	49, // 82: llmproxy.admin.v1.AdminService.ListRevisions:input_type -> llmproxy.admin.v1.ListRevisionsRequest
+	51, // 83: llmproxy.admin.v1.AdminService.GetRevision:input_type -> llmproxy.admin.v1.GetRevisionRequest
+	53, // 84: llmproxy.admin.v1.AdminService.DiffRevisions:input_type -> llmproxy.admin.v1.DiffRevisionsRequest
+	57, // 85: llmproxy.admin.v1.AdminService.RollbackRevision:input_type -> llmproxy.admin.v1.RollbackRevisionRequest
+	39, // 86: llmproxy.admin.v1.AdminService.GetUpstreamHealth:input_type -> llmproxy.admin.v1.GetUpstreamHealthRequest
+	44, // 87: llmproxy.admin.v1.AdminService.GetUsage:input_type -> llmproxy.admin.v1.GetUsageRequest
+	1,  // 88: llmproxy.admin.v1.AdminService.ListUpstreams:output_type -> llmproxy.admin.v1.ListUpstreamsResponse
+	60, // 89: llmproxy.admin.v1.AdminService.GetUpstream:output_type -> llmproxy.config.v1.Upstream
+	6,  // 90: llmproxy.admin.v1.AdminService.CreateUpstream:output_type -> llmproxy.admin.v1.UpstreamResponse
+	6,  // 91: llmproxy.admin.v1.AdminService.UpdateUpstream:output_type -> llmproxy.admin.v1.UpstreamResponse
+	7,  // 92: llmproxy.admin.v1.AdminService.DeleteUpstream:output_type -> llmproxy.admin.v1.DeleteResponse
+	9,  // 93: llmproxy.admin.v1.AdminService.ListUpstreamGroups:output_type -> llmproxy.admin.v1.ListUpstreamGroupsResponse
+	61, // 94: llmproxy.admin.v1.AdminService.GetUpstreamGroup:output_type -> llmproxy.config.v1.UpstreamGroup
+	15, // 95: llmproxy.admin.v1.AdminService.CreateUpstreamGroup:output_type -> llmproxy.admin.v1.UpstreamGroupResponse
+	15, // 96: llmproxy.admin.v1.AdminService.UpdateUpstreamGroup:output_type -> llmproxy.admin.v1.UpstreamGroupResponse
+	15, // 97: llmproxy.admin.v1.AdminService.PatchUpstreamGroup:output_type -> llmproxy.admin.v1.UpstreamGroupResponse
+	7,  // 98: llmproxy.admin.v1.AdminService.DeleteUpstreamGroup:output_type -> llmproxy.admin.v1.DeleteResponse
+	17, // 99: llmproxy.admin.v1.AdminService.ListForwards:output_type -> llmproxy.admin.v1.ListForwardsResponse
+	63, // 100: llmproxy.admin.v1.AdminService.GetForward:output_type -> llmproxy.config.v1.Forward
+	22, // 101: llmproxy.admin.v1.AdminService.CreateForward:output_type -> llmproxy.admin.v1.ForwardResponse
+	22, // 102: llmproxy.admin.v1.AdminService.UpdateForward:output_type -> llmproxy.admin.v1.ForwardResponse
+	7,  // 103: llmproxy.admin.v1.AdminService.DeleteForward:output_type -> llmproxy.admin.v1.DeleteResponse
+	25, // 104: llmproxy.admin.v1.AdminService.ListRoutes:output_type -> llmproxy.admin.v1.ListRoutesResponse
+	23, // 105: llmproxy.admin.v1.AdminService.GetRoute:output_type -> llmproxy.admin.v1.RouteEntry
+	30, // 106: llmproxy.admin.v1.AdminService.CreateRoute:output_type -> llmproxy.admin.v1.RouteResponse
+	30, // 107: llmproxy.admin.v1.AdminService.UpdateRoute:output_type -> llmproxy.admin.v1.RouteResponse
+	7,  // 108: llmproxy.admin.v1.AdminService.DeleteRoute:output_type -> llmproxy.admin.v1.DeleteResponse
+	32, // 109: llmproxy.admin.v1.AdminService.GetConfig:output_type -> llmproxy.admin.v1.GetConfigResponse
+	34, // 110: llmproxy.admin.v1.AdminService.ApplyConfig:output_type -> llmproxy.admin.v1.ApplyConfigResponse
+	36, // 111: llmproxy.admin.v1.AdminService.ListProxies:output_type -> llmproxy.admin.v1.ListProxiesResponse
+	50, // 112: llmproxy.admin.v1.AdminService.ListRevisions:output_type -> llmproxy.admin.v1.ListRevisionsResponse
+	52, // 113: llmproxy.admin.v1.AdminService.GetRevision:output_type -> llmproxy.admin.v1.GetRevisionResponse
+	54, // 114: llmproxy.admin.v1.AdminService.DiffRevisions:output_type -> llmproxy.admin.v1.ConfigDiff
+	34, // 115: llmproxy.admin.v1.AdminService.RollbackRevision:output_type -> llmproxy.admin.v1.ApplyConfigResponse
+	40, // 116: llmproxy.admin.v1.AdminService.GetUpstreamHealth:output_type -> llmproxy.admin.v1.UpstreamHealth
+	45, // 117: llmproxy.admin.v1.AdminService.GetUsage:output_type -> llmproxy.admin.v1.GetUsageResponse
+	88, // [88:118] is the sub-list for method output_type
+	58, // [58:88] is the sub-list for method input_type
+	58, // [58:58] is the sub-list for extension type_name
+	58, // [58:58] is the sub-list for extension extendee
+	0,  // [0:58] is the sub-list for field type_name
 }
 
 func init() { file_llmproxy_admin_v1_admin_proto_init() }
@@ -4784,15 +4908,15 @@ func file_llmproxy_admin_v1_admin_proto_init() {
 	file_llmproxy_admin_v1_admin_proto_msgTypes[28].OneofWrappers = []any{}
 	file_llmproxy_admin_v1_admin_proto_msgTypes[29].OneofWrappers = []any{}
 	file_llmproxy_admin_v1_admin_proto_msgTypes[33].OneofWrappers = []any{}
-	file_llmproxy_admin_v1_admin_proto_msgTypes[52].OneofWrappers = []any{}
-	file_llmproxy_admin_v1_admin_proto_msgTypes[56].OneofWrappers = []any{}
+	file_llmproxy_admin_v1_admin_proto_msgTypes[53].OneofWrappers = []any{}
+	file_llmproxy_admin_v1_admin_proto_msgTypes[57].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_llmproxy_admin_v1_admin_proto_rawDesc), len(file_llmproxy_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   59,
+			NumMessages:   60,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
