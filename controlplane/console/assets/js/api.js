@@ -46,8 +46,8 @@ function url(path, query) {
 
 // call sends one request and resolves to the decoded JSON answer ({} for an empty one). A
 // 401 also fires the window event 'console:unauthorized', which sends the operator back to
-// the login form.
-export async function call(method, path, { query, body } = {}) {
+// the login form, unless quiet is set (the login form's own check).
+export async function call(method, path, { query, body, quiet } = {}) {
   const headers = { Accept: 'application/json' };
   const token = sessionStorage.getItem(TOKEN_KEY);
   if (token) headers.Authorization = 'Bearer ' + token;
@@ -72,7 +72,7 @@ export async function call(method, path, { query, body } = {}) {
   if (!resp.ok) {
     const e = data && data.error ? data.error : {};
     const err = new APIError(resp.status, e.message || `${resp.status} ${resp.statusText}`, e.code, e.fields);
-    if (resp.status === 401) window.dispatchEvent(new CustomEvent('console:unauthorized', { detail: err.message }));
+    if (resp.status === 401 && !quiet) window.dispatchEvent(new CustomEvent('console:unauthorized', { detail: err.message }));
     throw err;
   }
   if (data == null) throw new APIError(resp.status, `${method} ${path}: answer is not JSON`);

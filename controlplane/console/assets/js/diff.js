@@ -4,6 +4,12 @@ import { h, chip, notice, num } from './dom.js';
 
 const ACTION_KIND = { added: 'ok', removed: 'bad', changed: 'warn' };
 
+// breakable puts word-break opportunities after the separators of a field path, so a long
+// path wraps at a dot or a bracket rather than inside a name.
+function breakable(path) {
+  return path.split(/(?<=[.\]/])/).flatMap((part, i) => (i ? [h('wbr'), part] : [part]));
+}
+
 function value(v) {
   if (v === undefined) return h('span', { class: 'muted' }, 'unset');
   return h('code', null, typeof v === 'string' ? v : JSON.stringify(v));
@@ -21,7 +27,7 @@ export function diffView(diff) {
       h('h4', null, chip(r.action, ACTION_KIND[r.action] || 'info'), ' ', h('span', { class: 'muted' }, r.kind.replace('_', ' ')), ' ', r.name || ''),
       h('table', { class: 'diff-fields' }, h('tbody', null, (r.fields || []).map((f) =>
         h('tr', { dataset: { path: f.path } },
-          h('td', { class: 'path' }, h('code', null, f.path)),
+          h('td', { class: 'path' }, h('code', null, breakable(f.path))),
           f.secret
             ? h('td', { class: 'secret', colspan: 3 }, chip('secret', 'info'), ' changed (values withheld)')
             : [h('td', { class: 'old' }, value(f.old)), h('td', { class: 'arrow' }, '→'), h('td', { class: 'new' }, value(f.new))])))))));

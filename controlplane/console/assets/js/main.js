@@ -55,7 +55,7 @@ function showLogin() {
     replace(status, h('p', { class: 'muted' }, 'Checking the token…'));
     api.setToken(input.value.trim());
     try {
-      await api.get('/api/v1/revisions', { page_size: 1 });
+      await api.call('GET', '/api/v1/revisions', { query: { page_size: 1 }, quiet: true });
       loginMessage = '';
       render();
     } catch (e) {

@@ -3,7 +3,7 @@
 // Sources: GET /api/v1/revisions (paged), GET /api/v1/revisions/{rev}/diff,
 // POST /api/v1/revisions/{rev}:rollback (dry_run first).
 
-import { h, replace, num, chip, errorBox, notice, when, ago } from '../dom.js';
+import { h, replace, num, chip, errorBox, when, ago } from '../dom.js';
 import { diffView } from '../diff.js';
 import { changeDialog } from '../editor.js';
 import * as api from '../api.js';
@@ -12,23 +12,32 @@ export default function history(main, ctx) {
   let alive = true;
   const list = h('tbody');
   const more = h('div', { class: 'more' });
-  const detail = h('div', { class: 'history-detail' });
   let current = 0;
   let selected = null;
 
+  // showDiff opens, under the revision's row, what it changed; a second click closes it.
   const showDiff = async (rev, tr) => {
-    if (selected) selected.classList.remove('selected');
+    const open = tr.nextElementSibling && tr.nextElementSibling.classList.contains('detail') ? tr.nextElementSibling : null;
+    if (selected) {
+      selected.classList.remove('selected');
+      if (selected.nextElementSibling && selected.nextElementSibling.classList.contains('detail')) selected.nextElementSibling.remove();
+    }
+    if (open) {
+      selected = null;
+      return;
+    }
     selected = tr;
     tr.classList.add('selected');
-    replace(detail, h('p', { class: 'muted' }, `Loading revision ${rev}…`));
+    const cell = h('td', { colspan: 7, class: 'history-detail' }, h('p', { class: 'muted' }, `Loading revision ${rev}…`));
+    tr.after(h('tr', { class: 'detail', dataset: { detail: String(rev) } }, cell));
     try {
       const d = await api.get(`/api/v1/revisions/${rev}/diff`);
       if (!alive) return;
-      replace(detail,
-        h('h2', null, `Revision ${rev}`, h('span', { class: 'muted' }, ` against ${num(d.base_revision) || 'the empty config'}`)),
+      replace(cell,
+        h('h3', null, `What revision ${rev} changed`, h('span', { class: 'muted' }, num(d.base_revision) ? ` against revision ${num(d.base_revision)}` : ' against the empty config')),
         diffView(d));
     } catch (e) {
-      replace(detail, errorBox(e));
+      replace(cell, errorBox(e));
     }
   };
 
@@ -76,20 +85,17 @@ export default function history(main, ctx) {
 
   const reload = () => {
     list.replaceChildren();
-    replace(detail, h('p', { class: 'muted' }, 'Select a revision to see what it changed.'));
+    selected = null;
     page('').catch((e) => replace(more, errorBox(e)));
   };
 
   replace(main,
     h('div', { class: 'page-head' }, h('h1', null, 'History'),
-      h('p', { class: 'muted' }, 'Every accepted change is a revision. Click one to see its diff; roll back to any kept revision.')),
-    h('div', { class: 'history' },
-      h('div', null,
-        h('table', { class: 'grid revisions' },
-          h('thead', null, h('tr', null, ['Revision', 'When', 'Operation', 'Resources', 'Message', 'Actor', ''].map((c) => h('th', null, c)))),
-          list),
-        more),
-      detail));
+      h('p', { class: 'muted' }, 'Every accepted change is a revision. Click one to see what it changed; roll back to any kept revision.')),
+    h('table', { class: 'grid revisions' },
+      h('thead', null, h('tr', null, ['Revision', 'When', 'Operation', 'Resources', 'Message', 'Actor', ''].map((c) => h('th', null, c)))),
+      list),
+    more);
   reload();
   return () => {
     alive = false;

@@ -1,8 +1,7 @@
 // Upstreams: the fleet's verdict on every upstream (healthy, degraded: breaker open on some
-// proxies, down: on all), each proxy's view from its last report, and the last hour of
-// traffic and errors as sparklines.
-// Sources: GET /api/v1/upstreams, GET /api/v1/upstreams/{name}/health (each upstream),
-// GET /api/v1/usage?by=upstream&window=1h&step=1m; every 5 s.
+// proxies, down: on all), each proxy's view from its last report, and the last hour per
+// minute (attempts, failures, latency) as sparklines.
+// Sources: GET /api/v1/upstreams, then GET /api/v1/upstreams/{name}/health for each; every 5 s.
 
 import { h, replace, every, num, chip, table, errorBox, notice, ago, when, rate, pct, seconds, count, mapLimit } from '../dom.js';
 import { sparkline } from '../charts.js';
@@ -25,10 +24,25 @@ function proxyRows(health) {
     h('td', { title: when(p.report_time) }, ago(p.report_time))));
 }
 
-function card(u, health, series) {
-  const verdict = health && !(health instanceof Error) ? health.verdict : null;
-  const reqs = series ? series.map((pt) => num(pt.requests)) : [];
-  const errs = series ? series.map((pt) => num(pt.errors)) : [];
+// MINUTES is the span of the sparklines: the hour the health endpoint keeps.
+const MINUTES = 60;
+
+// perMinute lays the health endpoint's recent points (silent minutes left out) on the last
+// MINUTES minutes, the minute in progress last, silent minutes as 0.
+function perMinute(recent, field) {
+  const out = new Array(MINUTES).fill(0);
+  const now = Math.floor(Date.now() / 60000);
+  for (const p of recent || []) {
+    const i = MINUTES - 1 - (now - Math.floor(Date.parse(p.time) / 60000));
+    if (i >= 0 && i < MINUTES) out[i] = num(p[field]);
+  }
+  return out;
+}
+
+function card(u, health) {
+  const ok = health && !(health instanceof Error);
+  const verdict = ok ? health.verdict : null;
+  const recent = ok ? health.recent : null;
   return h('section', { class: ['card', 'upstream', verdict ? 'v-' + verdict : null], dataset: { upstream: u.name, verdict: verdict || '' } },
     h('div', { class: 'card-head' },
       h('h2', null, u.name),
@@ -43,8 +57,9 @@ function card(u, health, series) {
           h('div', null, h('span', { class: 'label' }, 'Requests'), rate(health.requests_per_second)),
           h('div', null, h('span', { class: 'label' }, 'Error rate'), pct(health.error_rate)),
           h('div', null, h('span', { class: 'label' }, 'In flight'), String(num(health.in_flight))),
-          series ? h('div', { class: 'spark-cell' }, h('span', { class: 'label' }, 'Attempts / min, last hour'), sparkline(reqs, { title: 'attempts per minute', cls: 's0', format: count })) : null,
-          series ? h('div', { class: 'spark-cell' }, h('span', { class: 'label' }, 'Failed / min, last hour'), sparkline(errs, { title: 'failed attempts per minute', cls: 'bad', format: count })) : null),
+          h('div', { class: 'spark-cell' }, h('span', { class: 'label' }, 'Attempts / min'), sparkline(perMinute(recent, 'requests'), { title: 'attempts per minute, last hour', cls: 's0', format: count })),
+          h('div', { class: 'spark-cell' }, h('span', { class: 'label' }, 'Failed / min'), sparkline(perMinute(recent, 'errors'), { title: 'failed attempts per minute, last hour', cls: 'bad', format: count })),
+          h('div', { class: 'spark-cell' }, h('span', { class: 'label' }, 'Latency p95'), sparkline(perMinute(recent, 'latency_p95_seconds'), { title: 'p95 latency (attempt-weighted over proxies), last hour', cls: 's4', format: seconds }))),
         (health.proxies || []).length
           ? table(['Proxy', 'Breaker', ['Attempts', 'num'], ['Failed', 'num'], ['429s', 'num'], ['p50', 'num'], ['p95', 'num'], ['In flight', 'num'], 'Report'], proxyRows(health), { class: 'compact' })
           : h('p', { class: 'muted small' }, 'No proxy has reported this upstream.'))
@@ -67,15 +82,8 @@ export default function upstreams(main, ctx) {
     }
     ctx.revision(num(list.revision));
     const ups = list.upstreams || [];
-    const [usage, ...healths] = await Promise.all([
-      api.get('/api/v1/usage', { by: 'upstream', window: '1h', step: '1m' }).catch((e) => e),
-      ...(await mapLimit(ups, 6, (u) => api.get(`/api/v1/upstreams/${api.seg(u.name)}/health`))),
-    ]);
-    const noReports = healths.some((x) => x instanceof api.APIError && x.unrouted);
-    const series = {};
-    if (!(usage instanceof Error)) {
-      for (const e of usage.entries || []) series[e.name] = e.points || [];
-    }
+    const healths = await mapLimit(ups, 6, (u) => api.get(`/api/v1/upstreams/${api.seg(u.name)}/health`));
+    const noReports = healths.some((x) => x instanceof api.APIError && (x.unrouted || x.code === 'unimplemented'));
     const order = ups.map((u, i) => ({ u, health: noReports ? null : healths[i] }));
     order.sort((a, b) => {
       const va = a.health && !(a.health instanceof Error) ? VERDICT_ORDER[a.health.verdict] : 9;
@@ -83,16 +91,8 @@ export default function upstreams(main, ctx) {
       return va - vb || a.u.name.localeCompare(b.u.name);
     });
     replace(body,
-      noReports ? notice('warn', 'This control plane has no fleet health endpoint (GET /api/v1/upstreams/{name}/health): only the configured upstreams are listed.') : null,
+      noReports ? notice('warn', 'This control plane collects no proxy reports (GET /api/v1/upstreams/{name}/health): only the configured upstreams are listed.') : null,
       ups.length ? null : notice('info', 'No upstream is configured.'),
-      order.map(({ u, health }) => card(u, health, usage instanceof Error ? null : series[u.name] || emptySeries(usage))));
+      order.map(({ u, health }) => card(u, health)));
   });
-}
-
-// emptySeries gives an upstream without traffic in the window a flat series of the usage
-// answer's length, so its sparkline shows zero rather than nothing.
-function emptySeries(usage) {
-  const start = Date.parse(usage.start_time), end = Date.parse(usage.end_time);
-  const n = Math.max(1, Math.round((end - start) / 60000));
-  return Array.from({ length: n }, () => ({ requests: 0, errors: 0 }));
 }
