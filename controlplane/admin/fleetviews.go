@@ -51,6 +51,24 @@ func (s *Server) GetUpstreamHealth(ctx context.Context, req *adminv1.GetUpstream
 	return nil, notFound("upstream", req.GetName())
 }
 
+// ListUpstreamHealth returns the health of every configured upstream, in config order.
+func (s *Server) ListUpstreamHealth(ctx context.Context, _ *adminv1.ListUpstreamHealthRequest) (*adminv1.ListUpstreamHealthResponse, error) {
+	r, err := s.reports()
+	if err != nil {
+		return nil, err
+	}
+	rev, cfg, err := s.store.Load(ctx)
+	if err != nil {
+		return nil, s.toStatus(ctx, "list upstream health", err)
+	}
+	setHeaders(ctx, rev, 0)
+	out := &adminv1.ListUpstreamHealthResponse{Revision: rev}
+	for _, u := range cfg.GetUpstreams() {
+		out.Upstreams = append(out.Upstreams, r.UpstreamHealth(u.GetName()))
+	}
+	return out, nil
+}
+
 // GetUsage aggregates traffic and tokens by consumer, model or upstream over a window.
 func (s *Server) GetUsage(ctx context.Context, req *adminv1.GetUsageRequest) (*adminv1.GetUsageResponse, error) {
 	r, err := s.reports()

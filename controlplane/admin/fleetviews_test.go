@@ -43,6 +43,7 @@ func TestFleetViews(t *testing.T) {
 	}{
 		{"health of a configured upstream", "/upstreams/a/health", 200, []string{`"name":"a"`, `"verdict":"unknown"`}},
 		{"health of an unknown upstream", "/upstreams/nope/health", 404, []string{`upstream \"nope\" not found`}},
+		{"health of every upstream", "/upstream-health", 200, []string{`"upstreams":`, `"name":"a"`, `"name":"b"`}},
 		{"usage", "/usage?by=model&window=15m", 200, []string{`"by":"model"`, `"start_time"`, `"total"`}},
 		{"usage with bad parameters", "/usage?by=route&window=1y&step=0", 400, []string{`"field":"by"`, `"field":"window"`, `"field":"step"`}},
 	} {
@@ -58,6 +59,17 @@ func TestFleetViews(t *testing.T) {
 			}
 		})
 	}
+	list, err := e.client.ListUpstreamHealth(e.ctx(t), &adminv1.ListUpstreamHealthRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, h := range list.GetUpstreams() {
+		names = append(names, h.GetName()+" "+h.GetVerdict())
+	}
+	if strings.Join(names, ", ") != "a unknown, b unknown" || list.GetRevision() == 0 {
+		t.Errorf("ListUpstreamHealth: %v at revision %d; want a and b in config order, unknown (no reports)", names, list.GetRevision())
+	}
 	if code, _, _ := restCall(t, "GET", api+"/usage?by=model", "", ""); code != 401 {
 		t.Errorf("usage without the admin token: %d; want 401", code)
 	}
@@ -66,5 +78,7 @@ func TestFleetViews(t *testing.T) {
 	plain := newEnv(t, "", fakeFleet{})
 	plain.seed(t, base())
 	_, err = plain.client.GetUpstreamHealth(plain.ctx(t), &adminv1.GetUpstreamHealthRequest{Name: "a"})
+	wantCode(t, err, codes.Unimplemented, "does not collect proxy reports")
+	_, err = plain.client.ListUpstreamHealth(plain.ctx(t), &adminv1.ListUpstreamHealthRequest{})
 	wantCode(t, err, codes.Unimplemented, "does not collect proxy reports")
 }

@@ -3183,6 +3183,96 @@ func (x *UpstreamErrors) GetOther() uint64 {
 	return 0
 }
 
+type ListUpstreamHealthRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListUpstreamHealthRequest) Reset() {
+	*x = ListUpstreamHealthRequest{}
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListUpstreamHealthRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListUpstreamHealthRequest) ProtoMessage() {}
+
+func (x *ListUpstreamHealthRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListUpstreamHealthRequest.ProtoReflect.Descriptor instead.
+func (*ListUpstreamHealthRequest) Descriptor() ([]byte, []int) {
+	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{44}
+}
+
+type ListUpstreamHealthResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Every configured upstream's health, in config order.
+	Upstreams []*UpstreamHealth `protobuf:"bytes,1,rep,name=upstreams,proto3" json:"upstreams,omitempty"`
+	// The config revision the upstreams were listed from.
+	Revision      uint64 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListUpstreamHealthResponse) Reset() {
+	*x = ListUpstreamHealthResponse{}
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListUpstreamHealthResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListUpstreamHealthResponse) ProtoMessage() {}
+
+func (x *ListUpstreamHealthResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListUpstreamHealthResponse.ProtoReflect.Descriptor instead.
+func (*ListUpstreamHealthResponse) Descriptor() ([]byte, []int) {
+	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *ListUpstreamHealthResponse) GetUpstreams() []*UpstreamHealth {
+	if x != nil {
+		return x.Upstreams
+	}
+	return nil
+}
+
+func (x *ListUpstreamHealthResponse) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
 type GetUsageRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// "consumer", "model" or "upstream". Required.
@@ -3199,7 +3289,7 @@ type GetUsageRequest struct {
 
 func (x *GetUsageRequest) Reset() {
 	*x = GetUsageRequest{}
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[44]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3211,7 +3301,7 @@ func (x *GetUsageRequest) String() string {
 func (*GetUsageRequest) ProtoMessage() {}
 
 func (x *GetUsageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[44]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3224,7 +3314,7 @@ func (x *GetUsageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetUsageRequest.ProtoReflect.Descriptor instead.
 func (*GetUsageRequest) Descriptor() ([]byte, []int) {
-	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{44}
+	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *GetUsageRequest) GetBy() string {
@@ -3264,7 +3354,7 @@ type GetUsageResponse struct {
 
 func (x *GetUsageResponse) Reset() {
 	*x = GetUsageResponse{}
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[45]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3276,7 +3366,7 @@ func (x *GetUsageResponse) String() string {
 func (*GetUsageResponse) ProtoMessage() {}
 
 func (x *GetUsageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[45]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3289,7 +3379,7 @@ func (x *GetUsageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetUsageResponse.ProtoReflect.Descriptor instead.
 func (*GetUsageResponse) Descriptor() ([]byte, []int) {
-	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{45}
+	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *GetUsageResponse) GetBy() string {
@@ -3347,7 +3437,7 @@ type UsageEntry struct {
 
 func (x *UsageEntry) Reset() {
 	*x = UsageEntry{}
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[46]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3359,7 +3449,7 @@ func (x *UsageEntry) String() string {
 func (*UsageEntry) ProtoMessage() {}
 
 func (x *UsageEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[46]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3372,7 +3462,7 @@ func (x *UsageEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UsageEntry.ProtoReflect.Descriptor instead.
 func (*UsageEntry) Descriptor() ([]byte, []int) {
-	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{46}
+	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *UsageEntry) GetName() string {
@@ -3432,7 +3522,7 @@ type UsagePoint struct {
 
 func (x *UsagePoint) Reset() {
 	*x = UsagePoint{}
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[47]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3444,7 +3534,7 @@ func (x *UsagePoint) String() string {
 func (*UsagePoint) ProtoMessage() {}
 
 func (x *UsagePoint) ProtoReflect() protoreflect.Message {
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[47]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3457,7 +3547,7 @@ func (x *UsagePoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UsagePoint.ProtoReflect.Descriptor instead.
 func (*UsagePoint) Descriptor() ([]byte, []int) {
-	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{47}
+	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *UsagePoint) GetTime() *timestamppb.Timestamp {
@@ -3518,7 +3608,7 @@ type RevisionInfo struct {
 
 func (x *RevisionInfo) Reset() {
 	*x = RevisionInfo{}
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[48]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3530,7 +3620,7 @@ func (x *RevisionInfo) String() string {
 func (*RevisionInfo) ProtoMessage() {}
 
 func (x *RevisionInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[48]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3543,7 +3633,7 @@ func (x *RevisionInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevisionInfo.ProtoReflect.Descriptor instead.
 func (*RevisionInfo) Descriptor() ([]byte, []int) {
-	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{48}
+	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *RevisionInfo) GetRevision() uint64 {
@@ -3600,7 +3690,7 @@ type ListRevisionsRequest struct {
 
 func (x *ListRevisionsRequest) Reset() {
 	*x = ListRevisionsRequest{}
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[49]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3612,7 +3702,7 @@ func (x *ListRevisionsRequest) String() string {
 func (*ListRevisionsRequest) ProtoMessage() {}
 
 func (x *ListRevisionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[49]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3625,7 +3715,7 @@ func (x *ListRevisionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRevisionsRequest.ProtoReflect.Descriptor instead.
 func (*ListRevisionsRequest) Descriptor() ([]byte, []int) {
-	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{49}
+	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *ListRevisionsRequest) GetPageSize() uint32 {
@@ -3656,7 +3746,7 @@ type ListRevisionsResponse struct {
 
 func (x *ListRevisionsResponse) Reset() {
 	*x = ListRevisionsResponse{}
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[50]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3668,7 +3758,7 @@ func (x *ListRevisionsResponse) String() string {
 func (*ListRevisionsResponse) ProtoMessage() {}
 
 func (x *ListRevisionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[50]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3681,7 +3771,7 @@ func (x *ListRevisionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRevisionsResponse.ProtoReflect.Descriptor instead.
 func (*ListRevisionsResponse) Descriptor() ([]byte, []int) {
-	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{50}
+	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *ListRevisionsResponse) GetRevisions() []*RevisionInfo {
@@ -3714,7 +3804,7 @@ type GetRevisionRequest struct {
 
 func (x *GetRevisionRequest) Reset() {
 	*x = GetRevisionRequest{}
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[51]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3726,7 +3816,7 @@ func (x *GetRevisionRequest) String() string {
 func (*GetRevisionRequest) ProtoMessage() {}
 
 func (x *GetRevisionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[51]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3739,7 +3829,7 @@ func (x *GetRevisionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRevisionRequest.ProtoReflect.Descriptor instead.
 func (*GetRevisionRequest) Descriptor() ([]byte, []int) {
-	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{51}
+	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *GetRevisionRequest) GetRevision() uint64 {
@@ -3760,7 +3850,7 @@ type GetRevisionResponse struct {
 
 func (x *GetRevisionResponse) Reset() {
 	*x = GetRevisionResponse{}
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[52]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3772,7 +3862,7 @@ func (x *GetRevisionResponse) String() string {
 func (*GetRevisionResponse) ProtoMessage() {}
 
 func (x *GetRevisionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[52]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3785,7 +3875,7 @@ func (x *GetRevisionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRevisionResponse.ProtoReflect.Descriptor instead.
 func (*GetRevisionResponse) Descriptor() ([]byte, []int) {
-	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{52}
+	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *GetRevisionResponse) GetInfo() *RevisionInfo {
@@ -3813,7 +3903,7 @@ type DiffRevisionsRequest struct {
 
 func (x *DiffRevisionsRequest) Reset() {
 	*x = DiffRevisionsRequest{}
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[53]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3825,7 +3915,7 @@ func (x *DiffRevisionsRequest) String() string {
 func (*DiffRevisionsRequest) ProtoMessage() {}
 
 func (x *DiffRevisionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[53]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3838,7 +3928,7 @@ func (x *DiffRevisionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiffRevisionsRequest.ProtoReflect.Descriptor instead.
 func (*DiffRevisionsRequest) Descriptor() ([]byte, []int) {
-	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{53}
+	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *DiffRevisionsRequest) GetRevision() uint64 {
@@ -3870,7 +3960,7 @@ type ConfigDiff struct {
 
 func (x *ConfigDiff) Reset() {
 	*x = ConfigDiff{}
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[54]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3882,7 +3972,7 @@ func (x *ConfigDiff) String() string {
 func (*ConfigDiff) ProtoMessage() {}
 
 func (x *ConfigDiff) ProtoReflect() protoreflect.Message {
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[54]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3895,7 +3985,7 @@ func (x *ConfigDiff) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfigDiff.ProtoReflect.Descriptor instead.
 func (*ConfigDiff) Descriptor() ([]byte, []int) {
-	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{54}
+	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *ConfigDiff) GetBaseRevision() uint64 {
@@ -3937,7 +4027,7 @@ type ResourceDiff struct {
 
 func (x *ResourceDiff) Reset() {
 	*x = ResourceDiff{}
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[55]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3949,7 +4039,7 @@ func (x *ResourceDiff) String() string {
 func (*ResourceDiff) ProtoMessage() {}
 
 func (x *ResourceDiff) ProtoReflect() protoreflect.Message {
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[55]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3962,7 +4052,7 @@ func (x *ResourceDiff) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResourceDiff.ProtoReflect.Descriptor instead.
 func (*ResourceDiff) Descriptor() ([]byte, []int) {
-	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{55}
+	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *ResourceDiff) GetKind() string {
@@ -4013,7 +4103,7 @@ type FieldDiff struct {
 
 func (x *FieldDiff) Reset() {
 	*x = FieldDiff{}
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[56]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4025,7 +4115,7 @@ func (x *FieldDiff) String() string {
 func (*FieldDiff) ProtoMessage() {}
 
 func (x *FieldDiff) ProtoReflect() protoreflect.Message {
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[56]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4038,7 +4128,7 @@ func (x *FieldDiff) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FieldDiff.ProtoReflect.Descriptor instead.
 func (*FieldDiff) Descriptor() ([]byte, []int) {
-	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{56}
+	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *FieldDiff) GetPath() string {
@@ -4086,7 +4176,7 @@ type RollbackRevisionRequest struct {
 
 func (x *RollbackRevisionRequest) Reset() {
 	*x = RollbackRevisionRequest{}
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[57]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4098,7 +4188,7 @@ func (x *RollbackRevisionRequest) String() string {
 func (*RollbackRevisionRequest) ProtoMessage() {}
 
 func (x *RollbackRevisionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[57]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4111,7 +4201,7 @@ func (x *RollbackRevisionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackRevisionRequest.ProtoReflect.Descriptor instead.
 func (*RollbackRevisionRequest) Descriptor() ([]byte, []int) {
-	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{57}
+	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *RollbackRevisionRequest) GetRevision() uint64 {
@@ -4173,7 +4263,7 @@ type Rollout struct {
 
 func (x *Rollout) Reset() {
 	*x = Rollout{}
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[58]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4185,7 +4275,7 @@ func (x *Rollout) String() string {
 func (*Rollout) ProtoMessage() {}
 
 func (x *Rollout) ProtoReflect() protoreflect.Message {
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[58]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4198,7 +4288,7 @@ func (x *Rollout) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rollout.ProtoReflect.Descriptor instead.
 func (*Rollout) Descriptor() ([]byte, []int) {
-	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{58}
+	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *Rollout) GetRevision() uint64 {
@@ -4262,7 +4352,7 @@ type ProxyRefusal struct {
 
 func (x *ProxyRefusal) Reset() {
 	*x = ProxyRefusal{}
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[59]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4274,7 +4364,7 @@ func (x *ProxyRefusal) String() string {
 func (*ProxyRefusal) ProtoMessage() {}
 
 func (x *ProxyRefusal) ProtoReflect() protoreflect.Message {
-	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[59]
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4287,7 +4377,7 @@ func (x *ProxyRefusal) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProxyRefusal.ProtoReflect.Descriptor instead.
 func (*ProxyRefusal) Descriptor() ([]byte, []int) {
-	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{59}
+	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *ProxyRefusal) GetNodeId() string {
@@ -4559,7 +4649,11 @@ const file_llmproxy_admin_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"status_5xx\x18\x03 \x01(\x04R\tstatus5xx\x12#\n" +
 	"\rstream_broken\x18\x04 \x01(\x04R\fstreamBroken\x12\x14\n" +
-	"\x05other\x18\x05 \x01(\x04R\x05other\"M\n" +
+	"\x05other\x18\x05 \x01(\x04R\x05other\"\x1b\n" +
+	"\x19ListUpstreamHealthRequest\"y\n" +
+	"\x1aListUpstreamHealthResponse\x12?\n" +
+	"\tupstreams\x18\x01 \x03(\v2!.llmproxy.admin.v1.UpstreamHealthR\tupstreams\x12\x1a\n" +
+	"\brevision\x18\x02 \x01(\x04R\brevision\"M\n" +
 	"\x0fGetUsageRequest\x12\x0e\n" +
 	"\x02by\x18\x01 \x01(\tR\x02by\x12\x16\n" +
 	"\x06window\x18\x02 \x01(\tR\x06window\x12\x12\n" +
@@ -4644,7 +4738,7 @@ const file_llmproxy_admin_v1_admin_proto_rawDesc = "" +
 	"\fProxyRefusal\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\x12\x14\n" +
-	"\x05error\x18\x03 \x01(\tR\x05error2\xc3\x16\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error2\xb6\x17\n" +
 	"\fAdminService\x12b\n" +
 	"\rListUpstreams\x12'.llmproxy.admin.v1.ListUpstreamsRequest\x1a(.llmproxy.admin.v1.ListUpstreamsResponse\x12R\n" +
 	"\vGetUpstream\x12%.llmproxy.admin.v1.GetUpstreamRequest\x1a\x1c.llmproxy.config.v1.Upstream\x12_\n" +
@@ -4677,7 +4771,8 @@ const file_llmproxy_admin_v1_admin_proto_rawDesc = "" +
 	"\rDiffRevisions\x12'.llmproxy.admin.v1.DiffRevisionsRequest\x1a\x1d.llmproxy.admin.v1.ConfigDiff\x12f\n" +
 	"\x10RollbackRevision\x12*.llmproxy.admin.v1.RollbackRevisionRequest\x1a&.llmproxy.admin.v1.ApplyConfigResponse\x12c\n" +
 	"\x11GetUpstreamHealth\x12+.llmproxy.admin.v1.GetUpstreamHealthRequest\x1a!.llmproxy.admin.v1.UpstreamHealth\x12S\n" +
-	"\bGetUsage\x12\".llmproxy.admin.v1.GetUsageRequest\x1a#.llmproxy.admin.v1.GetUsageResponseB?Z=github.com/llmproxy-go/llmproxy/gen/llmproxy/admin/v1;adminv1b\x06proto3"
+	"\bGetUsage\x12\".llmproxy.admin.v1.GetUsageRequest\x1a#.llmproxy.admin.v1.GetUsageResponse\x12q\n" +
+	"\x12ListUpstreamHealth\x12,.llmproxy.admin.v1.ListUpstreamHealthRequest\x1a-.llmproxy.admin.v1.ListUpstreamHealthResponseB?Z=github.com/llmproxy-go/llmproxy/gen/llmproxy/admin/v1;adminv1b\x06proto3"
 
 var (
 	file_llmproxy_admin_v1_admin_proto_rawDescOnce sync.Once
@@ -4691,7 +4786,7 @@ func file_llmproxy_admin_v1_admin_proto_rawDescGZIP() []byte {
 	return file_llmproxy_admin_v1_admin_proto_rawDescData
 }
 
-var file_llmproxy_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 60)
+var file_llmproxy_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 62)
 var file_llmproxy_admin_v1_admin_proto_goTypes = []any{
 	(*ListUpstreamsRequest)(nil),       // 0: llmproxy.admin.v1.ListUpstreamsRequest
 	(*ListUpstreamsResponse)(nil),      // 1: llmproxy.admin.v1.ListUpstreamsResponse
@@ -4737,156 +4832,161 @@ var file_llmproxy_admin_v1_admin_proto_goTypes = []any{
 	(*UpstreamHealthPoint)(nil),        // 41: llmproxy.admin.v1.UpstreamHealthPoint
 	(*ProxyUpstreamHealth)(nil),        // 42: llmproxy.admin.v1.ProxyUpstreamHealth
 	(*UpstreamErrors)(nil),             // 43: llmproxy.admin.v1.UpstreamErrors
-	(*GetUsageRequest)(nil),            // 44: llmproxy.admin.v1.GetUsageRequest
-	(*GetUsageResponse)(nil),           // 45: llmproxy.admin.v1.GetUsageResponse
-	(*UsageEntry)(nil),                 // 46: llmproxy.admin.v1.UsageEntry
-	(*UsagePoint)(nil),                 // 47: llmproxy.admin.v1.UsagePoint
-	(*RevisionInfo)(nil),               // 48: llmproxy.admin.v1.RevisionInfo
-	(*ListRevisionsRequest)(nil),       // 49: llmproxy.admin.v1.ListRevisionsRequest
-	(*ListRevisionsResponse)(nil),      // 50: llmproxy.admin.v1.ListRevisionsResponse
-	(*GetRevisionRequest)(nil),         // 51: llmproxy.admin.v1.GetRevisionRequest
-	(*GetRevisionResponse)(nil),        // 52: llmproxy.admin.v1.GetRevisionResponse
-	(*DiffRevisionsRequest)(nil),       // 53: llmproxy.admin.v1.DiffRevisionsRequest
-	(*ConfigDiff)(nil),                 // 54: llmproxy.admin.v1.ConfigDiff
-	(*ResourceDiff)(nil),               // 55: llmproxy.admin.v1.ResourceDiff
-	(*FieldDiff)(nil),                  // 56: llmproxy.admin.v1.FieldDiff
-	(*RollbackRevisionRequest)(nil),    // 57: llmproxy.admin.v1.RollbackRevisionRequest
-	(*Rollout)(nil),                    // 58: llmproxy.admin.v1.Rollout
-	(*ProxyRefusal)(nil),               // 59: llmproxy.admin.v1.ProxyRefusal
-	(*v1.Upstream)(nil),                // 60: llmproxy.config.v1.Upstream
-	(*v1.UpstreamGroup)(nil),           // 61: llmproxy.config.v1.UpstreamGroup
-	(*v1.UpstreamRef)(nil),             // 62: llmproxy.config.v1.UpstreamRef
-	(*v1.Forward)(nil),                 // 63: llmproxy.config.v1.Forward
-	(*v1.Route)(nil),                   // 64: llmproxy.config.v1.Route
-	(*v1.Config)(nil),                  // 65: llmproxy.config.v1.Config
-	(*timestamppb.Timestamp)(nil),      // 66: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),        // 67: google.protobuf.Duration
-	(*structpb.Value)(nil),             // 68: google.protobuf.Value
+	(*ListUpstreamHealthRequest)(nil),  // 44: llmproxy.admin.v1.ListUpstreamHealthRequest
+	(*ListUpstreamHealthResponse)(nil), // 45: llmproxy.admin.v1.ListUpstreamHealthResponse
+	(*GetUsageRequest)(nil),            // 46: llmproxy.admin.v1.GetUsageRequest
+	(*GetUsageResponse)(nil),           // 47: llmproxy.admin.v1.GetUsageResponse
+	(*UsageEntry)(nil),                 // 48: llmproxy.admin.v1.UsageEntry
+	(*UsagePoint)(nil),                 // 49: llmproxy.admin.v1.UsagePoint
+	(*RevisionInfo)(nil),               // 50: llmproxy.admin.v1.RevisionInfo
+	(*ListRevisionsRequest)(nil),       // 51: llmproxy.admin.v1.ListRevisionsRequest
+	(*ListRevisionsResponse)(nil),      // 52: llmproxy.admin.v1.ListRevisionsResponse
+	(*GetRevisionRequest)(nil),         // 53: llmproxy.admin.v1.GetRevisionRequest
+	(*GetRevisionResponse)(nil),        // 54: llmproxy.admin.v1.GetRevisionResponse
+	(*DiffRevisionsRequest)(nil),       // 55: llmproxy.admin.v1.DiffRevisionsRequest
+	(*ConfigDiff)(nil),                 // 56: llmproxy.admin.v1.ConfigDiff
+	(*ResourceDiff)(nil),               // 57: llmproxy.admin.v1.ResourceDiff
+	(*FieldDiff)(nil),                  // 58: llmproxy.admin.v1.FieldDiff
+	(*RollbackRevisionRequest)(nil),    // 59: llmproxy.admin.v1.RollbackRevisionRequest
+	(*Rollout)(nil),                    // 60: llmproxy.admin.v1.Rollout
+	(*ProxyRefusal)(nil),               // 61: llmproxy.admin.v1.ProxyRefusal
+	(*v1.Upstream)(nil),                // 62: llmproxy.config.v1.Upstream
+	(*v1.UpstreamGroup)(nil),           // 63: llmproxy.config.v1.UpstreamGroup
+	(*v1.UpstreamRef)(nil),             // 64: llmproxy.config.v1.UpstreamRef
+	(*v1.Forward)(nil),                 // 65: llmproxy.config.v1.Forward
+	(*v1.Route)(nil),                   // 66: llmproxy.config.v1.Route
+	(*v1.Config)(nil),                  // 67: llmproxy.config.v1.Config
+	(*timestamppb.Timestamp)(nil),      // 68: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),        // 69: google.protobuf.Duration
+	(*structpb.Value)(nil),             // 70: google.protobuf.Value
 }
 var file_llmproxy_admin_v1_admin_proto_depIdxs = []int32{
-	60, // 0: llmproxy.admin.v1.ListUpstreamsResponse.upstreams:type_name -> llmproxy.config.v1.Upstream
-	60, // 1: llmproxy.admin.v1.CreateUpstreamRequest.upstream:type_name -> llmproxy.config.v1.Upstream
-	60, // 2: llmproxy.admin.v1.UpdateUpstreamRequest.upstream:type_name -> llmproxy.config.v1.Upstream
-	60, // 3: llmproxy.admin.v1.UpstreamResponse.upstream:type_name -> llmproxy.config.v1.Upstream
-	54, // 4: llmproxy.admin.v1.UpstreamResponse.diff:type_name -> llmproxy.admin.v1.ConfigDiff
-	58, // 5: llmproxy.admin.v1.UpstreamResponse.fleet:type_name -> llmproxy.admin.v1.Rollout
-	54, // 6: llmproxy.admin.v1.DeleteResponse.diff:type_name -> llmproxy.admin.v1.ConfigDiff
-	58, // 7: llmproxy.admin.v1.DeleteResponse.fleet:type_name -> llmproxy.admin.v1.Rollout
-	61, // 8: llmproxy.admin.v1.ListUpstreamGroupsResponse.upstream_groups:type_name -> llmproxy.config.v1.UpstreamGroup
-	61, // 9: llmproxy.admin.v1.CreateUpstreamGroupRequest.upstream_group:type_name -> llmproxy.config.v1.UpstreamGroup
-	61, // 10: llmproxy.admin.v1.UpdateUpstreamGroupRequest.upstream_group:type_name -> llmproxy.config.v1.UpstreamGroup
-	62, // 11: llmproxy.admin.v1.PatchUpstreamGroupRequest.upstreams:type_name -> llmproxy.config.v1.UpstreamRef
-	61, // 12: llmproxy.admin.v1.UpstreamGroupResponse.upstream_group:type_name -> llmproxy.config.v1.UpstreamGroup
-	54, // 13: llmproxy.admin.v1.UpstreamGroupResponse.diff:type_name -> llmproxy.admin.v1.ConfigDiff
-	58, // 14: llmproxy.admin.v1.UpstreamGroupResponse.fleet:type_name -> llmproxy.admin.v1.Rollout
-	63, // 15: llmproxy.admin.v1.ListForwardsResponse.forwards:type_name -> llmproxy.config.v1.Forward
-	63, // 16: llmproxy.admin.v1.CreateForwardRequest.forward:type_name -> llmproxy.config.v1.Forward
-	63, // 17: llmproxy.admin.v1.UpdateForwardRequest.forward:type_name -> llmproxy.config.v1.Forward
-	63, // 18: llmproxy.admin.v1.ForwardResponse.forward:type_name -> llmproxy.config.v1.Forward
-	54, // 19: llmproxy.admin.v1.ForwardResponse.diff:type_name -> llmproxy.admin.v1.ConfigDiff
-	58, // 20: llmproxy.admin.v1.ForwardResponse.fleet:type_name -> llmproxy.admin.v1.Rollout
-	64, // 21: llmproxy.admin.v1.RouteEntry.route:type_name -> llmproxy.config.v1.Route
+	62, // 0: llmproxy.admin.v1.ListUpstreamsResponse.upstreams:type_name -> llmproxy.config.v1.Upstream
+	62, // 1: llmproxy.admin.v1.CreateUpstreamRequest.upstream:type_name -> llmproxy.config.v1.Upstream
+	62, // 2: llmproxy.admin.v1.UpdateUpstreamRequest.upstream:type_name -> llmproxy.config.v1.Upstream
+	62, // 3: llmproxy.admin.v1.UpstreamResponse.upstream:type_name -> llmproxy.config.v1.Upstream
+	56, // 4: llmproxy.admin.v1.UpstreamResponse.diff:type_name -> llmproxy.admin.v1.ConfigDiff
+	60, // 5: llmproxy.admin.v1.UpstreamResponse.fleet:type_name -> llmproxy.admin.v1.Rollout
+	56, // 6: llmproxy.admin.v1.DeleteResponse.diff:type_name -> llmproxy.admin.v1.ConfigDiff
+	60, // 7: llmproxy.admin.v1.DeleteResponse.fleet:type_name -> llmproxy.admin.v1.Rollout
+	63, // 8: llmproxy.admin.v1.ListUpstreamGroupsResponse.upstream_groups:type_name -> llmproxy.config.v1.UpstreamGroup
+	63, // 9: llmproxy.admin.v1.CreateUpstreamGroupRequest.upstream_group:type_name -> llmproxy.config.v1.UpstreamGroup
+	63, // 10: llmproxy.admin.v1.UpdateUpstreamGroupRequest.upstream_group:type_name -> llmproxy.config.v1.UpstreamGroup
+	64, // 11: llmproxy.admin.v1.PatchUpstreamGroupRequest.upstreams:type_name -> llmproxy.config.v1.UpstreamRef
+	63, // 12: llmproxy.admin.v1.UpstreamGroupResponse.upstream_group:type_name -> llmproxy.config.v1.UpstreamGroup
+	56, // 13: llmproxy.admin.v1.UpstreamGroupResponse.diff:type_name -> llmproxy.admin.v1.ConfigDiff
+	60, // 14: llmproxy.admin.v1.UpstreamGroupResponse.fleet:type_name -> llmproxy.admin.v1.Rollout
+	65, // 15: llmproxy.admin.v1.ListForwardsResponse.forwards:type_name -> llmproxy.config.v1.Forward
+	65, // 16: llmproxy.admin.v1.CreateForwardRequest.forward:type_name -> llmproxy.config.v1.Forward
+	65, // 17: llmproxy.admin.v1.UpdateForwardRequest.forward:type_name -> llmproxy.config.v1.Forward
+	65, // 18: llmproxy.admin.v1.ForwardResponse.forward:type_name -> llmproxy.config.v1.Forward
+	56, // 19: llmproxy.admin.v1.ForwardResponse.diff:type_name -> llmproxy.admin.v1.ConfigDiff
+	60, // 20: llmproxy.admin.v1.ForwardResponse.fleet:type_name -> llmproxy.admin.v1.Rollout
+	66, // 21: llmproxy.admin.v1.RouteEntry.route:type_name -> llmproxy.config.v1.Route
 	23, // 22: llmproxy.admin.v1.ListRoutesResponse.routes:type_name -> llmproxy.admin.v1.RouteEntry
-	64, // 23: llmproxy.admin.v1.CreateRouteRequest.route:type_name -> llmproxy.config.v1.Route
-	64, // 24: llmproxy.admin.v1.UpdateRouteRequest.route:type_name -> llmproxy.config.v1.Route
-	64, // 25: llmproxy.admin.v1.RouteResponse.route:type_name -> llmproxy.config.v1.Route
-	54, // 26: llmproxy.admin.v1.RouteResponse.diff:type_name -> llmproxy.admin.v1.ConfigDiff
-	58, // 27: llmproxy.admin.v1.RouteResponse.fleet:type_name -> llmproxy.admin.v1.Rollout
-	65, // 28: llmproxy.admin.v1.GetConfigResponse.config:type_name -> llmproxy.config.v1.Config
-	65, // 29: llmproxy.admin.v1.ApplyConfigRequest.config:type_name -> llmproxy.config.v1.Config
-	54, // 30: llmproxy.admin.v1.ApplyConfigResponse.diff:type_name -> llmproxy.admin.v1.ConfigDiff
-	58, // 31: llmproxy.admin.v1.ApplyConfigResponse.fleet:type_name -> llmproxy.admin.v1.Rollout
+	66, // 23: llmproxy.admin.v1.CreateRouteRequest.route:type_name -> llmproxy.config.v1.Route
+	66, // 24: llmproxy.admin.v1.UpdateRouteRequest.route:type_name -> llmproxy.config.v1.Route
+	66, // 25: llmproxy.admin.v1.RouteResponse.route:type_name -> llmproxy.config.v1.Route
+	56, // 26: llmproxy.admin.v1.RouteResponse.diff:type_name -> llmproxy.admin.v1.ConfigDiff
+	60, // 27: llmproxy.admin.v1.RouteResponse.fleet:type_name -> llmproxy.admin.v1.Rollout
+	67, // 28: llmproxy.admin.v1.GetConfigResponse.config:type_name -> llmproxy.config.v1.Config
+	67, // 29: llmproxy.admin.v1.ApplyConfigRequest.config:type_name -> llmproxy.config.v1.Config
+	56, // 30: llmproxy.admin.v1.ApplyConfigResponse.diff:type_name -> llmproxy.admin.v1.ConfigDiff
+	60, // 31: llmproxy.admin.v1.ApplyConfigResponse.fleet:type_name -> llmproxy.admin.v1.Rollout
 	37, // 32: llmproxy.admin.v1.ListProxiesResponse.proxies:type_name -> llmproxy.admin.v1.ProxyStatus
-	66, // 33: llmproxy.admin.v1.ProxyStatus.connected_since:type_name -> google.protobuf.Timestamp
-	66, // 34: llmproxy.admin.v1.ProxyStatus.last_report_time:type_name -> google.protobuf.Timestamp
+	68, // 33: llmproxy.admin.v1.ProxyStatus.connected_since:type_name -> google.protobuf.Timestamp
+	68, // 34: llmproxy.admin.v1.ProxyStatus.last_report_time:type_name -> google.protobuf.Timestamp
 	38, // 35: llmproxy.admin.v1.ProxyStatus.health:type_name -> llmproxy.admin.v1.ProxyHealth
-	67, // 36: llmproxy.admin.v1.ProxyHealth.report_interval:type_name -> google.protobuf.Duration
+	69, // 36: llmproxy.admin.v1.ProxyHealth.report_interval:type_name -> google.protobuf.Duration
 	42, // 37: llmproxy.admin.v1.UpstreamHealth.proxies:type_name -> llmproxy.admin.v1.ProxyUpstreamHealth
 	41, // 38: llmproxy.admin.v1.UpstreamHealth.recent:type_name -> llmproxy.admin.v1.UpstreamHealthPoint
-	66, // 39: llmproxy.admin.v1.UpstreamHealthPoint.time:type_name -> google.protobuf.Timestamp
-	66, // 40: llmproxy.admin.v1.ProxyUpstreamHealth.report_time:type_name -> google.protobuf.Timestamp
-	67, // 41: llmproxy.admin.v1.ProxyUpstreamHealth.interval:type_name -> google.protobuf.Duration
+	68, // 39: llmproxy.admin.v1.UpstreamHealthPoint.time:type_name -> google.protobuf.Timestamp
+	68, // 40: llmproxy.admin.v1.ProxyUpstreamHealth.report_time:type_name -> google.protobuf.Timestamp
+	69, // 41: llmproxy.admin.v1.ProxyUpstreamHealth.interval:type_name -> google.protobuf.Duration
 	43, // 42: llmproxy.admin.v1.ProxyUpstreamHealth.errors_by_kind:type_name -> llmproxy.admin.v1.UpstreamErrors
-	66, // 43: llmproxy.admin.v1.GetUsageResponse.start_time:type_name -> google.protobuf.Timestamp
-	66, // 44: llmproxy.admin.v1.GetUsageResponse.end_time:type_name -> google.protobuf.Timestamp
-	46, // 45: llmproxy.admin.v1.GetUsageResponse.entries:type_name -> llmproxy.admin.v1.UsageEntry
-	46, // 46: llmproxy.admin.v1.GetUsageResponse.total:type_name -> llmproxy.admin.v1.UsageEntry
-	47, // 47: llmproxy.admin.v1.UsageEntry.points:type_name -> llmproxy.admin.v1.UsagePoint
-	66, // 48: llmproxy.admin.v1.UsagePoint.time:type_name -> google.protobuf.Timestamp
-	66, // 49: llmproxy.admin.v1.RevisionInfo.create_time:type_name -> google.protobuf.Timestamp
-	48, // 50: llmproxy.admin.v1.ListRevisionsResponse.revisions:type_name -> llmproxy.admin.v1.RevisionInfo
-	48, // 51: llmproxy.admin.v1.GetRevisionResponse.info:type_name -> llmproxy.admin.v1.RevisionInfo
-	65, // 52: llmproxy.admin.v1.GetRevisionResponse.config:type_name -> llmproxy.config.v1.Config
-	55, // 53: llmproxy.admin.v1.ConfigDiff.resources:type_name -> llmproxy.admin.v1.ResourceDiff
-	56, // 54: llmproxy.admin.v1.ResourceDiff.fields:type_name -> llmproxy.admin.v1.FieldDiff
-	68, // 55: llmproxy.admin.v1.FieldDiff.old:type_name -> google.protobuf.Value
-	68, // 56: llmproxy.admin.v1.FieldDiff.new:type_name -> google.protobuf.Value
-	59, // 57: llmproxy.admin.v1.Rollout.refused:type_name -> llmproxy.admin.v1.ProxyRefusal
-	0,  // 58: llmproxy.admin.v1.AdminService.ListUpstreams:input_type -> llmproxy.admin.v1.ListUpstreamsRequest
-	2,  // 59: llmproxy.admin.v1.AdminService.GetUpstream:input_type -> llmproxy.admin.v1.GetUpstreamRequest
-	3,  // 60: llmproxy.admin.v1.AdminService.CreateUpstream:input_type -> llmproxy.admin.v1.CreateUpstreamRequest
-	4,  // 61: llmproxy.admin.v1.AdminService.UpdateUpstream:input_type -> llmproxy.admin.v1.UpdateUpstreamRequest
-	5,  // 62: llmproxy.admin.v1.AdminService.DeleteUpstream:input_type -> llmproxy.admin.v1.DeleteUpstreamRequest
-	8,  // 63: llmproxy.admin.v1.AdminService.ListUpstreamGroups:input_type -> llmproxy.admin.v1.ListUpstreamGroupsRequest
-	10, // 64: llmproxy.admin.v1.AdminService.GetUpstreamGroup:input_type -> llmproxy.admin.v1.GetUpstreamGroupRequest
-	11, // 65: llmproxy.admin.v1.AdminService.CreateUpstreamGroup:input_type -> llmproxy.admin.v1.CreateUpstreamGroupRequest
-	12, // 66: llmproxy.admin.v1.AdminService.UpdateUpstreamGroup:input_type -> llmproxy.admin.v1.UpdateUpstreamGroupRequest
-	13, // 67: llmproxy.admin.v1.AdminService.PatchUpstreamGroup:input_type -> llmproxy.admin.v1.PatchUpstreamGroupRequest
-	14, // 68: llmproxy.admin.v1.AdminService.DeleteUpstreamGroup:input_type -> llmproxy.admin.v1.DeleteUpstreamGroupRequest
-	16, // 69: llmproxy.admin.v1.AdminService.ListForwards:input_type -> llmproxy.admin.v1.ListForwardsRequest
-	18, // 70: llmproxy.admin.v1.AdminService.GetForward:input_type -> llmproxy.admin.v1.GetForwardRequest
-	19, // 71: llmproxy.admin.v1.AdminService.CreateForward:input_type -> llmproxy.admin.v1.CreateForwardRequest
-	20, // 72: llmproxy.admin.v1.AdminService.UpdateForward:input_type -> llmproxy.admin.v1.UpdateForwardRequest
-	21, // 73: llmproxy.admin.v1.AdminService.DeleteForward:input_type -> llmproxy.admin.v1.DeleteForwardRequest
-	24, // 74: llmproxy.admin.v1.AdminService.ListRoutes:input_type -> llmproxy.admin.v1.ListRoutesRequest
-	26, // 75: llmproxy.admin.v1.AdminService.GetRoute:input_type -> llmproxy.admin.v1.GetRouteRequest
-	27, // 76: llmproxy.admin.v1.AdminService.CreateRoute:input_type -> llmproxy.admin.v1.CreateRouteRequest
-	28, // 77: llmproxy.admin.v1.AdminService.UpdateRoute:input_type -> llmproxy.admin.v1.UpdateRouteRequest
-	29, // 78: llmproxy.admin.v1.AdminService.DeleteRoute:input_type -> llmproxy.admin.v1.DeleteRouteRequest
-	31, // 79: llmproxy.admin.v1.AdminService.GetConfig:input_type -> llmproxy.admin.v1.GetConfigRequest
-	33, // 80: llmproxy.admin.v1.AdminService.ApplyConfig:input_type -> llmproxy.admin.v1.ApplyConfigRequest
-	35, // 81: llmproxy.admin.v1.AdminService.ListProxies:input_type -> llmproxy.admin.v1.ListProxiesRequest
-	49, // 82: llmproxy.admin.v1.AdminService.ListRevisions:input_type -> llmproxy.admin.v1.ListRevisionsRequest
-	51, // 83: llmproxy.admin.v1.AdminService.GetRevision:input_type -> llmproxy.admin.v1.GetRevisionRequest
-	53, // 84: llmproxy.admin.v1.AdminService.DiffRevisions:input_type -> llmproxy.admin.v1.DiffRevisionsRequest
-	57, // 85: llmproxy.admin.v1.AdminService.RollbackRevision:input_type -> llmproxy.admin.v1.RollbackRevisionRequest
-	39, // 86: llmproxy.admin.v1.AdminService.GetUpstreamHealth:input_type -> llmproxy.admin.v1.GetUpstreamHealthRequest
-	44, // 87: llmproxy.admin.v1.AdminService.GetUsage:input_type -> llmproxy.admin.v1.GetUsageRequest
-	1,  // 88: llmproxy.admin.v1.AdminService.ListUpstreams:output_type -> llmproxy.admin.v1.ListUpstreamsResponse
-	60, // 89: llmproxy.admin.v1.AdminService.GetUpstream:output_type -> llmproxy.config.v1.Upstream
-	6,  // 90: llmproxy.admin.v1.AdminService.CreateUpstream:output_type -> llmproxy.admin.v1.UpstreamResponse
-	6,  // 91: llmproxy.admin.v1.AdminService.UpdateUpstream:output_type -> llmproxy.admin.v1.UpstreamResponse
-	7,  // 92: llmproxy.admin.v1.AdminService.DeleteUpstream:output_type -> llmproxy.admin.v1.DeleteResponse
-	9,  // 93: llmproxy.admin.v1.AdminService.ListUpstreamGroups:output_type -> llmproxy.admin.v1.ListUpstreamGroupsResponse
-	61, // 94: llmproxy.admin.v1.AdminService.GetUpstreamGroup:output_type -> llmproxy.config.v1.UpstreamGroup
-	15, // 95: llmproxy.admin.v1.AdminService.CreateUpstreamGroup:output_type -> llmproxy.admin.v1.UpstreamGroupResponse
-	15, // 96: llmproxy.admin.v1.AdminService.UpdateUpstreamGroup:output_type -> llmproxy.admin.v1.UpstreamGroupResponse
-	15, // 97: llmproxy.admin.v1.AdminService.PatchUpstreamGroup:output_type -> llmproxy.admin.v1.UpstreamGroupResponse
-	7,  // 98: llmproxy.admin.v1.AdminService.DeleteUpstreamGroup:output_type -> llmproxy.admin.v1.DeleteResponse
-	17, // 99: llmproxy.admin.v1.AdminService.ListForwards:output_type -> llmproxy.admin.v1.ListForwardsResponse
-	63, // 100: llmproxy.admin.v1.AdminService.GetForward:output_type -> llmproxy.config.v1.Forward
-	22, // 101: llmproxy.admin.v1.AdminService.CreateForward:output_type -> llmproxy.admin.v1.ForwardResponse
-	22, // 102: llmproxy.admin.v1.AdminService.UpdateForward:output_type -> llmproxy.admin.v1.ForwardResponse
-	7,  // 103: llmproxy.admin.v1.AdminService.DeleteForward:output_type -> llmproxy.admin.v1.DeleteResponse
-	25, // 104: llmproxy.admin.v1.AdminService.ListRoutes:output_type -> llmproxy.admin.v1.ListRoutesResponse
-	23, // 105: llmproxy.admin.v1.AdminService.GetRoute:output_type -> llmproxy.admin.v1.RouteEntry
-	30, // 106: llmproxy.admin.v1.AdminService.CreateRoute:output_type -> llmproxy.admin.v1.RouteResponse
-	30, // 107: llmproxy.admin.v1.AdminService.UpdateRoute:output_type -> llmproxy.admin.v1.RouteResponse
-	7,  // 108: llmproxy.admin.v1.AdminService.DeleteRoute:output_type -> llmproxy.admin.v1.DeleteResponse
-	32, // 109: llmproxy.admin.v1.AdminService.GetConfig:output_type -> llmproxy.admin.v1.GetConfigResponse
-	34, // 110: llmproxy.admin.v1.AdminService.ApplyConfig:output_type -> llmproxy.admin.v1.ApplyConfigResponse
-	36, // 111: llmproxy.admin.v1.AdminService.ListProxies:output_type -> llmproxy.admin.v1.ListProxiesResponse
-	50, // 112: llmproxy.admin.v1.AdminService.ListRevisions:output_type -> llmproxy.admin.v1.ListRevisionsResponse
-	52, // 113: llmproxy.admin.v1.AdminService.GetRevision:output_type -> llmproxy.admin.v1.GetRevisionResponse
-	54, // 114: llmproxy.admin.v1.AdminService.DiffRevisions:output_type -> llmproxy.admin.v1.ConfigDiff
-	34, // 115: llmproxy.admin.v1.AdminService.RollbackRevision:output_type -> llmproxy.admin.v1.ApplyConfigResponse
-	40, // 116: llmproxy.admin.v1.AdminService.GetUpstreamHealth:output_type -> llmproxy.admin.v1.UpstreamHealth
-	45, // 117: llmproxy.admin.v1.AdminService.GetUsage:output_type -> llmproxy.admin.v1.GetUsageResponse
-	88, // [88:118] is the sub-list for method output_type
-	58, // [58:88] is the sub-list for method input_type
-	58, // [58:58] is the sub-list for extension type_name
-	58, // [58:58] is the sub-list for extension extendee
-	0,  // [0:58] is the sub-list for field type_name
+	40, // 43: llmproxy.admin.v1.ListUpstreamHealthResponse.upstreams:type_name -> llmproxy.admin.v1.UpstreamHealth
+	68, // 44: llmproxy.admin.v1.GetUsageResponse.start_time:type_name -> google.protobuf.Timestamp
+	68, // 45: llmproxy.admin.v1.GetUsageResponse.end_time:type_name -> google.protobuf.Timestamp
+	48, // 46: llmproxy.admin.v1.GetUsageResponse.entries:type_name -> llmproxy.admin.v1.UsageEntry
+	48, // 47: llmproxy.admin.v1.GetUsageResponse.total:type_name -> llmproxy.admin.v1.UsageEntry
+	49, // 48: llmproxy.admin.v1.UsageEntry.points:type_name -> llmproxy.admin.v1.UsagePoint
+	68, // 49: llmproxy.admin.v1.UsagePoint.time:type_name -> google.protobuf.Timestamp
+	68, // 50: llmproxy.admin.v1.RevisionInfo.create_time:type_name -> google.protobuf.Timestamp
+	50, // 51: llmproxy.admin.v1.ListRevisionsResponse.revisions:type_name -> llmproxy.admin.v1.RevisionInfo
+	50, // 52: llmproxy.admin.v1.GetRevisionResponse.info:type_name -> llmproxy.admin.v1.RevisionInfo
+	67, // 53: llmproxy.admin.v1.GetRevisionResponse.config:type_name -> llmproxy.config.v1.Config
+	57, // 54: llmproxy.admin.v1.ConfigDiff.resources:type_name -> llmproxy.admin.v1.ResourceDiff
+	58, // 55: llmproxy.admin.v1.ResourceDiff.fields:type_name -> llmproxy.admin.v1.FieldDiff
+	70, // 56: llmproxy.admin.v1.FieldDiff.old:type_name -> google.protobuf.Value
+	70, // 57: llmproxy.admin.v1.FieldDiff.new:type_name -> google.protobuf.Value
+	61, // 58: llmproxy.admin.v1.Rollout.refused:type_name -> llmproxy.admin.v1.ProxyRefusal
+	0,  // 59: llmproxy.admin.v1.AdminService.ListUpstreams:input_type -> llmproxy.admin.v1.ListUpstreamsRequest
+	2,  // 60: llmproxy.admin.v1.AdminService.GetUpstream:input_type -> llmproxy.admin.v1.GetUpstreamRequest
+	3,  // 61: llmproxy.admin.v1.AdminService.CreateUpstream:input_type -> llmproxy.admin.v1.CreateUpstreamRequest
+	4,  // 62: llmproxy.admin.v1.AdminService.UpdateUpstream:input_type -> llmproxy.admin.v1.UpdateUpstreamRequest
+	5,  // 63: llmproxy.admin.v1.AdminService.DeleteUpstream:input_type -> llmproxy.admin.v1.DeleteUpstreamRequest
+	8,  // 64: llmproxy.admin.v1.AdminService.ListUpstreamGroups:input_type -> llmproxy.admin.v1.ListUpstreamGroupsRequest
+	10, // 65: llmproxy.admin.v1.AdminService.GetUpstreamGroup:input_type -> llmproxy.admin.v1.GetUpstreamGroupRequest
+	11, // 66: llmproxy.admin.v1.AdminService.CreateUpstreamGroup:input_type -> llmproxy.admin.v1.CreateUpstreamGroupRequest
+	12, // 67: llmproxy.admin.v1.AdminService.UpdateUpstreamGroup:input_type -> llmproxy.admin.v1.UpdateUpstreamGroupRequest
+	13, // 68: llmproxy.admin.v1.AdminService.PatchUpstreamGroup:input_type -> llmproxy.admin.v1.PatchUpstreamGroupRequest
+	14, // 69: llmproxy.admin.v1.AdminService.DeleteUpstreamGroup:input_type -> llmproxy.admin.v1.DeleteUpstreamGroupRequest
+	16, // 70: llmproxy.admin.v1.AdminService.ListForwards:input_type -> llmproxy.admin.v1.ListForwardsRequest
+	18, // 71: llmproxy.admin.v1.AdminService.GetForward:input_type -> llmproxy.admin.v1.GetForwardRequest
+	19, // 72: llmproxy.admin.v1.AdminService.CreateForward:input_type -> llmproxy.admin.v1.CreateForwardRequest
+	20, // 73: llmproxy.admin.v1.AdminService.UpdateForward:input_type -> llmproxy.admin.v1.UpdateForwardRequest
+	21, // 74: llmproxy.admin.v1.AdminService.DeleteForward:input_type -> llmproxy.admin.v1.DeleteForwardRequest
+	24, // 75: llmproxy.admin.v1.AdminService.ListRoutes:input_type -> llmproxy.admin.v1.ListRoutesRequest
+	26, // 76: llmproxy.admin.v1.AdminService.GetRoute:input_type -> llmproxy.admin.v1.GetRouteRequest
+	27, // 77: llmproxy.admin.v1.AdminService.CreateRoute:input_type -> llmproxy.admin.v1.CreateRouteRequest
+	28, // 78: llmproxy.admin.v1.AdminService.UpdateRoute:input_type -> llmproxy.admin.v1.UpdateRouteRequest
+	29, // 79: llmproxy.admin.v1.AdminService.DeleteRoute:input_type -> llmproxy.admin.v1.DeleteRouteRequest
+	31, // 80: llmproxy.admin.v1.AdminService.GetConfig:input_type -> llmproxy.admin.v1.GetConfigRequest
+	33, // 81: llmproxy.admin.v1.AdminService.ApplyConfig:input_type -> llmproxy.admin.v1.ApplyConfigRequest
+	35, // 82: llmproxy.admin.v1.AdminService.ListProxies:input_type -> llmproxy.admin.v1.ListProxiesRequest
+	51, // 83: llmproxy.admin.v1.AdminService.ListRevisions:input_type -> llmproxy.admin.v1.ListRevisionsRequest
+	53, // 84: llmproxy.admin.v1.AdminService.GetRevision:input_type -> llmproxy.admin.v1.GetRevisionRequest
+	55, // 85: llmproxy.admin.v1.AdminService.DiffRevisions:input_type -> llmproxy.admin.v1.DiffRevisionsRequest
+	59, // 86: llmproxy.admin.v1.AdminService.RollbackRevision:input_type -> llmproxy.admin.v1.RollbackRevisionRequest
+	39, // 87: llmproxy.admin.v1.AdminService.GetUpstreamHealth:input_type -> llmproxy.admin.v1.GetUpstreamHealthRequest
+	46, // 88: llmproxy.admin.v1.AdminService.GetUsage:input_type -> llmproxy.admin.v1.GetUsageRequest
+	44, // 89: llmproxy.admin.v1.AdminService.ListUpstreamHealth:input_type -> llmproxy.admin.v1.ListUpstreamHealthRequest
+	1,  // 90: llmproxy.admin.v1.AdminService.ListUpstreams:output_type -> llmproxy.admin.v1.ListUpstreamsResponse
+	62, // 91: llmproxy.admin.v1.AdminService.GetUpstream:output_type -> llmproxy.config.v1.Upstream
+	6,  // 92: llmproxy.admin.v1.AdminService.CreateUpstream:output_type -> llmproxy.admin.v1.UpstreamResponse
+	6,  // 93: llmproxy.admin.v1.AdminService.UpdateUpstream:output_type -> llmproxy.admin.v1.UpstreamResponse
+	7,  // 94: llmproxy.admin.v1.AdminService.DeleteUpstream:output_type -> llmproxy.admin.v1.DeleteResponse
+	9,  // 95: llmproxy.admin.v1.AdminService.ListUpstreamGroups:output_type -> llmproxy.admin.v1.ListUpstreamGroupsResponse
+	63, // 96: llmproxy.admin.v1.AdminService.GetUpstreamGroup:output_type -> llmproxy.config.v1.UpstreamGroup
+	15, // 97: llmproxy.admin.v1.AdminService.CreateUpstreamGroup:output_type -> llmproxy.admin.v1.UpstreamGroupResponse
+	15, // 98: llmproxy.admin.v1.AdminService.UpdateUpstreamGroup:output_type -> llmproxy.admin.v1.UpstreamGroupResponse
+	15, // 99: llmproxy.admin.v1.AdminService.PatchUpstreamGroup:output_type -> llmproxy.admin.v1.UpstreamGroupResponse
+	7,  // 100: llmproxy.admin.v1.AdminService.DeleteUpstreamGroup:output_type -> llmproxy.admin.v1.DeleteResponse
+	17, // 101: llmproxy.admin.v1.AdminService.ListForwards:output_type -> llmproxy.admin.v1.ListForwardsResponse
+	65, // 102: llmproxy.admin.v1.AdminService.GetForward:output_type -> llmproxy.config.v1.Forward
+	22, // 103: llmproxy.admin.v1.AdminService.CreateForward:output_type -> llmproxy.admin.v1.ForwardResponse
+	22, // 104: llmproxy.admin.v1.AdminService.UpdateForward:output_type -> llmproxy.admin.v1.ForwardResponse
+	7,  // 105: llmproxy.admin.v1.AdminService.DeleteForward:output_type -> llmproxy.admin.v1.DeleteResponse
+	25, // 106: llmproxy.admin.v1.AdminService.ListRoutes:output_type -> llmproxy.admin.v1.ListRoutesResponse
+	23, // 107: llmproxy.admin.v1.AdminService.GetRoute:output_type -> llmproxy.admin.v1.RouteEntry
+	30, // 108: llmproxy.admin.v1.AdminService.CreateRoute:output_type -> llmproxy.admin.v1.RouteResponse
+	30, // 109: llmproxy.admin.v1.AdminService.UpdateRoute:output_type -> llmproxy.admin.v1.RouteResponse
+	7,  // 110: llmproxy.admin.v1.AdminService.DeleteRoute:output_type -> llmproxy.admin.v1.DeleteResponse
+	32, // 111: llmproxy.admin.v1.AdminService.GetConfig:output_type -> llmproxy.admin.v1.GetConfigResponse
+	34, // 112: llmproxy.admin.v1.AdminService.ApplyConfig:output_type -> llmproxy.admin.v1.ApplyConfigResponse
+	36, // 113: llmproxy.admin.v1.AdminService.ListProxies:output_type -> llmproxy.admin.v1.ListProxiesResponse
+	52, // 114: llmproxy.admin.v1.AdminService.ListRevisions:output_type -> llmproxy.admin.v1.ListRevisionsResponse
+	54, // 115: llmproxy.admin.v1.AdminService.GetRevision:output_type -> llmproxy.admin.v1.GetRevisionResponse
+	56, // 116: llmproxy.admin.v1.AdminService.DiffRevisions:output_type -> llmproxy.admin.v1.ConfigDiff
+	34, // 117: llmproxy.admin.v1.AdminService.RollbackRevision:output_type -> llmproxy.admin.v1.ApplyConfigResponse
+	40, // 118: llmproxy.admin.v1.AdminService.GetUpstreamHealth:output_type -> llmproxy.admin.v1.UpstreamHealth
+	47, // 119: llmproxy.admin.v1.AdminService.GetUsage:output_type -> llmproxy.admin.v1.GetUsageResponse
+	45, // 120: llmproxy.admin.v1.AdminService.ListUpstreamHealth:output_type -> llmproxy.admin.v1.ListUpstreamHealthResponse
+	90, // [90:121] is the sub-list for method output_type
+	59, // [59:90] is the sub-list for method input_type
+	59, // [59:59] is the sub-list for extension type_name
+	59, // [59:59] is the sub-list for extension extendee
+	0,  // [0:59] is the sub-list for field type_name
 }
 
 func init() { file_llmproxy_admin_v1_admin_proto_init() }
@@ -4908,15 +5008,15 @@ func file_llmproxy_admin_v1_admin_proto_init() {
 	file_llmproxy_admin_v1_admin_proto_msgTypes[28].OneofWrappers = []any{}
 	file_llmproxy_admin_v1_admin_proto_msgTypes[29].OneofWrappers = []any{}
 	file_llmproxy_admin_v1_admin_proto_msgTypes[33].OneofWrappers = []any{}
-	file_llmproxy_admin_v1_admin_proto_msgTypes[53].OneofWrappers = []any{}
-	file_llmproxy_admin_v1_admin_proto_msgTypes[57].OneofWrappers = []any{}
+	file_llmproxy_admin_v1_admin_proto_msgTypes[55].OneofWrappers = []any{}
+	file_llmproxy_admin_v1_admin_proto_msgTypes[59].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_llmproxy_admin_v1_admin_proto_rawDesc), len(file_llmproxy_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   60,
+			NumMessages:   62,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

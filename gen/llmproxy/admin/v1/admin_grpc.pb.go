@@ -53,6 +53,7 @@ const (
 	AdminService_RollbackRevision_FullMethodName    = "/llmproxy.admin.v1.AdminService/RollbackRevision"
 	AdminService_GetUpstreamHealth_FullMethodName   = "/llmproxy.admin.v1.AdminService/GetUpstreamHealth"
 	AdminService_GetUsage_FullMethodName            = "/llmproxy.admin.v1.AdminService/GetUsage"
+	AdminService_ListUpstreamHealth_FullMethodName  = "/llmproxy.admin.v1.AdminService/ListUpstreamHealth"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -108,6 +109,9 @@ type AdminServiceClient interface {
 	// GetUsage aggregates requests, errors and tokens by consumer, model or upstream from the
 	// per-minute rollups kept in the store (shared by every control-plane replica).
 	GetUsage(ctx context.Context, in *GetUsageRequest, opts ...grpc.CallOption) (*GetUsageResponse, error)
+	// ListUpstreamHealth is GetUpstreamHealth for every configured upstream at once, in config
+	// order, so a fleet overview needs one call rather than one per upstream.
+	ListUpstreamHealth(ctx context.Context, in *ListUpstreamHealthRequest, opts ...grpc.CallOption) (*ListUpstreamHealthResponse, error)
 }
 
 type adminServiceClient struct {
@@ -418,6 +422,16 @@ func (c *adminServiceClient) GetUsage(ctx context.Context, in *GetUsageRequest, 
 	return out, nil
 }
 
+func (c *adminServiceClient) ListUpstreamHealth(ctx context.Context, in *ListUpstreamHealthRequest, opts ...grpc.CallOption) (*ListUpstreamHealthResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListUpstreamHealthResponse)
+	err := c.cc.Invoke(ctx, AdminService_ListUpstreamHealth_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -471,6 +485,9 @@ type AdminServiceServer interface {
 	// GetUsage aggregates requests, errors and tokens by consumer, model or upstream from the
 	// per-minute rollups kept in the store (shared by every control-plane replica).
 	GetUsage(context.Context, *GetUsageRequest) (*GetUsageResponse, error)
+	// ListUpstreamHealth is GetUpstreamHealth for every configured upstream at once, in config
+	// order, so a fleet overview needs one call rather than one per upstream.
+	ListUpstreamHealth(context.Context, *ListUpstreamHealthRequest) (*ListUpstreamHealthResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -570,6 +587,9 @@ func (UnimplementedAdminServiceServer) GetUpstreamHealth(context.Context, *GetUp
 }
 func (UnimplementedAdminServiceServer) GetUsage(context.Context, *GetUsageRequest) (*GetUsageResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetUsage not implemented")
+}
+func (UnimplementedAdminServiceServer) ListUpstreamHealth(context.Context, *ListUpstreamHealthRequest) (*ListUpstreamHealthResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListUpstreamHealth not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -1132,6 +1152,24 @@ func _AdminService_GetUsage_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_ListUpstreamHealth_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListUpstreamHealthRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ListUpstreamHealth(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ListUpstreamHealth_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ListUpstreamHealth(ctx, req.(*ListUpstreamHealthRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1258,6 +1296,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetUsage",
 			Handler:    _AdminService_GetUsage_Handler,
+		},
+		{
+			MethodName: "ListUpstreamHealth",
+			Handler:    _AdminService_ListUpstreamHealth_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

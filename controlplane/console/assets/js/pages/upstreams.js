@@ -1,9 +1,10 @@
 // Upstreams: the fleet's verdict on every upstream (healthy, degraded: breaker open on some
 // proxies, down: on all), each proxy's view from its last report, and the last hour per
 // minute (attempts, failures, latency) as sparklines.
-// Sources: GET /api/v1/upstreams, then GET /api/v1/upstreams/{name}/health for each; every 5 s.
+// Sources: GET /api/v1/upstreams (names, URLs) and GET /api/v1/upstream-health (every
+// upstream's GET /api/v1/upstreams/{name}/health in one answer); every 5 s.
 
-import { h, replace, every, num, chip, table, errorBox, notice, ago, when, rate, pct, seconds, count, mapLimit } from '../dom.js';
+import { h, replace, every, num, chip, table, errorBox, notice, ago, when, rate, pct, seconds, count } from '../dom.js';
 import { sparkline } from '../charts.js';
 import * as api from '../api.js';
 
@@ -40,7 +41,7 @@ function perMinute(recent, field) {
 }
 
 function card(u, health) {
-  const ok = health && !(health instanceof Error);
+  const ok = Boolean(health);
   const verdict = ok ? health.verdict : null;
   const recent = ok ? health.recent : null;
   return h('section', { class: ['card', 'upstream', verdict ? 'v-' + verdict : null], dataset: { upstream: u.name, verdict: verdict || '' } },
@@ -49,8 +50,7 @@ function card(u, health) {
       verdict ? chip(verdict, VERDICT_KIND[verdict] || 'muted', health.reason) : null,
       h('span', { class: 'spacer' }),
       h('code', { class: 'small muted url' }, u.url)),
-    health instanceof Error ? errorBox(health) : null,
-    health && !(health instanceof Error)
+    ok
       ? h('div', { class: 'upstream-body' },
         h('p', { class: 'reason' }, health.reason || ''),
         h('div', { class: 'stats' },
@@ -73,25 +73,34 @@ export default function upstreams(main, ctx) {
       h('p', { class: 'muted' }, 'Passive health as every proxy sees it (no probes are sent), from the proxies\u2019 reports. Counts cover each proxy\u2019s last report interval.')),
     body);
   return every(5000, async () => {
-    let list;
+    let list, healthList;
     try {
-      list = await api.get('/api/v1/upstreams');
+      [list, healthList] = await Promise.all([
+        api.get('/api/v1/upstreams'),
+        api.get('/api/v1/upstream-health').catch((e) => e),
+      ]);
     } catch (e) {
       replace(body, errorBox(e));
       return;
     }
     ctx.revision(num(list.revision));
     const ups = list.upstreams || [];
-    const healths = await mapLimit(ups, 6, (u) => api.get(`/api/v1/upstreams/${api.seg(u.name)}/health`));
-    const noReports = healths.some((x) => x instanceof api.APIError && (x.unrouted || x.code === 'unimplemented'));
-    const order = ups.map((u, i) => ({ u, health: noReports ? null : healths[i] }));
+    const noReports = healthList instanceof api.APIError && (healthList.unrouted || healthList.code === 'unimplemented');
+    const byName = {};
+    if (!(healthList instanceof Error)) {
+      for (const x of healthList.upstreams || []) byName[x.name] = x;
+    }
+    const healthErr = healthList instanceof Error && !noReports ? healthList : null;
+    // An upstream added between the two calls has no health yet.
+    const order = ups.map((u) => ({ u, health: byName[u.name] || null }));
     order.sort((a, b) => {
-      const va = a.health && !(a.health instanceof Error) ? VERDICT_ORDER[a.health.verdict] : 9;
-      const vb = b.health && !(b.health instanceof Error) ? VERDICT_ORDER[b.health.verdict] : 9;
+      const va = a.health ? VERDICT_ORDER[a.health.verdict] : 9;
+      const vb = b.health ? VERDICT_ORDER[b.health.verdict] : 9;
       return va - vb || a.u.name.localeCompare(b.u.name);
     });
     replace(body,
-      noReports ? notice('warn', 'This control plane collects no proxy reports (GET /api/v1/upstreams/{name}/health): only the configured upstreams are listed.') : null,
+      noReports ? notice('warn', 'This control plane collects no proxy reports (GET /api/v1/upstream-health): only the configured upstreams are listed.') : null,
+      healthErr ? errorBox(healthErr) : null,
       ups.length ? null : notice('info', 'No upstream is configured.'),
       order.map(({ u, health }) => card(u, health)));
   });
