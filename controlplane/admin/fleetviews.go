@@ -9,6 +9,7 @@ import (
 
 	"github.com/llmproxy-go/llmproxy/controlplane/validate"
 	adminv1 "github.com/llmproxy-go/llmproxy/gen/llmproxy/admin/v1"
+	configv1 "github.com/llmproxy-go/llmproxy/gen/llmproxy/config/v1"
 )
 
 // FleetReports is the optional capability of a Fleet that also collects the proxies'
@@ -31,42 +32,48 @@ func (s *Server) reports() (FleetReports, error) {
 	return nil, status.Error(codes.Unimplemented, "this control plane does not collect proxy reports")
 }
 
-// GetUpstreamHealth returns every reporting proxy's view of one configured upstream and the
-// fleet verdict.
-func (s *Server) GetUpstreamHealth(ctx context.Context, req *adminv1.GetUpstreamHealthRequest) (*adminv1.UpstreamHealth, error) {
+// upstreamHealth loads the current config and calls view with the fleet's report views and
+// it; op names the call in errors.
+func (s *Server) upstreamHealth(ctx context.Context, op string, view func(FleetReports, uint64, *configv1.Config) error) error {
 	r, err := s.reports()
 	if err != nil {
-		return nil, err
+		return err
 	}
 	rev, cfg, err := s.store.Load(ctx)
 	if err != nil {
-		return nil, s.toStatus(ctx, "get upstream health", err)
+		return s.toStatus(ctx, op, err)
 	}
 	setHeaders(ctx, rev, 0)
-	for _, u := range cfg.GetUpstreams() {
-		if u.GetName() == req.GetName() {
-			return r.UpstreamHealth(req.GetName()), nil
+	return view(r, rev, cfg)
+}
+
+// GetUpstreamHealth returns every reporting proxy's view of one configured upstream and the
+// fleet verdict.
+func (s *Server) GetUpstreamHealth(ctx context.Context, req *adminv1.GetUpstreamHealthRequest) (*adminv1.UpstreamHealth, error) {
+	var out *adminv1.UpstreamHealth
+	err := s.upstreamHealth(ctx, "get upstream health", func(r FleetReports, _ uint64, cfg *configv1.Config) error {
+		for _, u := range cfg.GetUpstreams() {
+			if u.GetName() == req.GetName() {
+				out = r.UpstreamHealth(req.GetName())
+				return nil
+			}
 		}
-	}
-	return nil, notFound("upstream", req.GetName())
+		return notFound("upstream", req.GetName())
+	})
+	return out, err
 }
 
 // ListUpstreamHealth returns the health of every configured upstream, in config order.
 func (s *Server) ListUpstreamHealth(ctx context.Context, _ *adminv1.ListUpstreamHealthRequest) (*adminv1.ListUpstreamHealthResponse, error) {
-	r, err := s.reports()
-	if err != nil {
-		return nil, err
-	}
-	rev, cfg, err := s.store.Load(ctx)
-	if err != nil {
-		return nil, s.toStatus(ctx, "list upstream health", err)
-	}
-	setHeaders(ctx, rev, 0)
-	out := &adminv1.ListUpstreamHealthResponse{Revision: rev}
-	for _, u := range cfg.GetUpstreams() {
-		out.Upstreams = append(out.Upstreams, r.UpstreamHealth(u.GetName()))
-	}
-	return out, nil
+	var out *adminv1.ListUpstreamHealthResponse
+	err := s.upstreamHealth(ctx, "list upstream health", func(r FleetReports, rev uint64, cfg *configv1.Config) error {
+		out = &adminv1.ListUpstreamHealthResponse{Revision: rev}
+		for _, u := range cfg.GetUpstreams() {
+			out.Upstreams = append(out.Upstreams, r.UpstreamHealth(u.GetName()))
+		}
+		return nil
+	})
+	return out, err
 }
 
 // GetUsage aggregates traffic and tokens by consumer, model or upstream over a window.
