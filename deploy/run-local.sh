@@ -40,6 +40,7 @@ cat <<MSG
 LLMProxy is running (logs in $DATA/*.log):
   proxy          http://127.0.0.1:3000   (admin: http://127.0.0.1:9000/config)
   control plane  grpc 127.0.0.1:18000, REST http://127.0.0.1:18001/api/v1/
+  console        http://127.0.0.1:18001/ui/   (log in with LLMPROXY_ADMIN_AUTH_TOKEN; when unset, with anything)
   upstreams      mockllm "mock-a" :8080, "mock-b" :8081
 
 Try a chat completion (the X-Mock-Upstream header says which upstream answered):
