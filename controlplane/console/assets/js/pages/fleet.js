@@ -62,7 +62,7 @@ export default function fleet(main, ctx) {
     const connected = ps.filter((p) => p.connected);
     const current = connected.filter((p) => num(p.acked_revision) === serving);
     const refusing = ps.filter((p) => num(p.last_nack_revision) > num(p.acked_revision));
-    const headers = ['Proxy', 'Connection', ['Applied', 'num'], 'Rollout', ['Lag (revisions)', 'num'], 'Connected'];
+    const headers = ['Proxy', 'Connection', ['Applied', 'num'], 'Rollout', ['Lag', 'num'], 'Connected'];
     if (reports) headers.push('Last report', 'Health', ['Requests', 'num'], ['Errors', 'num'], ['In flight', 'num']);
     replace(body,
       h('div', { class: 'cards' },
