@@ -159,7 +159,7 @@ function fieldInput(f, model, options) {
     case 'select': {
       const opts = f.options(options);
       input = h('select', { id, disabled: f.readonly },
-        f.required ? null : h('option', { value: '' }, '(unset)'),
+        f.required && v != null ? null : h('option', { value: '' }, f.required ? '(choose)' : '(unset)'),
         opts.map((o) => h('option', { value: o, selected: o === v }, o)),
         v && !opts.includes(v) ? h('option', { value: v, selected: true }, v + ' (undefined)') : null);
       input.addEventListener('change', () => set(input.value === '' ? undefined : input.value));
