@@ -177,8 +177,13 @@ func (b *builder) transport(k transportKey, proxyURL *url.URL) *http.Transport {
 			DisableCompression: true,
 			// HTTP/2 only where TLS negotiates it (ALPN); cleartext upstreams speak HTTP/1.1.
 			ForceAttemptHTTP2: true,
-			ReadBufferSize:    32 << 10,
-			WriteBufferSize:   32 << 10,
+			// Every upstream connection keeps both buffers for its life, an open stream
+			// included. Bodies bigger than a buffer mostly bypass it (bufio reads into the
+			// relay's buffer, in-memory request bodies are written by WriteTo), so larger
+			// ones buy no speed: 4 KiB, net/http's default, holds a request's or an
+			// answer's headers whole.
+			ReadBufferSize:  4 << 10,
+			WriteBufferSize: 4 << 10,
 		}
 		if proxyURL != nil {
 			t.Proxy = http.ProxyURL(proxyURL)
