@@ -13,12 +13,18 @@ const copyBufSize = 32 << 10
 
 var copyBufPool = sync.Pool{New: func() any { b := make([]byte, copyBufSize); return &b }}
 
-// streamBufSize is the relay buffer of event streams and unknown-length answers. Such a
-// stream spends most of its life blocked in a read holding its buffer, and its events are
-// small, so a small buffer keeps the memory of many open streams low.
+// streamBufSize is the relay buffer of event streams and unknown-length answers while
+// their data flows (a burst); they wait for more in a streamWaitSize buffer.
 const streamBufSize = 4 << 10
 
 var streamBufPool = sync.Pool{New: func() any { b := make([]byte, streamBufSize); return &b }}
+
+// streamWaitSize is the buffer a stream waits in for the upstream's next event (relay.go):
+// an event usually fits; a read that fills it moves the stream to a streamBufSize buffer
+// until the burst is over.
+const streamWaitSize = 512
+
+var streamWaitPool = sync.Pool{New: func() any { return new([streamWaitSize]byte) }}
 
 // maxPooledBody is the largest request-body buffer returned to the pool; bigger ones are
 // left to the garbage collector so the pool does not pin rare large bodies.

@@ -100,12 +100,11 @@ type exchange struct {
 }
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// The exchange is filled field by field: a composite literal would be built in this
+	// frame first, and this frame is under every open stream (see relay).
 	ex := exchangePool.Get().(*exchange)
-	*ex = exchange{h: h, w: w, r: r, ctx: r.Context(), start: time.Now()}
-	defer func() {
-		*ex = exchange{}
-		exchangePool.Put(ex)
-	}()
+	ex.h, ex.w, ex.r, ex.ctx, ex.start = h, w, r, r.Context(), time.Now()
+	defer ex.release()
 
 	ex.reqID = r.Header.Get("X-Request-Id")
 	if ex.reqID == "" || len(ex.reqID) > 200 {
@@ -124,12 +123,24 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if h.tracer != nil {
-		ctx := propagator.Extract(ex.ctx, propagation.HeaderCarrier(r.Header))
-		ex.ctx, ex.span = h.tracer.Start(ctx, "llmproxy "+h.name, trace.WithSpanKind(trace.SpanKindServer),
-			trace.WithAttributes(attribute.String("http.request.method", r.Method), attribute.String("url.path", r.URL.Path)))
+		ex.startSpan()
 	}
 	defer ex.finish()
 	ex.serve()
+}
+
+// release empties the exchange and returns it to the pool.
+func (ex *exchange) release() {
+	*ex = exchange{}
+	exchangePool.Put(ex)
+}
+
+// startSpan starts the request's server span, continuing the client's trace.
+func (ex *exchange) startSpan() {
+	h, r := ex.h, ex.r
+	ctx := propagator.Extract(ex.ctx, propagation.HeaderCarrier(r.Header))
+	ex.ctx, ex.span = h.tracer.Start(ctx, "llmproxy "+h.name, trace.WithSpanKind(trace.SpanKindServer),
+		trace.WithAttributes(attribute.String("http.request.method", r.Method), attribute.String("url.path", r.URL.Path)))
 }
 
 // serve runs the request's steps in order; each step that answers the client itself
@@ -149,11 +160,7 @@ func (ex *exchange) serve() {
 		return
 	}
 	if ex.span != nil {
-		ex.span.SetName(ex.r.Method + " " + ex.route.Pattern())
-		if ex.model == "" && ex.body != nil {
-			ex.model = modelOf(ex.body.data())
-		}
-		ex.span.SetAttributes(attribute.String("http.route", ex.route.Pattern()), attribute.String("llmproxy.group", g.Name))
+		ex.nameSpan(g)
 	}
 	// Everything about the request is known here (group, body, model) and no upstream has
 	// been chosen: the place for a step that may answer without one (a response cache).
@@ -165,6 +172,15 @@ func (ex *exchange) serve() {
 		defer release()
 	}
 	ex.proxy(g)
+}
+
+// nameSpan names the server span after the route and records the route and group.
+func (ex *exchange) nameSpan(g *config.Group) {
+	ex.span.SetName(ex.r.Method + " " + ex.route.Pattern())
+	if ex.model == "" && ex.body != nil {
+		ex.model = modelOf(ex.body.data())
+	}
+	ex.span.SetAttributes(attribute.String("http.route", ex.route.Pattern()), attribute.String("llmproxy.group", g.Name))
 }
 
 // routeTo matches the request to a route and returns its group (the forward's default

@@ -29,12 +29,34 @@ const tailSize = 16 << 10
 var tailPool = sync.Pool{New: func() any { b := make([]byte, 0, tailSize); return &b }}
 
 // relay writes the upstream answer to the client: status, headers (hop-by-hop removed),
-// then the body through a pooled buffer, flushed after every write for event streams and
+// then the body (copyBody), flushed after every write for event streams and
 // unknown-length bodies. It counts tokens on the way and settles the attempt's breaker
 // slot once the body has ended.
+//
+// An open stream spends its life blocked in a read at the bottom of this call chain, on
+// the client connection's goroutine, whose stack keeps the largest size it ever needed.
+// So the steps are separate functions with small frames: with them, the deepest point
+// (net/http writing the response headers, ~3.5 KiB of its own) fits an 8 KiB stack
+// rather than 16 KiB, for every open stream.
 func (ex *exchange) relay(g *config.Group, a *attempt) {
-	resp := a.resp
-	m := a.m
+	rc, sse := ex.writeHead(a.resp)
+	mt := ex.meterFor(a.resp, sse)
+	var body io.ReadCloser = a.resp.Body
+	if g.IdleTimeout > 0 {
+		cancel := a.cancel
+		body = newIdleBody(body, g.IdleTimeout, func() { cancel(errIdleTimeout) })
+	}
+	readErr, clientGone := ex.copyBody(body, rc, &mt)
+	body.Close()
+	ex.endRelay(g, a, rc, sse, &mt, readErr, clientGone)
+}
+
+// writeHead writes the answer's status and headers. rc is non-nil when the body must be
+// flushed after every write (event streams and unknown lengths); an event stream's
+// headers are flushed at once, so the client learns that its stream is open as it would
+// talking to the upstream directly, rather than when the first token comes (which can
+// take minutes).
+func (ex *exchange) writeHead(resp *http.Response) (rc *http.ResponseController, sse bool) {
 	h := ex.w.Header()
 	copyResponseHeader(h, resp.Header)
 	if up := resp.Header["X-Request-Id"]; len(up) > 0 && up[0] != ex.reqID {
@@ -43,66 +65,72 @@ func (ex *exchange) relay(g *config.Group, a *attempt) {
 	h["X-Request-Id"] = ex.idHdr
 	ex.status = resp.StatusCode
 	ex.w.WriteHeader(resp.StatusCode)
-
-	ct := resp.Header.Get("Content-Type")
-	sse := strings.HasPrefix(ct, "text/event-stream")
-	flush := sse || resp.ContentLength < 0
-	var rc *http.ResponseController
-	if flush {
+	sse = strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream")
+	if sse || resp.ContentLength < 0 {
 		rc = http.NewResponseController(ex.w)
 	}
 	if sse {
-		// The client learns at once that its stream is open, as it would talking to the
-		// upstream directly, rather than when the first token comes (which can take minutes).
 		_ = rc.Flush()
 	}
-	// Token counting only on plain (not content-encoded) answers.
-	plain := resp.Header.Get("Content-Encoding") == ""
-	var scanner *sseScanner
-	var tailp *[]byte
-	switch {
-	case !plain:
-	case sse:
-		scanner = &sseScanner{onLine: ex.usageLine}
-	case strings.Contains(ct, "json"):
-		tailp = tailPool.Get().(*[]byte)
-	}
+	return rc, sse
+}
 
-	var body io.ReadCloser = resp.Body
-	if g.IdleTimeout > 0 {
-		cancel := a.cancel
-		body = newIdleBody(resp.Body, g.IdleTimeout, func() { cancel(errIdleTimeout) })
+// meter counts the tokens of an answer as it is relayed: an event stream through the
+// line scanner, a JSON answer through the tail window; neither (zero) for other and
+// content-encoded answers.
+type meter struct {
+	scanner *sseScanner
+	tail    *[]byte
+}
+
+// meterFor returns the meter for resp.
+func (ex *exchange) meterFor(resp *http.Response, sse bool) meter {
+	if resp.Header.Get("Content-Encoding") != "" {
+		return meter{}
 	}
-	pool := &copyBufPool
-	if flush {
-		pool = &streamBufPool
+	switch {
+	case sse:
+		return meter{scanner: &sseScanner{onLine: ex.usageLine}}
+	case strings.Contains(resp.Header.Get("Content-Type"), "json"):
+		return meter{tail: tailPool.Get().(*[]byte)}
 	}
-	bufp := pool.Get().(*[]byte)
-	buf := *bufp
-	var readErr error
-	clientGone := false
+	return meter{}
+}
+
+// copyBody copies body to the client until it ends (readErr nil), a read fails (readErr)
+// or the client leaves (clientGone). A body with a known length is copied through a
+// pooled copyBufSize buffer. A flushed body (rc non-nil: a stream) waits for the
+// upstream's next event in a small pooled buffer and takes a streamBufSize one only
+// while reads fill what they are given (a burst), so an open, silent stream holds
+// streamWaitSize bytes here, not a full buffer. Every chunk read is written (and
+// flushed) before the next read: nothing is held back.
+func (ex *exchange) copyBody(body io.Reader, rc *http.ResponseController, mt *meter) (readErr error, clientGone bool) {
+	var waitp *[streamWaitSize]byte
+	var bufp *[]byte // a pooled buffer while one is held
+	if rc == nil {
+		bufp = copyBufPool.Get().(*[]byte)
+	} else {
+		waitp = streamWaitPool.Get().(*[streamWaitSize]byte)
+	}
 	for {
+		var buf []byte
+		if bufp != nil {
+			buf = *bufp
+		} else {
+			buf = waitp[:]
+		}
 		n, err := body.Read(buf)
-		if n > 0 {
-			chunk := buf[:n]
-			if scanner != nil {
-				scanner.Write(chunk)
-			} else if tailp != nil {
-				*tailp = appendTail(*tailp, chunk)
-			}
-			// The one place the answer's body reaches the client (for event streams,
-			// whole or partial frames as the upstream sent them).
-			w, werr := ex.w.Write(chunk)
-			ex.written += int64(w)
-			if werr != nil {
-				clientGone = true
-				break
-			}
-			if flush {
-				if ferr := rc.Flush(); ferr != nil && !errors.Is(ferr, http.ErrNotSupported) {
-					clientGone = true
-					break
-				}
+		if n > 0 && !ex.deliver(buf[:n], rc, mt) {
+			clientGone = true
+			break
+		}
+		if rc != nil {
+			switch {
+			case n == len(buf) && bufp == nil:
+				bufp = streamBufPool.Get().(*[]byte)
+			case n < len(buf) && bufp != nil:
+				streamBufPool.Put(bufp)
+				bufp = nil
 			}
 		}
 		if err != nil {
@@ -112,15 +140,50 @@ func (ex *exchange) relay(g *config.Group, a *attempt) {
 			break
 		}
 	}
-	pool.Put(bufp)
-	body.Close()
-	if scanner != nil {
-		scanner.Close()
+	if rc == nil {
+		copyBufPool.Put(bufp)
+	} else {
+		if bufp != nil {
+			streamBufPool.Put(bufp)
+		}
+		streamWaitPool.Put(waitp)
 	}
-	if tailp != nil {
-		ex.usage.scan(*tailp)
-		*tailp = (*tailp)[:0]
-		tailPool.Put(tailp)
+	return readErr, clientGone
+}
+
+// deliver counts the tokens in chunk and writes it to the client (flushed when rc is
+// set); false means the client is gone. It is the one place the answer's body reaches
+// the client (for event streams, whole or partial frames as the upstream sent them).
+func (ex *exchange) deliver(chunk []byte, rc *http.ResponseController, mt *meter) bool {
+	if mt.scanner != nil {
+		mt.scanner.Write(chunk)
+	} else if mt.tail != nil {
+		*mt.tail = appendTail(*mt.tail, chunk)
+	}
+	w, err := ex.w.Write(chunk)
+	ex.written += int64(w)
+	if err != nil {
+		return false
+	}
+	if rc != nil {
+		if err := rc.Flush(); err != nil && !errors.Is(err, http.ErrNotSupported) {
+			return false
+		}
+	}
+	return true
+}
+
+// endRelay finishes the relay once the body has ended: token counts, the breaker slot,
+// the span, and for an upstream that broke mid-answer, the end the client sees.
+func (ex *exchange) endRelay(g *config.Group, a *attempt, rc *http.ResponseController, sse bool, mt *meter, readErr error, clientGone bool) {
+	m := a.m
+	if mt.scanner != nil {
+		mt.scanner.Close()
+	}
+	if tp := mt.tail; tp != nil {
+		ex.usage.scan(*tp)
+		*tp = (*tp)[:0]
+		tailPool.Put(tp)
 	}
 	if ex.usage.seen {
 		m.PromptTokens.Add(float64(ex.usage.prompt))

@@ -166,3 +166,60 @@ func TestSSEHeadersBeforeFirstChunk(t *testing.T) {
 		t.Errorf("body = %q", b)
 	}
 }
+
+// Events of every size reach the client whole and before the upstream sends the next
+// one: sizes around the buffer a stream waits in (one that fills it exactly included,
+// where a relay reading on for the rest of a burst would hold it until the next event)
+// and larger than the burst buffer.
+func TestSSEEventSizesEachDeliveredBeforeNext(t *testing.T) {
+	sizes := []int{10, streamWaitSize - 1, streamWaitSize, streamWaitSize + 1, 2 * streamWaitSize,
+		streamBufSize, streamBufSize + 1, 3*streamBufSize + 7, 1}
+	event := func(i, n int) string {
+		// "data: " + payload + "\n\n" is n bytes.
+		return "data: " + strings.Repeat(string(rune('a'+i)), n-8) + "\n\n"
+	}
+	next := make(chan struct{})
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(200)
+		for i, n := range sizes {
+			if n < 8 {
+				n = 8
+			}
+			io.WriteString(w, event(i, n))
+			w.(http.Flusher).Flush()
+			select {
+			case <-next:
+			case <-r.Context().Done():
+				return
+			}
+		}
+	}))
+	defer up.Close()
+	p := newTestProxy(t, simpleConfig("", "a"), up.URL)
+
+	resp := post(t, p.URL+"/v1/chat/completions", `{"stream":true}`)
+	defer resp.Body.Close()
+	br := bufio.NewReader(resp.Body)
+	for i, n := range sizes {
+		if n < 8 {
+			n = 8
+		}
+		want := event(i, n)
+		got := make([]byte, len(want))
+		done := make(chan error, 1)
+		go func() { _, err := io.ReadFull(br, got); done <- err }()
+		select {
+		case err := <-done:
+			if err != nil || string(got) != want {
+				t.Fatalf("event %d (%d bytes): got %q, %v; want it whole", i, n, got, err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("event %d (%d bytes) held back until the upstream sends the next; want it at once", i, n)
+		}
+		next <- struct{}{}
+	}
+	if rest, _ := io.ReadAll(br); len(rest) != 0 {
+		t.Errorf("after the last event: %q; want the end of the stream", rest)
+	}
+}
