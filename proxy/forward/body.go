@@ -120,28 +120,49 @@ func readBody(rc io.Reader, sizeHint int64) (*replayable, error) {
 }
 
 // idleBody bounds the silence between reads of an upstream answer: a timer armed before
-// each Read and stopped after it fires onIdle (which cancels the attempt) when a Read
-// waits longer than d.
+// each Read and stopped after it calls onIdle(errIdleTimeout) (which cancels the attempt)
+// when a Read waits longer than d. idleBodies are pooled with their timers, so a request
+// creates no timer and no closure of its own; one whose timer fired is not reused (its
+// callback may still be running).
 type idleBody struct {
-	rc io.ReadCloser
-	t  *time.Timer
-	d  time.Duration
+	rc     io.ReadCloser
+	t      *time.Timer
+	d      time.Duration
+	onIdle func(cause error)
+	fired  bool
 }
 
-func newIdleBody(rc io.ReadCloser, d time.Duration, onIdle func()) *idleBody {
-	t := time.AfterFunc(d, onIdle)
-	t.Stop()
-	return &idleBody{rc: rc, t: t, d: d}
+var idleBodyPool = sync.Pool{New: func() any {
+	b := new(idleBody)
+	b.t = time.AfterFunc(time.Hour, b.fire)
+	b.t.Stop()
+	return b
+}}
+
+func newIdleBody(rc io.ReadCloser, d time.Duration, onIdle func(cause error)) *idleBody {
+	b := idleBodyPool.Get().(*idleBody)
+	b.rc, b.d, b.onIdle = rc, d, onIdle
+	return b
 }
+
+// fire is the timer's callback; Reset, which arms the timer, orders the fields it reads.
+func (b *idleBody) fire() { b.onIdle(errIdleTimeout) }
 
 func (b *idleBody) Read(p []byte) (int, error) {
 	b.t.Reset(b.d)
 	n, err := b.rc.Read(p)
-	b.t.Stop()
+	if !b.t.Stop() {
+		b.fired = true
+	}
 	return n, err
 }
 
+// Close closes the answer's body and returns b to the pool; b must not be used after.
 func (b *idleBody) Close() error {
-	b.t.Stop()
-	return b.rc.Close()
+	err := b.rc.Close()
+	if !b.fired {
+		b.rc, b.onIdle = nil, nil
+		idleBodyPool.Put(b)
+	}
+	return err
 }

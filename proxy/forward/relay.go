@@ -43,8 +43,7 @@ func (ex *exchange) relay(g *config.Group, a *attempt) {
 	mt := ex.meterFor(a.resp, sse)
 	var body io.ReadCloser = a.resp.Body
 	if g.IdleTimeout > 0 {
-		cancel := a.cancel
-		body = newIdleBody(body, g.IdleTimeout, func() { cancel(errIdleTimeout) })
+		body = newIdleBody(body, g.IdleTimeout, a.cancel)
 	}
 	readErr, clientGone := ex.copyBody(body, rc, &mt)
 	body.Close()

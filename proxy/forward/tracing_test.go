@@ -94,7 +94,7 @@ func TestSpansWhenTracingOn(t *testing.T) {
 func TestIdleBodyTimeout(t *testing.T) {
 	pr, pw := io.Pipe()
 	fired := make(chan struct{})
-	b := newIdleBody(pr, 20*time.Millisecond, func() { pw.CloseWithError(errIdleTimeout); close(fired) })
+	b := newIdleBody(pr, 20*time.Millisecond, func(cause error) { pw.CloseWithError(cause); close(fired) })
 	go pw.Write([]byte("x"))
 	buf := make([]byte, 4)
 	if n, err := b.Read(buf); n != 1 || err != nil {
