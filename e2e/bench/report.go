@@ -185,10 +185,26 @@ func measureProxy(ctx context.Context, o Options, r *Report, limit uint64) error
 		sat[t.Name] = s
 		o.Log.Info("saturation", "target", t.Name, "rps", int(s.RPS), "errors", s.Errors)
 	}
+	// The proxy runs with its default flags, the access log on; the same proxy without it,
+	// started for this step only, shows what the log costs.
+	names := make([]string, 0, len(env.Targets)+1)
 	for _, t := range env.Targets {
-		row := SaturationRow{Target: t.Name, Saturation: sat[t.Name]}
-		if haveNginx && t.Name == "proxy" && sat["nginx"].RPS > 0 {
-			row.VsNginx = sat["proxy"].RPS / sat["nginx"].RPS
+		names = append(names, t.Name)
+	}
+	if t, err := StartProxy(ctx, o, "proxy-no-access-log", env.MockAddr, "--access-log=false"); err != nil {
+		r.Errors = append(r.Errors, fmt.Sprintf("saturation without the access log: %v", err))
+	} else {
+		Saturate(t.URL, 8, 500*time.Millisecond)
+		s := Saturate(t.URL, o.Conc, o.Duration)
+		t.Proc.Stop()
+		sat[t.Name] = s
+		names = append(names, t.Name)
+		o.Log.Info("saturation", "target", t.Name, "rps", int(s.RPS), "errors", s.Errors)
+	}
+	for _, name := range names {
+		row := SaturationRow{Target: name, Saturation: sat[name]}
+		if haveNginx && strings.HasPrefix(name, "proxy") && sat["nginx"].RPS > 0 {
+			row.VsNginx = sat[name].RPS / sat["nginx"].RPS
 		}
 		r.Saturation = append(r.Saturation, row)
 	}

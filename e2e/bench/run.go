@@ -98,26 +98,37 @@ func StartEnv(ctx context.Context, o Options) (*Env, error) {
 		o.Log.Warn("nginx is not installed: no baseline (apt-get install nginx-light)")
 	}
 
-	paddr, _ := FreeAddr()
-	aaddr, _ := FreeAddr()
-	cfg := filepath.Join(o.WorkDir, "proxy.yaml")
-	if err := os.WriteFile(cfg, []byte(proxyConfig(paddr, aaddr, e.MockAddr)), 0o600); err != nil {
-		e.Stop()
-		return nil, err
-	}
-	e.Proxy, err = Start(o.WorkDir, "llmproxy", filepath.Join(o.BinDir, "llmproxy"),
-		[]string{"--config", cfg, "--log-level", "warn"})
+	// The proxy runs with its default flags: the access log on (stderr, here its log file).
+	t, err := StartProxy(ctx, o, "proxy", e.MockAddr)
 	if err != nil {
 		e.Stop()
 		return nil, err
 	}
+	e.Proxy = t.Proc
+	e.Targets = append(e.Targets, t)
+	return e, nil
+}
+
+// StartProxy starts llmproxy on a static config (one forward, one group, the mock as its
+// one upstream) with the given extra flags and waits until it serves; its log is
+// name.log in the work directory.
+func StartProxy(ctx context.Context, o Options, name, mockAddr string, flags ...string) (Target, error) {
+	paddr, _ := FreeAddr()
+	aaddr, _ := FreeAddr()
+	cfg := filepath.Join(o.WorkDir, name+".yaml")
+	if err := os.WriteFile(cfg, []byte(proxyConfig(paddr, aaddr, mockAddr)), 0o600); err != nil {
+		return Target{}, err
+	}
+	p, err := Start(o.WorkDir, name, filepath.Join(o.BinDir, "llmproxy"), append([]string{"--config", cfg}, flags...))
+	if err != nil {
+		return Target{}, err
+	}
 	url := "http://" + paddr + "/v1/chat/completions"
 	if err := WaitPOST(ctx, url, ChatBody, 10*time.Second); err != nil {
-		e.Stop()
-		return nil, fmt.Errorf("proxy: %w", err)
+		p.Stop()
+		return Target{}, fmt.Errorf("%s: %w", name, err)
 	}
-	e.Targets = append(e.Targets, Target{Name: "proxy", URL: url, Proc: e.Proxy})
-	return e, nil
+	return Target{Name: name, URL: url, Proc: p}, nil
 }
 
 // Stop ends every process the env started.
