@@ -34,10 +34,12 @@ generate: ## regenerate gen/ from proto/ (offline: buf from npm, plugins as go t
 lint: ## gofmt, go vet, buf lint
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^gen/')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) vet -tags fasthttp ./proxy/cmd/llmproxy-spike-fasthttp
 	$(BUF) lint
 
 bench: build ## benchmarks: Go micro-benchmarks of the hot paths, then proxy vs nginx vs direct (bench/out/)
 	@mkdir -p bench/out
+	$(GO) build -tags fasthttp -o $(BIN)/llmproxy-spike-fasthttp ./proxy/cmd/llmproxy-spike-fasthttp
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 300ms ./proxy/... | tee bench/out/micro.txt
 	$(GO) run ./e2e/cmd/benchharness --bin $(BIN) --out bench/out
 

@@ -55,11 +55,18 @@ type Target struct {
 // Env is the set of running processes.
 type Env struct {
 	Mock, Proxy, Nginx *Proc
+	Spike              *Proc // the fasthttp spike, when built
 	MockAddr           string
 	Targets            []Target
 }
 
-// StartEnv starts mockllm, the proxy on a static config and, when installed, nginx.
+// SpikeBinary is the fasthttp spike (proxy/cmd/llmproxy-spike-fasthttp, built with -tags
+// fasthttp by make bench); when it is in the bin directory it is measured as target
+// "spike-fasthttp" beside the proxy.
+const SpikeBinary = "llmproxy-spike-fasthttp"
+
+// StartEnv starts mockllm, the proxy on a static config and, when installed, nginx and
+// the fasthttp spike.
 func StartEnv(ctx context.Context, o Options) (*Env, error) {
 	e := &Env{}
 	var err error
@@ -106,7 +113,33 @@ func StartEnv(ctx context.Context, o Options) (*Env, error) {
 	}
 	e.Proxy = t.Proc
 	e.Targets = append(e.Targets, t)
+
+	if _, err := os.Stat(filepath.Join(o.BinDir, SpikeBinary)); err == nil {
+		t, err := StartSpike(ctx, o, e.MockAddr)
+		if err != nil {
+			e.Stop()
+			return nil, err
+		}
+		e.Spike = t.Proc
+		e.Targets = append(e.Targets, t)
+	}
 	return e, nil
+}
+
+// StartSpike starts the fasthttp spike in front of the mock, access log on as the
+// proxy's, and waits until it serves.
+func StartSpike(ctx context.Context, o Options, mockAddr string) (Target, error) {
+	addr, _ := FreeAddr()
+	p, err := Start(o.WorkDir, "spike-fasthttp", filepath.Join(o.BinDir, SpikeBinary), []string{"--addr", addr, "--upstream", mockAddr})
+	if err != nil {
+		return Target{}, err
+	}
+	url := "http://" + addr + "/v1/chat/completions"
+	if err := WaitPOST(ctx, url, ChatBody, 10*time.Second); err != nil {
+		p.Stop()
+		return Target{}, fmt.Errorf("spike-fasthttp: %w", err)
+	}
+	return Target{Name: "spike-fasthttp", URL: url, Proc: p}, nil
 }
 
 // StartProxy starts llmproxy on a static config (one forward, one group, the mock as its
@@ -133,7 +166,7 @@ func StartProxy(ctx context.Context, o Options, name, mockAddr string, flags ...
 
 // Stop ends every process the env started.
 func (e *Env) Stop() {
-	for _, p := range []*Proc{e.Proxy, e.Nginx, e.Mock} {
+	for _, p := range []*Proc{e.Proxy, e.Spike, e.Nginx, e.Mock} {
 		p.Stop()
 	}
 }
