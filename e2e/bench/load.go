@@ -50,8 +50,13 @@ func Percentile(sorted []time.Duration, p float64) time.Duration {
 // FixedRate sends non-streaming chat completions to url at rate requests/s for d (open loop)
 // and summarises the latencies of the successful ones.
 func FixedRate(url string, rate int, d time.Duration) Latency {
-	atk := vegeta.NewAttacker(vegeta.KeepAlive(true), vegeta.Connections(1000),
-		vegeta.Timeout(10*time.Second), vegeta.Workers(64))
+	// The step's connections are closed when it ends: a target that fell behind opened up to
+	// 1,000 of them, and idle they would hold its file descriptors (and the harness's)
+	// through the idle-stream steps, which need nearly all of them.
+	tr := &http.Transport{Proxy: http.ProxyFromEnvironment}
+	defer tr.CloseIdleConnections()
+	atk := vegeta.NewAttacker(vegeta.Client(&http.Client{Transport: tr}), vegeta.KeepAlive(true),
+		vegeta.Connections(1000), vegeta.Timeout(10*time.Second), vegeta.Workers(64))
 	tgt := vegeta.NewStaticTargeter(vegeta.Target{
 		Method: http.MethodPost, URL: url, Body: ChatBody,
 		Header: http.Header{"Content-Type": {"application/json"}},
