@@ -66,6 +66,11 @@ type Options struct {
 	// TokenEnv names the variable Token came from, for the refusal message;
 	// empty selects manifest.TokenEnv.
 	TokenEnv string
+	// RequireClientCert refuses ADS streams whose peer presented no client certificate
+	// verified by the gRPC server's TLS settings (llmproxy-controlplane --client-ca). Whether
+	// it is set or not, a peer that did present one may only ask as a node id the
+	// certificate names (tlsconfig.NodeMatches); other streams end with PermissionDenied.
+	RequireClientCert bool
 	// ForgetAfter is how long a disconnected proxy stays in Proxies();
 	// zero selects 24h.
 	ForgetAfter time.Duration
@@ -75,13 +80,14 @@ type Options struct {
 // ADS service, the publisher and the fleet status. Its methods are safe
 // for concurrent use.
 type Server struct {
-	log      *slog.Logger
-	token    string
-	tokenEnv string
-	cache    cachev3.SnapshotCache
-	delta    delta.Server
-	fleet    *fleet
-	metrics  *metrics
+	log         *slog.Logger
+	token       string
+	tokenEnv    string
+	requireCert bool
+	cache       cachev3.SnapshotCache
+	delta       delta.Server
+	fleet       *fleet
+	metrics     *metrics
 
 	mu        sync.Mutex
 	published uint64
@@ -100,11 +106,12 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 		return nil, fmt.Errorf("new xds server: %w", err)
 	}
 	s := &Server{
-		log:       log,
-		token:     opts.Token,
-		tokenEnv:  cmp.Or(opts.TokenEnv, manifest.TokenEnv),
-		metrics:   m,
-		manifests: newManifestIndex(64),
+		log:         log,
+		token:       opts.Token,
+		tokenEnv:    cmp.Or(opts.TokenEnv, manifest.TokenEnv),
+		requireCert: opts.RequireClientCert,
+		metrics:     m,
+		manifests:   newManifestIndex(64),
 	}
 	forget := opts.ForgetAfter
 	if forget <= 0 {
@@ -197,7 +204,15 @@ func (a *adsService) DeltaAggregatedResources(stream discoveryv3.AggregatedDisco
 	if err := a.s.authorize(stream.Context(), "ADS"); err != nil {
 		return err
 	}
-	return a.s.delta.DeltaStreamHandler(stream, resource.AnyType)
+	served, err := a.s.checkPeer(stream)
+	if err != nil {
+		return err
+	}
+	err = a.s.delta.DeltaStreamHandler(served, resource.AnyType)
+	if c, ok := served.(*certifiedStream); ok && c.refusal() != nil {
+		return c.refusal()
+	}
+	return err
 }
 
 // Authorize checks ctx's credentials as ADS streams are checked, for the other streams

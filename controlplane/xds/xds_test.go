@@ -2,6 +2,7 @@ package xds
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -20,14 +21,18 @@ import (
 	statuspb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/llmproxy-go/llmproxy/controlplane/admin"
+	"github.com/llmproxy-go/llmproxy/controlplane/manifest"
 	"github.com/llmproxy-go/llmproxy/controlplane/snapshot"
 	"github.com/llmproxy-go/llmproxy/controlplane/store"
+	"github.com/llmproxy-go/llmproxy/controlplane/tlsconfig"
+	"github.com/llmproxy-go/llmproxy/e2e/pki"
 	adminv1 "github.com/llmproxy-go/llmproxy/gen/llmproxy/admin/v1"
 	configv1 "github.com/llmproxy-go/llmproxy/gen/llmproxy/config/v1"
 	"github.com/llmproxy-go/llmproxy/proxy/xdsclient"
@@ -64,17 +69,25 @@ type controlPlane struct {
 
 func startControlPlane(t *testing.T, st store.Store, addr, token string) *controlPlane {
 	t.Helper()
+	return startControlPlaneWith(t, st, addr, Options{Token: token})
+}
+
+// startControlPlaneWith is startControlPlane with the server's options (Logger and
+// Registerer are set here) and extra gRPC server options (TLS credentials, say).
+func startControlPlaneWith(t *testing.T, st store.Store, addr string, opts Options, extra ...grpc.ServerOption) *controlPlane {
+	t.Helper()
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	reg := prometheus.NewRegistry()
-	srv, err := New(ctx, Options{Logger: testLogger(t).With("component", "cp"), Registerer: reg, Token: token})
+	opts.Logger, opts.Registerer = testLogger(t).With("component", "cp"), reg
+	srv, err := New(ctx, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	gs := grpc.NewServer(ServerOptions()...)
+	gs := grpc.NewServer(append(ServerOptions(), extra...)...)
 	srv.Register(gs)
 	var wg sync.WaitGroup
 	wg.Add(2)
@@ -143,16 +156,21 @@ type applied struct {
 
 func startProxy(t *testing.T, addr, node, stateDir, token string, reject func(*configv1.Config) error) *proxy {
 	t.Helper()
-	p := &proxy{t: t, node: node, reject: reject, changed: make(chan struct{}), done: make(chan struct{})}
+	return startProxyWith(t, xdsclient.Options{Addr: addr, NodeID: node, StateDir: stateDir, Token: token}, reject)
+}
+
+// startProxyWith is startProxy with the client's options (Apply, Logger and the backoff are
+// set here).
+func startProxyWith(t *testing.T, opts xdsclient.Options, reject func(*configv1.Config) error) *proxy {
+	t.Helper()
+	p := &proxy{t: t, node: opts.NodeID, reject: reject, changed: make(chan struct{}), done: make(chan struct{})}
 	ctx, cancel := context.WithCancel(context.Background())
 	p.cancel = cancel
+	opts.Apply, opts.Logger = p.apply, testLogger(t).With("node", opts.NodeID)
+	opts.MinBackoff, opts.MaxBackoff = 10*time.Millisecond, 200*time.Millisecond
 	go func() {
 		defer close(p.done)
-		err := xdsclient.Run(ctx, xdsclient.Options{
-			Addr: addr, NodeID: node, StateDir: stateDir, Apply: p.apply, Token: token,
-			Logger:     testLogger(t).With("node", node),
-			MinBackoff: 10 * time.Millisecond, MaxBackoff: 200 * time.Millisecond,
-		})
+		err := xdsclient.Run(ctx, opts)
 		if err != nil {
 			t.Errorf("Run: %v", err)
 		}
@@ -502,7 +520,13 @@ func TestNACKOfUndecodableResponse(t *testing.T) {
 // themselves.
 func rawADS(t *testing.T, addr string) discoveryv3.AggregatedDiscoveryServiceClient {
 	t.Helper()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	return rawADSWith(t, addr, insecure.NewCredentials())
+}
+
+// rawADSWith is rawADS over creds (TLS, say).
+func rawADSWith(t *testing.T, addr string, creds credentials.TransportCredentials) discoveryv3.AggregatedDiscoveryServiceClient {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -599,5 +623,66 @@ func TestResumeBeforeFirstPublish(t *testing.T) {
 	defer p.mu.Unlock()
 	if len(p.calls) != 1 {
 		t.Errorf("applied %d times; want once, from the state dir", len(p.calls))
+	}
+}
+
+// TestClientCertificates: with client certificates required, a proxy whose certificate
+// names its node id gets the config; a stream without a certificate is refused
+// (Unauthenticated), and one whose certificate names another node is refused
+// (PermissionDenied) and never appears in the fleet status.
+func TestClientCertificates(t *testing.T) {
+	dir := t.TempDir()
+	serverCA, err := pki.NewCA("server-ca")
+	if err != nil {
+		t.Fatal(err)
+	}
+	clientCA, err := pki.NewCA("client-ca")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pair := func(ca *pki.CA, base, cn string, names ...string) *tlsconfig.Pair {
+		f, err := ca.IssueFiles(dir, base, cn, names...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := tlsconfig.LoadPair(f.Cert, f.Key, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	serverRoots, clientRoots := x509.NewCertPool(), x509.NewCertPool()
+	serverRoots.AddCert(serverCA.Cert)
+	clientRoots.AddCert(clientCA.Cert)
+
+	st := openStore(t)
+	rev := put(t, st, config("/v1/a", "u1"))
+	cp := startControlPlaneWith(t, st, "127.0.0.1:0", Options{RequireClientCert: true},
+		grpc.Creds(credentials.NewTLS(tlsconfig.Server(pair(serverCA, "cp", "cp", "127.0.0.1"), clientRoots))))
+
+	p1 := pair(clientCA, "p1", "p1")
+	startProxyWith(t, xdsclient.Options{Addr: cp.addr, NodeID: "p1", TLS: tlsconfig.Client(serverRoots, p1)}, nil).waitRevision(rev)
+
+	open := func(cert *tlsconfig.Pair, node string) error {
+		stream, err := rawADSWith(t, cp.addr, credentials.NewTLS(tlsconfig.Client(serverRoots, cert))).DeltaAggregatedResources(t.Context())
+		if err != nil {
+			return err
+		}
+		if err := stream.Send(&discoveryv3.DeltaDiscoveryRequest{Node: &corev3.Node{Id: node}, TypeUrl: manifest.ManifestType}); err != nil {
+			return err
+		}
+		_, err = stream.Recv()
+		return err
+	}
+	if err := open(nil, "anon"); status.Code(err) != codes.Unauthenticated || !strings.Contains(err.Error(), "client certificate") {
+		t.Errorf("no client certificate: %v; want Unauthenticated naming the certificate", err)
+	}
+	if err := open(p1, "p2"); status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), `"p2"`) || !strings.Contains(err.Error(), "p1") {
+		t.Errorf("certificate of p1 asking as p2: %v; want PermissionDenied naming both", err)
+	}
+	for _, ps := range cp.srv.Proxies() {
+		if id := ps.GetNodeId(); id != "p1" {
+			t.Errorf("fleet status lists %q; only p1 was let in", id)
+		}
 	}
 }

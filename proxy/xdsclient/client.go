@@ -19,6 +19,7 @@ package xdsclient
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -31,6 +32,7 @@ import (
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
@@ -71,6 +73,10 @@ type Options struct {
 	// Token, when set, is sent as "authorization: Bearer <token>" metadata
 	// on the stream (the control plane's LLMPROXY_XDS_AUTH_TOKEN).
 	Token string
+	// TLS, when set, secures the connection: the control plane's certificate is checked
+	// against it and, when the control plane asks (mTLS), its client certificate is
+	// presented. Nil: plaintext.
+	TLS *tls.Config
 	// MinBackoff and MaxBackoff bound the reconnect delay; zero selects
 	// DefaultMinBackoff and DefaultMaxBackoff.
 	MinBackoff, MaxBackoff time.Duration
@@ -99,8 +105,12 @@ func Run(ctx context.Context, opts Options) error {
 	c.tracker = newTracker(c.applyAndSave)
 	c.resume()
 
+	creds := insecure.NewCredentials()
+	if opts.TLS != nil {
+		creds = credentials.NewTLS(opts.TLS)
+	}
 	conn, err := grpc.NewClient(opts.Addr,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(creds),
 		// The limit the control plane keeps every snapshot within.
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(manifest.MaxMessageBytes)),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{
