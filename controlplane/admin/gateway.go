@@ -2,6 +2,7 @@ package admin
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,6 +19,7 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -40,6 +42,9 @@ type HTTPOptions struct {
 	// GRPCAddr is the address the gRPC server listens on; the gateway dials it. An
 	// unspecified host ("", 0.0.0.0, ::) is replaced by loopback. Required.
 	GRPCAddr string
+	// GRPCTLS, when set, is how the gateway's connection to GRPCAddr is secured (the gRPC
+	// server runs TLS); see tlsconfig.Pinned. Nil: plaintext.
+	GRPCTLS *tls.Config
 	// Store answers /health. Required.
 	Store store.Store
 	// Registry is served at /metrics. Nil: /metrics is not served.
@@ -98,8 +103,12 @@ func NewHTTPHandler(ctx context.Context, o HTTPOptions) (http.Handler, error) {
 		}),
 	)
 	target := LoopbackTarget(o.GRPCAddr)
+	creds := insecure.NewCredentials()
+	if o.GRPCTLS != nil {
+		creds = credentials.NewTLS(o.GRPCTLS)
+	}
 	dial := []grpc.DialOption{
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(creds),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessageBytes), grpc.MaxCallSendMsgSize(MaxMessageBytes)),
 	}
 	if err := adminv1.RegisterAdminServiceHandlerFromEndpoint(ctx, gw, target, dial); err != nil {

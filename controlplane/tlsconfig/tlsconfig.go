@@ -174,6 +174,27 @@ func Client(roots *x509.CertPool, pair *Pair) *tls.Config {
 	return c
 }
 
+// ClientFiles is Client on files: the CAs of caFile ("" for the system's) and the pair of
+// certFile and keyFile (both "" for none). It returns the pair too (nil for none). Errors
+// name the file at fault.
+func ClientFiles(caFile, certFile, keyFile string, log *slog.Logger) (*tls.Config, *Pair, error) {
+	var roots *x509.CertPool
+	if caFile != "" {
+		var err error
+		if roots, err = LoadPool(caFile); err != nil {
+			return nil, nil, err
+		}
+	}
+	var pair *Pair
+	if certFile != "" || keyFile != "" {
+		var err error
+		if pair, err = LoadPair(certFile, keyFile, log); err != nil {
+			return nil, nil, err
+		}
+	}
+	return Client(roots, pair), pair, nil
+}
+
 // Pinned returns the settings of a client that accepts exactly the certificate pair serves
 // now, whatever names it carries: for a process calling its own listener over loopback (the
 // control plane's REST gateway calls its gRPC port), where the name dialled (127.0.0.1) is

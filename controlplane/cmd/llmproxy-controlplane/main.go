@@ -6,13 +6,17 @@
 //
 //	llmproxy-controlplane [--store DSN] [--grpc-addr ADDR] [--http-addr ADDR]
 //	    [--bootstrap FILE] [--history N] [--log-level LEVEL] [--shutdown-timeout DURATION]
+//	    [--tls-cert FILE --tls-key FILE [--client-ca FILE]]
 //
 // One gRPC server on --grpc-addr carries the admin API, ADS, grpc.health.v1 and server
 // reflection. --http-addr serves the REST façade under /api/v1/, /api/v1/openapi.json,
 // /health, /metrics and the operator console under /ui/ (static files that call the REST
 // API). When LLMPROXY_ADMIN_AUTH_TOKEN is set, every admin call needs
 // "Authorization: Bearer <token>", and so does ADS unless LLMPROXY_XDS_AUTH_TOKEN sets a
-// token of its own. SIGTERM or SIGINT stops it gracefully.
+// token of its own. With --tls-cert and --tls-key both ports serve TLS (the certificate is
+// read again when its files change); --client-ca makes proxy streams (ADS, reports) require
+// a client certificate from that CA naming the proxy's node id (mTLS). SIGTERM or SIGINT
+// stops it gracefully.
 package main
 
 import (
@@ -33,6 +37,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
@@ -59,6 +64,9 @@ type options struct {
 	history         int
 	logLevel        string
 	shutdownTimeout time.Duration
+	tlsCert         string
+	tlsKey          string
+	clientCA        string
 }
 
 func main() {
@@ -79,6 +87,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 	fs.IntVar(&o.history, "history", store.DefaultHistory, "revisions kept in the store's history (at least 1)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 15*time.Second, "longest graceful shutdown before connections are cut")
+	fs.StringVar(&o.tlsCert, "tls-cert", "", "serve gRPC and REST over TLS with the certificate (PEM, chain after it) in `FILE`; reloaded when it changes")
+	fs.StringVar(&o.tlsKey, "tls-key", "", "private key (PEM) of --tls-cert in `FILE`")
+	fs.StringVar(&o.clientCA, "client-ca", "", "require proxies to present a client certificate signed by the CAs in `FILE` (PEM) naming their node id (mTLS); needs --tls-cert")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -91,6 +102,10 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "llmproxy-controlplane: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+	if err := checkTLSFlags(o); err != nil {
+		fmt.Fprintf(stderr, "llmproxy-controlplane: %v\n", err)
 		return 2
 	}
 	var level slog.Level
@@ -128,17 +143,25 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 		return fmt.Errorf("register metrics: %w", err)
 	}
 
+	lt, err := loadTLS(o, log)
+	if err != nil {
+		return err
+	}
 	token := os.Getenv(tokenEnv)
-	gs := grpc.NewServer(append(xds.ServerOptions(), grpc.MaxRecvMsgSize(admin.MaxMessageBytes), grpc.ChainUnaryInterceptor(
+	gopts := append(xds.ServerOptions(), grpc.MaxRecvMsgSize(admin.MaxMessageBytes), grpc.ChainUnaryInterceptor(
 		metrics.UnaryInterceptor(),
 		admin.LoggingInterceptor(log.With("component", "admin")),
 		admin.AuthInterceptor(token),
-	))...)
+	))
+	if lt.grpc != nil {
+		gopts = append(gopts, grpc.Creds(credentials.NewTLS(lt.grpc)))
+	}
+	gs := grpc.NewServer(gopts...)
 
 	// xdsCtx ends before the gRPC server stops, so ADS streams can close by themselves.
 	xdsCtx, stopXDS := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopXDS()
-	xdsSrv, err := setupXDS(xdsCtx, gs, st, reg, log.With("component", "xds"))
+	xdsSrv, err := setupXDS(xdsCtx, gs, st, reg, lt.requireClientCert, log.With("component", "xds"))
 	if err != nil {
 		return fmt.Errorf("set up xds: %w", err)
 	}
@@ -168,6 +191,7 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 	defer stopGateway()
 	handler, err := admin.NewHTTPHandler(gwCtx, admin.HTTPOptions{
 		GRPCAddr: gl.Addr().String(),
+		GRPCTLS:  lt.gateway,
 		Store:    st,
 		Registry: reg,
 		Logger:   log.With("component", "rest"),
@@ -188,16 +212,26 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.With("component", "http").Handler(), slog.LevelWarn),
+		TLSConfig:         lt.http,
 	}
 
 	errc := make(chan error, 2)
 	go func() { errc <- gs.Serve(gl) }()
-	go func() { errc <- hsrv.Serve(hl) }()
+	go func() {
+		if lt.http != nil {
+			errc <- hsrv.ServeTLS(hl, "", "") // the certificate comes from TLSConfig
+			return
+		}
+		errc <- hsrv.Serve(hl)
+	}()
 	log.Info("control plane listening",
 		"grpc_addr", gl.Addr().String(),
 		"http_addr", hl.Addr().String(),
 		"store", storeKind(o.store),
-		"admin_auth", token != "")
+		"admin_auth", token != "",
+		"tls", lt.grpc != nil,
+		"client_certificates", lt.requireClientCert)
+	warnPlaintext(log, lt, gl.Addr().String(), hl.Addr().String())
 
 	var serveErr error
 	select {

@@ -22,8 +22,9 @@ var _ admin.FleetWatcher = (*xds.Server)(nil)
 // shuts down, before gs stops: the publisher stops and ADS streams end. reg is the control
 // plane's metrics registry. ADS (and report) streams must carry "authorization: Bearer
 // <token>" with the token of LLMPROXY_XDS_AUTH_TOKEN, or of LLMPROXY_ADMIN_AUTH_TOKEN when
-// that is unset (manifest.StreamToken); with neither set they are open.
-func setupXDS(ctx context.Context, gs *grpc.Server, st store.Store, reg *prometheus.Registry, log *slog.Logger) (*xds.Server, error) {
+// that is unset (manifest.StreamToken); with neither set they are open. requireClientCert
+// (--client-ca) makes them need a verified client certificate naming the node.
+func setupXDS(ctx context.Context, gs *grpc.Server, st store.Store, reg *prometheus.Registry, requireClientCert bool, log *slog.Logger) (*xds.Server, error) {
 	token, from := manifest.StreamToken(os.Getenv)
 	if from == "" {
 		log.Warn("ADS is open: set " + manifest.TokenEnv + " (or " + manifest.AdminTokenEnv + ") to require a bearer token from proxies")
@@ -31,10 +32,11 @@ func setupXDS(ctx context.Context, gs *grpc.Server, st store.Store, reg *prometh
 		log.Info("ADS requires a bearer token", "token_from", from)
 	}
 	srv, err := xds.New(ctx, xds.Options{
-		Logger:     log,
-		Registerer: reg,
-		Token:      token,
-		TokenEnv:   from,
+		Logger:            log,
+		Registerer:        reg,
+		Token:             token,
+		TokenEnv:          from,
+		RequireClientCert: requireClientCert,
 	})
 	if err != nil {
 		return nil, err

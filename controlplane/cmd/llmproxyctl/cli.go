@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -14,12 +15,14 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/llmproxy-go/llmproxy/controlplane/admin"
 	"github.com/llmproxy-go/llmproxy/controlplane/configfile"
+	"github.com/llmproxy-go/llmproxy/controlplane/tlsconfig"
 	"github.com/llmproxy-go/llmproxy/controlplane/validate"
 	adminv1 "github.com/llmproxy-go/llmproxy/gen/llmproxy/admin/v1"
 )
@@ -44,6 +47,9 @@ type cli struct {
 	token    string // "" means env LLMPROXY_ADMIN_AUTH_TOKEN
 	expected optUint
 	timeout  time.Duration
+	ca       string // "" and no cert: plaintext
+	cert     string
+	key      string
 
 	getenv         func(string) string
 	stdin          io.Reader
@@ -185,8 +191,12 @@ func (c *cli) dial(timeout time.Duration) (adminv1.AdminServiceClient, context.C
 	if token == "" {
 		token = c.getenv("LLMPROXY_ADMIN_AUTH_TOKEN")
 	}
+	creds, err := c.credentials()
+	if err != nil {
+		return nil, nil, nil, err
+	}
 	conn, err := grpc.NewClient(server,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(creds),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(admin.MaxMessageBytes)))
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("connect %s: %w", server, err)
@@ -196,6 +206,32 @@ func (c *cli) dial(timeout time.Duration) (adminv1.AdminServiceClient, context.C
 		ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+token)
 	}
 	return adminv1.NewAdminServiceClient(conn), ctx, func() { cancel(); conn.Close() }, nil
+}
+
+// credentials returns the connection's security: TLS when --ca or --cert is given (the
+// system's CAs when --ca is not), plaintext otherwise. A bad file is a usage error naming it.
+func (c *cli) credentials() (credentials.TransportCredentials, error) {
+	if c.ca == "" && c.cert == "" && c.key == "" {
+		return insecure.NewCredentials(), nil
+	}
+	if (c.cert == "") != (c.key == "") {
+		return nil, usagef("--cert and --key go together: give both or neither")
+	}
+	var roots *x509.CertPool
+	if c.ca != "" {
+		var err error
+		if roots, err = tlsconfig.LoadPool(c.ca); err != nil {
+			return nil, fmt.Errorf("--ca: %w", err)
+		}
+	}
+	var pair *tlsconfig.Pair
+	if c.cert != "" {
+		var err error
+		if pair, err = tlsconfig.LoadPair(c.cert, c.key, nil); err != nil {
+			return nil, fmt.Errorf("--cert/--key: %w", err)
+		}
+	}
+	return credentials.NewTLS(tlsconfig.Client(roots, pair)), nil
 }
 
 // readFile reads and parses the config file at path, or stdin for "-" (named "<stdin>" in

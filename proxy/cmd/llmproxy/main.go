@@ -6,7 +6,7 @@
 //	llmproxy --config config.yaml [--admin-addr 127.0.0.1:9000] [--redis URL]
 //	llmproxy --config config.yaml --test
 //	llmproxy --control-plane 127.0.0.1:18000 [--node-id ID] [--state-dir .data/proxy]
-//	    [--report-interval 5s]
+//	    [--report-interval 5s] [--control-plane-ca FILE] [--tls-cert FILE --tls-key FILE]
 //
 // With --control-plane the proxy also streams a report to the control plane every
 // --report-interval (0 turns reports off) and at once when a circuit breaker changes state.
@@ -72,6 +72,9 @@ type flags struct {
 	pprofAddr       string
 	accessLog       bool
 	reportInterval  time.Duration
+	controlPlaneCA  string
+	tlsCert         string
+	tlsKey          string
 }
 
 func parseFlags(args []string, stderr io.Writer) (*flags, error) {
@@ -91,11 +94,17 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	fs.BoolVar(&f.accessLog, "access-log", true, "log one JSON line per request, buffered (--access-log=false keeps the other logs)")
 	fs.DurationVar(&f.reportInterval, "report-interval", report.DefaultInterval, "with --control-plane: how often to report traffic and upstream health to it (0: never)")
 	fs.StringVar(&f.pprofAddr, "pprof-addr", "", "serve net/http/pprof on the loopback `HOST:PORT` (profiling; off by default)")
+	fs.StringVar(&f.controlPlaneCA, "control-plane-ca", "", "connect to the control plane over TLS, trusting the CA certificates (PEM) in `FILE`")
+	fs.StringVar(&f.tlsCert, "tls-cert", "", "connect to the control plane over TLS, presenting the client certificate (PEM) in `FILE`, which must name --node-id; reloaded when it changes")
+	fs.StringVar(&f.tlsKey, "tls-key", "", "private key (PEM) of --tls-cert in `FILE`")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	if err := checkTLSFlags(f); err != nil {
+		return nil, err
 	}
 	switch {
 	case f.configFile == "" && f.controlPlane == "":
@@ -336,11 +345,17 @@ func serve(ctx context.Context, f *flags, log *slog.Logger, accessOut io.Writer)
 				}
 			}
 		}()
+		// One TLS setting for every stream to the control plane: ADS and reports.
+		tc, err := controlPlaneTLS(f, log)
+		if err != nil {
+			shutdown(p, f.shutdownTimeout)
+			return err
+		}
 		go func() {
-			errc <- runControlPlane(ctx, f.controlPlane, f.nodeID, f.stateDir, p.applyConfig, log)
+			errc <- runControlPlane(ctx, f, tc, p.applyConfig, log)
 		}()
 		if f.reportInterval > 0 {
-			stopReports, err := startReports(p, f.controlPlane, f.nodeID, f.reportInterval, log)
+			stopReports, err := startReports(p, f.controlPlane, f.nodeID, f.reportInterval, tc, log)
 			if err != nil {
 				shutdown(p, f.shutdownTimeout)
 				return err

@@ -2,12 +2,12 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/llmproxy-go/llmproxy/proxy/report"
@@ -15,12 +15,12 @@ import (
 )
 
 // startReports streams reports to the control plane at addr every interval (and on breaker
-// changes) until the returned stop func is called; stop makes the last report, waits for
+// changes), over tc (nil: plaintext), until the returned stop func is called; stop makes the last report, waits for
 // it to be delivered (report.FlushTimeout at most) and returns. Call stop after the drain,
 // so the drained requests are counted.
-func startReports(p *proxy, addr, nodeID string, interval time.Duration, log *slog.Logger) (stop func(), err error) {
+func startReports(p *proxy, addr, nodeID string, interval time.Duration, tc *tls.Config, log *slog.Logger) (stop func(), err error) {
 	conn, err := grpc.NewClient(addr,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(controlPlaneCredentials(tc)),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{
 			Time:                xdsclient.DefaultKeepalive,
 			Timeout:             10 * time.Second,
