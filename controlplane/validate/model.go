@@ -1,6 +1,7 @@
 package validate
 
 import (
+	"net/netip"
 	"net/url"
 	"time"
 
@@ -50,6 +51,17 @@ type Forward struct {
 	RateLimit *RateLimit
 	// MaxBodyBytes is the largest accepted request body.
 	MaxBodyBytes int64
+	// TLS names the certificate the forward serves; nil: plaintext.
+	TLS *ServerTLS
+	// TrustedProxies are the peers whose X-Forwarded-For names the client; empty: the peer
+	// is the client.
+	TrustedProxies []netip.Prefix
+}
+
+// ServerTLS names a listener's certificate files (forwards[].tls), read by the proxy.
+type ServerTLS struct {
+	// Cert is the PEM file of the certificate (intermediates after it); Key its private key.
+	Cert, Key string
 }
 
 // Route is one routing rule of a forward.
@@ -163,6 +175,9 @@ type Client struct {
 	Stream bool
 	// Proxy is the outbound proxy; nil means direct connections.
 	Proxy *url.URL
+	// CA is the PEM file of the CAs upstream certificates must chain to
+	// (http_client.tls.ca); "" means the system's.
+	CA string
 }
 
 // Retry is a group's retry policy.

@@ -454,6 +454,7 @@ func (v *validator) httpClient(p string, hc *configv1.HttpClient) (Client, *Retr
 	if px := hc.Proxy; px != nil {
 		client.Proxy = v.proxyURL(p+".proxy.url", px.Url)
 	}
+	client.CA = v.clientTLS(p+".tls", hc.Tls)
 	return client, retry
 }
 
@@ -572,6 +573,8 @@ func (v *validator) httpServer(hs *configv1.HttpServer, groups map[string]int) {
 			v.rangeU32(p+".timeout.connect", f.Timeout.Connect, 1, 3600)
 		}
 		v.rangeU32(p+".max_body_bytes", f.MaxBodyBytes, 1, math.MaxUint32)
+		fw.TLS = v.serverTLS(p+".tls", f.Tls)
+		fw.TrustedProxies = v.trustedProxies(p+".trusted_proxies", f.TrustedProxies)
 		listeners = append(listeners, listener{path: p + ".port", who: fmt.Sprintf("forward %q", f.Name), addr: addr, port: port})
 		v.m.Forwards[i] = fw
 	})

@@ -131,6 +131,24 @@ func TestValidate(t *testing.T) {
 			c.Upstreams = append(c.Upstreams, nil)
 			c.UpstreamGroups[0].Upstreams = append(c.UpstreamGroups[0].Upstreams, nil)
 		}, []string{`upstreams[1]: upstream is empty`, `upstream_groups[0].upstreams[1]: member is empty`}, ErrInvalid},
+		{"tls needs both files", func(c *configv1.Config) {
+			c.HttpServer.Forwards[0].Tls = &configv1.ServerTLS{Cert: "/etc/llmproxy/tls.crt"}
+			c.UpstreamGroups[0].HttpClient = &configv1.HttpClient{Tls: &configv1.ClientTLS{}}
+		}, []string{
+			`http_server.forwards[0].tls.key: key is required (tls needs both cert and key)`,
+			`upstream_groups[0].http_client.tls.ca: ca is required (remove the tls block to trust the system's CAs)`,
+		}, ErrInvalid},
+		{"tls files from the environment", func(c *configv1.Config) {
+			c.HttpServer.Forwards[0].Tls = &configv1.ServerTLS{Cert: "${env:TLS_CERT}", Key: "${env:TLS_KEY}"}
+			c.UpstreamGroups[0].HttpClient = &configv1.HttpClient{Tls: &configv1.ClientTLS{Ca: "/etc/ssl/internal-ca.pem"}}
+		}, nil, nil},
+		{"trusted proxies", func(c *configv1.Config) {
+			c.HttpServer.Forwards[0].TrustedProxies = []string{"10.0.0.0/8", "192.0.2.7", "fd00::/8", "10.1.2.3/8", "10.0.0.0/33", "lb.internal", "${env:LB_CIDR}"}
+		}, []string{
+			`http_server.forwards[0].trusted_proxies[3]: 10.0.0.0/8 is already listed at http_server.forwards[0].trusted_proxies[0]`,
+			`http_server.forwards[0].trusted_proxies[4]: "10.0.0.0/33" is not a CIDR (want e.g. 10.0.0.0/8 or fd00::/8)`,
+			`http_server.forwards[0].trusted_proxies[5]: "lb.internal" is neither a CIDR (10.0.0.0/8) nor an IP address`,
+		}, nil},
 		{"nan threshold", func(c *configv1.Config) {
 			nan := 0.0
 			nan /= nan
@@ -530,5 +548,28 @@ func TestEnumNames(t *testing.T) {
 	}
 	if len(Strategies()) != 6 || Strategies()[0] != defaultStrategy || Strategy(99).String() != "unknown" {
 		t.Errorf("Strategies() = %v", Strategies())
+	}
+}
+
+func TestParseTrustedProxy(t *testing.T) {
+	for in, want := range map[string]string{
+		"10.0.0.0/8":          "10.0.0.0/8",
+		"10.1.2.3/8":          "10.0.0.0/8",
+		"192.0.2.7":           "192.0.2.7/32",
+		"::ffff:10.0.0.1":     "10.0.0.1/32",
+		"::ffff:10.0.0.0/104": "10.0.0.0/8",
+		"2001:db8::/32":       "2001:db8::/32",
+		"fe80::1%eth0":        "error",
+		"10.0.0.0/33":         "error",
+		"":                    "error",
+	} {
+		p, err := ParseTrustedProxy(in)
+		got := p.String()
+		if err != nil {
+			got = "error"
+		}
+		if got != want {
+			t.Errorf("ParseTrustedProxy(%q) = %s (%v); want %s", in, got, err, want)
+		}
 	}
 }

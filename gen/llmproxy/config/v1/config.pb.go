@@ -298,9 +298,17 @@ type Forward struct {
 	Ratelimit *RateLimit     `protobuf:"bytes,6,opt,name=ratelimit,proto3" json:"ratelimit,omitempty"`
 	Timeout   *ServerTimeout `protobuf:"bytes,7,opt,name=timeout,proto3" json:"timeout,omitempty"`
 	// Largest accepted request body in bytes; larger ones get 413. Default 10485760 (10 MiB).
-	MaxBodyBytes  *uint32 `protobuf:"varint,8,opt,name=max_body_bytes,json=maxBodyBytes,proto3,oneof" json:"max_body_bytes,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	MaxBodyBytes *uint32 `protobuf:"varint,8,opt,name=max_body_bytes,json=maxBodyBytes,proto3,oneof" json:"max_body_bytes,omitempty"`
+	// TLS termination. Absent: plaintext HTTP.
+	Tls *ServerTLS `protobuf:"bytes,9,opt,name=tls,proto3" json:"tls,omitempty"`
+	// Addresses (CIDRs such as "10.0.0.0/8", or single IPs) of load balancers and proxies in
+	// front of this forward. Only a request whose peer is one of them has its X-Forwarded-For
+	// believed: the client is then the rightmost address of X-Forwarded-For that is not itself
+	// trusted, and it is that address that `ratelimit.key: ip` counts and the access log shows.
+	// Empty: the peer is the client.
+	TrustedProxies []string `protobuf:"bytes,10,rep,name=trusted_proxies,json=trustedProxies,proto3" json:"trusted_proxies,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Forward) Reset() {
@@ -389,6 +397,77 @@ func (x *Forward) GetMaxBodyBytes() uint32 {
 	return 0
 }
 
+func (x *Forward) GetTls() *ServerTLS {
+	if x != nil {
+		return x.Tls
+	}
+	return nil
+}
+
+func (x *Forward) GetTrustedProxies() []string {
+	if x != nil {
+		return x.TrustedProxies
+	}
+	return nil
+}
+
+// ServerTLS is a listener's certificate. Both files are read by the proxy, which refuses
+// (NACKs) a configuration whose files it cannot load, and reads them again when they change,
+// so a renewed certificate is served without a reload.
+type ServerTLS struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// PEM file of the certificate, intermediates after it. Required.
+	Cert string `protobuf:"bytes,1,opt,name=cert,proto3" json:"cert,omitempty"`
+	// PEM file of the certificate's private key. Required.
+	Key           string `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ServerTLS) Reset() {
+	*x = ServerTLS{}
+	mi := &file_llmproxy_config_v1_config_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ServerTLS) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ServerTLS) ProtoMessage() {}
+
+func (x *ServerTLS) ProtoReflect() protoreflect.Message {
+	mi := &file_llmproxy_config_v1_config_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ServerTLS.ProtoReflect.Descriptor instead.
+func (*ServerTLS) Descriptor() ([]byte, []int) {
+	return file_llmproxy_config_v1_config_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ServerTLS) GetCert() string {
+	if x != nil {
+		return x.Cert
+	}
+	return ""
+}
+
+func (x *ServerTLS) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
 // Route sends matching requests to a group. A route matches when every condition it sets
 // matches.
 type Route struct {
@@ -411,7 +490,7 @@ type Route struct {
 
 func (x *Route) Reset() {
 	*x = Route{}
-	mi := &file_llmproxy_config_v1_config_proto_msgTypes[4]
+	mi := &file_llmproxy_config_v1_config_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -423,7 +502,7 @@ func (x *Route) String() string {
 func (*Route) ProtoMessage() {}
 
 func (x *Route) ProtoReflect() protoreflect.Message {
-	mi := &file_llmproxy_config_v1_config_proto_msgTypes[4]
+	mi := &file_llmproxy_config_v1_config_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -436,7 +515,7 @@ func (x *Route) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Route.ProtoReflect.Descriptor instead.
 func (*Route) Descriptor() ([]byte, []int) {
-	return file_llmproxy_config_v1_config_proto_rawDescGZIP(), []int{4}
+	return file_llmproxy_config_v1_config_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Route) GetPath() string {
@@ -494,7 +573,7 @@ type RateLimit struct {
 
 func (x *RateLimit) Reset() {
 	*x = RateLimit{}
-	mi := &file_llmproxy_config_v1_config_proto_msgTypes[5]
+	mi := &file_llmproxy_config_v1_config_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -506,7 +585,7 @@ func (x *RateLimit) String() string {
 func (*RateLimit) ProtoMessage() {}
 
 func (x *RateLimit) ProtoReflect() protoreflect.Message {
-	mi := &file_llmproxy_config_v1_config_proto_msgTypes[5]
+	mi := &file_llmproxy_config_v1_config_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -519,7 +598,7 @@ func (x *RateLimit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RateLimit.ProtoReflect.Descriptor instead.
 func (*RateLimit) Descriptor() ([]byte, []int) {
-	return file_llmproxy_config_v1_config_proto_rawDescGZIP(), []int{5}
+	return file_llmproxy_config_v1_config_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *RateLimit) GetEnabled() bool {
@@ -568,7 +647,7 @@ type ServerTimeout struct {
 
 func (x *ServerTimeout) Reset() {
 	*x = ServerTimeout{}
-	mi := &file_llmproxy_config_v1_config_proto_msgTypes[6]
+	mi := &file_llmproxy_config_v1_config_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -580,7 +659,7 @@ func (x *ServerTimeout) String() string {
 func (*ServerTimeout) ProtoMessage() {}
 
 func (x *ServerTimeout) ProtoReflect() protoreflect.Message {
-	mi := &file_llmproxy_config_v1_config_proto_msgTypes[6]
+	mi := &file_llmproxy_config_v1_config_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -593,7 +672,7 @@ func (x *ServerTimeout) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServerTimeout.ProtoReflect.Descriptor instead.
 func (*ServerTimeout) Descriptor() ([]byte, []int) {
-	return file_llmproxy_config_v1_config_proto_rawDescGZIP(), []int{6}
+	return file_llmproxy_config_v1_config_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ServerTimeout) GetConnect() uint32 {
@@ -626,7 +705,7 @@ type Upstream struct {
 
 func (x *Upstream) Reset() {
 	*x = Upstream{}
-	mi := &file_llmproxy_config_v1_config_proto_msgTypes[7]
+	mi := &file_llmproxy_config_v1_config_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -638,7 +717,7 @@ func (x *Upstream) String() string {
 func (*Upstream) ProtoMessage() {}
 
 func (x *Upstream) ProtoReflect() protoreflect.Message {
-	mi := &file_llmproxy_config_v1_config_proto_msgTypes[7]
+	mi := &file_llmproxy_config_v1_config_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -651,7 +730,7 @@ func (x *Upstream) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Upstream.ProtoReflect.Descriptor instead.
 func (*Upstream) Descriptor() ([]byte, []int) {
-	return file_llmproxy_config_v1_config_proto_rawDescGZIP(), []int{7}
+	return file_llmproxy_config_v1_config_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Upstream) GetName() string {
@@ -706,7 +785,7 @@ type Auth struct {
 
 func (x *Auth) Reset() {
 	*x = Auth{}
-	mi := &file_llmproxy_config_v1_config_proto_msgTypes[8]
+	mi := &file_llmproxy_config_v1_config_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -718,7 +797,7 @@ func (x *Auth) String() string {
 func (*Auth) ProtoMessage() {}
 
 func (x *Auth) ProtoReflect() protoreflect.Message {
-	mi := &file_llmproxy_config_v1_config_proto_msgTypes[8]
+	mi := &file_llmproxy_config_v1_config_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -731,7 +810,7 @@ func (x *Auth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Auth.ProtoReflect.Descriptor instead.
 func (*Auth) Descriptor() ([]byte, []int) {
-	return file_llmproxy_config_v1_config_proto_rawDescGZIP(), []int{8}
+	return file_llmproxy_config_v1_config_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Auth) GetType() string {
@@ -777,7 +856,7 @@ type HeaderOp struct {
 
 func (x *HeaderOp) Reset() {
 	*x = HeaderOp{}
-	mi := &file_llmproxy_config_v1_config_proto_msgTypes[9]
+	mi := &file_llmproxy_config_v1_config_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -789,7 +868,7 @@ func (x *HeaderOp) String() string {
 func (*HeaderOp) ProtoMessage() {}
 
 func (x *HeaderOp) ProtoReflect() protoreflect.Message {
-	mi := &file_llmproxy_config_v1_config_proto_msgTypes[9]
+	mi := &file_llmproxy_config_v1_config_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -802,7 +881,7 @@ func (x *HeaderOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeaderOp.ProtoReflect.Descriptor instead.
 func (*HeaderOp) Descriptor() ([]byte, []int) {
-	return file_llmproxy_config_v1_config_proto_rawDescGZIP(), []int{9}
+	return file_llmproxy_config_v1_config_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *HeaderOp) GetOp() string {
@@ -846,7 +925,7 @@ type Breaker struct {
 
 func (x *Breaker) Reset() {
 	*x = Breaker{}
-	mi := &file_llmproxy_config_v1_config_proto_msgTypes[10]
+	mi := &file_llmproxy_config_v1_config_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -858,7 +937,7 @@ func (x *Breaker) String() string {
 func (*Breaker) ProtoMessage() {}
 
 func (x *Breaker) ProtoReflect() protoreflect.Message {
-	mi := &file_llmproxy_config_v1_config_proto_msgTypes[10]
+	mi := &file_llmproxy_config_v1_config_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -871,7 +950,7 @@ func (x *Breaker) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Breaker.ProtoReflect.Descriptor instead.
 func (*Breaker) Descriptor() ([]byte, []int) {
-	return file_llmproxy_config_v1_config_proto_rawDescGZIP(), []int{10}
+	return file_llmproxy_config_v1_config_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Breaker) GetThreshold() float64 {
@@ -926,7 +1005,7 @@ type UpstreamGroup struct {
 
 func (x *UpstreamGroup) Reset() {
 	*x = UpstreamGroup{}
-	mi := &file_llmproxy_config_v1_config_proto_msgTypes[11]
+	mi := &file_llmproxy_config_v1_config_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -938,7 +1017,7 @@ func (x *UpstreamGroup) String() string {
 func (*UpstreamGroup) ProtoMessage() {}
 
 func (x *UpstreamGroup) ProtoReflect() protoreflect.Message {
-	mi := &file_llmproxy_config_v1_config_proto_msgTypes[11]
+	mi := &file_llmproxy_config_v1_config_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -951,7 +1030,7 @@ func (x *UpstreamGroup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpstreamGroup.ProtoReflect.Descriptor instead.
 func (*UpstreamGroup) Descriptor() ([]byte, []int) {
-	return file_llmproxy_config_v1_config_proto_rawDescGZIP(), []int{11}
+	return file_llmproxy_config_v1_config_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *UpstreamGroup) GetName() string {
@@ -1009,7 +1088,7 @@ type UpstreamRef struct {
 
 func (x *UpstreamRef) Reset() {
 	*x = UpstreamRef{}
-	mi := &file_llmproxy_config_v1_config_proto_msgTypes[12]
+	mi := &file_llmproxy_config_v1_config_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1021,7 +1100,7 @@ func (x *UpstreamRef) String() string {
 func (*UpstreamRef) ProtoMessage() {}
 
 func (x *UpstreamRef) ProtoReflect() protoreflect.Message {
-	mi := &file_llmproxy_config_v1_config_proto_msgTypes[12]
+	mi := &file_llmproxy_config_v1_config_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1034,7 +1113,7 @@ func (x *UpstreamRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpstreamRef.ProtoReflect.Descriptor instead.
 func (*UpstreamRef) Descriptor() ([]byte, []int) {
-	return file_llmproxy_config_v1_config_proto_rawDescGZIP(), []int{12}
+	return file_llmproxy_config_v1_config_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *UpstreamRef) GetName() string {
@@ -1063,7 +1142,7 @@ type Balance struct {
 
 func (x *Balance) Reset() {
 	*x = Balance{}
-	mi := &file_llmproxy_config_v1_config_proto_msgTypes[13]
+	mi := &file_llmproxy_config_v1_config_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1075,7 +1154,7 @@ func (x *Balance) String() string {
 func (*Balance) ProtoMessage() {}
 
 func (x *Balance) ProtoReflect() protoreflect.Message {
-	mi := &file_llmproxy_config_v1_config_proto_msgTypes[13]
+	mi := &file_llmproxy_config_v1_config_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1088,7 +1167,7 @@ func (x *Balance) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Balance.ProtoReflect.Descriptor instead.
 func (*Balance) Descriptor() ([]byte, []int) {
-	return file_llmproxy_config_v1_config_proto_rawDescGZIP(), []int{13}
+	return file_llmproxy_config_v1_config_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Balance) GetStrategy() string {
@@ -1112,14 +1191,16 @@ type HttpClient struct {
 	// Absent: no retries.
 	Retry *Retry `protobuf:"bytes,5,opt,name=retry,proto3" json:"retry,omitempty"`
 	// Outbound HTTP proxy. Absent: direct.
-	Proxy         *OutboundProxy `protobuf:"bytes,6,opt,name=proxy,proto3" json:"proxy,omitempty"`
+	Proxy *OutboundProxy `protobuf:"bytes,6,opt,name=proxy,proto3" json:"proxy,omitempty"`
+	// TLS towards the group's https upstreams. Absent: the system's CAs.
+	Tls           *ClientTLS `protobuf:"bytes,7,opt,name=tls,proto3" json:"tls,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *HttpClient) Reset() {
 	*x = HttpClient{}
-	mi := &file_llmproxy_config_v1_config_proto_msgTypes[14]
+	mi := &file_llmproxy_config_v1_config_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1131,7 +1212,7 @@ func (x *HttpClient) String() string {
 func (*HttpClient) ProtoMessage() {}
 
 func (x *HttpClient) ProtoReflect() protoreflect.Message {
-	mi := &file_llmproxy_config_v1_config_proto_msgTypes[14]
+	mi := &file_llmproxy_config_v1_config_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1144,7 +1225,7 @@ func (x *HttpClient) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HttpClient.ProtoReflect.Descriptor instead.
 func (*HttpClient) Descriptor() ([]byte, []int) {
-	return file_llmproxy_config_v1_config_proto_rawDescGZIP(), []int{14}
+	return file_llmproxy_config_v1_config_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *HttpClient) GetAgent() string {
@@ -1189,6 +1270,61 @@ func (x *HttpClient) GetProxy() *OutboundProxy {
 	return nil
 }
 
+func (x *HttpClient) GetTls() *ClientTLS {
+	if x != nil {
+		return x.Tls
+	}
+	return nil
+}
+
+// ClientTLS is how the proxy checks its upstreams' certificates.
+type ClientTLS struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// PEM file of the CA certificates that upstream certificates must chain to, instead of the
+	// system's. Read by the proxy when it applies a configuration (a file it cannot load is a
+	// NACK); a changed file takes effect at the next applied configuration. Required.
+	Ca            string `protobuf:"bytes,1,opt,name=ca,proto3" json:"ca,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClientTLS) Reset() {
+	*x = ClientTLS{}
+	mi := &file_llmproxy_config_v1_config_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClientTLS) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClientTLS) ProtoMessage() {}
+
+func (x *ClientTLS) ProtoReflect() protoreflect.Message {
+	mi := &file_llmproxy_config_v1_config_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClientTLS.ProtoReflect.Descriptor instead.
+func (*ClientTLS) Descriptor() ([]byte, []int) {
+	return file_llmproxy_config_v1_config_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *ClientTLS) GetCa() string {
+	if x != nil {
+		return x.Ca
+	}
+	return ""
+}
+
 // ClientTimeout bounds upstream exchanges, in seconds.
 type ClientTimeout struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1205,7 +1341,7 @@ type ClientTimeout struct {
 
 func (x *ClientTimeout) Reset() {
 	*x = ClientTimeout{}
-	mi := &file_llmproxy_config_v1_config_proto_msgTypes[15]
+	mi := &file_llmproxy_config_v1_config_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1217,7 +1353,7 @@ func (x *ClientTimeout) String() string {
 func (*ClientTimeout) ProtoMessage() {}
 
 func (x *ClientTimeout) ProtoReflect() protoreflect.Message {
-	mi := &file_llmproxy_config_v1_config_proto_msgTypes[15]
+	mi := &file_llmproxy_config_v1_config_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1230,7 +1366,7 @@ func (x *ClientTimeout) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClientTimeout.ProtoReflect.Descriptor instead.
 func (*ClientTimeout) Descriptor() ([]byte, []int) {
-	return file_llmproxy_config_v1_config_proto_rawDescGZIP(), []int{15}
+	return file_llmproxy_config_v1_config_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ClientTimeout) GetConnect() uint32 {
@@ -1272,7 +1408,7 @@ type Retry struct {
 
 func (x *Retry) Reset() {
 	*x = Retry{}
-	mi := &file_llmproxy_config_v1_config_proto_msgTypes[16]
+	mi := &file_llmproxy_config_v1_config_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1284,7 +1420,7 @@ func (x *Retry) String() string {
 func (*Retry) ProtoMessage() {}
 
 func (x *Retry) ProtoReflect() protoreflect.Message {
-	mi := &file_llmproxy_config_v1_config_proto_msgTypes[16]
+	mi := &file_llmproxy_config_v1_config_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1297,7 +1433,7 @@ func (x *Retry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Retry.ProtoReflect.Descriptor instead.
 func (*Retry) Descriptor() ([]byte, []int) {
-	return file_llmproxy_config_v1_config_proto_rawDescGZIP(), []int{16}
+	return file_llmproxy_config_v1_config_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Retry) GetAttempts() uint32 {
@@ -1339,7 +1475,7 @@ type OutboundProxy struct {
 
 func (x *OutboundProxy) Reset() {
 	*x = OutboundProxy{}
-	mi := &file_llmproxy_config_v1_config_proto_msgTypes[17]
+	mi := &file_llmproxy_config_v1_config_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1351,7 +1487,7 @@ func (x *OutboundProxy) String() string {
 func (*OutboundProxy) ProtoMessage() {}
 
 func (x *OutboundProxy) ProtoReflect() protoreflect.Message {
-	mi := &file_llmproxy_config_v1_config_proto_msgTypes[17]
+	mi := &file_llmproxy_config_v1_config_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1364,7 +1500,7 @@ func (x *OutboundProxy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutboundProxy.ProtoReflect.Descriptor instead.
 func (*OutboundProxy) Descriptor() ([]byte, []int) {
-	return file_llmproxy_config_v1_config_proto_rawDescGZIP(), []int{17}
+	return file_llmproxy_config_v1_config_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *OutboundProxy) GetUrl() string {
@@ -1391,7 +1527,7 @@ type Concurrency struct {
 
 func (x *Concurrency) Reset() {
 	*x = Concurrency{}
-	mi := &file_llmproxy_config_v1_config_proto_msgTypes[18]
+	mi := &file_llmproxy_config_v1_config_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1403,7 +1539,7 @@ func (x *Concurrency) String() string {
 func (*Concurrency) ProtoMessage() {}
 
 func (x *Concurrency) ProtoReflect() protoreflect.Message {
-	mi := &file_llmproxy_config_v1_config_proto_msgTypes[18]
+	mi := &file_llmproxy_config_v1_config_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1416,7 +1552,7 @@ func (x *Concurrency) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Concurrency.ProtoReflect.Descriptor instead.
 func (*Concurrency) Descriptor() ([]byte, []int) {
-	return file_llmproxy_config_v1_config_proto_rawDescGZIP(), []int{18}
+	return file_llmproxy_config_v1_config_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Concurrency) GetMax() uint32 {
@@ -1468,7 +1604,7 @@ type Cache struct {
 
 func (x *Cache) Reset() {
 	*x = Cache{}
-	mi := &file_llmproxy_config_v1_config_proto_msgTypes[19]
+	mi := &file_llmproxy_config_v1_config_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1480,7 +1616,7 @@ func (x *Cache) String() string {
 func (*Cache) ProtoMessage() {}
 
 func (x *Cache) ProtoReflect() protoreflect.Message {
-	mi := &file_llmproxy_config_v1_config_proto_msgTypes[19]
+	mi := &file_llmproxy_config_v1_config_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1493,7 +1629,7 @@ func (x *Cache) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cache.ProtoReflect.Descriptor instead.
 func (*Cache) Descriptor() ([]byte, []int) {
-	return file_llmproxy_config_v1_config_proto_rawDescGZIP(), []int{19}
+	return file_llmproxy_config_v1_config_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Cache) GetEnabled() bool {
@@ -1577,7 +1713,7 @@ const file_llmproxy_config_v1_config_proto_rawDesc = "" +
 	"\atimeout\x18\x03 \x01(\v2!.llmproxy.config.v1.ServerTimeoutR\atimeoutB\a\n" +
 	"\x05_portB\n" +
 	"\n" +
-	"\b_address\"\xfc\x02\n" +
+	"\b_address\"\xd6\x03\n" +
 	"\aForward\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x17\n" +
 	"\x04port\x18\x02 \x01(\rH\x00R\x04port\x88\x01\x01\x12\x1d\n" +
@@ -1586,11 +1722,17 @@ const file_llmproxy_config_v1_config_proto_rawDesc = "" +
 	"\arouting\x18\x05 \x03(\v2\x19.llmproxy.config.v1.RouteR\arouting\x12;\n" +
 	"\tratelimit\x18\x06 \x01(\v2\x1d.llmproxy.config.v1.RateLimitR\tratelimit\x12;\n" +
 	"\atimeout\x18\a \x01(\v2!.llmproxy.config.v1.ServerTimeoutR\atimeout\x12)\n" +
-	"\x0emax_body_bytes\x18\b \x01(\rH\x02R\fmaxBodyBytes\x88\x01\x01B\a\n" +
+	"\x0emax_body_bytes\x18\b \x01(\rH\x02R\fmaxBodyBytes\x88\x01\x01\x12/\n" +
+	"\x03tls\x18\t \x01(\v2\x1d.llmproxy.config.v1.ServerTLSR\x03tls\x12'\n" +
+	"\x0ftrusted_proxies\x18\n" +
+	" \x03(\tR\x0etrustedProxiesB\a\n" +
 	"\x05_portB\n" +
 	"\n" +
 	"\b_addressB\x11\n" +
-	"\x0f_max_body_bytes\"\xec\x01\n" +
+	"\x0f_max_body_bytes\"1\n" +
+	"\tServerTLS\x12\x12\n" +
+	"\x04cert\x18\x01 \x01(\tR\x04cert\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\tR\x03key\"\xec\x01\n" +
 	"\x05Route\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12!\n" +
 	"\ftarget_group\x18\x02 \x01(\tR\vtargetGroup\x12\x14\n" +
@@ -1654,7 +1796,7 @@ const file_llmproxy_config_v1_config_proto_rawDesc = "" +
 	"\x06weight\x18\x02 \x01(\rH\x00R\x06weight\x88\x01\x01B\t\n" +
 	"\a_weight\"%\n" +
 	"\aBalance\x12\x1a\n" +
-	"\bstrategy\x18\x01 \x01(\tR\bstrategy\"\xb1\x02\n" +
+	"\bstrategy\x18\x01 \x01(\tR\bstrategy\"\xe2\x02\n" +
 	"\n" +
 	"HttpClient\x12\x19\n" +
 	"\x05agent\x18\x01 \x01(\tH\x00R\x05agent\x88\x01\x01\x12!\n" +
@@ -1662,11 +1804,14 @@ const file_llmproxy_config_v1_config_proto_rawDesc = "" +
 	"\x06stream\x18\x03 \x01(\bH\x02R\x06stream\x88\x01\x01\x12;\n" +
 	"\atimeout\x18\x04 \x01(\v2!.llmproxy.config.v1.ClientTimeoutR\atimeout\x12/\n" +
 	"\x05retry\x18\x05 \x01(\v2\x19.llmproxy.config.v1.RetryR\x05retry\x127\n" +
-	"\x05proxy\x18\x06 \x01(\v2!.llmproxy.config.v1.OutboundProxyR\x05proxyB\b\n" +
+	"\x05proxy\x18\x06 \x01(\v2!.llmproxy.config.v1.OutboundProxyR\x05proxy\x12/\n" +
+	"\x03tls\x18\a \x01(\v2\x1d.llmproxy.config.v1.ClientTLSR\x03tlsB\b\n" +
 	"\x06_agentB\f\n" +
 	"\n" +
 	"_keepaliveB\t\n" +
-	"\a_stream\"\x87\x01\n" +
+	"\a_stream\"\x1b\n" +
+	"\tClientTLS\x12\x0e\n" +
+	"\x02ca\x18\x01 \x01(\tR\x02ca\"\x87\x01\n" +
 	"\rClientTimeout\x12\x1d\n" +
 	"\aconnect\x18\x01 \x01(\rH\x00R\aconnect\x88\x01\x01\x12\x1d\n" +
 	"\arequest\x18\x02 \x01(\rH\x01R\arequest\x88\x01\x01\x12\x17\n" +
@@ -1729,61 +1874,65 @@ func file_llmproxy_config_v1_config_proto_rawDescGZIP() []byte {
 }
 
 var file_llmproxy_config_v1_config_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_llmproxy_config_v1_config_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_llmproxy_config_v1_config_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_llmproxy_config_v1_config_proto_goTypes = []any{
 	(Secret)(0),                       // 0: llmproxy.config.v1.Secret
 	(*Config)(nil),                    // 1: llmproxy.config.v1.Config
 	(*HttpServer)(nil),                // 2: llmproxy.config.v1.HttpServer
 	(*Admin)(nil),                     // 3: llmproxy.config.v1.Admin
 	(*Forward)(nil),                   // 4: llmproxy.config.v1.Forward
-	(*Route)(nil),                     // 5: llmproxy.config.v1.Route
-	(*RateLimit)(nil),                 // 6: llmproxy.config.v1.RateLimit
-	(*ServerTimeout)(nil),             // 7: llmproxy.config.v1.ServerTimeout
-	(*Upstream)(nil),                  // 8: llmproxy.config.v1.Upstream
-	(*Auth)(nil),                      // 9: llmproxy.config.v1.Auth
-	(*HeaderOp)(nil),                  // 10: llmproxy.config.v1.HeaderOp
-	(*Breaker)(nil),                   // 11: llmproxy.config.v1.Breaker
-	(*UpstreamGroup)(nil),             // 12: llmproxy.config.v1.UpstreamGroup
-	(*UpstreamRef)(nil),               // 13: llmproxy.config.v1.UpstreamRef
-	(*Balance)(nil),                   // 14: llmproxy.config.v1.Balance
-	(*HttpClient)(nil),                // 15: llmproxy.config.v1.HttpClient
-	(*ClientTimeout)(nil),             // 16: llmproxy.config.v1.ClientTimeout
-	(*Retry)(nil),                     // 17: llmproxy.config.v1.Retry
-	(*OutboundProxy)(nil),             // 18: llmproxy.config.v1.OutboundProxy
-	(*Concurrency)(nil),               // 19: llmproxy.config.v1.Concurrency
-	(*Cache)(nil),                     // 20: llmproxy.config.v1.Cache
-	nil,                               // 21: llmproxy.config.v1.Route.HeadersEntry
-	(*descriptorpb.FieldOptions)(nil), // 22: google.protobuf.FieldOptions
+	(*ServerTLS)(nil),                 // 5: llmproxy.config.v1.ServerTLS
+	(*Route)(nil),                     // 6: llmproxy.config.v1.Route
+	(*RateLimit)(nil),                 // 7: llmproxy.config.v1.RateLimit
+	(*ServerTimeout)(nil),             // 8: llmproxy.config.v1.ServerTimeout
+	(*Upstream)(nil),                  // 9: llmproxy.config.v1.Upstream
+	(*Auth)(nil),                      // 10: llmproxy.config.v1.Auth
+	(*HeaderOp)(nil),                  // 11: llmproxy.config.v1.HeaderOp
+	(*Breaker)(nil),                   // 12: llmproxy.config.v1.Breaker
+	(*UpstreamGroup)(nil),             // 13: llmproxy.config.v1.UpstreamGroup
+	(*UpstreamRef)(nil),               // 14: llmproxy.config.v1.UpstreamRef
+	(*Balance)(nil),                   // 15: llmproxy.config.v1.Balance
+	(*HttpClient)(nil),                // 16: llmproxy.config.v1.HttpClient
+	(*ClientTLS)(nil),                 // 17: llmproxy.config.v1.ClientTLS
+	(*ClientTimeout)(nil),             // 18: llmproxy.config.v1.ClientTimeout
+	(*Retry)(nil),                     // 19: llmproxy.config.v1.Retry
+	(*OutboundProxy)(nil),             // 20: llmproxy.config.v1.OutboundProxy
+	(*Concurrency)(nil),               // 21: llmproxy.config.v1.Concurrency
+	(*Cache)(nil),                     // 22: llmproxy.config.v1.Cache
+	nil,                               // 23: llmproxy.config.v1.Route.HeadersEntry
+	(*descriptorpb.FieldOptions)(nil), // 24: google.protobuf.FieldOptions
 }
 var file_llmproxy_config_v1_config_proto_depIdxs = []int32{
 	2,  // 0: llmproxy.config.v1.Config.http_server:type_name -> llmproxy.config.v1.HttpServer
-	8,  // 1: llmproxy.config.v1.Config.upstreams:type_name -> llmproxy.config.v1.Upstream
-	12, // 2: llmproxy.config.v1.Config.upstream_groups:type_name -> llmproxy.config.v1.UpstreamGroup
+	9,  // 1: llmproxy.config.v1.Config.upstreams:type_name -> llmproxy.config.v1.Upstream
+	13, // 2: llmproxy.config.v1.Config.upstream_groups:type_name -> llmproxy.config.v1.UpstreamGroup
 	4,  // 3: llmproxy.config.v1.HttpServer.forwards:type_name -> llmproxy.config.v1.Forward
 	3,  // 4: llmproxy.config.v1.HttpServer.admin:type_name -> llmproxy.config.v1.Admin
-	7,  // 5: llmproxy.config.v1.Admin.timeout:type_name -> llmproxy.config.v1.ServerTimeout
-	5,  // 6: llmproxy.config.v1.Forward.routing:type_name -> llmproxy.config.v1.Route
-	6,  // 7: llmproxy.config.v1.Forward.ratelimit:type_name -> llmproxy.config.v1.RateLimit
-	7,  // 8: llmproxy.config.v1.Forward.timeout:type_name -> llmproxy.config.v1.ServerTimeout
-	21, // 9: llmproxy.config.v1.Route.headers:type_name -> llmproxy.config.v1.Route.HeadersEntry
-	9,  // 10: llmproxy.config.v1.Upstream.auth:type_name -> llmproxy.config.v1.Auth
-	10, // 11: llmproxy.config.v1.Upstream.headers:type_name -> llmproxy.config.v1.HeaderOp
-	11, // 12: llmproxy.config.v1.Upstream.breaker:type_name -> llmproxy.config.v1.Breaker
-	13, // 13: llmproxy.config.v1.UpstreamGroup.upstreams:type_name -> llmproxy.config.v1.UpstreamRef
-	14, // 14: llmproxy.config.v1.UpstreamGroup.balance:type_name -> llmproxy.config.v1.Balance
-	15, // 15: llmproxy.config.v1.UpstreamGroup.http_client:type_name -> llmproxy.config.v1.HttpClient
-	19, // 16: llmproxy.config.v1.UpstreamGroup.concurrency:type_name -> llmproxy.config.v1.Concurrency
-	20, // 17: llmproxy.config.v1.UpstreamGroup.cache:type_name -> llmproxy.config.v1.Cache
-	16, // 18: llmproxy.config.v1.HttpClient.timeout:type_name -> llmproxy.config.v1.ClientTimeout
-	17, // 19: llmproxy.config.v1.HttpClient.retry:type_name -> llmproxy.config.v1.Retry
-	18, // 20: llmproxy.config.v1.HttpClient.proxy:type_name -> llmproxy.config.v1.OutboundProxy
-	22, // 21: llmproxy.config.v1.secret:extendee -> google.protobuf.FieldOptions
-	0,  // 22: llmproxy.config.v1.secret:type_name -> llmproxy.config.v1.Secret
-	23, // [23:23] is the sub-list for method output_type
-	23, // [23:23] is the sub-list for method input_type
-	22, // [22:23] is the sub-list for extension type_name
-	21, // [21:22] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	8,  // 5: llmproxy.config.v1.Admin.timeout:type_name -> llmproxy.config.v1.ServerTimeout
+	6,  // 6: llmproxy.config.v1.Forward.routing:type_name -> llmproxy.config.v1.Route
+	7,  // 7: llmproxy.config.v1.Forward.ratelimit:type_name -> llmproxy.config.v1.RateLimit
+	8,  // 8: llmproxy.config.v1.Forward.timeout:type_name -> llmproxy.config.v1.ServerTimeout
+	5,  // 9: llmproxy.config.v1.Forward.tls:type_name -> llmproxy.config.v1.ServerTLS
+	23, // 10: llmproxy.config.v1.Route.headers:type_name -> llmproxy.config.v1.Route.HeadersEntry
+	10, // 11: llmproxy.config.v1.Upstream.auth:type_name -> llmproxy.config.v1.Auth
+	11, // 12: llmproxy.config.v1.Upstream.headers:type_name -> llmproxy.config.v1.HeaderOp
+	12, // 13: llmproxy.config.v1.Upstream.breaker:type_name -> llmproxy.config.v1.Breaker
+	14, // 14: llmproxy.config.v1.UpstreamGroup.upstreams:type_name -> llmproxy.config.v1.UpstreamRef
+	15, // 15: llmproxy.config.v1.UpstreamGroup.balance:type_name -> llmproxy.config.v1.Balance
+	16, // 16: llmproxy.config.v1.UpstreamGroup.http_client:type_name -> llmproxy.config.v1.HttpClient
+	21, // 17: llmproxy.config.v1.UpstreamGroup.concurrency:type_name -> llmproxy.config.v1.Concurrency
+	22, // 18: llmproxy.config.v1.UpstreamGroup.cache:type_name -> llmproxy.config.v1.Cache
+	18, // 19: llmproxy.config.v1.HttpClient.timeout:type_name -> llmproxy.config.v1.ClientTimeout
+	19, // 20: llmproxy.config.v1.HttpClient.retry:type_name -> llmproxy.config.v1.Retry
+	20, // 21: llmproxy.config.v1.HttpClient.proxy:type_name -> llmproxy.config.v1.OutboundProxy
+	17, // 22: llmproxy.config.v1.HttpClient.tls:type_name -> llmproxy.config.v1.ClientTLS
+	24, // 23: llmproxy.config.v1.secret:extendee -> google.protobuf.FieldOptions
+	0,  // 24: llmproxy.config.v1.secret:type_name -> llmproxy.config.v1.Secret
+	25, // [25:25] is the sub-list for method output_type
+	25, // [25:25] is the sub-list for method input_type
+	24, // [24:25] is the sub-list for extension type_name
+	23, // [23:24] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_llmproxy_config_v1_config_proto_init() }
@@ -1793,22 +1942,22 @@ func file_llmproxy_config_v1_config_proto_init() {
 	}
 	file_llmproxy_config_v1_config_proto_msgTypes[2].OneofWrappers = []any{}
 	file_llmproxy_config_v1_config_proto_msgTypes[3].OneofWrappers = []any{}
-	file_llmproxy_config_v1_config_proto_msgTypes[5].OneofWrappers = []any{}
 	file_llmproxy_config_v1_config_proto_msgTypes[6].OneofWrappers = []any{}
-	file_llmproxy_config_v1_config_proto_msgTypes[10].OneofWrappers = []any{}
-	file_llmproxy_config_v1_config_proto_msgTypes[12].OneofWrappers = []any{}
-	file_llmproxy_config_v1_config_proto_msgTypes[14].OneofWrappers = []any{}
+	file_llmproxy_config_v1_config_proto_msgTypes[7].OneofWrappers = []any{}
+	file_llmproxy_config_v1_config_proto_msgTypes[11].OneofWrappers = []any{}
+	file_llmproxy_config_v1_config_proto_msgTypes[13].OneofWrappers = []any{}
 	file_llmproxy_config_v1_config_proto_msgTypes[15].OneofWrappers = []any{}
-	file_llmproxy_config_v1_config_proto_msgTypes[16].OneofWrappers = []any{}
+	file_llmproxy_config_v1_config_proto_msgTypes[17].OneofWrappers = []any{}
 	file_llmproxy_config_v1_config_proto_msgTypes[18].OneofWrappers = []any{}
-	file_llmproxy_config_v1_config_proto_msgTypes[19].OneofWrappers = []any{}
+	file_llmproxy_config_v1_config_proto_msgTypes[20].OneofWrappers = []any{}
+	file_llmproxy_config_v1_config_proto_msgTypes[21].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_llmproxy_config_v1_config_proto_rawDesc), len(file_llmproxy_config_v1_config_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   21,
+			NumMessages:   23,
 			NumExtensions: 1,
 			NumServices:   0,
 		},
