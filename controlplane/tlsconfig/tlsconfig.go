@@ -13,6 +13,7 @@ package tlsconfig
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -140,15 +141,22 @@ func (p *Pair) load() (*tls.Certificate, error) {
 
 // LoadPool reads a PEM file of one or more CA certificates.
 func LoadPool(caFile string) (*x509.CertPool, error) {
+	pool, _, err := ReadCA(caFile)
+	return pool, err
+}
+
+// ReadCA is LoadPool that also returns the SHA-256 of the file, which tells two versions
+// of it apart (a CA bundle's identity, for state kept across configurations).
+func ReadCA(caFile string) (*x509.CertPool, [sha256.Size]byte, error) {
 	data, err := os.ReadFile(caFile)
 	if err != nil {
-		return nil, fmt.Errorf("read CA file: %w", err)
+		return nil, [sha256.Size]byte{}, fmt.Errorf("read CA file: %w", err)
 	}
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(data) {
-		return nil, fmt.Errorf("read CA file %s: no PEM certificate in it", caFile)
+		return nil, [sha256.Size]byte{}, fmt.Errorf("read CA file %s: no PEM certificate in it", caFile)
 	}
-	return pool, nil
+	return pool, sha256.Sum256(data), nil
 }
 
 // Server returns the settings of a TLS listener serving pair. With clientCAs set, a client

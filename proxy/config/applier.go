@@ -50,7 +50,8 @@ func (a *Applier) Apply(revision string, cfg *configv1.Config) error {
 	return a.ApplyModel(revision, m, nil)
 }
 
-// ApplyModel builds the runtime of m as revision, installs it and commits the Registry;
+// ApplyModel reads the files m names (LoadFiles: one it cannot load refuses m), builds the
+// runtime of m as revision, installs it and commits the Registry;
 // overrides become Runtime.EnvOverrides (a static file's LLMPROXY_ variables, else nil).
 // When revision is not empty and is the one applied last, it does nothing (a revision names
 // one configuration). When install fails, the runtime's new state is released and the error
@@ -68,6 +69,11 @@ func (a *Applier) ApplyModel(revision string, m *validate.Model, overrides []con
 	}
 	opts := a.opts
 	opts.Revision, opts.EnvOverrides = revision, overrides
+	files, err := LoadFiles(m, log)
+	if err != nil {
+		return err
+	}
+	opts.Files = files
 	rt := Build(m, a.reg, opts)
 	if err := a.install(rt); err != nil {
 		a.reg.Discard(rt)

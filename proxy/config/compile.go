@@ -32,6 +32,9 @@ type Options struct {
 	Redis redis.UniversalClient
 	// EnvOverrides is stored as Runtime.EnvOverrides (Build; an Applier sets it).
 	EnvOverrides []configfile.Override
+	// Files is the TLS material the model names, from LoadFiles (Build; Compile and an
+	// Applier load it). Nil is enough only for a model that names no file.
+	Files *Files
 }
 
 func (o Options) withDefaults() Options {
@@ -47,8 +50,8 @@ func (o Options) withDefaults() Options {
 	return o
 }
 
-// Compile is validate.Parse followed by Build: it validates c (resolving ${env:NAME} with
-// opts.Env) and builds its Runtime. Every configuration fault is reported at once as
+// Compile is validate.Parse, LoadFiles and Build: it validates c (resolving ${env:NAME} with
+// opts.Env), reads the files it names and builds its Runtime. Every configuration fault is reported at once as
 // validate.FieldErrors joined with errors.Join (see validate.Errors); Build itself cannot
 // fail. c is not modified. Like Build, Compile registers nothing in reg: see Build for the
 // caller's part.
@@ -59,6 +62,9 @@ func Compile(c *configv1.Config, reg *Registry, opts Options) (*Runtime, error) 
 	opts = opts.withDefaults()
 	m, err := validate.Parse(c, opts.Env)
 	if err != nil {
+		return nil, err
+	}
+	if opts.Files, err = LoadFiles(m, opts.Logger); err != nil {
 		return nil, err
 	}
 	return Build(m, reg, opts), nil
@@ -87,8 +93,11 @@ func Build(m *validate.Model, reg *Registry, opts Options) *Runtime {
 	for i, g := range m.Groups {
 		rt.Groups = append(rt.Groups, b.group(m, i, g))
 	}
-	for _, f := range m.Forwards {
+	for i, f := range m.Forwards {
 		fw := b.forward(f)
+		if f.TLS != nil {
+			fw.TLS = opts.Files.forward(i)
+		}
 		rt.Forwards = append(rt.Forwards, fw)
 		rt.forwards[fw.Name] = fw
 	}
@@ -105,13 +114,14 @@ type builder struct {
 
 func (b *builder) forward(f *validate.Forward) *Forward {
 	fw := &Forward{
-		Name:          f.Name,
-		Addr:          f.Addr,
-		DefaultGroup:  f.DefaultGroup,
-		MaxBodyBytes:  f.MaxBodyBytes,
-		HeaderTimeout: f.HeaderTimeout,
-		routes:        make(map[string]*RouteMetrics, len(f.Routes)),
-		errors:        b.m.HTTPErrors,
+		Name:           f.Name,
+		Addr:           f.Addr,
+		DefaultGroup:   f.DefaultGroup,
+		MaxBodyBytes:   f.MaxBodyBytes,
+		HeaderTimeout:  f.HeaderTimeout,
+		TrustedProxies: f.TrustedProxies,
+		routes:         make(map[string]*RouteMetrics, len(f.Routes)),
+		errors:         b.m.HTTPErrors,
 	}
 	rules := make([]router.Rule, 0, len(f.Routes))
 	for _, r := range f.Routes {
@@ -149,11 +159,12 @@ func (b *builder) group(m *validate.Model, i int, g *validate.Group) *Group {
 		retries:        b.m.Retries,
 	}
 
-	tk := transportKey{connect: cl.ConnectTimeout, keepalive: cl.Keepalive, idle: cl.IdleTimeout}
+	ca := b.opts.Files.ca(cl.CA)
+	tk := transportKey{connect: cl.ConnectTimeout, keepalive: cl.Keepalive, idle: cl.IdleTimeout, ca: ca.digest}
 	if cl.Proxy != nil {
 		tk.proxy = cl.Proxy.String()
 	}
-	grp.Transport = b.transport(tk, cl.Proxy)
+	grp.Transport = b.transport(tk, cl.Proxy, ca.pool)
 
 	if r := g.Retry; r != nil {
 		grp.Retry = &RetryPolicy{

@@ -127,6 +127,10 @@ func TestCompileErrors(t *testing.T) {
 		{"missing env", strings.Replace(baseYAML, "KEY_A", "NOPE", 1), "upstreams[0].auth.token", validate.ErrInvalid},
 		{"cache not supported", baseYAML + "    cache: {enabled: true}\n", "upstream_groups[1].cache.enabled", validate.ErrNotSupported},
 		{"invalid", strings.Replace(baseYAML, "default_group: g", "default_group: zz", 1), "http_server.forwards[0].default_group", validate.ErrReference},
+		{"forward certificate missing on this proxy", strings.Replace(baseYAML, "      default_group: g\n",
+			"      default_group: g\n      tls: {cert: /nonexistent/fwd.crt, key: /nonexistent/fwd.key}\n", 1), "http_server.forwards[0].tls", validate.ErrInvalid},
+		{"upstream CA missing on this proxy", strings.Replace(baseYAML, "      retry:", "      tls: {ca: /nonexistent/ca.pem}\n      retry:", 1),
+			"upstream_groups[0].http_client.tls.ca", validate.ErrInvalid},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

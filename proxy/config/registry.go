@@ -2,6 +2,8 @@ package config
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/x509"
 	"log/slog"
 	"net"
 	"net/http"
@@ -12,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/llmproxy-go/llmproxy/controlplane/tlsconfig"
 	"github.com/llmproxy-go/llmproxy/proxy/balancer"
 	"github.com/llmproxy-go/llmproxy/proxy/breaker"
 	"github.com/llmproxy-go/llmproxy/proxy/concurrency"
@@ -95,6 +98,7 @@ type gaugeRef struct{ prometheus.Gauge }
 type transportKey struct {
 	connect, keepalive, idle time.Duration
 	proxy                    string
+	ca                       [sha256.Size]byte // SHA-256 of http_client.tls.ca; zero: system CAs
 }
 
 type limiterKey struct {
@@ -162,7 +166,9 @@ func (r *Registry) onBreakerChange(name, rawURL string, st *upstreamState) func(
 	}
 }
 
-func (b *builder) transport(k transportKey, proxyURL *url.URL) *http.Transport {
+// transport returns the transport of k, creating it (through proxyURL when not nil, trusting
+// roots instead of the system's CAs when not nil) when there is none.
+func (b *builder) transport(k transportKey, proxyURL *url.URL, roots *x509.CertPool) *http.Transport {
 	return entry(b, k, func(s *state) map[transportKey]*http.Transport { return s.transports }, func() *http.Transport {
 		d := &net.Dialer{Timeout: k.connect, KeepAlive: k.keepalive}
 		t := &http.Transport{
@@ -187,6 +193,9 @@ func (b *builder) transport(k transportKey, proxyURL *url.URL) *http.Transport {
 		}
 		if proxyURL != nil {
 			t.Proxy = http.ProxyURL(proxyURL)
+		}
+		if roots != nil {
+			t.TLSClientConfig = tlsconfig.Client(roots, nil)
 		}
 		return t
 	})

@@ -24,10 +24,12 @@ package config
 import (
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"time"
 
 	"github.com/llmproxy-go/llmproxy/controlplane/configfile"
+	"github.com/llmproxy-go/llmproxy/controlplane/tlsconfig"
 	"github.com/llmproxy-go/llmproxy/controlplane/validate"
 	configv1 "github.com/llmproxy-go/llmproxy/gen/llmproxy/config/v1"
 	"github.com/llmproxy-go/llmproxy/proxy/balancer"
@@ -91,6 +93,12 @@ type Forward struct {
 	// HeaderTimeout bounds the reading of a request's headers (the server's
 	// ReadHeaderTimeout).
 	HeaderTimeout time.Duration
+	// TLS is the certificate the listener serves (forwards[].tls), read again when its
+	// files change; nil: plaintext.
+	TLS *tlsconfig.Pair
+	// TrustedProxies are the peers whose X-Forwarded-For names the client
+	// (forwards[].trusted_proxies); empty: the peer is the client.
+	TrustedProxies []netip.Prefix
 
 	routes       map[string]*RouteMetrics
 	defaultRoute *RouteMetrics

@@ -14,6 +14,7 @@ import (
 
 	"github.com/llmproxy-go/llmproxy/controlplane/configfile"
 	"github.com/llmproxy-go/llmproxy/controlplane/redact"
+	"github.com/llmproxy-go/llmproxy/controlplane/tlsconfig"
 )
 
 // AdminHandler returns the admin endpoints: /health, /ready, /metrics and /config.
@@ -110,5 +111,9 @@ func (s *Server) StartAdmin(addr string) (string, error) {
 		}
 	}()
 	s.log.Info("admin listening", "addr", ln.Addr().String())
+	if tlsconfig.Exposed(addr) {
+		s.log.Warn("admin listener on a non-loopback address, plaintext and without authentication: /config shows the whole configuration (secrets redacted); bind it to 127.0.0.1 or firewall it",
+			"addr", ln.Addr().String())
+	}
 	return ln.Addr().String(), nil
 }

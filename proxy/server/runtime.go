@@ -9,7 +9,7 @@ import (
 func specsOf(rt *config.Runtime) []forwardSpec {
 	specs := make([]forwardSpec, 0, len(rt.Forwards))
 	for _, f := range rt.Forwards {
-		specs = append(specs, forwardSpec{name: f.Name, addr: f.Addr, headerTimeout: f.HeaderTimeout})
+		specs = append(specs, forwardSpec{name: f.Name, addr: f.Addr, headerTimeout: f.HeaderTimeout, tls: f.TLS})
 	}
 	return specs
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/llmproxy-go/llmproxy/controlplane/tlsconfig"
 	"github.com/llmproxy-go/llmproxy/proxy/config"
 )
 
@@ -78,6 +79,23 @@ type forwardSpec struct {
 	name          string
 	addr          string        // host:port to bind
 	headerTimeout time.Duration // http.Server.ReadHeaderTimeout
+	// tls is the certificate served; nil: plaintext. Two specs naming the same files are the
+	// same listener (see same): the pair rereads changed files by itself.
+	tls *tlsconfig.Pair
+}
+
+// same reports whether a listener opened for a can serve b unchanged.
+func (a forwardSpec) same(b forwardSpec) bool {
+	ac, ak := tlsFiles(a.tls)
+	bc, bk := tlsFiles(b.tls)
+	return a.name == b.name && a.addr == b.addr && a.headerTimeout == b.headerTimeout && ac == bc && ak == bk
+}
+
+func tlsFiles(p *tlsconfig.Pair) (cert, key string) {
+	if p == nil {
+		return "", ""
+	}
+	return p.Files()
 }
 
 // New returns a Server with no listeners. It panics when a required option is missing.
@@ -130,7 +148,7 @@ func (s *Server) apply(specs []forwardSpec, commit func()) error {
 	// Open first: any failure leaves the running state as it was.
 	var opened []*listener
 	for _, sp := range specs {
-		if cur := s.live[sp.name]; cur != nil && cur.spec == sp {
+		if cur := s.live[sp.name]; cur != nil && cur.spec.same(sp) {
 			continue
 		}
 		l, err := s.open(sp)
@@ -247,6 +265,12 @@ func (s *Server) open(sp forwardSpec) (*listener, error) {
 		IdleTimeout:       defaultIdleTimeout,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
+	if sp.tls != nil {
+		srv.TLSConfig = tlsconfig.Server(sp.tls, nil)
+	} else if tlsconfig.Exposed(sp.addr) {
+		s.log.Warn("forward serves plaintext HTTP on a non-loopback address: client keys and prompts cross the network in clear; set tls on the forward or terminate TLS in front of it",
+			"forward", sp.name, "addr", sp.addr)
+	}
 	return &listener{spec: sp, ln: ln, srv: srv, stopped: make(chan struct{})}, nil
 }
 
@@ -256,7 +280,12 @@ func (s *Server) serve(l *listener) {
 	go func() {
 		defer s.wg.Done()
 		defer close(l.stopped)
-		if err := l.srv.Serve(l.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		serve := l.srv.Serve
+		if l.spec.tls != nil {
+			// The certificate comes from TLSConfig; HTTP/2 is offered by ALPN.
+			serve = func(ln net.Listener) error { return l.srv.ServeTLS(ln, "", "") }
+		}
+		if err := serve(l.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.log.Error("forward listener failed", "forward", l.spec.name, "addr", l.spec.addr, "err", err)
 		}
 	}()

@@ -168,10 +168,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 }
 
 // testConfig is --test: load and validate the file, ${env:NAME} references resolved, and
-// print "configuration ok" on stdout or every error, one a line, on stderr; it returns the
-// exit code. A configuration that passes builds and runs: building cannot fail.
+// the TLS files it names read, and print "configuration ok" on stdout or every error, one a
+// line, on stderr; it returns the exit code. A configuration that passes builds and runs:
+// building cannot fail.
 func testConfig(path string, stdout, stderr io.Writer) int {
-	if _, err := loadFile(path, os.Environ()); err != nil {
+	l, err := loadFile(path, os.Environ())
+	if err == nil {
+		_, err = config.LoadFiles(l.model, nil)
+	}
+	if err != nil {
 		fmt.Fprintf(stderr, "%s\nconfiguration is invalid\n", err)
 		return 1
 	}
