@@ -26,6 +26,9 @@ func slogLine(t testing.TB, e *Entry) string {
 		slog.Float64("duration_ms", float64(e.Duration.Microseconds())/1000),
 		slog.String("client", e.Client),
 	}
+	if e.Peer != "" {
+		attrs = append(attrs, slog.String("peer", e.Peer))
+	}
 	if e.TraceID != "" {
 		attrs = append(attrs, slog.String("trace_id", e.TraceID))
 	}
@@ -68,6 +71,10 @@ func TestEntryMatchesSlog(t *testing.T) {
 		{"proxy error, nothing optional", Entry{
 			Time: at.UTC(), RequestID: "r", Forward: "f", Method: "GET", Path: "/", Route: "default",
 			Status: 503, Client: "[::1]:1", Error: "no_healthy_upstream",
+		}},
+		{"client from X-Forwarded-For", Entry{
+			Time: at, RequestID: "r", Forward: "f", Method: "POST", Path: "/", Route: "default",
+			Status: 200, Client: "198.51.100.7", Peer: "10.0.0.2:43210",
 		}},
 		{"zero duration and tokens", Entry{Time: at, Duration: 0, Tokens: true, Upstream: "u"}},
 		{"long duration", Entry{Time: at, Duration: 3*time.Hour + time.Microsecond}},

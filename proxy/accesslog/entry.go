@@ -24,8 +24,11 @@ type Entry struct {
 	Bytes int64
 	// Duration is the request's duration, logged in milliseconds with microsecond precision.
 	Duration time.Duration
-	// Client is the client's address (host:port).
+	// Client is the client's address: the peer's host:port, or the address X-Forwarded-For
+	// names when the peer is a trusted proxy (forwards[].trusted_proxies).
 	Client string
+	// Peer is the peer's host:port when Client came from X-Forwarded-For; "" leaves it out.
+	Peer string
 	// TraceID is the request's trace id; "" leaves it out.
 	TraceID string
 	// Group is the upstream group; "" leaves it out.
@@ -67,6 +70,9 @@ func (e *Entry) AppendJSON(b []byte) []byte {
 	// 1e21, where encoding/json (and so slog) would switch to exponent notation.
 	b = strconv.AppendFloat(b, float64(e.Duration.Microseconds())/1000, 'f', -1, 64)
 	b = appendStringField(b, "client", e.Client)
+	if e.Peer != "" {
+		b = appendStringField(b, "peer", e.Peer)
+	}
 	if e.TraceID != "" {
 		b = appendStringField(b, "trace_id", e.TraceID)
 	}

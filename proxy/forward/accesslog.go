@@ -29,10 +29,10 @@ func (ex *exchange) logAccess(end time.Time, d time.Duration, traceID string) {
 		Status:    ex.status,
 		Bytes:     ex.written,
 		Duration:  d,
-		Client:    ex.r.RemoteAddr,
 		TraceID:   traceID,
 		Model:     ex.model,
 	}
+	e.Client, e.Peer = ex.clientLog()
 	if ex.group != nil {
 		e.Group = ex.group.Name
 	}

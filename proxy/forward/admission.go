@@ -17,7 +17,7 @@ import (
 // through to the one attempt.
 
 // checkRate applies the forward's per-client rate limit; the client key is the configured
-// header's value, or the client's IP when there is none.
+// header's value, or the client's IP (clientaddr.go) when there is none.
 func (ex *exchange) checkRate() bool {
 	rl := ex.fw.RateLimit
 	if rl == nil {
@@ -30,7 +30,7 @@ func (ex *exchange) checkRate() bool {
 		}
 	}
 	if key == "" {
-		key = clientIP(ex.r.RemoteAddr)
+		key = ex.clientAddress()
 	}
 	ok, after := rl.Limiter.Allow(ex.ctx, key)
 	if !ok {

@@ -97,6 +97,11 @@ type exchange struct {
 	perr     *Error
 	usage    usage
 	span     trace.Span
+
+	// The client's address (clientaddr.go), worked out on first use.
+	client          string
+	clientForwarded bool
+	clientKnown     bool
 }
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
