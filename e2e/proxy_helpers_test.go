@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -165,6 +166,7 @@ type answer struct {
 	Status int
 	Header http.Header
 	Body   []byte
+	TLS    *tls.ConnectionState // nil over plaintext
 }
 
 // Upstream is the mockllm that answered ("" when the proxy answered itself).
@@ -193,6 +195,11 @@ var httpClient = &http.Client{Timeout: 20 * time.Second}
 
 // send makes one request; headers alternate name, value.
 func send(ctx context.Context, method, url, body string, headers ...string) (answer, error) {
+	return sendWith(ctx, httpClient, method, url, body, headers...)
+}
+
+// sendWith is send with the given client (one that trusts a test CA, say).
+func sendWith(ctx context.Context, client *http.Client, method, url, body string, headers ...string) (answer, error) {
 	var rd io.Reader
 	if body != "" {
 		rd = strings.NewReader(body)
@@ -207,19 +214,25 @@ func send(ctx context.Context, method, url, body string, headers ...string) (ans
 	for i := 0; i+1 < len(headers); i += 2 {
 		req.Header.Set(headers[i], headers[i+1])
 	}
-	resp, err := httpClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		return answer{}, err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
-	return answer{Status: resp.StatusCode, Header: resp.Header, Body: b}, err
+	return answer{Status: resp.StatusCode, Header: resp.Header, Body: b, TLS: resp.TLS}, err
 }
 
 // mustSend is send that fails the test on a transport error.
 func mustSend(t *testing.T, method, url, body string, headers ...string) answer {
 	t.Helper()
-	a, err := send(context.Background(), method, url, body, headers...)
+	return mustSendWith(t, httpClient, method, url, body, headers...)
+}
+
+// mustSendWith is mustSend with the given client.
+func mustSendWith(t *testing.T, client *http.Client, method, url, body string, headers ...string) answer {
+	t.Helper()
+	a, err := sendWith(context.Background(), client, method, url, body, headers...)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, url, err)
 	}

@@ -230,7 +230,13 @@ func Eventually(t testing.TB, timeout time.Duration, cond func() bool, msg strin
 // WaitHTTP waits until GET url answers with status want.
 func WaitHTTP(t testing.TB, url string, want int, timeout time.Duration) {
 	t.Helper()
-	client := &http.Client{Timeout: time.Second}
+	WaitHTTPWith(t, &http.Client{Timeout: time.Second}, url, want, timeout)
+}
+
+// WaitHTTPWith is WaitHTTP with the given client (one that trusts a test CA, say); its
+// Timeout should be short, as it bounds each try.
+func WaitHTTPWith(t testing.TB, client *http.Client, url string, want int, timeout time.Duration) {
+	t.Helper()
 	last := "no answer"
 	deadline := time.Now().Add(timeout)
 	for {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -217,21 +216,11 @@ func (c *cli) credentials() (credentials.TransportCredentials, error) {
 	if (c.cert == "") != (c.key == "") {
 		return nil, usagef("--cert and --key go together: give both or neither")
 	}
-	var roots *x509.CertPool
-	if c.ca != "" {
-		var err error
-		if roots, err = tlsconfig.LoadPool(c.ca); err != nil {
-			return nil, fmt.Errorf("--ca: %w", err)
-		}
+	tc, _, err := tlsconfig.ClientFiles(c.ca, c.cert, c.key, nil)
+	if err != nil {
+		return nil, fmt.Errorf("load TLS files: %w", err)
 	}
-	var pair *tlsconfig.Pair
-	if c.cert != "" {
-		var err error
-		if pair, err = tlsconfig.LoadPair(c.cert, c.key, nil); err != nil {
-			return nil, fmt.Errorf("--cert/--key: %w", err)
-		}
-	}
-	return credentials.NewTLS(tlsconfig.Client(roots, pair)), nil
+	return credentials.NewTLS(tc), nil
 }
 
 // readFile reads and parses the config file at path, or stdin for "-" (named "<stdin>" in

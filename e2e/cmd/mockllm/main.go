@@ -4,6 +4,7 @@
 //	mockllm [--addr 127.0.0.1:8080] [--name NAME] [--latency D] [--ttft D] [--chunk-gap D]
 //	        [--chunks N] [--status CODE] [--retry-after S] [--fail-times N] [--break-after N]
 //	        [--body-size N] [--max-records N] [--log] [--shutdown-timeout D]
+//	        [--tls-cert FILE --tls-key FILE]
 //
 // The first line on standard output is the bound address alone (host:port), so that
 // --addr 127.0.0.1:0 can be used and parsed by a harness. SIGINT or SIGTERM shut it down
@@ -52,11 +53,16 @@ func run(args []string, stdout, stderr io.Writer) error {
 	maxRecords := fs.Int("max-records", mockllm.DefaultMaxRecords, "requests remembered for /_mock/requests (0 or negative: off)")
 	logRequests := fs.Bool("log", false, "log every request (JSON on stderr)")
 	shutdownTimeout := fs.Duration("shutdown-timeout", 5*time.Second, "on SIGTERM, how long handlers get to return after their requests are cancelled")
+	tlsCert := fs.String("tls-cert", "", "serve HTTPS with the certificate (PEM) in this file (with --tls-key)")
+	tlsKey := fs.String("tls-key", "", "private key (PEM) of --tls-cert")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if (*tlsCert == "") != (*tlsKey == "") {
+		return errors.New("--tls-cert and --tls-key go together")
 	}
 
 	ln, err := net.Listen("tcp", *addr)
@@ -97,7 +103,13 @@ func run(args []string, stdout, stderr io.Writer) error {
 	logger.Info("mockllm listening", slog.String("addr", bound), slog.String("name", *name))
 
 	errc := make(chan error, 1)
-	go func() { errc <- hs.Serve(ln) }()
+	go func() {
+		if *tlsCert != "" {
+			errc <- hs.ServeTLS(ln, *tlsCert, *tlsKey)
+			return
+		}
+		errc <- hs.Serve(ln)
+	}()
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serve: %w", err)
