@@ -86,10 +86,11 @@ type Saturation struct {
 	Errors   int64   `json:"errors"`
 }
 
-// Saturate runs conc workers that each send the next request as soon as the last one is
-// answered, for d.
-func Saturate(url string, conc int, d time.Duration) Saturation {
-	tr := &http.Transport{MaxIdleConnsPerHost: conc, MaxConnsPerHost: conc, DisableCompression: true}
+// Saturate runs conc workers that each send the next request to t as soon as the last one
+// is answered, for d. Connections are kept alive (over TLS, each handshakes once).
+func Saturate(t Target, conc int, d time.Duration) Saturation {
+	url := t.URL
+	tr := &http.Transport{MaxIdleConnsPerHost: conc, MaxConnsPerHost: conc, DisableCompression: true, TLSClientConfig: t.TLS}
 	defer tr.CloseIdleConnections()
 	client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
 	var ok, bad atomic.Int64

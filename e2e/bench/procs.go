@@ -7,6 +7,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"net/http"
@@ -186,12 +187,15 @@ func WaitHTTP(ctx context.Context, url string, timeout time.Duration) error {
 	}
 }
 
-// WaitPOST waits until a POST of body to url answers 200 (a proxy path is really served).
-func WaitPOST(ctx context.Context, url string, body []byte, timeout time.Duration) error {
+// WaitPOST waits until a POST of body to url answers 200 (a proxy path is really served);
+// tlsConf is the client's TLS settings for an https url (nil: defaults).
+func WaitPOST(ctx context.Context, url string, tlsConf *tls.Config, body []byte, timeout time.Duration) error {
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsConf}}
+	defer client.CloseIdleConnections()
 	deadline := time.Now().Add(timeout)
 	var last string
 	for {
-		resp, err := http.Post(url, "application/json", bytes.NewReader(body))
+		resp, err := client.Post(url, "application/json", bytes.NewReader(body))
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {

@@ -52,6 +52,9 @@ type ProxyCost struct {
 	NginxCPU    float64 `json:"nginx_cpu_seconds_per_1000_requests,omitempty"`
 	SpikeCPU    float64 `json:"spike_cpu_seconds_per_1000_requests,omitempty"`
 	PeakRSSMB   float64 `json:"peak_rss_mb"`
+	// The same with both terminating TLS.
+	TLSCPUSecPer1k float64 `json:"tls_cpu_seconds_per_1000_requests,omitempty"`
+	NginxTLSCPU    float64 `json:"nginx_tls_cpu_seconds_per_1000_requests,omitempty"`
 }
 
 // StreamRow is the streaming measurement against one target.
@@ -112,7 +115,7 @@ var ReportsFunc func(ctx context.Context, o Options, n int) (ReportsRow, error)
 func Run(ctx context.Context, o Options) (*Report, error) {
 	r := &Report{When: time.Now().UTC(), Machine: machine(), Extra: map[string]float64{}}
 	limit := RaiseFileLimit(65536)
-	if o.Selected(SectionProxy) {
+	if o.Selected(SectionProxy) || o.Selected(SectionSaturation) {
 		if err := measureProxy(ctx, o, r, limit); err != nil {
 			return nil, err
 		}
@@ -124,7 +127,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 }
 
 // measureProxy is sections 1 to 3 and the idle streams: mockllm direct, nginx and the proxy
-// side by side.
+// side by side; with only SectionSaturation selected, section 2 alone.
 func measureProxy(ctx context.Context, o Options, r *Report, limit uint64) error {
 	env, err := StartEnv(ctx, o)
 	if err != nil {
@@ -133,14 +136,18 @@ func measureProxy(ctx context.Context, o Options, r *Report, limit uint64) error
 	defer env.Stop()
 	nginx, haveNginx := env.Target("nginx")
 	proxy, _ := env.Target("proxy")
+	all := o.Selected(SectionProxy)
 
 	// Warm every path: connections, pools, JIT-free but cache-warm.
 	for _, t := range env.Targets {
-		Saturate(t.URL, 8, 500*time.Millisecond)
+		Saturate(t, 8, 500*time.Millisecond)
 	}
 
 	// 1. Fixed rate, open loop.
 	for _, rate := range o.Rates {
+		if !all {
+			break
+		}
 		rows := map[string]*FixedRateRow{}
 		for _, t := range env.Targets {
 			l := FixedRate(t.URL, rate, o.Duration)
@@ -170,13 +177,15 @@ func measureProxy(ctx context.Context, o Options, r *Report, limit uint64) error
 
 	// 2. Saturation, closed loop, with the proxy's CPU cost.
 	sat := map[string]Saturation{}
-	var cpu = map[string]float64{}
-	for _, t := range env.Targets {
+	cpu := map[string]float64{}
+	// measure saturates t and records its throughput and, for a process, its CPU per 1000
+	// requests.
+	measure := func(t Target) {
 		var before float64
 		if t.Proc != nil {
 			before, _ = CPUSeconds(t.Proc.Pid())
 		}
-		s := Saturate(t.URL, o.Conc, o.Duration)
+		s := Saturate(t, o.Conc, o.Duration)
 		if t.Proc != nil {
 			after, _ := CPUSeconds(t.Proc.Pid())
 			if s.Requests > 0 {
@@ -186,31 +195,56 @@ func measureProxy(ctx context.Context, o Options, r *Report, limit uint64) error
 		sat[t.Name] = s
 		o.Log.Info("saturation", "target", t.Name, "rps", int(s.RPS), "errors", s.Errors)
 	}
-	// The proxy runs with its default flags, the access log on; the same proxy without it,
-	// started for this step only, shows what the log costs.
-	names := make([]string, 0, len(env.Targets)+1)
+	names := make([]string, 0, len(env.Targets)+3)
 	for _, t := range env.Targets {
+		measure(t)
 		names = append(names, t.Name)
 	}
+	// The proxy runs with its default flags, the access log on; the same proxy without it,
+	// started for this step only, shows what the log costs; and started again with its
+	// forward terminating TLS, beside nginx terminating TLS (keepalive connections: the cost
+	// is encryption, not handshakes).
 	if t, err := StartProxy(ctx, o, "proxy-no-access-log", env.MockAddr, "--access-log=false"); err != nil {
 		r.Errors = append(r.Errors, fmt.Sprintf("saturation without the access log: %v", err))
 	} else {
-		Saturate(t.URL, 8, 500*time.Millisecond)
-		s := Saturate(t.URL, o.Conc, o.Duration)
+		Saturate(t, 8, 500*time.Millisecond)
+		measure(t)
 		t.Proc.Stop()
-		sat[t.Name] = s
 		names = append(names, t.Name)
-		o.Log.Info("saturation", "target", t.Name, "rps", int(s.RPS), "errors", s.Errors)
+	}
+	if env.NginxTLS.Proc != nil {
+		Saturate(env.NginxTLS, 8, 500*time.Millisecond)
+		measure(env.NginxTLS)
+		names = append(names, env.NginxTLS.Name)
+	}
+	if t, err := StartTLSProxy(ctx, o, "proxy-tls", env.MockAddr, env.Cert, env.ClientTLS); err != nil {
+		r.Errors = append(r.Errors, fmt.Sprintf("saturation with TLS: %v", err))
+	} else {
+		Saturate(t, 8, 500*time.Millisecond)
+		measure(t)
+		t.Proc.Stop()
+		names = append(names, t.Name)
 	}
 	for _, name := range names {
 		row := SaturationRow{Target: name, Saturation: sat[name]}
-		if haveNginx && name != "direct" && name != "nginx" && sat["nginx"].RPS > 0 {
-			row.VsNginx = sat[name].RPS / sat["nginx"].RPS
+		// Each row is compared with nginx doing the same: plaintext or TLS.
+		base := "nginx"
+		if name == "proxy-tls" {
+			base = "nginx-tls"
+		}
+		if haveNginx && name != "direct" && name != "nginx" && name != "nginx-tls" && sat[base].RPS > 0 {
+			row.VsNginx = sat[name].RPS / sat[base].RPS
 		}
 		r.Saturation = append(r.Saturation, row)
 	}
 	_, peak, _ := Memory(env.Proxy.Pid())
-	r.ProxyCost = &ProxyCost{CPUSecPer1k: cpu["proxy"], NginxCPU: cpu["nginx"], SpikeCPU: cpu["spike-fasthttp"], PeakRSSMB: float64(peak) / (1 << 20)}
+	r.ProxyCost = &ProxyCost{
+		CPUSecPer1k: cpu["proxy"], NginxCPU: cpu["nginx"], SpikeCPU: cpu["spike-fasthttp"], PeakRSSMB: float64(peak) / (1 << 20),
+		TLSCPUSecPer1k: cpu["proxy-tls"], NginxTLSCPU: cpu["nginx-tls"],
+	}
+	if !all {
+		return nil
+	}
 
 	// 3. Streaming: time to first byte and gaps between chunks.
 	var ds Stream
@@ -387,7 +421,7 @@ func (r *Report) printProxy(w io.Writer, tw *tabwriter.Writer) {
 			x.AddedP50, x.AddedP99, ratio(x.VsNginx), x.Errors, mb(x.RSSMB))
 	}
 	tw.Flush()
-	fmt.Fprintln(w, "\n2. Saturation (closed loop)")
+	fmt.Fprintln(w, "\n2. Saturation (closed loop; proxy-tls terminates TLS and is compared with nginx-tls)")
 	fmt.Fprintln(tw, "target\treq/s\terrors\tvs nginx\t")
 	for _, x := range r.Saturation {
 		fmt.Fprintf(tw, "%s\t%.0f\t%d\t%s\t\n", x.Target, x.RPS, x.Errors, ratio(x.VsNginx))
@@ -399,6 +433,9 @@ func (r *Report) printProxy(w io.Writer, tw *tabwriter.Writer) {
 			fmt.Fprintf(w, ", spike-fasthttp %.3f", c.SpikeCPU)
 		}
 		fmt.Fprintf(w, "), peak RSS %.1f MB\n", c.PeakRSSMB)
+		if c.TLSCPUSecPer1k > 0 {
+			fmt.Fprintf(w, "with TLS: proxy %.3f CPU s per 1000 requests (nginx %.3f)\n", c.TLSCPUSecPer1k, c.NginxTLSCPU)
+		}
 	}
 	fmt.Fprintln(w, "\n3. Streaming (10 chunks, 20 ms apart)")
 	fmt.Fprintln(tw, "target\tTTFB p50\tTTFB p99\tgap p50\tgap p99\tadded TTFB\tadded gap p99\terrors\t")

@@ -2,6 +2,8 @@ package bench
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"log/slog"
 	"os"
@@ -11,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/llmproxy-go/llmproxy/e2e/pki"
 )
 
 // Options control a benchmark run.
@@ -27,7 +31,8 @@ type Options struct {
 	Reporters    []int
 	ReportEvery  time.Duration
 	ReportWindow time.Duration
-	// Sections selects what runs (SectionProxy, SectionFleet); empty runs everything.
+	// Sections selects what runs (SectionProxy, SectionSaturation, SectionFleet); empty runs
+	// everything.
 	Sections []string
 	Log      *slog.Logger
 }
@@ -38,6 +43,9 @@ const (
 	SectionProxy = "proxy"
 	// SectionFleet is section 4: propagation and reports to and from a simulated fleet.
 	SectionFleet = "fleet"
+	// SectionSaturation is section 2 alone (part of SectionProxy): closed-loop throughput
+	// of the proxy and nginx, in plaintext and terminating TLS.
+	SectionSaturation = "saturation"
 )
 
 // Selected reports whether the run includes section.
@@ -49,7 +57,8 @@ func (o Options) Selected(section string) bool {
 type Target struct {
 	Name string
 	URL  string
-	Proc *Proc // nil for the mock itself
+	Proc *Proc       // nil for the mock itself
+	TLS  *tls.Config // the client's settings for an https URL; nil for http
 }
 
 // Env is the set of running processes.
@@ -58,6 +67,13 @@ type Env struct {
 	Spike              *Proc // the fasthttp spike, when built
 	MockAddr           string
 	Targets            []Target
+	// NginxTLS is nginx terminating TLS (the same process, another port), for the
+	// saturation section; its Proc is nil without nginx.
+	NginxTLS Target
+	// Cert is the certificate TLS listeners serve (from a CA made for the run), and
+	// ClientTLS the client settings that trust it.
+	Cert      pki.Files
+	ClientTLS *tls.Config
 }
 
 // SpikeBinary is the fasthttp spike (proxy/cmd/llmproxy-spike-fasthttp, built with -tags
@@ -82,10 +98,15 @@ func StartEnv(ctx context.Context, o Options) (*Env, error) {
 		return nil, err
 	}
 	e.Targets = append(e.Targets, Target{Name: "direct", URL: "http://" + e.MockAddr + "/v1/chat/completions"})
+	if e.Cert, e.ClientTLS, err = benchCertificate(o.WorkDir); err != nil {
+		e.Stop()
+		return nil, err
+	}
 
 	if nginx, err := exec.LookPath("nginx"); err == nil {
 		addr, _ := FreeAddr()
-		conf, err := writeNginxConf(o.WorkDir, addr, e.MockAddr)
+		tlsAddr, _ := FreeAddr()
+		conf, err := writeNginxConf(o.WorkDir, addr, tlsAddr, e.MockAddr, e.Cert)
 		if err != nil {
 			e.Stop()
 			return nil, err
@@ -96,11 +117,16 @@ func StartEnv(ctx context.Context, o Options) (*Env, error) {
 			return nil, err
 		}
 		url := "http://" + addr + "/v1/chat/completions"
-		if err := WaitPOST(ctx, url, ChatBody, 10*time.Second); err != nil {
+		if err := WaitPOST(ctx, url, nil, ChatBody, 10*time.Second); err != nil {
 			e.Stop()
 			return nil, fmt.Errorf("nginx: %w", err)
 		}
 		e.Targets = append(e.Targets, Target{Name: "nginx", URL: url, Proc: e.Nginx})
+		e.NginxTLS = Target{Name: "nginx-tls", URL: "https://" + tlsAddr + "/v1/chat/completions", Proc: e.Nginx, TLS: e.ClientTLS}
+		if err := WaitPOST(ctx, e.NginxTLS.URL, e.ClientTLS, ChatBody, 10*time.Second); err != nil {
+			e.Stop()
+			return nil, fmt.Errorf("nginx-tls: %w", err)
+		}
 	} else {
 		o.Log.Warn("nginx is not installed: no baseline (apt-get install nginx-light)")
 	}
@@ -135,7 +161,7 @@ func StartSpike(ctx context.Context, o Options, mockAddr string) (Target, error)
 		return Target{}, err
 	}
 	url := "http://" + addr + "/v1/chat/completions"
-	if err := WaitPOST(ctx, url, ChatBody, 10*time.Second); err != nil {
+	if err := WaitPOST(ctx, url, nil, ChatBody, 10*time.Second); err != nil {
 		p.Stop()
 		return Target{}, fmt.Errorf("spike-fasthttp: %w", err)
 	}
@@ -146,10 +172,19 @@ func StartSpike(ctx context.Context, o Options, mockAddr string) (Target, error)
 // one upstream) with the given extra flags and waits until it serves; its log is
 // name.log in the work directory.
 func StartProxy(ctx context.Context, o Options, name, mockAddr string, flags ...string) (Target, error) {
+	return startProxy(ctx, o, name, mockAddr, nil, nil, flags)
+}
+
+// StartTLSProxy is StartProxy with the forward terminating TLS with cert; client trusts it.
+func StartTLSProxy(ctx context.Context, o Options, name, mockAddr string, cert pki.Files, client *tls.Config, flags ...string) (Target, error) {
+	return startProxy(ctx, o, name, mockAddr, &cert, client, flags)
+}
+
+func startProxy(ctx context.Context, o Options, name, mockAddr string, cert *pki.Files, client *tls.Config, flags []string) (Target, error) {
 	paddr, _ := FreeAddr()
 	aaddr, _ := FreeAddr()
 	cfg := filepath.Join(o.WorkDir, name+".yaml")
-	if err := os.WriteFile(cfg, []byte(proxyConfig(paddr, aaddr, mockAddr)), 0o600); err != nil {
+	if err := os.WriteFile(cfg, []byte(proxyConfig(paddr, aaddr, mockAddr, cert)), 0o600); err != nil {
 		return Target{}, err
 	}
 	p, err := Start(o.WorkDir, name, filepath.Join(o.BinDir, "llmproxy"), append([]string{"--config", cfg}, flags...))
@@ -157,11 +192,14 @@ func StartProxy(ctx context.Context, o Options, name, mockAddr string, flags ...
 		return Target{}, err
 	}
 	url := "http://" + paddr + "/v1/chat/completions"
-	if err := WaitPOST(ctx, url, ChatBody, 10*time.Second); err != nil {
+	if cert != nil {
+		url = "https://" + paddr + "/v1/chat/completions"
+	}
+	if err := WaitPOST(ctx, url, client, ChatBody, 10*time.Second); err != nil {
 		p.Stop()
 		return Target{}, fmt.Errorf("%s: %w", name, err)
 	}
-	return Target{Name: name, URL: url, Proc: p}, nil
+	return Target{Name: name, URL: url, Proc: p, TLS: client}, nil
 }
 
 // Stop ends every process the env started.
@@ -181,16 +219,22 @@ func (e *Env) Target(name string) (Target, bool) {
 	return Target{}, false
 }
 
-func proxyConfig(listen, admin, mock string) string {
+// proxyConfig is the proxy's static config: one forward (terminating TLS with cert when
+// not nil), one group, one upstream.
+func proxyConfig(listen, admin, mock string, cert *pki.Files) string {
 	host, port := splitHostPort(listen)
 	ahost, aport := splitHostPort(admin)
+	tlsBlock := ""
+	if cert != nil {
+		tlsBlock = fmt.Sprintf("\n      tls: {cert: %q, key: %q}", cert.Cert, cert.Key)
+	}
 	return fmt.Sprintf(`# generated by the benchmark harness: one forward, one group, one upstream
 http_server:
   forwards:
     - name: bench
       address: %s
       port: %s
-      default_group: mock
+      default_group: mock%s
   admin:
     address: %s
     port: %s
@@ -201,7 +245,7 @@ upstream_groups:
   - name: mock
     upstreams:
       - name: mock
-`, host, port, ahost, aport, mock)
+`, host, port, tlsBlock, ahost, aport, mock)
 }
 
 func splitHostPort(a string) (string, string) {
@@ -209,8 +253,25 @@ func splitHostPort(a string) (string, string) {
 	return a[:i], a[i+1:]
 }
 
-// writeNginxConf writes a plain keepalive reverse proxy to the mock: the near-limit baseline.
-func writeNginxConf(dir, listen, mock string) (string, error) {
+// benchCertificate makes a CA and a certificate for 127.0.0.1 in dir, and the client
+// settings that trust it.
+func benchCertificate(dir string) (pki.Files, *tls.Config, error) {
+	ca, err := pki.NewCA("llmproxy-bench-ca")
+	if err != nil {
+		return pki.Files{}, nil, err
+	}
+	f, err := ca.IssueFiles(dir, "bench-tls", "127.0.0.1", "127.0.0.1")
+	if err != nil {
+		return pki.Files{}, nil, err
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.Cert)
+	return f, &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}, nil
+}
+
+// writeNginxConf writes a plain keepalive reverse proxy to the mock, the near-limit
+// baseline, listening in plaintext on listen and with TLS (cert) on tlsListen.
+func writeNginxConf(dir, listen, tlsListen, mock string, cert pki.Files) (string, error) {
 	tmp := filepath.Join(dir, "nginx-tmp")
 	if err := os.MkdirAll(tmp, 0o777); err != nil {
 		return "", err
@@ -232,6 +293,10 @@ http {
   }
   server {
     listen %[3]s reuseport;
+    listen %[5]s ssl reuseport;
+    ssl_certificate %[6]s;
+    ssl_certificate_key %[7]s;
+    ssl_protocols TLSv1.2 TLSv1.3;
     location / {
       proxy_pass http://mock;
       proxy_http_version 1.1;
@@ -242,7 +307,7 @@ http {
     }
   }
 }
-`, dir, tmp, listen, mock)
+`, dir, tmp, listen, mock, tlsListen, cert.Cert, cert.Key)
 	p := filepath.Join(dir, "nginx.conf")
 	return p, os.WriteFile(p, []byte(conf), 0o644)
 }

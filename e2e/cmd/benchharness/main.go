@@ -35,7 +35,7 @@ func main() {
 		repN   = flag.String("reports", "500", "simulated proxy counts for the report load on the control plane")
 		repEv  = flag.Duration("report-interval", 5*time.Second, "the simulated proxies' report interval")
 		repWin = flag.Duration("report-window", time.Minute, "how long the control plane's CPU is measured under reports")
-		only   = flag.String("only", "", "run only these sections, comma-separated: proxy (sections 1-3), fleet (section 4: propagation and reports)")
+		only   = flag.String("only", "", "run only these sections, comma-separated: proxy (sections 1-3), saturation (section 2 alone, plaintext and TLS), fleet (section 4: propagation and reports)")
 	)
 	flag.Parse()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
@@ -57,10 +57,10 @@ func main() {
 	for _, sec := range strings.Split(*only, ",") {
 		switch sec = strings.TrimSpace(sec); sec {
 		case "":
-		case bench.SectionProxy, bench.SectionFleet:
+		case bench.SectionProxy, bench.SectionSaturation, bench.SectionFleet:
 			o.Sections = append(o.Sections, sec)
 		default:
-			fatal(fmt.Errorf("--only: unknown section %q (want proxy or fleet)", sec))
+			fatal(fmt.Errorf("--only: unknown section %q (want proxy, saturation or fleet)", sec))
 		}
 	}
 	start := time.Now()
