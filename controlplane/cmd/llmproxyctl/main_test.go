@@ -123,6 +123,8 @@ func TestExitCodes(t *testing.T) {
 		{"wait with a detached value", []string{"rollback", "1", "--wait", "10s"}, exitUsage, "write --wait=10s"},
 		{"bad wait", []string{"delete", "group", "g2", "--wait=soon"}, exitUsage, `invalid argument "soon" for "--wait"`},
 		{"mass deletion", []string{"apply", "-f", os.DevNull}, exitInvalid, "llmproxyctl: hint: apply --force applies it anyway"},
+		{"client certificate without key", []string{"status", "--cert", "c.pem"}, exitUsage, "--cert and --key go together"},
+		{"unreadable CA file", []string{"status", "--ca", filepath.Join(t.TempDir(), "none.pem")}, exitError, "none.pem"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

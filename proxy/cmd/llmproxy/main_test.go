@@ -21,6 +21,9 @@ func TestParseFlags(t *testing.T) {
 		{"test without config", []string{"--control-plane", "h:1", "--test"}, "--test needs --config"},
 		{"bad timeout", []string{"--config", "x", "--shutdown-timeout", "0s"}, "--shutdown-timeout"},
 		{"stray argument", []string{"--config", "x", "extra"}, "unexpected arguments"},
+		{"tls", []string{"--control-plane", "h:1", "--control-plane-ca", "ca.pem", "--tls-cert", "c", "--tls-key", "k"}, ""},
+		{"cert without key", []string{"--control-plane", "h:1", "--tls-cert", "c"}, "--tls-cert and --tls-key go together"},
+		{"tls without a control plane", []string{"--config", "x", "--control-plane-ca", "ca.pem"}, "they need --control-plane"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
