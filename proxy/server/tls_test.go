@@ -86,9 +86,15 @@ func TestForwardTLS(t *testing.T) {
 		t.Error("a runtime naming the same certificate files reopened the forward")
 	}
 
-	// Without tls: plaintext on the same address.
+	// Without tls: plaintext on the same address, once the TLS listener is gone (until then
+	// the kernel may hand a connection to either).
 	if err := s.Apply(runtime("r3", [2]string{"a", a})); err != nil {
 		t.Fatal(err)
+	}
+	select {
+	case <-before.stopped:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the TLS listener kept serving after tls was dropped")
 	}
 	mustGet(t, a, "/", "a r3")
 }
