@@ -24,6 +24,7 @@ var contract = []string{
 	"controlplane/redact",     // which values are secret, and how they are hidden
 	"controlplane/manifest",   // the xDS wire contract
 	"controlplane/reportwire", // the proxy report's wire contract: size bounds, the check
+	"controlplane/tlsconfig",  // TLS from PEM files; the node-id rule of client certificates
 }
 
 // crossTests are the test files allowed to import across the halves: tests of the xDS wire

@@ -133,7 +133,7 @@ func TestTLSFleet(t *testing.T) {
 	}
 
 	anonymous := startFleetProxy("edge-anon")
-	refusedWith(anonymous, "ADS requires a client certificate")
+	refusedWith(anonymous, "proxy streams require a client certificate")
 
 	good := clients.issue("edge-1", "edge-1")
 	impostor := startFleetProxy("edge-2", "--tls-cert", good.Cert, "--tls-key", good.Key)

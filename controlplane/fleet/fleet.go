@@ -67,6 +67,10 @@ type Options struct {
 	// Authorize checks a report stream's credentials (the ADS check, so both follow the same
 	// rule); it returns a status error. Nil accepts every stream.
 	Authorize func(ctx context.Context) error
+	// AuthorizeNode checks that a report stream may speak for the node its first report
+	// names (the ADS rule: a client certificate must name it); it returns a status error.
+	// Nil accepts every node.
+	AuthorizeNode func(ctx context.Context, node string) error
 	// Logger; nil discards.
 	Logger *slog.Logger
 	// Registerer receives the metrics; nil registers none.
@@ -262,6 +266,12 @@ func (r *Reports) StreamReports(stream reportv1.ReportService_StreamReportsServe
 		}
 		switch {
 		case node == "":
+			if r.opts.AuthorizeNode != nil {
+				if err := r.opts.AuthorizeNode(ctx, rep.GetNodeId()); err != nil {
+					r.metrics.rejected.Inc()
+					return err
+				}
+			}
 			node = rep.GetNodeId()
 			r.openStream(node)
 			r.log.Debug("proxy reporting", "node_id", node, "address", addr)

@@ -1,6 +1,7 @@
 package xds
 
 import (
+	"context"
 	"crypto/x509"
 	"fmt"
 	"strings"
@@ -15,35 +16,71 @@ import (
 	"github.com/llmproxy-go/llmproxy/controlplane/tlsconfig"
 )
 
+// The client-certificate rules of every stream a proxy opens (ADS, reports): a peer whose
+// certificate the TLS handshake verified (against --client-ca) may speak only for a node id
+// the certificate names (tlsconfig.NodeMatches), else the stream ends with
+// PermissionDenied; a peer without one is refused (Unauthenticated) when RequireClientCert
+// is set and let through otherwise. Refusals are logged.
+
 // adsStream is the server side of a delta ADS stream.
 type adsStream = discoveryv3.AggregatedDiscoveryService_DeltaAggregatedResourcesServer
 
-// checkPeer applies the client-certificate rules to a new ADS stream. A peer whose
-// certificate the TLS handshake verified (against --client-ca) gets a stream that refuses
-// any request whose node id the certificate does not name (tlsconfig.NodeMatches); a peer
-// without one is refused when RequireClientCert is set and let through otherwise. The
-// returned stream is the one to serve; when it is a *certifiedStream, its refusal (if any)
-// is the stream's final status.
-func (s *Server) checkPeer(stream adsStream) (adsStream, error) {
-	p, _ := peer.FromContext(stream.Context())
-	addr := ""
-	var cert *x509.Certificate
-	if p != nil {
-		if p.Addr != nil {
-			addr = p.Addr.String()
-		}
-		if ti, ok := p.AuthInfo.(credentials.TLSInfo); ok {
-			cert = tlsconfig.PeerCertificate(&ti.State)
-		}
+// peerIdentity returns the verified client certificate of ctx's peer (nil when it
+// presented none) and the peer's address.
+func peerIdentity(ctx context.Context) (*x509.Certificate, string) {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return nil, ""
 	}
-	if cert == nil {
-		if s.requireCert {
-			s.log.Warn("refused ADS stream", "reason", "no client certificate", "address", addr)
-			return nil, status.Error(codes.Unauthenticated, "ADS requires a client certificate signed by the control plane's --client-ca: start the proxy with --tls-cert and --tls-key")
-		}
+	addr := ""
+	if p.Addr != nil {
+		addr = p.Addr.String()
+	}
+	if ti, ok := p.AuthInfo.(credentials.TLSInfo); ok {
+		return tlsconfig.PeerCertificate(&ti.State), addr
+	}
+	return nil, addr
+}
+
+// checkCertificate refuses a stream without a client certificate when one is required.
+func (s *Server) checkCertificate(ctx context.Context) error {
+	cert, addr := peerIdentity(ctx)
+	if cert != nil || !s.requireCert {
+		return nil
+	}
+	s.metrics.refused.WithLabelValues("no_certificate").Inc()
+	s.log.Warn("refused proxy stream", "reason", "no client certificate", "address", addr)
+	return status.Error(codes.Unauthenticated, "proxy streams require a client certificate signed by the control plane's --client-ca: start the proxy with --tls-cert and --tls-key")
+}
+
+// AuthorizeNode checks that the stream of ctx may speak for node nodeID: when its peer
+// presented a verified client certificate, the certificate must name the node; it fails
+// with PermissionDenied otherwise. A peer without a certificate passes (Authorize decides
+// whether one is required).
+func (s *Server) AuthorizeNode(ctx context.Context, nodeID string) error {
+	cert, addr := peerIdentity(ctx)
+	if cert == nil || tlsconfig.NodeMatches(cert, nodeID) {
+		return nil
+	}
+	names := strings.Join(tlsconfig.Names(cert), ", ")
+	s.metrics.refused.WithLabelValues("node_not_in_certificate").Inc()
+	s.log.Warn("refused proxy stream", "reason", "node id not in the client certificate",
+		"node_id", nodeID, "certificate_names", names, "address", addr)
+	return status.Error(codes.PermissionDenied, fmt.Sprintf(
+		"node id %q is not a name of the client certificate (common name or DNS name: %s): start the proxy with --node-id set to one of them, or give it its own certificate", nodeID, names))
+}
+
+// checkPeer applies the rules to a new ADS stream and returns the stream to serve: the
+// stream itself for a peer without a certificate, else a *certifiedStream whose refusal
+// (if any) is the stream's final status.
+func (s *Server) checkPeer(stream adsStream) (adsStream, error) {
+	if err := s.checkCertificate(stream.Context()); err != nil {
+		return nil, err
+	}
+	if cert, _ := peerIdentity(stream.Context()); cert == nil {
 		return stream, nil
 	}
-	return &certifiedStream{adsStream: stream, s: s, cert: cert, addr: addr}, nil
+	return &certifiedStream{adsStream: stream, s: s}, nil
 }
 
 // certifiedStream is an ADS stream from a peer with a verified client certificate: Recv
@@ -51,9 +88,7 @@ func (s *Server) checkPeer(stream adsStream) (adsStream, error) {
 // certificate does not name, and refusal reports why.
 type certifiedStream struct {
 	adsStream
-	s    *Server
-	cert *x509.Certificate
-	addr string
+	s *Server
 
 	named bool // a request with a node id passed (Recv is called from one goroutine)
 
@@ -70,12 +105,7 @@ func (c *certifiedStream) Recv() (*discoveryv3.DeltaDiscoveryRequest, error) {
 	if node == nil && c.named {
 		return req, nil // later requests may leave the node out
 	}
-	if id := node.GetId(); !tlsconfig.NodeMatches(c.cert, id) {
-		names := strings.Join(tlsconfig.Names(c.cert), ", ")
-		c.s.log.Warn("refused ADS stream", "reason", "node id not in the client certificate",
-			"node_id", id, "certificate_names", names, "address", c.addr)
-		err := status.Error(codes.PermissionDenied, fmt.Sprintf(
-			"node id %q is not a name of the client certificate (common name or DNS name: %s): start the proxy with --node-id set to one of them, or give it its own certificate", id, names))
+	if err := c.s.AuthorizeNode(c.Context(), node.GetId()); err != nil {
 		c.mu.Lock()
 		c.refused = err
 		c.mu.Unlock()

@@ -41,7 +41,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"type"}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "llmproxy_controlplane_xds_refused_streams_total",
-			Help: "Streams from proxies (ADS and reports) refused for a missing or invalid bearer token, by reason.",
+			Help: "Streams from proxies (ADS and reports) refused, by reason: a missing or invalid bearer token, no client certificate (--client-ca), a node id the client certificate does not name.",
 		}, []string{"reason"}),
 	}
 	if reg == nil {

@@ -66,10 +66,11 @@ type Options struct {
 	// TokenEnv names the variable Token came from, for the refusal message;
 	// empty selects manifest.TokenEnv.
 	TokenEnv string
-	// RequireClientCert refuses ADS streams whose peer presented no client certificate
-	// verified by the gRPC server's TLS settings (llmproxy-controlplane --client-ca). Whether
-	// it is set or not, a peer that did present one may only ask as a node id the
-	// certificate names (tlsconfig.NodeMatches); other streams end with PermissionDenied.
+	// RequireClientCert refuses proxy streams (ADS, and reports through Authorize) whose
+	// peer presented no client certificate verified by the gRPC server's TLS settings
+	// (llmproxy-controlplane --client-ca). Whether it is set or not, a peer that did present
+	// one may only speak for a node id the certificate names (tlsconfig.NodeMatches,
+	// AuthorizeNode); other streams end with PermissionDenied.
 	RequireClientCert bool
 	// ForgetAfter is how long a disconnected proxy stays in Proxies();
 	// zero selects 24h.
@@ -218,8 +219,15 @@ func (a *adsService) DeltaAggregatedResources(stream discoveryv3.AggregatedDisco
 // Authorize checks ctx's credentials as ADS streams are checked, for the other streams
 // proxies open (reports), so that every proxy stream follows one rule: it fails with
 // Unauthenticated unless the metadata carries "authorization: Bearer <Token>" (anything
-// passes when Token is empty). A refusal is logged and counted like an ADS one.
-func (s *Server) Authorize(ctx context.Context) error { return s.authorize(ctx, "report") }
+// passes when Token is empty) and, with RequireClientCert, unless the peer presented a
+// verified client certificate. Once the stream names its node, AuthorizeNode checks the
+// certificate against it. A refusal is logged and counted like an ADS one.
+func (s *Server) Authorize(ctx context.Context) error {
+	if err := s.authorize(ctx, "report"); err != nil {
+		return err
+	}
+	return s.checkCertificate(ctx)
+}
 
 // authorize checks the token of a stream of the given kind ("ADS", "report"), and logs
 // and counts a refusal.

@@ -685,4 +685,9 @@ func TestClientCertificates(t *testing.T) {
 			t.Errorf("fleet status lists %q; only p1 was let in", id)
 		}
 	}
+	for _, reason := range []string{"no_certificate", "node_not_in_certificate"} {
+		if n := value(t, cp.srv.metrics.refused.WithLabelValues(reason)); n != 1 {
+			t.Errorf("refused streams{reason=%q} = %v; want 1", reason, n)
+		}
+	}
 }

@@ -89,7 +89,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 15*time.Second, "longest graceful shutdown before connections are cut")
 	fs.StringVar(&o.tlsCert, "tls-cert", "", "serve gRPC and REST over TLS with the certificate (PEM, chain after it) in `FILE`; reloaded when it changes")
 	fs.StringVar(&o.tlsKey, "tls-key", "", "private key (PEM) of --tls-cert in `FILE`")
-	fs.StringVar(&o.clientCA, "client-ca", "", "require proxies to present a client certificate signed by the CAs in `FILE` (PEM) naming their node id (mTLS); needs --tls-cert")
+	fs.StringVar(&o.clientCA, "client-ca", "", "proxy streams (ADS, reports) require a client certificate signed by the CAs in `FILE` (PEM) naming their node id (mTLS); needs --tls-cert")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0

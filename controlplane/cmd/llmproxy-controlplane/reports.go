@@ -27,11 +27,12 @@ var (
 func setupReports(ctx context.Context, gs *grpc.Server, st store.Store, srv *xds.Server, reg *prometheus.Registry, log *slog.Logger) (reports *fleet.Reports, stop func(), err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	reports, err = fleet.New(ctx, fleet.Options{
-		Store:      st,
-		Status:     srv,
-		Authorize:  srv.Authorize,
-		Logger:     log,
-		Registerer: reg,
+		Store:         st,
+		Status:        srv,
+		Authorize:     srv.Authorize,
+		AuthorizeNode: srv.AuthorizeNode,
+		Logger:        log,
+		Registerer:    reg,
 	})
 	if err != nil {
 		cancel()

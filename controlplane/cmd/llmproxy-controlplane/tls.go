@@ -20,7 +20,8 @@ type listenerTLS struct {
 	// gateway is how the REST gateway reaches the gRPC port over loopback: it accepts the
 	// control plane's own certificate. Nil: plaintext.
 	gateway *tls.Config
-	// requireClientCert is set by --client-ca: ADS streams need a client certificate.
+	// requireClientCert is set by --client-ca: proxy streams (ADS, reports) need a client
+	// certificate.
 	requireClientCert bool
 }
 
@@ -39,10 +40,10 @@ func checkTLSFlags(o options) error {
 // files change; the client CA file only at start.
 //
 // Client certificates are asked for on the gRPC port but not required by the handshake
-// (tls.VerifyClientCertIfGiven): one port serves proxies (ADS) and operators (admin API,
-// llmproxyctl, the REST gateway), and operators authenticate with the admin token. A
-// certificate that is presented must come from --client-ca; ADS then requires one (see
-// xds.Options.RequireClientCert) and checks that it names the proxy's node id.
+// (tls.VerifyClientCertIfGiven): one port serves proxies (ADS, reports) and operators (admin
+// API, llmproxyctl, the REST gateway), and operators authenticate with the admin token. A
+// certificate that is presented must come from --client-ca; proxy streams then require one
+// (see xds.Options.RequireClientCert) and check that it names the proxy's node id.
 func loadTLS(o options, log *slog.Logger) (listenerTLS, error) {
 	if o.tlsCert == "" {
 		return listenerTLS{}, nil
