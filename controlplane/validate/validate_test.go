@@ -422,6 +422,8 @@ func TestParse(t *testing.T) {
 	c.HttpServer.Forwards[0].Address = proto.String("127.0.0.1")
 	c.HttpServer.Forwards[0].Ratelimit = &configv1.RateLimit{Enabled: proto.Bool(true), Key: "header:x-api-key", Scope: "global"}
 	c.HttpServer.Forwards[0].Routing[0].Model = "gpt-*"
+	c.HttpServer.Forwards[0].Tls = &configv1.ServerTLS{Cert: "${env:CERT}", Key: "/etc/llmproxy/tls.key"}
+	c.HttpServer.Forwards[0].TrustedProxies = []string{"10.1.2.3/8", "192.0.2.7"}
 	c.HttpServer.Admin = &configv1.Admin{Port: proto.Uint32(9100)}
 	c.Upstreams[0].Headers = []*configv1.HeaderOp{{Op: "replace", Key: "x-org", Value: "${env:ORG}"}}
 	c.Upstreams = append(c.Upstreams, &configv1.Upstream{Name: "b", Url: "${env:B_URL}", Auth: &configv1.Auth{Type: "basic", Username: "u"}})
@@ -430,9 +432,10 @@ func TestParse(t *testing.T) {
 	c.UpstreamGroups[0].HttpClient = &configv1.HttpClient{
 		Retry: &configv1.Retry{Attempts: proto.Uint32(2), RetryOn: []string{"502", "timeout"}},
 		Proxy: &configv1.OutboundProxy{Url: "socks5://proxy:1080"},
+		Tls:   &configv1.ClientTLS{Ca: "/etc/ssl/private-ca.pem"},
 	}
 	c.UpstreamGroups[0].Concurrency = &configv1.Concurrency{Max: proto.Uint32(4)}
-	env := map[string]string{"OPENAI_API_KEY": "sk-1", "ORG": "acme", "B_URL": "http://b.example:8080/v1?x=1"}
+	env := map[string]string{"OPENAI_API_KEY": "sk-1", "ORG": "acme", "B_URL": "http://b.example:8080/v1?x=1", "CERT": "/etc/llmproxy/tls.crt"}
 	before := proto.Clone(c)
 	m, err := Parse(c, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
 	if err != nil {
@@ -447,6 +450,12 @@ func TestParse(t *testing.T) {
 	f := m.Forwards[0]
 	if f.Addr != "127.0.0.1:3000" || f.HeaderTimeout != 10*time.Second || f.MaxBodyBytes != 10<<20 || f.DefaultGroup != 0 {
 		t.Errorf("forward = %+v", f)
+	}
+	if f.TLS == nil || *f.TLS != (ServerTLS{Cert: "/etc/llmproxy/tls.crt", Key: "/etc/llmproxy/tls.key"}) {
+		t.Errorf("tls = %+v (cert from the environment)", f.TLS)
+	}
+	if fmt.Sprint(f.TrustedProxies) != "[10.0.0.0/8 192.0.2.7/32]" {
+		t.Errorf("trusted proxies = %v", f.TrustedProxies)
 	}
 	if rl := f.RateLimit; rl == nil || rl.Header != "X-Api-Key" || rl.Scope != ScopeGlobal || rl.PerSecond != 100 || rl.Burst != 200 {
 		t.Errorf("rate limit = %+v", f.RateLimit)
@@ -475,7 +484,8 @@ func TestParse(t *testing.T) {
 		t.Errorf("group = %+v", g)
 	}
 	if cl := g.Client; cl.Agent != "LLMProxy/1.0" || !cl.Stream || cl.ConnectTimeout != 10*time.Second || cl.RequestTimeout != 300*time.Second ||
-		cl.IdleTimeout != 60*time.Second || cl.Keepalive != 60*time.Second || cl.Proxy == nil || cl.Proxy.Host != "proxy:1080" {
+		cl.IdleTimeout != 60*time.Second || cl.Keepalive != 60*time.Second || cl.Proxy == nil || cl.Proxy.Host != "proxy:1080" ||
+		cl.CA != "/etc/ssl/private-ca.pem" {
 		t.Errorf("client = %+v", cl)
 	}
 	r := g.Retry

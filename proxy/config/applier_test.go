@@ -103,6 +103,13 @@ func TestApplierRefusesWithoutTouchingState(t *testing.T) {
 	if fes := validate.Errors(err); len(fes) != 1 || fes[0].Path != "http_server.forwards[0].default_group" {
 		t.Errorf("Apply(invalid) = %v; want the field error", err)
 	}
+	// A certificate or CA file this proxy cannot read: refused with the field's path.
+	missing := strings.Replace(baseYAML, "      default_group: g\n", "      default_group: g\n      tls: {cert: /nonexistent/c.crt, key: /nonexistent/c.key}\n", 1)
+	missing = strings.Replace(missing, "      retry:", "      tls: {ca: /nonexistent/ca.pem}\n      retry:", 1)
+	err = a.Apply("2", decode(t, missing))
+	if fes := validate.Errors(err); len(fes) != 2 || fes[0].Path != "http_server.forwards[0].tls" || fes[1].Path != "upstream_groups[0].http_client.tls.ca" {
+		t.Errorf("Apply(missing files) = %v; want both field errors", err)
+	}
 	failInstall = true
 	// grown adds group i over a new upstream c.
 	grown := baseYAML + "  - name: i\n    upstreams: [{name: c}]\n"
