@@ -51,9 +51,9 @@ func (o Options) withDefaults() Options {
 }
 
 // Compile is validate.Parse, LoadFiles and Build: it validates c (resolving ${env:NAME} with
-// opts.Env), reads the files it names and builds its Runtime. Every configuration fault is reported at once as
-// validate.FieldErrors joined with errors.Join (see validate.Errors); Build itself cannot
-// fail. c is not modified. Like Build, Compile registers nothing in reg: see Build for the
+// opts.Env), reads the files it names and builds its Runtime. Every configuration fault is
+// reported at once as validate.FieldErrors joined with errors.Join (see validate.Errors);
+// Build itself cannot fail. c is not modified. Like Build, Compile registers nothing in reg: see Build for the
 // caller's part.
 func Compile(c *configv1.Config, reg *Registry, opts Options) (*Runtime, error) {
 	if reg == nil {
