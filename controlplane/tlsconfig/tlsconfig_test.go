@@ -1,4 +1,4 @@
-package tlsconfig
+package tlsconfig_test
 
 import (
 	"crypto/tls"
@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/llmproxy-go/llmproxy/controlplane/tlsconfig"
 	"github.com/llmproxy-go/llmproxy/e2e/pki"
 )
 
@@ -51,7 +52,7 @@ func TestLoadPairErrorsNameTheFile(t *testing.T) {
 		{"no key file", good.Cert, "", "both a certificate and a key"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := LoadPair(tt.cert, tt.key, nil)
+			_, err := tlsconfig.LoadPair(tt.cert, tt.key, nil)
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("LoadPair: %v; want an error naming %q", err, tt.want)
 			}
@@ -63,7 +64,7 @@ func TestPairReloadsWhenFilesChange(t *testing.T) {
 	dir := t.TempDir()
 	ca := newCA(t, "ca")
 	f := issue(t, ca, dir, "srv", "first")
-	p, err := LoadPair(f.Cert, f.Key, nil)
+	p, err := tlsconfig.LoadPair(f.Cert, f.Key, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,14 +127,14 @@ func TestNodeMatches(t *testing.T) {
 		"proxy-2":               false,
 		"":                      false,
 	} {
-		if got := NodeMatches(c, id); got != want {
-			t.Errorf("NodeMatches(%q) = %v; want %v", id, got, want)
+		if got := tlsconfig.NodeMatches(c, id); got != want {
+			t.Errorf("tlsconfig.NodeMatches(%q) = %v; want %v", id, got, want)
 		}
 	}
-	if NodeMatches(nil, "proxy-1") {
+	if tlsconfig.NodeMatches(nil, "proxy-1") {
 		t.Error("a nil certificate matched")
 	}
-	if got := strings.Join(Names(c), ","); got != "proxy-1,proxy-1.fleet.example" {
+	if got := strings.Join(tlsconfig.Names(c), ","); got != "proxy-1,proxy-1.fleet.example" {
 		t.Errorf("Names = %s", got)
 	}
 }
@@ -163,8 +164,8 @@ func TestExposed(t *testing.T) {
 		"10.1.2.3:3000":   true,
 		"proxy.lan:3000":  true,
 	} {
-		if got := Exposed(addr); got != want {
-			t.Errorf("Exposed(%q) = %v; want %v", addr, got, want)
+		if got := tlsconfig.Exposed(addr); got != want {
+			t.Errorf("tlsconfig.Exposed(%q) = %v; want %v", addr, got, want)
 		}
 	}
 }
@@ -176,7 +177,7 @@ func TestServerAndClients(t *testing.T) {
 	dir := t.TempDir()
 	serverCA, clientCA, stranger := newCA(t, "server-ca"), newCA(t, "client-ca"), newCA(t, "stranger")
 	srvFiles := issue(t, serverCA, dir, "srv", "cp", "127.0.0.1")
-	srvPair, err := LoadPair(srvFiles.Cert, srvFiles.Key, nil)
+	srvPair, err := tlsconfig.LoadPair(srvFiles.Cert, srvFiles.Key, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -185,7 +186,7 @@ func TestServerAndClients(t *testing.T) {
 	serverPool := x509.NewCertPool()
 	serverPool.AddCert(serverCA.Cert)
 
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", Server(srvPair, clientPool))
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", tlsconfig.Server(srvPair, clientPool))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -204,7 +205,7 @@ func TestServerAndClients(t *testing.T) {
 					return
 				}
 				st := tc.ConnectionState()
-				peers <- PeerCertificate(&st)
+				peers <- tlsconfig.PeerCertificate(&st)
 				_, _ = io.WriteString(c, "ok")
 			}()
 		}
@@ -223,38 +224,38 @@ func TestServerAndClients(t *testing.T) {
 		return <-peers, nil
 	}
 
-	if peer, err := dial(Client(serverPool, nil)); err != nil || peer != nil {
+	if peer, err := dial(tlsconfig.Client(serverPool, nil)); err != nil || peer != nil {
 		t.Errorf("no client certificate: peer %v, err %v; want in, unidentified", peer, err)
 	}
 	proxyFiles := issue(t, clientCA, dir, "proxy", "proxy-1")
-	proxyPair, err := LoadPair(proxyFiles.Cert, proxyFiles.Key, nil)
+	proxyPair, err := tlsconfig.LoadPair(proxyFiles.Cert, proxyFiles.Key, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if peer, err := dial(Client(serverPool, proxyPair)); err != nil || !NodeMatches(peer, "proxy-1") {
+	if peer, err := dial(tlsconfig.Client(serverPool, proxyPair)); err != nil || !tlsconfig.NodeMatches(peer, "proxy-1") {
 		t.Errorf("client certificate of the client CA: peer %v, err %v; want proxy-1", peer, err)
 	}
 	strangerFiles := issue(t, stranger, dir, "stranger", "proxy-1")
-	strangerPair, err := LoadPair(strangerFiles.Cert, strangerFiles.Key, nil)
+	strangerPair, err := tlsconfig.LoadPair(strangerFiles.Cert, strangerFiles.Key, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := dial(Client(serverPool, strangerPair)); err == nil {
+	if _, err := dial(tlsconfig.Client(serverPool, strangerPair)); err == nil {
 		t.Error("a certificate of another CA was accepted")
 	}
-	if _, err := dial(Client(x509.NewCertPool(), nil)); err == nil {
+	if _, err := dial(tlsconfig.Client(x509.NewCertPool(), nil)); err == nil {
 		t.Error("a client trusting nothing accepted the server")
 	}
 
-	if _, err := dial(Pinned(srvPair)); err != nil {
+	if _, err := dial(tlsconfig.Pinned(srvPair)); err != nil {
 		t.Errorf("pinned to the server's own certificate: %v", err)
 	}
 	otherFiles := issue(t, serverCA, dir, "other", "cp", "127.0.0.1")
-	otherPair, err := LoadPair(otherFiles.Cert, otherFiles.Key, nil)
+	otherPair, err := tlsconfig.LoadPair(otherFiles.Cert, otherFiles.Key, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := dial(Pinned(otherPair)); err == nil || !strings.Contains(err.Error(), "not this process's own") {
+	if _, err := dial(tlsconfig.Pinned(otherPair)); err == nil || !strings.Contains(err.Error(), "not this process's own") {
 		t.Errorf("pinned to another certificate of the same CA: %v; want a refused handshake", err)
 	}
 }
@@ -266,17 +267,17 @@ func TestLoadPool(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := LoadPool(p); err != nil {
+	if _, err := tlsconfig.LoadPool(p); err != nil {
 		t.Fatal(err)
 	}
 	junk := filepath.Join(dir, "junk.pem")
 	if err := os.WriteFile(junk, []byte("junk"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := LoadPool(junk); err == nil || !strings.Contains(err.Error(), "junk.pem") {
+	if _, err := tlsconfig.LoadPool(junk); err == nil || !strings.Contains(err.Error(), "junk.pem") {
 		t.Errorf("junk CA file: %v; want an error naming it", err)
 	}
-	if _, err := LoadPool(filepath.Join(dir, "none.pem")); err == nil || !strings.Contains(err.Error(), "none.pem") {
+	if _, err := tlsconfig.LoadPool(filepath.Join(dir, "none.pem")); err == nil || !strings.Contains(err.Error(), "none.pem") {
 		t.Errorf("missing CA file: %v; want an error naming it", err)
 	}
 }

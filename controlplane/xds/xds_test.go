@@ -2,7 +2,6 @@ package xds
 
 import (
 	"context"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -632,35 +631,15 @@ func TestResumeBeforeFirstPublish(t *testing.T) {
 // (PermissionDenied) and never appears in the fleet status.
 func TestClientCertificates(t *testing.T) {
 	dir := t.TempDir()
-	serverCA, err := pki.NewCA("server-ca")
-	if err != nil {
-		t.Fatal(err)
-	}
-	clientCA, err := pki.NewCA("client-ca")
-	if err != nil {
-		t.Fatal(err)
-	}
-	pair := func(ca *pki.CA, base, cn string, names ...string) *tlsconfig.Pair {
-		f, err := ca.IssueFiles(dir, base, cn, names...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		p, err := tlsconfig.LoadPair(f.Cert, f.Key, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	serverRoots, clientRoots := x509.NewCertPool(), x509.NewCertPool()
-	serverRoots.AddCert(serverCA.Cert)
-	clientRoots.AddCert(clientCA.Cert)
+	serverCA, clientCA := pki.CAFor(t, "server-ca"), pki.CAFor(t, "client-ca")
+	serverRoots, clientRoots := serverCA.Pool(), clientCA.Pool()
 
 	st := openStore(t)
 	rev := put(t, st, config("/v1/a", "u1"))
 	cp := startControlPlaneWith(t, st, "127.0.0.1:0", Options{RequireClientCert: true},
-		grpc.Creds(credentials.NewTLS(tlsconfig.Server(pair(serverCA, "cp", "cp", "127.0.0.1"), clientRoots))))
+		grpc.Creds(credentials.NewTLS(tlsconfig.Server(serverCA.PairFor(t, dir, "cp", "cp", "127.0.0.1"), clientRoots))))
 
-	p1 := pair(clientCA, "p1", "p1")
+	p1 := clientCA.PairFor(t, dir, "p1", "p1")
 	startProxyWith(t, xdsclient.Options{Addr: cp.addr, NodeID: "p1", TLS: tlsconfig.Client(serverRoots, p1)}, nil).waitRevision(rev)
 
 	open := func(cert *tlsconfig.Pair, node string) error {

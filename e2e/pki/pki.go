@@ -17,7 +17,10 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"testing"
 	"time"
+
+	"github.com/llmproxy-go/llmproxy/controlplane/tlsconfig"
 )
 
 // CA is a certificate authority. Its methods may be called concurrently.
@@ -110,6 +113,38 @@ func (ca *CA) IssueFiles(dir, base, cn string, names ...string) (Files, error) {
 		return Files{}, err
 	}
 	return f, nil
+}
+
+// CAFor is NewCA for a test: it fails t on error.
+func CAFor(t testing.TB, name string) *CA {
+	t.Helper()
+	ca, err := NewCA(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ca
+}
+
+// PairFor issues a certificate into dir (see IssueFiles) and loads it as the reloading pair
+// the binaries use; it fails t on error.
+func (ca *CA) PairFor(t testing.TB, dir, base, cn string, names ...string) *tlsconfig.Pair {
+	t.Helper()
+	f, err := ca.IssueFiles(dir, base, cn, names...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := tlsconfig.LoadPair(f.Cert, f.Key, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// Pool returns a certificate pool holding the CA alone.
+func (ca *CA) Pool() *x509.CertPool {
+	p := x509.NewCertPool()
+	p.AddCert(ca.Cert)
+	return p
 }
 
 // WriteCA writes the CA certificate to dir/name and returns the path.

@@ -2,7 +2,6 @@ package server
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"io"
 	"net/http"
 	"testing"
@@ -17,22 +16,10 @@ import (
 // runtime; dropping tls reopens the forward in plaintext on the same address.
 func TestForwardTLS(t *testing.T) {
 	dir := t.TempDir()
-	ca, err := pki.NewCA("test-ca")
-	if err != nil {
-		t.Fatal(err)
-	}
-	files, err := ca.IssueFiles(dir, "fwd", "first", "127.0.0.1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	pair, err := tlsconfig.LoadPair(files.Cert, files.Key, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	roots := x509.NewCertPool()
-	roots.AddCert(ca.Cert)
+	ca := pki.CAFor(t, "test-ca")
+	pair := ca.PairFor(t, dir, "fwd", "first", "127.0.0.1")
 	https := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
-		DisableKeepAlives: true, TLSClientConfig: &tls.Config{RootCAs: roots},
+		DisableKeepAlives: true, TLSClientConfig: &tls.Config{RootCAs: ca.Pool()},
 	}}
 	// getTLS answers the body and the common name of the certificate served.
 	getTLS := func(addr string) (string, string) {
@@ -70,7 +57,8 @@ func TestForwardTLS(t *testing.T) {
 	eventually(t, func() bool { _, cn := getTLS(a); return cn == "second" }, "the replaced certificate is served")
 
 	// A new runtime naming the same files keeps the listener.
-	again, err := tlsconfig.LoadPair(files.Cert, files.Key, nil)
+	certFile, keyFile := pair.Files()
+	again, err := tlsconfig.LoadPair(certFile, keyFile, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

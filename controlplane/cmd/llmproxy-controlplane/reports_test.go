@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/x509"
 	"log/slog"
 	"net"
 	"path/filepath"
@@ -93,31 +92,11 @@ func TestReportStreamsFollowTheADSToken(t *testing.T) {
 // (--client-ca), a report stream needs one, and it must name the node reported for.
 func TestReportStreamsFollowTheADSCertificates(t *testing.T) {
 	dir := t.TempDir()
-	serverCA, err := pki.NewCA("server-ca")
-	if err != nil {
-		t.Fatal(err)
-	}
-	clientCA, err := pki.NewCA("client-ca")
-	if err != nil {
-		t.Fatal(err)
-	}
-	pair := func(ca *pki.CA, base, cn string, names ...string) *tlsconfig.Pair {
-		f, err := ca.IssueFiles(dir, base, cn, names...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		p, err := tlsconfig.LoadPair(f.Cert, f.Key, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	serverRoots, clientRoots := x509.NewCertPool(), x509.NewCertPool()
-	serverRoots.AddCert(serverCA.Cert)
-	clientRoots.AddCert(clientCA.Cert)
+	serverCA, clientCA := pki.CAFor(t, "server-ca"), pki.CAFor(t, "client-ca")
+	serverRoots, clientRoots := serverCA.Pool(), clientCA.Pool()
 	addr := startReportService(t, xds.Options{RequireClientCert: true},
-		grpc.Creds(credentials.NewTLS(tlsconfig.Server(pair(serverCA, "cp", "cp", "127.0.0.1"), clientRoots))))
-	p1 := pair(clientCA, "p1", "p1")
+		grpc.Creds(credentials.NewTLS(tlsconfig.Server(serverCA.PairFor(t, dir, "cp", "cp", "127.0.0.1"), clientRoots))))
+	p1 := clientCA.PairFor(t, dir, "p1", "p1")
 	with := func(cert *tlsconfig.Pair) credentials.TransportCredentials {
 		return credentials.NewTLS(tlsconfig.Client(serverRoots, cert))
 	}
