@@ -3,7 +3,6 @@ package bench
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"log/slog"
 	"os"
@@ -264,9 +263,7 @@ func benchCertificate(dir string) (pki.Files, *tls.Config, error) {
 	if err != nil {
 		return pki.Files{}, nil, err
 	}
-	roots := x509.NewCertPool()
-	roots.AddCert(ca.Cert)
-	return f, &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}, nil
+	return f, &tls.Config{RootCAs: ca.Pool(), MinVersion: tls.VersionTLS12}, nil
 }
 
 // writeNginxConf writes a plain keepalive reverse proxy to the mock, the near-limit
