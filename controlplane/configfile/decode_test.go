@@ -25,9 +25,9 @@ upstreams:
     foo: 1
 `, []string{`config.yaml:5:5: unknown key "foo" in upstreams[0] (valid keys: name, url, auth, headers, breaker)`}},
 		{"unknown top-level key", "upstream:\n  - name: a\n",
-			[]string{`config.yaml:1:1: unknown key "upstream" (valid keys: http_server, upstreams, upstream_groups)`}},
+			[]string{`config.yaml:1:1: unknown key "upstream" (valid keys: http_server, upstreams, upstream_groups, consumers, pricing)`}},
 		{"unknown key in large message lists no keys", "http_server:\n  forwards:\n    - {name: a, foo: 1}\n",
-			[]string{`config.yaml:3:17: unknown key "foo" in http_server.forwards[0] (valid keys: name, port, address, default_group, routing, ratelimit, timeout, max_body_bytes, tls, trusted_proxies)`}},
+			[]string{`config.yaml:3:17: unknown key "foo" in http_server.forwards[0]`}},
 		{"duplicate key", "upstreams:\n  - name: a\n    name: b\n",
 			[]string{`config.yaml:3:5: duplicate key "name" in upstreams[0] (first at line 2)`}},
 		{"duplicate top-level key", "upstreams: []\nupstreams: []\n",

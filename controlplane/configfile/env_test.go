@@ -128,7 +128,7 @@ func TestWithEnvErrors(t *testing.T) {
 		want string
 	}{
 		{"misspelt top-level key", "LLMPROXY_UPSTREAMZ__0__URL=http://x",
-			`config.yaml: env LLMPROXY_UPSTREAMZ__0__URL: unknown key "upstreamz" (valid keys: http_server, upstreams, upstream_groups)`},
+			`config.yaml: env LLMPROXY_UPSTREAMZ__0__URL: unknown key "upstreamz" (valid keys: http_server, upstreams, upstream_groups, consumers, pricing)`},
 		{"misspelt inner key", "LLMPROXY_UPSTREAMS__0__AUTH__TOKN=x",
 			`config.yaml: env LLMPROXY_UPSTREAMS__0__AUTH__TOKN: unknown key "tokn" in upstreams[0].auth (valid keys: type, token, username, password)`},
 		{"key the file does not set", "LLMPROXY_UPSTREAMS__0__BREAKER__COOLDOWN=5",
@@ -150,7 +150,7 @@ func TestWithEnvErrors(t *testing.T) {
 		{"missing map key", "LLMPROXY_HTTP_SERVER__FORWARDS__0__ROUTING__0__HEADERS__X_TEAM=x",
 			`config.yaml: env LLMPROXY_HTTP_SERVER__FORWARDS__0__ROUTING__0__HEADERS__X_TEAM: http_server.forwards[0].routing[0].headers has no key "X_TEAM" in the file`},
 		{"unknown single word", "LLMPROXY_DEBUG=1",
-			`config.yaml: env LLMPROXY_DEBUG: unknown key "debug" (valid keys: http_server, upstreams, upstream_groups)`},
+			`config.yaml: env LLMPROXY_DEBUG: unknown key "debug" (valid keys: http_server, upstreams, upstream_groups, consumers, pricing)`},
 		{"value of the wrong type", "LLMPROXY_HTTP_SERVER__FORWARDS__0__PORT=eighty",
 			`config.yaml: env LLMPROXY_HTTP_SERVER__FORWARDS__0__PORT: http_server.forwards[0].port: expected an integer 0-4294967295, got string "eighty"`},
 	}
@@ -172,8 +172,8 @@ func TestWithEnvErrors(t *testing.T) {
 		_, err := f.WithEnv([]string{"LLMPROXY_UPSTREAMZ=1", "LLMPROXY_UPSTREAMS__0__URL=http://x", "LLMPROXY_upstreams__0__url=http://y",
 			"LLMPROXY_DEBUG=1", "LLMPROXY_HTTP_SERVER__FORWARDS__0__PORT=eighty"})
 		checkLines(t, err, []string{
-			`config.yaml: env LLMPROXY_DEBUG: unknown key "debug" (valid keys: http_server, upstreams, upstream_groups)`,
-			`config.yaml: env LLMPROXY_UPSTREAMZ: unknown key "upstreamz" (valid keys: http_server, upstreams, upstream_groups)`,
+			`config.yaml: env LLMPROXY_DEBUG: unknown key "debug" (valid keys: http_server, upstreams, upstream_groups, consumers, pricing)`,
+			`config.yaml: env LLMPROXY_UPSTREAMZ: unknown key "upstreamz" (valid keys: http_server, upstreams, upstream_groups, consumers, pricing)`,
 			`config.yaml: env LLMPROXY_upstreams__0__url: upstreams[0].url is also set by LLMPROXY_UPSTREAMS__0__URL`,
 			`config.yaml: env LLMPROXY_HTTP_SERVER__FORWARDS__0__PORT: http_server.forwards[0].port: expected an integer 0-4294967295, got string "eighty"`,
 		})

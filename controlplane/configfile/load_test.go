@@ -93,6 +93,22 @@ func TestLoadExamples(t *testing.T) {
 			eq(t, "threshold", c.Upstreams[4].Breaker.GetThreshold(), 0.3)
 			eq(t, "auth default", c.Upstreams[1].Auth.Type, "none")
 		}},
+		{"consumers.yaml", func(t *testing.T, c *configv1.Config) {
+			eq(t, "client_auth", c.HttpServer.Forwards[0].ClientAuth, "required")
+			cs := c.Consumers[0]
+			eq(t, "name", cs.Name, "team-search")
+			eq(t, "keys", len(cs.Keys), 2)
+			eq(t, "timestamp-looking expires_at", cs.Keys[0].ExpiresAt, "2030-01-31T00:00:00Z")
+			eq(t, "disabled", cs.Keys[1].GetDisabled(), true)
+			eq(t, "disabled default", cs.Keys[0].GetDisabled(), false)
+			eq(t, "models", strings.Join(cs.Models, ","), "gpt-4o*,o3-mini")
+			eq(t, "rpm", cs.Limits.GetRequestsPerMinute(), uint32(600))
+			eq(t, "tpd", cs.Limits.GetTokensPerDay(), uint64(5000000))
+			eq(t, "budget", cs.Limits.Budget.Usd, 250.5)
+			eq(t, "label", cs.Labels["cost_center"], "cc-42")
+			eq(t, "pricing order", c.Pricing[1].Model, "gpt-4o*")
+			eq(t, "integer price", c.Pricing[1].OutputPerMillion, 10.0)
+		}},
 		{"extensions.yaml", func(t *testing.T, c *configv1.Config) {
 			f := c.HttpServer.Forwards[0]
 			eq(t, "max_body_bytes", f.GetMaxBodyBytes(), uint32(2<<20))

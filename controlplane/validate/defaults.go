@@ -50,6 +50,8 @@ const (
 	defaultCacheTTL            = "5m"
 	defaultCacheMaxObjectBytes = 1 << 20
 	defaultCacheMaxBytes       = 64 << 20
+	defaultClientAuth          = ClientAuthOff
+	defaultBudgetPeriod        = BudgetMonth
 )
 
 // defaultRetryOn returns the retry_on list used when a retry block sets none.
@@ -62,7 +64,8 @@ func defaultRetryOn() []string {
 //
 // Blocks whose absence has a meaning of its own stay absent: http_server.admin (the proxy's
 // --admin-addr applies), ratelimit (no limit), retry (no retries), http_client.proxy
-// (direct), concurrency (no limit) and cache (off). When present, their unset fields are
+// (direct), concurrency (no limit), cache (off), and a consumer's limits and budget (none).
+// When present, their unset fields are
 // filled; concurrency.max is required and never defaulted. Every other block is created
 // when absent: a forward's timeout, an upstream's auth (type none) and breaker (a breaker
 // always guards an upstream), a group's balance and http_client with its timeout.
@@ -90,6 +93,23 @@ func ApplyDefaults(c *configv1.Config) {
 	for _, g := range c.GetUpstreamGroups() {
 		defaultGroup(g)
 	}
+	for _, cs := range c.GetConsumers() {
+		defaultConsumer(cs)
+	}
+}
+
+func defaultConsumer(c *configv1.Consumer) {
+	if c == nil {
+		return
+	}
+	for _, k := range c.GetKeys() {
+		if k != nil {
+			setBool(&k.Disabled, false)
+		}
+	}
+	if b := c.GetLimits().GetBudget(); b != nil && b.Period == "" {
+		b.Period = defaultBudgetPeriod.String()
+	}
 }
 
 func defaultForward(f *configv1.Forward) {
@@ -103,6 +123,9 @@ func defaultForward(f *configv1.Forward) {
 		f.Timeout = &configv1.ServerTimeout{}
 	}
 	setU32(&f.Timeout.Connect, defaultServerConnect)
+	if f.ClientAuth == "" {
+		f.ClientAuth = defaultClientAuth.String()
+	}
 	if rl := f.Ratelimit; rl != nil {
 		setBool(&rl.Enabled, false)
 		setU32(&rl.PerSecond, defaultRatePerSecond)

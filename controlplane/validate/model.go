@@ -28,6 +28,11 @@ type Model struct {
 	// Admin is the admin listener of a configuration file (http_server.admin); nil when the
 	// block is absent.
 	Admin *Listener
+	// Consumers are the consumers, in configuration order.
+	Consumers []*Consumer
+	// Pricing is the price list, in configuration order: the first entry whose glob matches
+	// a model prices it.
+	Pricing []Price
 }
 
 // Listener is a bound address.
@@ -56,6 +61,8 @@ type Forward struct {
 	// TrustedProxies are the peers whose X-Forwarded-For names the client; empty: the peer
 	// is the client.
 	TrustedProxies []netip.Prefix
+	// ClientAuth says whether clients show a consumer's key.
+	ClientAuth ClientAuth
 }
 
 // ServerTLS names a listener's certificate files (forwards[].tls), read by the proxy.
@@ -232,6 +239,58 @@ type Cache struct {
 	Shared bool
 }
 
+// Consumer is one consumer (consumers[]).
+type Consumer struct {
+	// Name is the consumer's unique name.
+	Name string
+	// Keys are the consumer's API keys, in configuration order.
+	Keys []ConsumerKey
+	// Models are the model globs the consumer may ask for; empty: any model.
+	Models []*route.Glob
+	// Forwards are the indexes in Model.Forwards of the forwards the consumer may use;
+	// empty: every forward.
+	Forwards []int
+	// Limits are the consumer's limits; every zero field is no limit.
+	Limits Limits
+	// Labels are the consumer's labels, as configured.
+	Labels map[string]string
+}
+
+// ConsumerKey is one API key of a consumer, known by its SHA-256 digest.
+type ConsumerKey struct {
+	// ID identifies the key within its consumer.
+	ID string
+	// Hash is the SHA-256 of the key's bytes.
+	Hash [32]byte
+	// ExpiresAt is when the key stops being valid; zero: never.
+	ExpiresAt time.Time
+	// Disabled keys are refused.
+	Disabled bool
+}
+
+// Limits are a consumer's limits; a zero field is no limit.
+type Limits struct {
+	RequestsPerMinute int64
+	TokensPerMinute   int64
+	TokensPerDay      int64
+	MaxParallel       int64
+	// Budget is the spend cap; nil: none.
+	Budget *Budget
+}
+
+// Budget is a consumer's spend cap per calendar period (UTC).
+type Budget struct {
+	USD    float64
+	Period BudgetPeriod
+}
+
+// Price is one entry of the price list, in US dollars per million tokens.
+type Price struct {
+	// Model is the parsed model glob.
+	Model                             *route.Glob
+	InputPerMillion, OutputPerMillion float64
+}
+
 // The enumerations the configuration spells as strings. Each has one table of names, in
 // documentation order, indexed by its values; String returns the name.
 type (
@@ -245,6 +304,10 @@ type (
 	RateScope uint8
 	// CacheBackend is where cached answers live (cache.backend).
 	CacheBackend uint8
+	// ClientAuth says whether a forward's clients show a consumer's key (client_auth).
+	ClientAuth uint8
+	// BudgetPeriod is the calendar period of a consumer's budget (budget.period).
+	BudgetPeriod uint8
 )
 
 // Balancing strategies.
@@ -288,12 +351,31 @@ const (
 	CacheRedis
 )
 
+// Client authentication modes.
+const (
+	// ClientAuthOff reads no key: client headers pass through.
+	ClientAuthOff ClientAuth = iota
+	// ClientAuthOptional identifies the consumer of a request that shows a key.
+	ClientAuthOptional
+	// ClientAuthRequired refuses a request without a valid key.
+	ClientAuthRequired
+)
+
+// Budget periods.
+const (
+	BudgetDay BudgetPeriod = iota
+	BudgetWeek
+	BudgetMonth
+)
+
 var (
-	strategyNames = []string{"roundrobin", "weighted_roundrobin", "random", "response_aware", "failover", "least_busy"}
-	authNames     = []string{"none", "bearer", "basic"}
-	headerOpNames = []string{"insert", "replace", "remove"}
-	scopeNames    = []string{"local", "global"}
-	backendNames  = []string{"memory", "redis"}
+	clientAuthNames   = []string{"off", "optional", "required"}
+	budgetPeriodNames = []string{"day", "week", "month"}
+	strategyNames     = []string{"roundrobin", "weighted_roundrobin", "random", "response_aware", "failover", "least_busy"}
+	authNames         = []string{"none", "bearer", "basic"}
+	headerOpNames     = []string{"insert", "replace", "remove"}
+	scopeNames        = []string{"local", "global"}
+	backendNames      = []string{"memory", "redis"}
 	// retryWords are the retry_on conditions that are not status codes.
 	retryWords = []string{"connect_error", "timeout"}
 )
@@ -312,6 +394,12 @@ func (s RateScope) String() string { return enumName(scopeNames, s) }
 
 // String returns the backend's name as the configuration writes it.
 func (b CacheBackend) String() string { return enumName(backendNames, b) }
+
+// String returns the mode's name as the configuration writes it.
+func (c ClientAuth) String() string { return enumName(clientAuthNames, c) }
+
+// String returns the period's name as the configuration writes it.
+func (b BudgetPeriod) String() string { return enumName(budgetPeriodNames, b) }
 
 // Strategies returns every balancing strategy, in documentation order.
 func Strategies() []Strategy {

@@ -83,7 +83,8 @@ func check(c *configv1.Config) (*Model, error) {
 	v.checkEnvRefs(c)
 	envErrs := v.errs.errs
 	// Names are collected before the forwards that reference them are checked; errors are
-	// reported in the order of the file: http_server, upstreams, upstream_groups.
+	// reported in the order of the file: http_server, upstreams, upstream_groups, consumers,
+	// pricing.
 	v.errs.errs = nil
 	upstreams := v.upstreams(c.GetUpstreams())
 	upstreamErrs := v.errs.errs
@@ -91,12 +92,18 @@ func check(c *configv1.Config) (*Model, error) {
 	groups := v.groups(c.GetUpstreamGroups(), upstreams)
 	groupErrs := v.errs.errs
 	v.errs.errs = nil
+	var forwards map[string]int
 	if hs := c.GetHttpServer(); hs != nil {
-		v.httpServer(hs, groups)
+		forwards = v.httpServer(hs, groups)
 	}
-	all := append(envErrs, v.errs.errs...)
+	hsErrs := v.errs.errs
+	v.errs.errs = nil
+	v.consumers(c.GetConsumers(), forwards)
+	v.pricing(c.GetPricing())
+	all := append(envErrs, hsErrs...)
 	all = append(all, upstreamErrs...)
 	all = append(all, groupErrs...)
+	all = append(all, v.errs.errs...)
 	all = append(all, unsupported(c, Unsupported())...)
 	if err := errors.Join(all...); err != nil {
 		return nil, err
@@ -554,10 +561,11 @@ type listener struct {
 	port            uint32
 }
 
-func (v *validator) httpServer(hs *configv1.HttpServer, groups map[string]int) {
+// httpServer checks the listeners and returns the index of every forward name.
+func (v *validator) httpServer(hs *configv1.HttpServer, groups map[string]int) map[string]int {
 	var listeners []listener
 	v.m.Forwards = make([]*Forward, len(hs.Forwards))
-	namedList(v, "http_server.forwards", "forward", hs.Forwards, func(i int, p string, f *configv1.Forward) {
+	forwards := namedList(v, "http_server.forwards", "forward", hs.Forwards, func(i int, p string, f *configv1.Forward) {
 		v.rangeU32(p+".port", f.Port, 1, 65535)
 		v.address(p+".address", f.Address)
 		addr, port := strOr(f.Address, defaultForwardAddress), u32Or(f.Port, defaultForwardPort)
@@ -575,6 +583,7 @@ func (v *validator) httpServer(hs *configv1.HttpServer, groups map[string]int) {
 		v.rangeU32(p+".max_body_bytes", f.MaxBodyBytes, 1, math.MaxUint32)
 		fw.TLS = v.serverTLS(p+".tls", f.Tls)
 		fw.TrustedProxies = v.trustedProxies(p+".trusted_proxies", f.TrustedProxies)
+		fw.ClientAuth = v.clientAuth(p+".client_auth", f.ClientAuth)
 		listeners = append(listeners, listener{path: p + ".port", who: fmt.Sprintf("forward %q", f.Name), addr: addr, port: port})
 		v.m.Forwards[i] = fw
 	})
@@ -589,6 +598,7 @@ func (v *validator) httpServer(hs *configv1.HttpServer, groups map[string]int) {
 		v.m.Admin = &Listener{Addr: joinHostPort(addr, port), HeaderTimeout: time.Duration(a.GetTimeout().GetConnect()) * time.Second}
 	}
 	v.listenerConflicts(listeners)
+	return forwards
 }
 
 func joinHostPort(host string, port uint32) string {

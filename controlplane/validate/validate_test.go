@@ -251,14 +251,19 @@ func TestApplyDefaults(t *testing.T) {
 			Concurrency: &configv1.Concurrency{Max: proto.Uint32(4)},
 			Cache:       &configv1.Cache{},
 		}},
+		Consumers: []*configv1.Consumer{{
+			Name: "c", Keys: []*configv1.ConsumerKey{{Id: "k", Hash: "sha256:" + strings.Repeat("ab", 32)}},
+			Limits: &configv1.ConsumerLimits{Budget: &configv1.Budget{Usd: 5}},
+		}},
 	}
 	ApplyDefaults(c)
 	want := &configv1.Config{
 		HttpServer: &configv1.HttpServer{
 			Forwards: []*configv1.Forward{{
 				Name: "f", DefaultGroup: "g", Port: proto.Uint32(3000), Address: proto.String("0.0.0.0"), MaxBodyBytes: proto.Uint32(10485760),
-				Timeout:   &configv1.ServerTimeout{Connect: proto.Uint32(10)},
-				Ratelimit: &configv1.RateLimit{Enabled: proto.Bool(false), PerSecond: proto.Uint32(100), Burst: proto.Uint32(200), Key: "ip", Scope: "local"},
+				Timeout:    &configv1.ServerTimeout{Connect: proto.Uint32(10)},
+				Ratelimit:  &configv1.RateLimit{Enabled: proto.Bool(false), PerSecond: proto.Uint32(100), Burst: proto.Uint32(200), Key: "ip", Scope: "local"},
+				ClientAuth: "off",
 			}},
 			Admin: &configv1.Admin{Port: proto.Uint32(9000), Address: proto.String("127.0.0.1"), Timeout: &configv1.ServerTimeout{Connect: proto.Uint32(10)}},
 		},
@@ -277,6 +282,10 @@ func TestApplyDefaults(t *testing.T) {
 			},
 			Concurrency: &configv1.Concurrency{Max: proto.Uint32(4), Queue: proto.Uint32(0), DropExcess: proto.Bool(false), QueueTimeout: "30s"},
 			Cache:       &configv1.Cache{Enabled: proto.Bool(false), Backend: "memory", Ttl: "5m", MaxObjectBytes: proto.Uint32(1048576), MaxBytes: proto.Uint32(67108864), Shared: proto.Bool(false)},
+		}},
+		Consumers: []*configv1.Consumer{{
+			Name: "c", Keys: []*configv1.ConsumerKey{{Id: "k", Hash: "sha256:" + strings.Repeat("ab", 32), Disabled: proto.Bool(false)}},
+			Limits: &configv1.ConsumerLimits{Budget: &configv1.Budget{Usd: 5, Period: "month"}},
 		}},
 	}
 	if !proto.Equal(c, want) {

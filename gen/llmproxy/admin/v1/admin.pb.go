@@ -4401,6 +4401,1153 @@ func (x *ProxyRefusal) GetError() string {
 	return ""
 }
 
+type ListConsumersRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListConsumersRequest) Reset() {
+	*x = ListConsumersRequest{}
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[62]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListConsumersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListConsumersRequest) ProtoMessage() {}
+
+func (x *ListConsumersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[62]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListConsumersRequest.ProtoReflect.Descriptor instead.
+func (*ListConsumersRequest) Descriptor() ([]byte, []int) {
+	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{62}
+}
+
+type ListConsumersResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Consumers     []*v1.Consumer         `protobuf:"bytes,1,rep,name=consumers,proto3" json:"consumers,omitempty"`
+	Revision      uint64                 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListConsumersResponse) Reset() {
+	*x = ListConsumersResponse{}
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[63]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListConsumersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListConsumersResponse) ProtoMessage() {}
+
+func (x *ListConsumersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[63]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListConsumersResponse.ProtoReflect.Descriptor instead.
+func (*ListConsumersResponse) Descriptor() ([]byte, []int) {
+	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{63}
+}
+
+func (x *ListConsumersResponse) GetConsumers() []*v1.Consumer {
+	if x != nil {
+		return x.Consumers
+	}
+	return nil
+}
+
+func (x *ListConsumersResponse) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+type GetConsumerRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetConsumerRequest) Reset() {
+	*x = GetConsumerRequest{}
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[64]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetConsumerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetConsumerRequest) ProtoMessage() {}
+
+func (x *GetConsumerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[64]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetConsumerRequest.ProtoReflect.Descriptor instead.
+func (*GetConsumerRequest) Descriptor() ([]byte, []int) {
+	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{64}
+}
+
+func (x *GetConsumerRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type CreateConsumerRequest struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	Consumer         *v1.Consumer           `protobuf:"bytes,1,opt,name=consumer,proto3" json:"consumer,omitempty"`
+	ExpectedRevision *uint64                `protobuf:"varint,2,opt,name=expected_revision,json=expectedRevision,proto3,oneof" json:"expected_revision,omitempty"`
+	// Change message, kept in the revision history.
+	Message string `protobuf:"bytes,100,opt,name=message,proto3" json:"message,omitempty"`
+	// Wait until every connected proxy has applied the new revision (or refused it), at most
+	// this long: a duration such as "10s". Empty: answer at once.
+	Wait string `protobuf:"bytes,101,opt,name=wait,proto3" json:"wait,omitempty"`
+	// Validate and answer what would be stored, storing nothing.
+	DryRun        bool `protobuf:"varint,102,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateConsumerRequest) Reset() {
+	*x = CreateConsumerRequest{}
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[65]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateConsumerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateConsumerRequest) ProtoMessage() {}
+
+func (x *CreateConsumerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[65]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateConsumerRequest.ProtoReflect.Descriptor instead.
+func (*CreateConsumerRequest) Descriptor() ([]byte, []int) {
+	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{65}
+}
+
+func (x *CreateConsumerRequest) GetConsumer() *v1.Consumer {
+	if x != nil {
+		return x.Consumer
+	}
+	return nil
+}
+
+func (x *CreateConsumerRequest) GetExpectedRevision() uint64 {
+	if x != nil && x.ExpectedRevision != nil {
+		return *x.ExpectedRevision
+	}
+	return 0
+}
+
+func (x *CreateConsumerRequest) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *CreateConsumerRequest) GetWait() string {
+	if x != nil {
+		return x.Wait
+	}
+	return ""
+}
+
+func (x *CreateConsumerRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+type UpdateConsumerRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Name in the path; the body's name, when set, must equal it.
+	Name             string       `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Consumer         *v1.Consumer `protobuf:"bytes,2,opt,name=consumer,proto3" json:"consumer,omitempty"`
+	ExpectedRevision *uint64      `protobuf:"varint,3,opt,name=expected_revision,json=expectedRevision,proto3,oneof" json:"expected_revision,omitempty"`
+	// Change message, kept in the revision history.
+	Message string `protobuf:"bytes,100,opt,name=message,proto3" json:"message,omitempty"`
+	// Wait until every connected proxy has applied the new revision (or refused it), at most
+	// this long: a duration such as "10s". Empty: answer at once.
+	Wait string `protobuf:"bytes,101,opt,name=wait,proto3" json:"wait,omitempty"`
+	// Validate and answer what would be stored, storing nothing.
+	DryRun        bool `protobuf:"varint,102,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateConsumerRequest) Reset() {
+	*x = UpdateConsumerRequest{}
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[66]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateConsumerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateConsumerRequest) ProtoMessage() {}
+
+func (x *UpdateConsumerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[66]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateConsumerRequest.ProtoReflect.Descriptor instead.
+func (*UpdateConsumerRequest) Descriptor() ([]byte, []int) {
+	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{66}
+}
+
+func (x *UpdateConsumerRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *UpdateConsumerRequest) GetConsumer() *v1.Consumer {
+	if x != nil {
+		return x.Consumer
+	}
+	return nil
+}
+
+func (x *UpdateConsumerRequest) GetExpectedRevision() uint64 {
+	if x != nil && x.ExpectedRevision != nil {
+		return *x.ExpectedRevision
+	}
+	return 0
+}
+
+func (x *UpdateConsumerRequest) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *UpdateConsumerRequest) GetWait() string {
+	if x != nil {
+		return x.Wait
+	}
+	return ""
+}
+
+func (x *UpdateConsumerRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+type DeleteConsumerRequest struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	Name             string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	ExpectedRevision *uint64                `protobuf:"varint,2,opt,name=expected_revision,json=expectedRevision,proto3,oneof" json:"expected_revision,omitempty"`
+	// Change message, kept in the revision history.
+	Message string `protobuf:"bytes,100,opt,name=message,proto3" json:"message,omitempty"`
+	// Wait until every connected proxy has applied the new revision (or refused it), at most
+	// this long: a duration such as "10s". Empty: answer at once.
+	Wait string `protobuf:"bytes,101,opt,name=wait,proto3" json:"wait,omitempty"`
+	// Validate and answer what would be stored, storing nothing.
+	DryRun        bool `protobuf:"varint,102,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteConsumerRequest) Reset() {
+	*x = DeleteConsumerRequest{}
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[67]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteConsumerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteConsumerRequest) ProtoMessage() {}
+
+func (x *DeleteConsumerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[67]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteConsumerRequest.ProtoReflect.Descriptor instead.
+func (*DeleteConsumerRequest) Descriptor() ([]byte, []int) {
+	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{67}
+}
+
+func (x *DeleteConsumerRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *DeleteConsumerRequest) GetExpectedRevision() uint64 {
+	if x != nil && x.ExpectedRevision != nil {
+		return *x.ExpectedRevision
+	}
+	return 0
+}
+
+func (x *DeleteConsumerRequest) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *DeleteConsumerRequest) GetWait() string {
+	if x != nil {
+		return x.Wait
+	}
+	return ""
+}
+
+func (x *DeleteConsumerRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+// ConsumerResponse is the stored consumer (key hashes redacted) and the new revision.
+type ConsumerResponse struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Consumer *v1.Consumer           `protobuf:"bytes,1,opt,name=consumer,proto3" json:"consumer,omitempty"`
+	Revision uint64                 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	// The write was a dry run: nothing was stored and revision is the current one.
+	DryRun bool `protobuf:"varint,100,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	// What the write changed (or, in a dry run, would change), secrets withheld.
+	Diff *ConfigDiff `protobuf:"bytes,101,opt,name=diff,proto3" json:"diff,omitempty"`
+	// How far the new revision reached the fleet; set when the request asked to wait.
+	Fleet         *Rollout `protobuf:"bytes,102,opt,name=fleet,proto3" json:"fleet,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConsumerResponse) Reset() {
+	*x = ConsumerResponse{}
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[68]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConsumerResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConsumerResponse) ProtoMessage() {}
+
+func (x *ConsumerResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[68]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConsumerResponse.ProtoReflect.Descriptor instead.
+func (*ConsumerResponse) Descriptor() ([]byte, []int) {
+	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{68}
+}
+
+func (x *ConsumerResponse) GetConsumer() *v1.Consumer {
+	if x != nil {
+		return x.Consumer
+	}
+	return nil
+}
+
+func (x *ConsumerResponse) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *ConsumerResponse) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+func (x *ConsumerResponse) GetDiff() *ConfigDiff {
+	if x != nil {
+		return x.Diff
+	}
+	return nil
+}
+
+func (x *ConsumerResponse) GetFleet() *Rollout {
+	if x != nil {
+		return x.Fleet
+	}
+	return nil
+}
+
+type CreateKeyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The consumer's name.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// What the new key is to be; may be absent.
+	Key              *NewKey `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	ExpectedRevision *uint64 `protobuf:"varint,3,opt,name=expected_revision,json=expectedRevision,proto3,oneof" json:"expected_revision,omitempty"`
+	// Change message, kept in the revision history.
+	Message string `protobuf:"bytes,100,opt,name=message,proto3" json:"message,omitempty"`
+	// Wait until every connected proxy has applied the new revision (or refused it), at most
+	// this long: a duration such as "10s". Empty: answer at once.
+	Wait string `protobuf:"bytes,101,opt,name=wait,proto3" json:"wait,omitempty"`
+	// Validate and answer what would be stored, storing nothing.
+	DryRun        bool `protobuf:"varint,102,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateKeyRequest) Reset() {
+	*x = CreateKeyRequest{}
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[69]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateKeyRequest) ProtoMessage() {}
+
+func (x *CreateKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[69]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateKeyRequest.ProtoReflect.Descriptor instead.
+func (*CreateKeyRequest) Descriptor() ([]byte, []int) {
+	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{69}
+}
+
+func (x *CreateKeyRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CreateKeyRequest) GetKey() *NewKey {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *CreateKeyRequest) GetExpectedRevision() uint64 {
+	if x != nil && x.ExpectedRevision != nil {
+		return *x.ExpectedRevision
+	}
+	return 0
+}
+
+func (x *CreateKeyRequest) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *CreateKeyRequest) GetWait() string {
+	if x != nil {
+		return x.Wait
+	}
+	return ""
+}
+
+func (x *CreateKeyRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+type RevokeKeyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The consumer's name.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The key's id.
+	Id               string  `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	ExpectedRevision *uint64 `protobuf:"varint,3,opt,name=expected_revision,json=expectedRevision,proto3,oneof" json:"expected_revision,omitempty"`
+	// Change message, kept in the revision history.
+	Message string `protobuf:"bytes,100,opt,name=message,proto3" json:"message,omitempty"`
+	// Wait until every connected proxy has applied the new revision (or refused it), at most
+	// this long: a duration such as "10s". Empty: answer at once.
+	Wait string `protobuf:"bytes,101,opt,name=wait,proto3" json:"wait,omitempty"`
+	// Validate and answer what would be stored, storing nothing.
+	DryRun        bool `protobuf:"varint,102,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeKeyRequest) Reset() {
+	*x = RevokeKeyRequest{}
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[70]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeKeyRequest) ProtoMessage() {}
+
+func (x *RevokeKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[70]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeKeyRequest.ProtoReflect.Descriptor instead.
+func (*RevokeKeyRequest) Descriptor() ([]byte, []int) {
+	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{70}
+}
+
+func (x *RevokeKeyRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RevokeKeyRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *RevokeKeyRequest) GetExpectedRevision() uint64 {
+	if x != nil && x.ExpectedRevision != nil {
+		return *x.ExpectedRevision
+	}
+	return 0
+}
+
+func (x *RevokeKeyRequest) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *RevokeKeyRequest) GetWait() string {
+	if x != nil {
+		return x.Wait
+	}
+	return ""
+}
+
+func (x *RevokeKeyRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+// NewKey is what a new key is to be.
+type NewKey struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The new key's id; empty: one is generated.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// RFC 3339 time after which the key is refused; empty: never.
+	ExpiresAt     string `protobuf:"bytes,2,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NewKey) Reset() {
+	*x = NewKey{}
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[71]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NewKey) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NewKey) ProtoMessage() {}
+
+func (x *NewKey) ProtoReflect() protoreflect.Message {
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[71]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NewKey.ProtoReflect.Descriptor instead.
+func (*NewKey) Descriptor() ([]byte, []int) {
+	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{71}
+}
+
+func (x *NewKey) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *NewKey) GetExpiresAt() string {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return ""
+}
+
+type RotateKeyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The consumer's name.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The id of the key to replace.
+	Id               string       `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	Rotation         *KeyRotation `protobuf:"bytes,3,opt,name=rotation,proto3" json:"rotation,omitempty"`
+	ExpectedRevision *uint64      `protobuf:"varint,4,opt,name=expected_revision,json=expectedRevision,proto3,oneof" json:"expected_revision,omitempty"`
+	// Change message, kept in the revision history.
+	Message string `protobuf:"bytes,100,opt,name=message,proto3" json:"message,omitempty"`
+	// Wait until every connected proxy has applied the new revision (or refused it), at most
+	// this long: a duration such as "10s". Empty: answer at once.
+	Wait string `protobuf:"bytes,101,opt,name=wait,proto3" json:"wait,omitempty"`
+	// Validate and answer what would be stored, storing nothing.
+	DryRun        bool `protobuf:"varint,102,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateKeyRequest) Reset() {
+	*x = RotateKeyRequest{}
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[72]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateKeyRequest) ProtoMessage() {}
+
+func (x *RotateKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[72]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateKeyRequest.ProtoReflect.Descriptor instead.
+func (*RotateKeyRequest) Descriptor() ([]byte, []int) {
+	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{72}
+}
+
+func (x *RotateKeyRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RotateKeyRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *RotateKeyRequest) GetRotation() *KeyRotation {
+	if x != nil {
+		return x.Rotation
+	}
+	return nil
+}
+
+func (x *RotateKeyRequest) GetExpectedRevision() uint64 {
+	if x != nil && x.ExpectedRevision != nil {
+		return *x.ExpectedRevision
+	}
+	return 0
+}
+
+func (x *RotateKeyRequest) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *RotateKeyRequest) GetWait() string {
+	if x != nil {
+		return x.Wait
+	}
+	return ""
+}
+
+func (x *RotateKeyRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+// KeyRotation says how a key is replaced.
+type KeyRotation struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// How long the old key stays valid, e.g. "1h": its expires_at becomes now plus grace
+	// (never later than an expiry it already has). Empty or "0s": the old key is removed at
+	// once.
+	Grace string `protobuf:"bytes,1,opt,name=grace,proto3" json:"grace,omitempty"`
+	// The new key's id; empty: one is generated.
+	NewId         string `protobuf:"bytes,2,opt,name=new_id,json=newId,proto3" json:"new_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KeyRotation) Reset() {
+	*x = KeyRotation{}
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[73]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KeyRotation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KeyRotation) ProtoMessage() {}
+
+func (x *KeyRotation) ProtoReflect() protoreflect.Message {
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[73]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KeyRotation.ProtoReflect.Descriptor instead.
+func (*KeyRotation) Descriptor() ([]byte, []int) {
+	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{73}
+}
+
+func (x *KeyRotation) GetGrace() string {
+	if x != nil {
+		return x.Grace
+	}
+	return ""
+}
+
+func (x *KeyRotation) GetNewId() string {
+	if x != nil {
+		return x.NewId
+	}
+	return ""
+}
+
+// KeyResponse answers a created or rotated key.
+type KeyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The consumer, key hashes redacted.
+	Consumer *v1.Consumer `protobuf:"bytes,1,opt,name=consumer,proto3" json:"consumer,omitempty"`
+	// The new key's id.
+	Id string `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	// The new key itself. It is shown in this answer only; nothing can show it again. Empty
+	// in a dry run (nothing is stored).
+	Key      string `protobuf:"bytes,3,opt,name=key,proto3" json:"key,omitempty"`
+	Revision uint64 `protobuf:"varint,4,opt,name=revision,proto3" json:"revision,omitempty"`
+	// The write was a dry run: nothing was stored and revision is the current one.
+	DryRun bool `protobuf:"varint,100,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	// What the write changed (or, in a dry run, would change), secrets withheld.
+	Diff *ConfigDiff `protobuf:"bytes,101,opt,name=diff,proto3" json:"diff,omitempty"`
+	// How far the new revision reached the fleet; set when the request asked to wait.
+	Fleet         *Rollout `protobuf:"bytes,102,opt,name=fleet,proto3" json:"fleet,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KeyResponse) Reset() {
+	*x = KeyResponse{}
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[74]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KeyResponse) ProtoMessage() {}
+
+func (x *KeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[74]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KeyResponse.ProtoReflect.Descriptor instead.
+func (*KeyResponse) Descriptor() ([]byte, []int) {
+	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{74}
+}
+
+func (x *KeyResponse) GetConsumer() *v1.Consumer {
+	if x != nil {
+		return x.Consumer
+	}
+	return nil
+}
+
+func (x *KeyResponse) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *KeyResponse) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *KeyResponse) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *KeyResponse) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+func (x *KeyResponse) GetDiff() *ConfigDiff {
+	if x != nil {
+		return x.Diff
+	}
+	return nil
+}
+
+func (x *KeyResponse) GetFleet() *Rollout {
+	if x != nil {
+		return x.Fleet
+	}
+	return nil
+}
+
+type GetPricingRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetPricingRequest) Reset() {
+	*x = GetPricingRequest{}
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[75]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetPricingRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetPricingRequest) ProtoMessage() {}
+
+func (x *GetPricingRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[75]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetPricingRequest.ProtoReflect.Descriptor instead.
+func (*GetPricingRequest) Descriptor() ([]byte, []int) {
+	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{75}
+}
+
+type UpdatePricingRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The new list, replacing the old one whole.
+	Pricing          []*v1.Price `protobuf:"bytes,1,rep,name=pricing,proto3" json:"pricing,omitempty"`
+	ExpectedRevision *uint64     `protobuf:"varint,2,opt,name=expected_revision,json=expectedRevision,proto3,oneof" json:"expected_revision,omitempty"`
+	// Change message, kept in the revision history.
+	Message string `protobuf:"bytes,100,opt,name=message,proto3" json:"message,omitempty"`
+	// Wait until every connected proxy has applied the new revision (or refused it), at most
+	// this long: a duration such as "10s". Empty: answer at once.
+	Wait string `protobuf:"bytes,101,opt,name=wait,proto3" json:"wait,omitempty"`
+	// Validate and answer what would be stored, storing nothing.
+	DryRun        bool `protobuf:"varint,102,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdatePricingRequest) Reset() {
+	*x = UpdatePricingRequest{}
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[76]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdatePricingRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdatePricingRequest) ProtoMessage() {}
+
+func (x *UpdatePricingRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[76]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdatePricingRequest.ProtoReflect.Descriptor instead.
+func (*UpdatePricingRequest) Descriptor() ([]byte, []int) {
+	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{76}
+}
+
+func (x *UpdatePricingRequest) GetPricing() []*v1.Price {
+	if x != nil {
+		return x.Pricing
+	}
+	return nil
+}
+
+func (x *UpdatePricingRequest) GetExpectedRevision() uint64 {
+	if x != nil && x.ExpectedRevision != nil {
+		return *x.ExpectedRevision
+	}
+	return 0
+}
+
+func (x *UpdatePricingRequest) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *UpdatePricingRequest) GetWait() string {
+	if x != nil {
+		return x.Wait
+	}
+	return ""
+}
+
+func (x *UpdatePricingRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+type PricingResponse struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Pricing  []*v1.Price            `protobuf:"bytes,1,rep,name=pricing,proto3" json:"pricing,omitempty"`
+	Revision uint64                 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	// The write was a dry run: nothing was stored and revision is the current one.
+	DryRun bool `protobuf:"varint,100,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	// What the write changed (or, in a dry run, would change), secrets withheld.
+	Diff *ConfigDiff `protobuf:"bytes,101,opt,name=diff,proto3" json:"diff,omitempty"`
+	// How far the new revision reached the fleet; set when the request asked to wait.
+	Fleet         *Rollout `protobuf:"bytes,102,opt,name=fleet,proto3" json:"fleet,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PricingResponse) Reset() {
+	*x = PricingResponse{}
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[77]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PricingResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PricingResponse) ProtoMessage() {}
+
+func (x *PricingResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[77]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PricingResponse.ProtoReflect.Descriptor instead.
+func (*PricingResponse) Descriptor() ([]byte, []int) {
+	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{77}
+}
+
+func (x *PricingResponse) GetPricing() []*v1.Price {
+	if x != nil {
+		return x.Pricing
+	}
+	return nil
+}
+
+func (x *PricingResponse) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *PricingResponse) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+func (x *PricingResponse) GetDiff() *ConfigDiff {
+	if x != nil {
+		return x.Diff
+	}
+	return nil
+}
+
+func (x *PricingResponse) GetFleet() *Rollout {
+	if x != nil {
+		return x.Fleet
+	}
+	return nil
+}
+
 var File_llmproxy_admin_v1_admin_proto protoreflect.FileDescriptor
 
 const file_llmproxy_admin_v1_admin_proto_rawDesc = "" +
@@ -4738,7 +5885,95 @@ const file_llmproxy_admin_v1_admin_proto_rawDesc = "" +
 	"\fProxyRefusal\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\x12\x14\n" +
-	"\x05error\x18\x03 \x01(\tR\x05error2\xb6\x17\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error\"\x16\n" +
+	"\x14ListConsumersRequest\"o\n" +
+	"\x15ListConsumersResponse\x12:\n" +
+	"\tconsumers\x18\x01 \x03(\v2\x1c.llmproxy.config.v1.ConsumerR\tconsumers\x12\x1a\n" +
+	"\brevision\x18\x02 \x01(\x04R\brevision\"(\n" +
+	"\x12GetConsumerRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\xe0\x01\n" +
+	"\x15CreateConsumerRequest\x128\n" +
+	"\bconsumer\x18\x01 \x01(\v2\x1c.llmproxy.config.v1.ConsumerR\bconsumer\x120\n" +
+	"\x11expected_revision\x18\x02 \x01(\x04H\x00R\x10expectedRevision\x88\x01\x01\x12\x18\n" +
+	"\amessage\x18d \x01(\tR\amessage\x12\x12\n" +
+	"\x04wait\x18e \x01(\tR\x04wait\x12\x17\n" +
+	"\adry_run\x18f \x01(\bR\x06dryRunB\x14\n" +
+	"\x12_expected_revision\"\xf4\x01\n" +
+	"\x15UpdateConsumerRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x128\n" +
+	"\bconsumer\x18\x02 \x01(\v2\x1c.llmproxy.config.v1.ConsumerR\bconsumer\x120\n" +
+	"\x11expected_revision\x18\x03 \x01(\x04H\x00R\x10expectedRevision\x88\x01\x01\x12\x18\n" +
+	"\amessage\x18d \x01(\tR\amessage\x12\x12\n" +
+	"\x04wait\x18e \x01(\tR\x04wait\x12\x17\n" +
+	"\adry_run\x18f \x01(\bR\x06dryRunB\x14\n" +
+	"\x12_expected_revision\"\xba\x01\n" +
+	"\x15DeleteConsumerRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x120\n" +
+	"\x11expected_revision\x18\x02 \x01(\x04H\x00R\x10expectedRevision\x88\x01\x01\x12\x18\n" +
+	"\amessage\x18d \x01(\tR\amessage\x12\x12\n" +
+	"\x04wait\x18e \x01(\tR\x04wait\x12\x17\n" +
+	"\adry_run\x18f \x01(\bR\x06dryRunB\x14\n" +
+	"\x12_expected_revision\"\xe6\x01\n" +
+	"\x10ConsumerResponse\x128\n" +
+	"\bconsumer\x18\x01 \x01(\v2\x1c.llmproxy.config.v1.ConsumerR\bconsumer\x12\x1a\n" +
+	"\brevision\x18\x02 \x01(\x04R\brevision\x12\x17\n" +
+	"\adry_run\x18d \x01(\bR\x06dryRun\x121\n" +
+	"\x04diff\x18e \x01(\v2\x1d.llmproxy.admin.v1.ConfigDiffR\x04diff\x120\n" +
+	"\x05fleet\x18f \x01(\v2\x1a.llmproxy.admin.v1.RolloutR\x05fleet\"\xe2\x01\n" +
+	"\x10CreateKeyRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12+\n" +
+	"\x03key\x18\x02 \x01(\v2\x19.llmproxy.admin.v1.NewKeyR\x03key\x120\n" +
+	"\x11expected_revision\x18\x03 \x01(\x04H\x00R\x10expectedRevision\x88\x01\x01\x12\x18\n" +
+	"\amessage\x18d \x01(\tR\amessage\x12\x12\n" +
+	"\x04wait\x18e \x01(\tR\x04wait\x12\x17\n" +
+	"\adry_run\x18f \x01(\bR\x06dryRunB\x14\n" +
+	"\x12_expected_revision\"\xc5\x01\n" +
+	"\x10RevokeKeyRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\x120\n" +
+	"\x11expected_revision\x18\x03 \x01(\x04H\x00R\x10expectedRevision\x88\x01\x01\x12\x18\n" +
+	"\amessage\x18d \x01(\tR\amessage\x12\x12\n" +
+	"\x04wait\x18e \x01(\tR\x04wait\x12\x17\n" +
+	"\adry_run\x18f \x01(\bR\x06dryRunB\x14\n" +
+	"\x12_expected_revision\"7\n" +
+	"\x06NewKey\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
+	"\n" +
+	"expires_at\x18\x02 \x01(\tR\texpiresAt\"\x81\x02\n" +
+	"\x10RotateKeyRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\x12:\n" +
+	"\brotation\x18\x03 \x01(\v2\x1e.llmproxy.admin.v1.KeyRotationR\brotation\x120\n" +
+	"\x11expected_revision\x18\x04 \x01(\x04H\x00R\x10expectedRevision\x88\x01\x01\x12\x18\n" +
+	"\amessage\x18d \x01(\tR\amessage\x12\x12\n" +
+	"\x04wait\x18e \x01(\tR\x04wait\x12\x17\n" +
+	"\adry_run\x18f \x01(\bR\x06dryRunB\x14\n" +
+	"\x12_expected_revision\":\n" +
+	"\vKeyRotation\x12\x14\n" +
+	"\x05grace\x18\x01 \x01(\tR\x05grace\x12\x15\n" +
+	"\x06new_id\x18\x02 \x01(\tR\x05newId\"\x83\x02\n" +
+	"\vKeyResponse\x128\n" +
+	"\bconsumer\x18\x01 \x01(\v2\x1c.llmproxy.config.v1.ConsumerR\bconsumer\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\x12\x10\n" +
+	"\x03key\x18\x03 \x01(\tR\x03key\x12\x1a\n" +
+	"\brevision\x18\x04 \x01(\x04R\brevision\x12\x17\n" +
+	"\adry_run\x18d \x01(\bR\x06dryRun\x121\n" +
+	"\x04diff\x18e \x01(\v2\x1d.llmproxy.admin.v1.ConfigDiffR\x04diff\x120\n" +
+	"\x05fleet\x18f \x01(\v2\x1a.llmproxy.admin.v1.RolloutR\x05fleet\"\x13\n" +
+	"\x11GetPricingRequest\"\xda\x01\n" +
+	"\x14UpdatePricingRequest\x123\n" +
+	"\apricing\x18\x01 \x03(\v2\x19.llmproxy.config.v1.PriceR\apricing\x120\n" +
+	"\x11expected_revision\x18\x02 \x01(\x04H\x00R\x10expectedRevision\x88\x01\x01\x12\x18\n" +
+	"\amessage\x18d \x01(\tR\amessage\x12\x12\n" +
+	"\x04wait\x18e \x01(\tR\x04wait\x12\x17\n" +
+	"\adry_run\x18f \x01(\bR\x06dryRunB\x14\n" +
+	"\x12_expected_revision\"\xe0\x01\n" +
+	"\x0fPricingResponse\x123\n" +
+	"\apricing\x18\x01 \x03(\v2\x19.llmproxy.config.v1.PriceR\apricing\x12\x1a\n" +
+	"\brevision\x18\x02 \x01(\x04R\brevision\x12\x17\n" +
+	"\adry_run\x18d \x01(\bR\x06dryRun\x121\n" +
+	"\x04diff\x18e \x01(\v2\x1d.llmproxy.admin.v1.ConfigDiffR\x04diff\x120\n" +
+	"\x05fleet\x18f \x01(\v2\x1a.llmproxy.admin.v1.RolloutR\x05fleet2\xbe\x1e\n" +
 	"\fAdminService\x12b\n" +
 	"\rListUpstreams\x12'.llmproxy.admin.v1.ListUpstreamsRequest\x1a(.llmproxy.admin.v1.ListUpstreamsResponse\x12R\n" +
 	"\vGetUpstream\x12%.llmproxy.admin.v1.GetUpstreamRequest\x1a\x1c.llmproxy.config.v1.Upstream\x12_\n" +
@@ -4772,7 +6007,18 @@ const file_llmproxy_admin_v1_admin_proto_rawDesc = "" +
 	"\x10RollbackRevision\x12*.llmproxy.admin.v1.RollbackRevisionRequest\x1a&.llmproxy.admin.v1.ApplyConfigResponse\x12c\n" +
 	"\x11GetUpstreamHealth\x12+.llmproxy.admin.v1.GetUpstreamHealthRequest\x1a!.llmproxy.admin.v1.UpstreamHealth\x12S\n" +
 	"\bGetUsage\x12\".llmproxy.admin.v1.GetUsageRequest\x1a#.llmproxy.admin.v1.GetUsageResponse\x12q\n" +
-	"\x12ListUpstreamHealth\x12,.llmproxy.admin.v1.ListUpstreamHealthRequest\x1a-.llmproxy.admin.v1.ListUpstreamHealthResponseB?Z=github.com/llmproxy-go/llmproxy/gen/llmproxy/admin/v1;adminv1b\x06proto3"
+	"\x12ListUpstreamHealth\x12,.llmproxy.admin.v1.ListUpstreamHealthRequest\x1a-.llmproxy.admin.v1.ListUpstreamHealthResponse\x12b\n" +
+	"\rListConsumers\x12'.llmproxy.admin.v1.ListConsumersRequest\x1a(.llmproxy.admin.v1.ListConsumersResponse\x12R\n" +
+	"\vGetConsumer\x12%.llmproxy.admin.v1.GetConsumerRequest\x1a\x1c.llmproxy.config.v1.Consumer\x12_\n" +
+	"\x0eCreateConsumer\x12(.llmproxy.admin.v1.CreateConsumerRequest\x1a#.llmproxy.admin.v1.ConsumerResponse\x12_\n" +
+	"\x0eUpdateConsumer\x12(.llmproxy.admin.v1.UpdateConsumerRequest\x1a#.llmproxy.admin.v1.ConsumerResponse\x12]\n" +
+	"\x0eDeleteConsumer\x12(.llmproxy.admin.v1.DeleteConsumerRequest\x1a!.llmproxy.admin.v1.DeleteResponse\x12P\n" +
+	"\tCreateKey\x12#.llmproxy.admin.v1.CreateKeyRequest\x1a\x1e.llmproxy.admin.v1.KeyResponse\x12S\n" +
+	"\tRevokeKey\x12#.llmproxy.admin.v1.RevokeKeyRequest\x1a!.llmproxy.admin.v1.DeleteResponse\x12P\n" +
+	"\tRotateKey\x12#.llmproxy.admin.v1.RotateKeyRequest\x1a\x1e.llmproxy.admin.v1.KeyResponse\x12V\n" +
+	"\n" +
+	"GetPricing\x12$.llmproxy.admin.v1.GetPricingRequest\x1a\".llmproxy.admin.v1.PricingResponse\x12\\\n" +
+	"\rUpdatePricing\x12'.llmproxy.admin.v1.UpdatePricingRequest\x1a\".llmproxy.admin.v1.PricingResponseB?Z=github.com/llmproxy-go/llmproxy/gen/llmproxy/admin/v1;adminv1b\x06proto3"
 
 var (
 	file_llmproxy_admin_v1_admin_proto_rawDescOnce sync.Once
@@ -4786,7 +6032,7 @@ func file_llmproxy_admin_v1_admin_proto_rawDescGZIP() []byte {
 	return file_llmproxy_admin_v1_admin_proto_rawDescData
 }
 
-var file_llmproxy_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 62)
+var file_llmproxy_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 78)
 var file_llmproxy_admin_v1_admin_proto_goTypes = []any{
 	(*ListUpstreamsRequest)(nil),       // 0: llmproxy.admin.v1.ListUpstreamsRequest
 	(*ListUpstreamsResponse)(nil),      // 1: llmproxy.admin.v1.ListUpstreamsResponse
@@ -4850,143 +6096,196 @@ var file_llmproxy_admin_v1_admin_proto_goTypes = []any{
 	(*RollbackRevisionRequest)(nil),    // 59: llmproxy.admin.v1.RollbackRevisionRequest
 	(*Rollout)(nil),                    // 60: llmproxy.admin.v1.Rollout
 	(*ProxyRefusal)(nil),               // 61: llmproxy.admin.v1.ProxyRefusal
-	(*v1.Upstream)(nil),                // 62: llmproxy.config.v1.Upstream
-	(*v1.UpstreamGroup)(nil),           // 63: llmproxy.config.v1.UpstreamGroup
-	(*v1.UpstreamRef)(nil),             // 64: llmproxy.config.v1.UpstreamRef
-	(*v1.Forward)(nil),                 // 65: llmproxy.config.v1.Forward
-	(*v1.Route)(nil),                   // 66: llmproxy.config.v1.Route
-	(*v1.Config)(nil),                  // 67: llmproxy.config.v1.Config
-	(*timestamppb.Timestamp)(nil),      // 68: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),        // 69: google.protobuf.Duration
-	(*structpb.Value)(nil),             // 70: google.protobuf.Value
+	(*ListConsumersRequest)(nil),       // 62: llmproxy.admin.v1.ListConsumersRequest
+	(*ListConsumersResponse)(nil),      // 63: llmproxy.admin.v1.ListConsumersResponse
+	(*GetConsumerRequest)(nil),         // 64: llmproxy.admin.v1.GetConsumerRequest
+	(*CreateConsumerRequest)(nil),      // 65: llmproxy.admin.v1.CreateConsumerRequest
+	(*UpdateConsumerRequest)(nil),      // 66: llmproxy.admin.v1.UpdateConsumerRequest
+	(*DeleteConsumerRequest)(nil),      // 67: llmproxy.admin.v1.DeleteConsumerRequest
+	(*ConsumerResponse)(nil),           // 68: llmproxy.admin.v1.ConsumerResponse
+	(*CreateKeyRequest)(nil),           // 69: llmproxy.admin.v1.CreateKeyRequest
+	(*RevokeKeyRequest)(nil),           // 70: llmproxy.admin.v1.RevokeKeyRequest
+	(*NewKey)(nil),                     // 71: llmproxy.admin.v1.NewKey
+	(*RotateKeyRequest)(nil),           // 72: llmproxy.admin.v1.RotateKeyRequest
+	(*KeyRotation)(nil),                // 73: llmproxy.admin.v1.KeyRotation
+	(*KeyResponse)(nil),                // 74: llmproxy.admin.v1.KeyResponse
+	(*GetPricingRequest)(nil),          // 75: llmproxy.admin.v1.GetPricingRequest
+	(*UpdatePricingRequest)(nil),       // 76: llmproxy.admin.v1.UpdatePricingRequest
+	(*PricingResponse)(nil),            // 77: llmproxy.admin.v1.PricingResponse
+	(*v1.Upstream)(nil),                // 78: llmproxy.config.v1.Upstream
+	(*v1.UpstreamGroup)(nil),           // 79: llmproxy.config.v1.UpstreamGroup
+	(*v1.UpstreamRef)(nil),             // 80: llmproxy.config.v1.UpstreamRef
+	(*v1.Forward)(nil),                 // 81: llmproxy.config.v1.Forward
+	(*v1.Route)(nil),                   // 82: llmproxy.config.v1.Route
+	(*v1.Config)(nil),                  // 83: llmproxy.config.v1.Config
+	(*timestamppb.Timestamp)(nil),      // 84: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),        // 85: google.protobuf.Duration
+	(*structpb.Value)(nil),             // 86: google.protobuf.Value
+	(*v1.Consumer)(nil),                // 87: llmproxy.config.v1.Consumer
+	(*v1.Price)(nil),                   // 88: llmproxy.config.v1.Price
 }
 var file_llmproxy_admin_v1_admin_proto_depIdxs = []int32{
-	62, // 0: llmproxy.admin.v1.ListUpstreamsResponse.upstreams:type_name -> llmproxy.config.v1.Upstream
-	62, // 1: llmproxy.admin.v1.CreateUpstreamRequest.upstream:type_name -> llmproxy.config.v1.Upstream
-	62, // 2: llmproxy.admin.v1.UpdateUpstreamRequest.upstream:type_name -> llmproxy.config.v1.Upstream
-	62, // 3: llmproxy.admin.v1.UpstreamResponse.upstream:type_name -> llmproxy.config.v1.Upstream
-	56, // 4: llmproxy.admin.v1.UpstreamResponse.diff:type_name -> llmproxy.admin.v1.ConfigDiff
-	60, // 5: llmproxy.admin.v1.UpstreamResponse.fleet:type_name -> llmproxy.admin.v1.Rollout
-	56, // 6: llmproxy.admin.v1.DeleteResponse.diff:type_name -> llmproxy.admin.v1.ConfigDiff
-	60, // 7: llmproxy.admin.v1.DeleteResponse.fleet:type_name -> llmproxy.admin.v1.Rollout
-	63, // 8: llmproxy.admin.v1.ListUpstreamGroupsResponse.upstream_groups:type_name -> llmproxy.config.v1.UpstreamGroup
-	63, // 9: llmproxy.admin.v1.CreateUpstreamGroupRequest.upstream_group:type_name -> llmproxy.config.v1.UpstreamGroup
-	63, // 10: llmproxy.admin.v1.UpdateUpstreamGroupRequest.upstream_group:type_name -> llmproxy.config.v1.UpstreamGroup
-	64, // 11: llmproxy.admin.v1.PatchUpstreamGroupRequest.upstreams:type_name -> llmproxy.config.v1.UpstreamRef
-	63, // 12: llmproxy.admin.v1.UpstreamGroupResponse.upstream_group:type_name -> llmproxy.config.v1.UpstreamGroup
-	56, // 13: llmproxy.admin.v1.UpstreamGroupResponse.diff:type_name -> llmproxy.admin.v1.ConfigDiff
-	60, // 14: llmproxy.admin.v1.UpstreamGroupResponse.fleet:type_name -> llmproxy.admin.v1.Rollout
-	65, // 15: llmproxy.admin.v1.ListForwardsResponse.forwards:type_name -> llmproxy.config.v1.Forward
-	65, // 16: llmproxy.admin.v1.CreateForwardRequest.forward:type_name -> llmproxy.config.v1.Forward
-	65, // 17: llmproxy.admin.v1.UpdateForwardRequest.forward:type_name -> llmproxy.config.v1.Forward
-	65, // 18: llmproxy.admin.v1.ForwardResponse.forward:type_name -> llmproxy.config.v1.Forward
-	56, // 19: llmproxy.admin.v1.ForwardResponse.diff:type_name -> llmproxy.admin.v1.ConfigDiff
-	60, // 20: llmproxy.admin.v1.ForwardResponse.fleet:type_name -> llmproxy.admin.v1.Rollout
-	66, // 21: llmproxy.admin.v1.RouteEntry.route:type_name -> llmproxy.config.v1.Route
-	23, // 22: llmproxy.admin.v1.ListRoutesResponse.routes:type_name -> llmproxy.admin.v1.RouteEntry
-	66, // 23: llmproxy.admin.v1.CreateRouteRequest.route:type_name -> llmproxy.config.v1.Route
-	66, // 24: llmproxy.admin.v1.UpdateRouteRequest.route:type_name -> llmproxy.config.v1.Route
-	66, // 25: llmproxy.admin.v1.RouteResponse.route:type_name -> llmproxy.config.v1.Route
-	56, // 26: llmproxy.admin.v1.RouteResponse.diff:type_name -> llmproxy.admin.v1.ConfigDiff
-	60, // 27: llmproxy.admin.v1.RouteResponse.fleet:type_name -> llmproxy.admin.v1.Rollout
-	67, // 28: llmproxy.admin.v1.GetConfigResponse.config:type_name -> llmproxy.config.v1.Config
-	67, // 29: llmproxy.admin.v1.ApplyConfigRequest.config:type_name -> llmproxy.config.v1.Config
-	56, // 30: llmproxy.admin.v1.ApplyConfigResponse.diff:type_name -> llmproxy.admin.v1.ConfigDiff
-	60, // 31: llmproxy.admin.v1.ApplyConfigResponse.fleet:type_name -> llmproxy.admin.v1.Rollout
-	37, // 32: llmproxy.admin.v1.ListProxiesResponse.proxies:type_name -> llmproxy.admin.v1.ProxyStatus
-	68, // 33: llmproxy.admin.v1.ProxyStatus.connected_since:type_name -> google.protobuf.Timestamp
-	68, // 34: llmproxy.admin.v1.ProxyStatus.last_report_time:type_name -> google.protobuf.Timestamp
-	38, // 35: llmproxy.admin.v1.ProxyStatus.health:type_name -> llmproxy.admin.v1.ProxyHealth
-	69, // 36: llmproxy.admin.v1.ProxyHealth.report_interval:type_name -> google.protobuf.Duration
-	42, // 37: llmproxy.admin.v1.UpstreamHealth.proxies:type_name -> llmproxy.admin.v1.ProxyUpstreamHealth
-	41, // 38: llmproxy.admin.v1.UpstreamHealth.recent:type_name -> llmproxy.admin.v1.UpstreamHealthPoint
-	68, // 39: llmproxy.admin.v1.UpstreamHealthPoint.time:type_name -> google.protobuf.Timestamp
-	68, // 40: llmproxy.admin.v1.ProxyUpstreamHealth.report_time:type_name -> google.protobuf.Timestamp
-	69, // 41: llmproxy.admin.v1.ProxyUpstreamHealth.interval:type_name -> google.protobuf.Duration
-	43, // 42: llmproxy.admin.v1.ProxyUpstreamHealth.errors_by_kind:type_name -> llmproxy.admin.v1.UpstreamErrors
-	40, // 43: llmproxy.admin.v1.ListUpstreamHealthResponse.upstreams:type_name -> llmproxy.admin.v1.UpstreamHealth
-	68, // 44: llmproxy.admin.v1.GetUsageResponse.start_time:type_name -> google.protobuf.Timestamp
-	68, // 45: llmproxy.admin.v1.GetUsageResponse.end_time:type_name -> google.protobuf.Timestamp
-	48, // 46: llmproxy.admin.v1.GetUsageResponse.entries:type_name -> llmproxy.admin.v1.UsageEntry
-	48, // 47: llmproxy.admin.v1.GetUsageResponse.total:type_name -> llmproxy.admin.v1.UsageEntry
-	49, // 48: llmproxy.admin.v1.UsageEntry.points:type_name -> llmproxy.admin.v1.UsagePoint
-	68, // 49: llmproxy.admin.v1.UsagePoint.time:type_name -> google.protobuf.Timestamp
-	68, // 50: llmproxy.admin.v1.RevisionInfo.create_time:type_name -> google.protobuf.Timestamp
-	50, // 51: llmproxy.admin.v1.ListRevisionsResponse.revisions:type_name -> llmproxy.admin.v1.RevisionInfo
-	50, // 52: llmproxy.admin.v1.GetRevisionResponse.info:type_name -> llmproxy.admin.v1.RevisionInfo
-	67, // 53: llmproxy.admin.v1.GetRevisionResponse.config:type_name -> llmproxy.config.v1.Config
-	57, // 54: llmproxy.admin.v1.ConfigDiff.resources:type_name -> llmproxy.admin.v1.ResourceDiff
-	58, // 55: llmproxy.admin.v1.ResourceDiff.fields:type_name -> llmproxy.admin.v1.FieldDiff
-	70, // 56: llmproxy.admin.v1.FieldDiff.old:type_name -> google.protobuf.Value
-	70, // 57: llmproxy.admin.v1.FieldDiff.new:type_name -> google.protobuf.Value
-	61, // 58: llmproxy.admin.v1.Rollout.refused:type_name -> llmproxy.admin.v1.ProxyRefusal
-	0,  // 59: llmproxy.admin.v1.AdminService.ListUpstreams:input_type -> llmproxy.admin.v1.ListUpstreamsRequest
-	2,  // 60: llmproxy.admin.v1.AdminService.GetUpstream:input_type -> llmproxy.admin.v1.GetUpstreamRequest
-	3,  // 61: llmproxy.admin.v1.AdminService.CreateUpstream:input_type -> llmproxy.admin.v1.CreateUpstreamRequest
-	4,  // 62: llmproxy.admin.v1.AdminService.UpdateUpstream:input_type -> llmproxy.admin.v1.UpdateUpstreamRequest
-	5,  // 63: llmproxy.admin.v1.AdminService.DeleteUpstream:input_type -> llmproxy.admin.v1.DeleteUpstreamRequest
-	8,  // 64: llmproxy.admin.v1.AdminService.ListUpstreamGroups:input_type -> llmproxy.admin.v1.ListUpstreamGroupsRequest
-	10, // 65: llmproxy.admin.v1.AdminService.GetUpstreamGroup:input_type -> llmproxy.admin.v1.GetUpstreamGroupRequest
-	11, // 66: llmproxy.admin.v1.AdminService.CreateUpstreamGroup:input_type -> llmproxy.admin.v1.CreateUpstreamGroupRequest
-	12, // 67: llmproxy.admin.v1.AdminService.UpdateUpstreamGroup:input_type -> llmproxy.admin.v1.UpdateUpstreamGroupRequest
-	13, // 68: llmproxy.admin.v1.AdminService.PatchUpstreamGroup:input_type -> llmproxy.admin.v1.PatchUpstreamGroupRequest
-	14, // 69: llmproxy.admin.v1.AdminService.DeleteUpstreamGroup:input_type -> llmproxy.admin.v1.DeleteUpstreamGroupRequest
-	16, // 70: llmproxy.admin.v1.AdminService.ListForwards:input_type -> llmproxy.admin.v1.ListForwardsRequest
-	18, // 71: llmproxy.admin.v1.AdminService.GetForward:input_type -> llmproxy.admin.v1.GetForwardRequest
-	19, // 72: llmproxy.admin.v1.AdminService.CreateForward:input_type -> llmproxy.admin.v1.CreateForwardRequest
-	20, // 73: llmproxy.admin.v1.AdminService.UpdateForward:input_type -> llmproxy.admin.v1.UpdateForwardRequest
-	21, // 74: llmproxy.admin.v1.AdminService.DeleteForward:input_type -> llmproxy.admin.v1.DeleteForwardRequest
-	24, // 75: llmproxy.admin.v1.AdminService.ListRoutes:input_type -> llmproxy.admin.v1.ListRoutesRequest
-	26, // 76: llmproxy.admin.v1.AdminService.GetRoute:input_type -> llmproxy.admin.v1.GetRouteRequest
-	27, // 77: llmproxy.admin.v1.AdminService.CreateRoute:input_type -> llmproxy.admin.v1.CreateRouteRequest
-	28, // 78: llmproxy.admin.v1.AdminService.UpdateRoute:input_type -> llmproxy.admin.v1.UpdateRouteRequest
-	29, // 79: llmproxy.admin.v1.AdminService.DeleteRoute:input_type -> llmproxy.admin.v1.DeleteRouteRequest
-	31, // 80: llmproxy.admin.v1.AdminService.GetConfig:input_type -> llmproxy.admin.v1.GetConfigRequest
-	33, // 81: llmproxy.admin.v1.AdminService.ApplyConfig:input_type -> llmproxy.admin.v1.ApplyConfigRequest
-	35, // 82: llmproxy.admin.v1.AdminService.ListProxies:input_type -> llmproxy.admin.v1.ListProxiesRequest
-	51, // 83: llmproxy.admin.v1.AdminService.ListRevisions:input_type -> llmproxy.admin.v1.ListRevisionsRequest
-	53, // 84: llmproxy.admin.v1.AdminService.GetRevision:input_type -> llmproxy.admin.v1.GetRevisionRequest
-	55, // 85: llmproxy.admin.v1.AdminService.DiffRevisions:input_type -> llmproxy.admin.v1.DiffRevisionsRequest
-	59, // 86: llmproxy.admin.v1.AdminService.RollbackRevision:input_type -> llmproxy.admin.v1.RollbackRevisionRequest
-	39, // 87: llmproxy.admin.v1.AdminService.GetUpstreamHealth:input_type -> llmproxy.admin.v1.GetUpstreamHealthRequest
-	46, // 88: llmproxy.admin.v1.AdminService.GetUsage:input_type -> llmproxy.admin.v1.GetUsageRequest
-	44, // 89: llmproxy.admin.v1.AdminService.ListUpstreamHealth:input_type -> llmproxy.admin.v1.ListUpstreamHealthRequest
-	1,  // 90: llmproxy.admin.v1.AdminService.ListUpstreams:output_type -> llmproxy.admin.v1.ListUpstreamsResponse
-	62, // 91: llmproxy.admin.v1.AdminService.GetUpstream:output_type -> llmproxy.config.v1.Upstream
-	6,  // 92: llmproxy.admin.v1.AdminService.CreateUpstream:output_type -> llmproxy.admin.v1.UpstreamResponse
-	6,  // 93: llmproxy.admin.v1.AdminService.UpdateUpstream:output_type -> llmproxy.admin.v1.UpstreamResponse
-	7,  // 94: llmproxy.admin.v1.AdminService.DeleteUpstream:output_type -> llmproxy.admin.v1.DeleteResponse
-	9,  // 95: llmproxy.admin.v1.AdminService.ListUpstreamGroups:output_type -> llmproxy.admin.v1.ListUpstreamGroupsResponse
-	63, // 96: llmproxy.admin.v1.AdminService.GetUpstreamGroup:output_type -> llmproxy.config.v1.UpstreamGroup
-	15, // 97: llmproxy.admin.v1.AdminService.CreateUpstreamGroup:output_type -> llmproxy.admin.v1.UpstreamGroupResponse
-	15, // 98: llmproxy.admin.v1.AdminService.UpdateUpstreamGroup:output_type -> llmproxy.admin.v1.UpstreamGroupResponse
-	15, // 99: llmproxy.admin.v1.AdminService.PatchUpstreamGroup:output_type -> llmproxy.admin.v1.UpstreamGroupResponse
-	7,  // 100: llmproxy.admin.v1.AdminService.DeleteUpstreamGroup:output_type -> llmproxy.admin.v1.DeleteResponse
-	17, // 101: llmproxy.admin.v1.AdminService.ListForwards:output_type -> llmproxy.admin.v1.ListForwardsResponse
-	65, // 102: llmproxy.admin.v1.AdminService.GetForward:output_type -> llmproxy.config.v1.Forward
-	22, // 103: llmproxy.admin.v1.AdminService.CreateForward:output_type -> llmproxy.admin.v1.ForwardResponse
-	22, // 104: llmproxy.admin.v1.AdminService.UpdateForward:output_type -> llmproxy.admin.v1.ForwardResponse
-	7,  // 105: llmproxy.admin.v1.AdminService.DeleteForward:output_type -> llmproxy.admin.v1.DeleteResponse
-	25, // 106: llmproxy.admin.v1.AdminService.ListRoutes:output_type -> llmproxy.admin.v1.ListRoutesResponse
-	23, // 107: llmproxy.admin.v1.AdminService.GetRoute:output_type -> llmproxy.admin.v1.RouteEntry
-	30, // 108: llmproxy.admin.v1.AdminService.CreateRoute:output_type -> llmproxy.admin.v1.RouteResponse
-	30, // 109: llmproxy.admin.v1.AdminService.UpdateRoute:output_type -> llmproxy.admin.v1.RouteResponse
-	7,  // 110: llmproxy.admin.v1.AdminService.DeleteRoute:output_type -> llmproxy.admin.v1.DeleteResponse
-	32, // 111: llmproxy.admin.v1.AdminService.GetConfig:output_type -> llmproxy.admin.v1.GetConfigResponse
-	34, // 112: llmproxy.admin.v1.AdminService.ApplyConfig:output_type -> llmproxy.admin.v1.ApplyConfigResponse
-	36, // 113: llmproxy.admin.v1.AdminService.ListProxies:output_type -> llmproxy.admin.v1.ListProxiesResponse
-	52, // 114: llmproxy.admin.v1.AdminService.ListRevisions:output_type -> llmproxy.admin.v1.ListRevisionsResponse
-	54, // 115: llmproxy.admin.v1.AdminService.GetRevision:output_type -> llmproxy.admin.v1.GetRevisionResponse
-	56, // 116: llmproxy.admin.v1.AdminService.DiffRevisions:output_type -> llmproxy.admin.v1.ConfigDiff
-	34, // 117: llmproxy.admin.v1.AdminService.RollbackRevision:output_type -> llmproxy.admin.v1.ApplyConfigResponse
-	40, // 118: llmproxy.admin.v1.AdminService.GetUpstreamHealth:output_type -> llmproxy.admin.v1.UpstreamHealth
-	47, // 119: llmproxy.admin.v1.AdminService.GetUsage:output_type -> llmproxy.admin.v1.GetUsageResponse
-	45, // 120: llmproxy.admin.v1.AdminService.ListUpstreamHealth:output_type -> llmproxy.admin.v1.ListUpstreamHealthResponse
-	90, // [90:121] is the sub-list for method output_type
-	59, // [59:90] is the sub-list for method input_type
-	59, // [59:59] is the sub-list for extension type_name
-	59, // [59:59] is the sub-list for extension extendee
-	0,  // [0:59] is the sub-list for field type_name
+	78,  // 0: llmproxy.admin.v1.ListUpstreamsResponse.upstreams:type_name -> llmproxy.config.v1.Upstream
+	78,  // 1: llmproxy.admin.v1.CreateUpstreamRequest.upstream:type_name -> llmproxy.config.v1.Upstream
+	78,  // 2: llmproxy.admin.v1.UpdateUpstreamRequest.upstream:type_name -> llmproxy.config.v1.Upstream
+	78,  // 3: llmproxy.admin.v1.UpstreamResponse.upstream:type_name -> llmproxy.config.v1.Upstream
+	56,  // 4: llmproxy.admin.v1.UpstreamResponse.diff:type_name -> llmproxy.admin.v1.ConfigDiff
+	60,  // 5: llmproxy.admin.v1.UpstreamResponse.fleet:type_name -> llmproxy.admin.v1.Rollout
+	56,  // 6: llmproxy.admin.v1.DeleteResponse.diff:type_name -> llmproxy.admin.v1.ConfigDiff
+	60,  // 7: llmproxy.admin.v1.DeleteResponse.fleet:type_name -> llmproxy.admin.v1.Rollout
+	79,  // 8: llmproxy.admin.v1.ListUpstreamGroupsResponse.upstream_groups:type_name -> llmproxy.config.v1.UpstreamGroup
+	79,  // 9: llmproxy.admin.v1.CreateUpstreamGroupRequest.upstream_group:type_name -> llmproxy.config.v1.UpstreamGroup
+	79,  // 10: llmproxy.admin.v1.UpdateUpstreamGroupRequest.upstream_group:type_name -> llmproxy.config.v1.UpstreamGroup
+	80,  // 11: llmproxy.admin.v1.PatchUpstreamGroupRequest.upstreams:type_name -> llmproxy.config.v1.UpstreamRef
+	79,  // 12: llmproxy.admin.v1.UpstreamGroupResponse.upstream_group:type_name -> llmproxy.config.v1.UpstreamGroup
+	56,  // 13: llmproxy.admin.v1.UpstreamGroupResponse.diff:type_name -> llmproxy.admin.v1.ConfigDiff
+	60,  // 14: llmproxy.admin.v1.UpstreamGroupResponse.fleet:type_name -> llmproxy.admin.v1.Rollout
+	81,  // 15: llmproxy.admin.v1.ListForwardsResponse.forwards:type_name -> llmproxy.config.v1.Forward
+	81,  // 16: llmproxy.admin.v1.CreateForwardRequest.forward:type_name -> llmproxy.config.v1.Forward
+	81,  // 17: llmproxy.admin.v1.UpdateForwardRequest.forward:type_name -> llmproxy.config.v1.Forward
+	81,  // 18: llmproxy.admin.v1.ForwardResponse.forward:type_name -> llmproxy.config.v1.Forward
+	56,  // 19: llmproxy.admin.v1.ForwardResponse.diff:type_name -> llmproxy.admin.v1.ConfigDiff
+	60,  // 20: llmproxy.admin.v1.ForwardResponse.fleet:type_name -> llmproxy.admin.v1.Rollout
+	82,  // 21: llmproxy.admin.v1.RouteEntry.route:type_name -> llmproxy.config.v1.Route
+	23,  // 22: llmproxy.admin.v1.ListRoutesResponse.routes:type_name -> llmproxy.admin.v1.RouteEntry
+	82,  // 23: llmproxy.admin.v1.CreateRouteRequest.route:type_name -> llmproxy.config.v1.Route
+	82,  // 24: llmproxy.admin.v1.UpdateRouteRequest.route:type_name -> llmproxy.config.v1.Route
+	82,  // 25: llmproxy.admin.v1.RouteResponse.route:type_name -> llmproxy.config.v1.Route
+	56,  // 26: llmproxy.admin.v1.RouteResponse.diff:type_name -> llmproxy.admin.v1.ConfigDiff
+	60,  // 27: llmproxy.admin.v1.RouteResponse.fleet:type_name -> llmproxy.admin.v1.Rollout
+	83,  // 28: llmproxy.admin.v1.GetConfigResponse.config:type_name -> llmproxy.config.v1.Config
+	83,  // 29: llmproxy.admin.v1.ApplyConfigRequest.config:type_name -> llmproxy.config.v1.Config
+	56,  // 30: llmproxy.admin.v1.ApplyConfigResponse.diff:type_name -> llmproxy.admin.v1.ConfigDiff
+	60,  // 31: llmproxy.admin.v1.ApplyConfigResponse.fleet:type_name -> llmproxy.admin.v1.Rollout
+	37,  // 32: llmproxy.admin.v1.ListProxiesResponse.proxies:type_name -> llmproxy.admin.v1.ProxyStatus
+	84,  // 33: llmproxy.admin.v1.ProxyStatus.connected_since:type_name -> google.protobuf.Timestamp
+	84,  // 34: llmproxy.admin.v1.ProxyStatus.last_report_time:type_name -> google.protobuf.Timestamp
+	38,  // 35: llmproxy.admin.v1.ProxyStatus.health:type_name -> llmproxy.admin.v1.ProxyHealth
+	85,  // 36: llmproxy.admin.v1.ProxyHealth.report_interval:type_name -> google.protobuf.Duration
+	42,  // 37: llmproxy.admin.v1.UpstreamHealth.proxies:type_name -> llmproxy.admin.v1.ProxyUpstreamHealth
+	41,  // 38: llmproxy.admin.v1.UpstreamHealth.recent:type_name -> llmproxy.admin.v1.UpstreamHealthPoint
+	84,  // 39: llmproxy.admin.v1.UpstreamHealthPoint.time:type_name -> google.protobuf.Timestamp
+	84,  // 40: llmproxy.admin.v1.ProxyUpstreamHealth.report_time:type_name -> google.protobuf.Timestamp
+	85,  // 41: llmproxy.admin.v1.ProxyUpstreamHealth.interval:type_name -> google.protobuf.Duration
+	43,  // 42: llmproxy.admin.v1.ProxyUpstreamHealth.errors_by_kind:type_name -> llmproxy.admin.v1.UpstreamErrors
+	40,  // 43: llmproxy.admin.v1.ListUpstreamHealthResponse.upstreams:type_name -> llmproxy.admin.v1.UpstreamHealth
+	84,  // 44: llmproxy.admin.v1.GetUsageResponse.start_time:type_name -> google.protobuf.Timestamp
+	84,  // 45: llmproxy.admin.v1.GetUsageResponse.end_time:type_name -> google.protobuf.Timestamp
+	48,  // 46: llmproxy.admin.v1.GetUsageResponse.entries:type_name -> llmproxy.admin.v1.UsageEntry
+	48,  // 47: llmproxy.admin.v1.GetUsageResponse.total:type_name -> llmproxy.admin.v1.UsageEntry
+	49,  // 48: llmproxy.admin.v1.UsageEntry.points:type_name -> llmproxy.admin.v1.UsagePoint
+	84,  // 49: llmproxy.admin.v1.UsagePoint.time:type_name -> google.protobuf.Timestamp
+	84,  // 50: llmproxy.admin.v1.RevisionInfo.create_time:type_name -> google.protobuf.Timestamp
+	50,  // 51: llmproxy.admin.v1.ListRevisionsResponse.revisions:type_name -> llmproxy.admin.v1.RevisionInfo
+	50,  // 52: llmproxy.admin.v1.GetRevisionResponse.info:type_name -> llmproxy.admin.v1.RevisionInfo
+	83,  // 53: llmproxy.admin.v1.GetRevisionResponse.config:type_name -> llmproxy.config.v1.Config
+	57,  // 54: llmproxy.admin.v1.ConfigDiff.resources:type_name -> llmproxy.admin.v1.ResourceDiff
+	58,  // 55: llmproxy.admin.v1.ResourceDiff.fields:type_name -> llmproxy.admin.v1.FieldDiff
+	86,  // 56: llmproxy.admin.v1.FieldDiff.old:type_name -> google.protobuf.Value
+	86,  // 57: llmproxy.admin.v1.FieldDiff.new:type_name -> google.protobuf.Value
+	61,  // 58: llmproxy.admin.v1.Rollout.refused:type_name -> llmproxy.admin.v1.ProxyRefusal
+	87,  // 59: llmproxy.admin.v1.ListConsumersResponse.consumers:type_name -> llmproxy.config.v1.Consumer
+	87,  // 60: llmproxy.admin.v1.CreateConsumerRequest.consumer:type_name -> llmproxy.config.v1.Consumer
+	87,  // 61: llmproxy.admin.v1.UpdateConsumerRequest.consumer:type_name -> llmproxy.config.v1.Consumer
+	87,  // 62: llmproxy.admin.v1.ConsumerResponse.consumer:type_name -> llmproxy.config.v1.Consumer
+	56,  // 63: llmproxy.admin.v1.ConsumerResponse.diff:type_name -> llmproxy.admin.v1.ConfigDiff
+	60,  // 64: llmproxy.admin.v1.ConsumerResponse.fleet:type_name -> llmproxy.admin.v1.Rollout
+	71,  // 65: llmproxy.admin.v1.CreateKeyRequest.key:type_name -> llmproxy.admin.v1.NewKey
+	73,  // 66: llmproxy.admin.v1.RotateKeyRequest.rotation:type_name -> llmproxy.admin.v1.KeyRotation
+	87,  // 67: llmproxy.admin.v1.KeyResponse.consumer:type_name -> llmproxy.config.v1.Consumer
+	56,  // 68: llmproxy.admin.v1.KeyResponse.diff:type_name -> llmproxy.admin.v1.ConfigDiff
+	60,  // 69: llmproxy.admin.v1.KeyResponse.fleet:type_name -> llmproxy.admin.v1.Rollout
+	88,  // 70: llmproxy.admin.v1.UpdatePricingRequest.pricing:type_name -> llmproxy.config.v1.Price
+	88,  // 71: llmproxy.admin.v1.PricingResponse.pricing:type_name -> llmproxy.config.v1.Price
+	56,  // 72: llmproxy.admin.v1.PricingResponse.diff:type_name -> llmproxy.admin.v1.ConfigDiff
+	60,  // 73: llmproxy.admin.v1.PricingResponse.fleet:type_name -> llmproxy.admin.v1.Rollout
+	0,   // 74: llmproxy.admin.v1.AdminService.ListUpstreams:input_type -> llmproxy.admin.v1.ListUpstreamsRequest
+	2,   // 75: llmproxy.admin.v1.AdminService.GetUpstream:input_type -> llmproxy.admin.v1.GetUpstreamRequest
+	3,   // 76: llmproxy.admin.v1.AdminService.CreateUpstream:input_type -> llmproxy.admin.v1.CreateUpstreamRequest
+	4,   // 77: llmproxy.admin.v1.AdminService.UpdateUpstream:input_type -> llmproxy.admin.v1.UpdateUpstreamRequest
+	5,   // 78: llmproxy.admin.v1.AdminService.DeleteUpstream:input_type -> llmproxy.admin.v1.DeleteUpstreamRequest
+	8,   // 79: llmproxy.admin.v1.AdminService.ListUpstreamGroups:input_type -> llmproxy.admin.v1.ListUpstreamGroupsRequest
+	10,  // 80: llmproxy.admin.v1.AdminService.GetUpstreamGroup:input_type -> llmproxy.admin.v1.GetUpstreamGroupRequest
+	11,  // 81: llmproxy.admin.v1.AdminService.CreateUpstreamGroup:input_type -> llmproxy.admin.v1.CreateUpstreamGroupRequest
+	12,  // 82: llmproxy.admin.v1.AdminService.UpdateUpstreamGroup:input_type -> llmproxy.admin.v1.UpdateUpstreamGroupRequest
+	13,  // 83: llmproxy.admin.v1.AdminService.PatchUpstreamGroup:input_type -> llmproxy.admin.v1.PatchUpstreamGroupRequest
+	14,  // 84: llmproxy.admin.v1.AdminService.DeleteUpstreamGroup:input_type -> llmproxy.admin.v1.DeleteUpstreamGroupRequest
+	16,  // 85: llmproxy.admin.v1.AdminService.ListForwards:input_type -> llmproxy.admin.v1.ListForwardsRequest
+	18,  // 86: llmproxy.admin.v1.AdminService.GetForward:input_type -> llmproxy.admin.v1.GetForwardRequest
+	19,  // 87: llmproxy.admin.v1.AdminService.CreateForward:input_type -> llmproxy.admin.v1.CreateForwardRequest
+	20,  // 88: llmproxy.admin.v1.AdminService.UpdateForward:input_type -> llmproxy.admin.v1.UpdateForwardRequest
+	21,  // 89: llmproxy.admin.v1.AdminService.DeleteForward:input_type -> llmproxy.admin.v1.DeleteForwardRequest
+	24,  // 90: llmproxy.admin.v1.AdminService.ListRoutes:input_type -> llmproxy.admin.v1.ListRoutesRequest
+	26,  // 91: llmproxy.admin.v1.AdminService.GetRoute:input_type -> llmproxy.admin.v1.GetRouteRequest
+	27,  // 92: llmproxy.admin.v1.AdminService.CreateRoute:input_type -> llmproxy.admin.v1.CreateRouteRequest
+	28,  // 93: llmproxy.admin.v1.AdminService.UpdateRoute:input_type -> llmproxy.admin.v1.UpdateRouteRequest
+	29,  // 94: llmproxy.admin.v1.AdminService.DeleteRoute:input_type -> llmproxy.admin.v1.DeleteRouteRequest
+	31,  // 95: llmproxy.admin.v1.AdminService.GetConfig:input_type -> llmproxy.admin.v1.GetConfigRequest
+	33,  // 96: llmproxy.admin.v1.AdminService.ApplyConfig:input_type -> llmproxy.admin.v1.ApplyConfigRequest
+	35,  // 97: llmproxy.admin.v1.AdminService.ListProxies:input_type -> llmproxy.admin.v1.ListProxiesRequest
+	51,  // 98: llmproxy.admin.v1.AdminService.ListRevisions:input_type -> llmproxy.admin.v1.ListRevisionsRequest
+	53,  // 99: llmproxy.admin.v1.AdminService.GetRevision:input_type -> llmproxy.admin.v1.GetRevisionRequest
+	55,  // 100: llmproxy.admin.v1.AdminService.DiffRevisions:input_type -> llmproxy.admin.v1.DiffRevisionsRequest
+	59,  // 101: llmproxy.admin.v1.AdminService.RollbackRevision:input_type -> llmproxy.admin.v1.RollbackRevisionRequest
+	39,  // 102: llmproxy.admin.v1.AdminService.GetUpstreamHealth:input_type -> llmproxy.admin.v1.GetUpstreamHealthRequest
+	46,  // 103: llmproxy.admin.v1.AdminService.GetUsage:input_type -> llmproxy.admin.v1.GetUsageRequest
+	44,  // 104: llmproxy.admin.v1.AdminService.ListUpstreamHealth:input_type -> llmproxy.admin.v1.ListUpstreamHealthRequest
+	62,  // 105: llmproxy.admin.v1.AdminService.ListConsumers:input_type -> llmproxy.admin.v1.ListConsumersRequest
+	64,  // 106: llmproxy.admin.v1.AdminService.GetConsumer:input_type -> llmproxy.admin.v1.GetConsumerRequest
+	65,  // 107: llmproxy.admin.v1.AdminService.CreateConsumer:input_type -> llmproxy.admin.v1.CreateConsumerRequest
+	66,  // 108: llmproxy.admin.v1.AdminService.UpdateConsumer:input_type -> llmproxy.admin.v1.UpdateConsumerRequest
+	67,  // 109: llmproxy.admin.v1.AdminService.DeleteConsumer:input_type -> llmproxy.admin.v1.DeleteConsumerRequest
+	69,  // 110: llmproxy.admin.v1.AdminService.CreateKey:input_type -> llmproxy.admin.v1.CreateKeyRequest
+	70,  // 111: llmproxy.admin.v1.AdminService.RevokeKey:input_type -> llmproxy.admin.v1.RevokeKeyRequest
+	72,  // 112: llmproxy.admin.v1.AdminService.RotateKey:input_type -> llmproxy.admin.v1.RotateKeyRequest
+	75,  // 113: llmproxy.admin.v1.AdminService.GetPricing:input_type -> llmproxy.admin.v1.GetPricingRequest
+	76,  // 114: llmproxy.admin.v1.AdminService.UpdatePricing:input_type -> llmproxy.admin.v1.UpdatePricingRequest
+	1,   // 115: llmproxy.admin.v1.AdminService.ListUpstreams:output_type -> llmproxy.admin.v1.ListUpstreamsResponse
+	78,  // 116: llmproxy.admin.v1.AdminService.GetUpstream:output_type -> llmproxy.config.v1.Upstream
+	6,   // 117: llmproxy.admin.v1.AdminService.CreateUpstream:output_type -> llmproxy.admin.v1.UpstreamResponse
+	6,   // 118: llmproxy.admin.v1.AdminService.UpdateUpstream:output_type -> llmproxy.admin.v1.UpstreamResponse
+	7,   // 119: llmproxy.admin.v1.AdminService.DeleteUpstream:output_type -> llmproxy.admin.v1.DeleteResponse
+	9,   // 120: llmproxy.admin.v1.AdminService.ListUpstreamGroups:output_type -> llmproxy.admin.v1.ListUpstreamGroupsResponse
+	79,  // 121: llmproxy.admin.v1.AdminService.GetUpstreamGroup:output_type -> llmproxy.config.v1.UpstreamGroup
+	15,  // 122: llmproxy.admin.v1.AdminService.CreateUpstreamGroup:output_type -> llmproxy.admin.v1.UpstreamGroupResponse
+	15,  // 123: llmproxy.admin.v1.AdminService.UpdateUpstreamGroup:output_type -> llmproxy.admin.v1.UpstreamGroupResponse
+	15,  // 124: llmproxy.admin.v1.AdminService.PatchUpstreamGroup:output_type -> llmproxy.admin.v1.UpstreamGroupResponse
+	7,   // 125: llmproxy.admin.v1.AdminService.DeleteUpstreamGroup:output_type -> llmproxy.admin.v1.DeleteResponse
+	17,  // 126: llmproxy.admin.v1.AdminService.ListForwards:output_type -> llmproxy.admin.v1.ListForwardsResponse
+	81,  // 127: llmproxy.admin.v1.AdminService.GetForward:output_type -> llmproxy.config.v1.Forward
+	22,  // 128: llmproxy.admin.v1.AdminService.CreateForward:output_type -> llmproxy.admin.v1.ForwardResponse
+	22,  // 129: llmproxy.admin.v1.AdminService.UpdateForward:output_type -> llmproxy.admin.v1.ForwardResponse
+	7,   // 130: llmproxy.admin.v1.AdminService.DeleteForward:output_type -> llmproxy.admin.v1.DeleteResponse
+	25,  // 131: llmproxy.admin.v1.AdminService.ListRoutes:output_type -> llmproxy.admin.v1.ListRoutesResponse
+	23,  // 132: llmproxy.admin.v1.AdminService.GetRoute:output_type -> llmproxy.admin.v1.RouteEntry
+	30,  // 133: llmproxy.admin.v1.AdminService.CreateRoute:output_type -> llmproxy.admin.v1.RouteResponse
+	30,  // 134: llmproxy.admin.v1.AdminService.UpdateRoute:output_type -> llmproxy.admin.v1.RouteResponse
+	7,   // 135: llmproxy.admin.v1.AdminService.DeleteRoute:output_type -> llmproxy.admin.v1.DeleteResponse
+	32,  // 136: llmproxy.admin.v1.AdminService.GetConfig:output_type -> llmproxy.admin.v1.GetConfigResponse
+	34,  // 137: llmproxy.admin.v1.AdminService.ApplyConfig:output_type -> llmproxy.admin.v1.ApplyConfigResponse
+	36,  // 138: llmproxy.admin.v1.AdminService.ListProxies:output_type -> llmproxy.admin.v1.ListProxiesResponse
+	52,  // 139: llmproxy.admin.v1.AdminService.ListRevisions:output_type -> llmproxy.admin.v1.ListRevisionsResponse
+	54,  // 140: llmproxy.admin.v1.AdminService.GetRevision:output_type -> llmproxy.admin.v1.GetRevisionResponse
+	56,  // 141: llmproxy.admin.v1.AdminService.DiffRevisions:output_type -> llmproxy.admin.v1.ConfigDiff
+	34,  // 142: llmproxy.admin.v1.AdminService.RollbackRevision:output_type -> llmproxy.admin.v1.ApplyConfigResponse
+	40,  // 143: llmproxy.admin.v1.AdminService.GetUpstreamHealth:output_type -> llmproxy.admin.v1.UpstreamHealth
+	47,  // 144: llmproxy.admin.v1.AdminService.GetUsage:output_type -> llmproxy.admin.v1.GetUsageResponse
+	45,  // 145: llmproxy.admin.v1.AdminService.ListUpstreamHealth:output_type -> llmproxy.admin.v1.ListUpstreamHealthResponse
+	63,  // 146: llmproxy.admin.v1.AdminService.ListConsumers:output_type -> llmproxy.admin.v1.ListConsumersResponse
+	87,  // 147: llmproxy.admin.v1.AdminService.GetConsumer:output_type -> llmproxy.config.v1.Consumer
+	68,  // 148: llmproxy.admin.v1.AdminService.CreateConsumer:output_type -> llmproxy.admin.v1.ConsumerResponse
+	68,  // 149: llmproxy.admin.v1.AdminService.UpdateConsumer:output_type -> llmproxy.admin.v1.ConsumerResponse
+	7,   // 150: llmproxy.admin.v1.AdminService.DeleteConsumer:output_type -> llmproxy.admin.v1.DeleteResponse
+	74,  // 151: llmproxy.admin.v1.AdminService.CreateKey:output_type -> llmproxy.admin.v1.KeyResponse
+	7,   // 152: llmproxy.admin.v1.AdminService.RevokeKey:output_type -> llmproxy.admin.v1.DeleteResponse
+	74,  // 153: llmproxy.admin.v1.AdminService.RotateKey:output_type -> llmproxy.admin.v1.KeyResponse
+	77,  // 154: llmproxy.admin.v1.AdminService.GetPricing:output_type -> llmproxy.admin.v1.PricingResponse
+	77,  // 155: llmproxy.admin.v1.AdminService.UpdatePricing:output_type -> llmproxy.admin.v1.PricingResponse
+	115, // [115:156] is the sub-list for method output_type
+	74,  // [74:115] is the sub-list for method input_type
+	74,  // [74:74] is the sub-list for extension type_name
+	74,  // [74:74] is the sub-list for extension extendee
+	0,   // [0:74] is the sub-list for field type_name
 }
 
 func init() { file_llmproxy_admin_v1_admin_proto_init() }
@@ -5010,13 +6309,20 @@ func file_llmproxy_admin_v1_admin_proto_init() {
 	file_llmproxy_admin_v1_admin_proto_msgTypes[33].OneofWrappers = []any{}
 	file_llmproxy_admin_v1_admin_proto_msgTypes[55].OneofWrappers = []any{}
 	file_llmproxy_admin_v1_admin_proto_msgTypes[59].OneofWrappers = []any{}
+	file_llmproxy_admin_v1_admin_proto_msgTypes[65].OneofWrappers = []any{}
+	file_llmproxy_admin_v1_admin_proto_msgTypes[66].OneofWrappers = []any{}
+	file_llmproxy_admin_v1_admin_proto_msgTypes[67].OneofWrappers = []any{}
+	file_llmproxy_admin_v1_admin_proto_msgTypes[69].OneofWrappers = []any{}
+	file_llmproxy_admin_v1_admin_proto_msgTypes[70].OneofWrappers = []any{}
+	file_llmproxy_admin_v1_admin_proto_msgTypes[72].OneofWrappers = []any{}
+	file_llmproxy_admin_v1_admin_proto_msgTypes[76].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_llmproxy_admin_v1_admin_proto_rawDesc), len(file_llmproxy_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   62,
+			NumMessages:   78,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -54,6 +54,16 @@ const (
 	AdminService_GetUpstreamHealth_FullMethodName   = "/llmproxy.admin.v1.AdminService/GetUpstreamHealth"
 	AdminService_GetUsage_FullMethodName            = "/llmproxy.admin.v1.AdminService/GetUsage"
 	AdminService_ListUpstreamHealth_FullMethodName  = "/llmproxy.admin.v1.AdminService/ListUpstreamHealth"
+	AdminService_ListConsumers_FullMethodName       = "/llmproxy.admin.v1.AdminService/ListConsumers"
+	AdminService_GetConsumer_FullMethodName         = "/llmproxy.admin.v1.AdminService/GetConsumer"
+	AdminService_CreateConsumer_FullMethodName      = "/llmproxy.admin.v1.AdminService/CreateConsumer"
+	AdminService_UpdateConsumer_FullMethodName      = "/llmproxy.admin.v1.AdminService/UpdateConsumer"
+	AdminService_DeleteConsumer_FullMethodName      = "/llmproxy.admin.v1.AdminService/DeleteConsumer"
+	AdminService_CreateKey_FullMethodName           = "/llmproxy.admin.v1.AdminService/CreateKey"
+	AdminService_RevokeKey_FullMethodName           = "/llmproxy.admin.v1.AdminService/RevokeKey"
+	AdminService_RotateKey_FullMethodName           = "/llmproxy.admin.v1.AdminService/RotateKey"
+	AdminService_GetPricing_FullMethodName          = "/llmproxy.admin.v1.AdminService/GetPricing"
+	AdminService_UpdatePricing_FullMethodName       = "/llmproxy.admin.v1.AdminService/UpdatePricing"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -112,6 +122,24 @@ type AdminServiceClient interface {
 	// ListUpstreamHealth is GetUpstreamHealth for every configured upstream at once, in config
 	// order, so a fleet overview needs one call rather than one per upstream.
 	ListUpstreamHealth(ctx context.Context, in *ListUpstreamHealthRequest, opts ...grpc.CallOption) (*ListUpstreamHealthResponse, error)
+	// Consumers come back with their key hashes redacted.
+	ListConsumers(ctx context.Context, in *ListConsumersRequest, opts ...grpc.CallOption) (*ListConsumersResponse, error)
+	GetConsumer(ctx context.Context, in *GetConsumerRequest, opts ...grpc.CallOption) (*v1.Consumer, error)
+	CreateConsumer(ctx context.Context, in *CreateConsumerRequest, opts ...grpc.CallOption) (*ConsumerResponse, error)
+	UpdateConsumer(ctx context.Context, in *UpdateConsumerRequest, opts ...grpc.CallOption) (*ConsumerResponse, error)
+	DeleteConsumer(ctx context.Context, in *DeleteConsumerRequest, opts ...grpc.CallOption) (*DeleteResponse, error)
+	// CreateKey adds a new API key to a consumer and answers it in clear, once: only its
+	// SHA-256 is stored.
+	CreateKey(ctx context.Context, in *CreateKeyRequest, opts ...grpc.CallOption) (*KeyResponse, error)
+	// RevokeKey removes a key: proxies refuse it once they applied the new revision.
+	RevokeKey(ctx context.Context, in *RevokeKeyRequest, opts ...grpc.CallOption) (*DeleteResponse, error)
+	// RotateKey adds a new key (answered in clear, once) and lets the old one expire after
+	// the grace period.
+	RotateKey(ctx context.Context, in *RotateKeyRequest, opts ...grpc.CallOption) (*KeyResponse, error)
+	// GetPricing returns the pricing list.
+	GetPricing(ctx context.Context, in *GetPricingRequest, opts ...grpc.CallOption) (*PricingResponse, error)
+	// UpdatePricing replaces the pricing list whole.
+	UpdatePricing(ctx context.Context, in *UpdatePricingRequest, opts ...grpc.CallOption) (*PricingResponse, error)
 }
 
 type adminServiceClient struct {
@@ -432,6 +460,106 @@ func (c *adminServiceClient) ListUpstreamHealth(ctx context.Context, in *ListUps
 	return out, nil
 }
 
+func (c *adminServiceClient) ListConsumers(ctx context.Context, in *ListConsumersRequest, opts ...grpc.CallOption) (*ListConsumersResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListConsumersResponse)
+	err := c.cc.Invoke(ctx, AdminService_ListConsumers_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) GetConsumer(ctx context.Context, in *GetConsumerRequest, opts ...grpc.CallOption) (*v1.Consumer, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(v1.Consumer)
+	err := c.cc.Invoke(ctx, AdminService_GetConsumer_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) CreateConsumer(ctx context.Context, in *CreateConsumerRequest, opts ...grpc.CallOption) (*ConsumerResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ConsumerResponse)
+	err := c.cc.Invoke(ctx, AdminService_CreateConsumer_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) UpdateConsumer(ctx context.Context, in *UpdateConsumerRequest, opts ...grpc.CallOption) (*ConsumerResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ConsumerResponse)
+	err := c.cc.Invoke(ctx, AdminService_UpdateConsumer_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) DeleteConsumer(ctx context.Context, in *DeleteConsumerRequest, opts ...grpc.CallOption) (*DeleteResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteResponse)
+	err := c.cc.Invoke(ctx, AdminService_DeleteConsumer_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) CreateKey(ctx context.Context, in *CreateKeyRequest, opts ...grpc.CallOption) (*KeyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(KeyResponse)
+	err := c.cc.Invoke(ctx, AdminService_CreateKey_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) RevokeKey(ctx context.Context, in *RevokeKeyRequest, opts ...grpc.CallOption) (*DeleteResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteResponse)
+	err := c.cc.Invoke(ctx, AdminService_RevokeKey_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) RotateKey(ctx context.Context, in *RotateKeyRequest, opts ...grpc.CallOption) (*KeyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(KeyResponse)
+	err := c.cc.Invoke(ctx, AdminService_RotateKey_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) GetPricing(ctx context.Context, in *GetPricingRequest, opts ...grpc.CallOption) (*PricingResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PricingResponse)
+	err := c.cc.Invoke(ctx, AdminService_GetPricing_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) UpdatePricing(ctx context.Context, in *UpdatePricingRequest, opts ...grpc.CallOption) (*PricingResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PricingResponse)
+	err := c.cc.Invoke(ctx, AdminService_UpdatePricing_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -488,6 +616,24 @@ type AdminServiceServer interface {
 	// ListUpstreamHealth is GetUpstreamHealth for every configured upstream at once, in config
 	// order, so a fleet overview needs one call rather than one per upstream.
 	ListUpstreamHealth(context.Context, *ListUpstreamHealthRequest) (*ListUpstreamHealthResponse, error)
+	// Consumers come back with their key hashes redacted.
+	ListConsumers(context.Context, *ListConsumersRequest) (*ListConsumersResponse, error)
+	GetConsumer(context.Context, *GetConsumerRequest) (*v1.Consumer, error)
+	CreateConsumer(context.Context, *CreateConsumerRequest) (*ConsumerResponse, error)
+	UpdateConsumer(context.Context, *UpdateConsumerRequest) (*ConsumerResponse, error)
+	DeleteConsumer(context.Context, *DeleteConsumerRequest) (*DeleteResponse, error)
+	// CreateKey adds a new API key to a consumer and answers it in clear, once: only its
+	// SHA-256 is stored.
+	CreateKey(context.Context, *CreateKeyRequest) (*KeyResponse, error)
+	// RevokeKey removes a key: proxies refuse it once they applied the new revision.
+	RevokeKey(context.Context, *RevokeKeyRequest) (*DeleteResponse, error)
+	// RotateKey adds a new key (answered in clear, once) and lets the old one expire after
+	// the grace period.
+	RotateKey(context.Context, *RotateKeyRequest) (*KeyResponse, error)
+	// GetPricing returns the pricing list.
+	GetPricing(context.Context, *GetPricingRequest) (*PricingResponse, error)
+	// UpdatePricing replaces the pricing list whole.
+	UpdatePricing(context.Context, *UpdatePricingRequest) (*PricingResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -590,6 +736,36 @@ func (UnimplementedAdminServiceServer) GetUsage(context.Context, *GetUsageReques
 }
 func (UnimplementedAdminServiceServer) ListUpstreamHealth(context.Context, *ListUpstreamHealthRequest) (*ListUpstreamHealthResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListUpstreamHealth not implemented")
+}
+func (UnimplementedAdminServiceServer) ListConsumers(context.Context, *ListConsumersRequest) (*ListConsumersResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListConsumers not implemented")
+}
+func (UnimplementedAdminServiceServer) GetConsumer(context.Context, *GetConsumerRequest) (*v1.Consumer, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetConsumer not implemented")
+}
+func (UnimplementedAdminServiceServer) CreateConsumer(context.Context, *CreateConsumerRequest) (*ConsumerResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateConsumer not implemented")
+}
+func (UnimplementedAdminServiceServer) UpdateConsumer(context.Context, *UpdateConsumerRequest) (*ConsumerResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UpdateConsumer not implemented")
+}
+func (UnimplementedAdminServiceServer) DeleteConsumer(context.Context, *DeleteConsumerRequest) (*DeleteResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteConsumer not implemented")
+}
+func (UnimplementedAdminServiceServer) CreateKey(context.Context, *CreateKeyRequest) (*KeyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateKey not implemented")
+}
+func (UnimplementedAdminServiceServer) RevokeKey(context.Context, *RevokeKeyRequest) (*DeleteResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RevokeKey not implemented")
+}
+func (UnimplementedAdminServiceServer) RotateKey(context.Context, *RotateKeyRequest) (*KeyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RotateKey not implemented")
+}
+func (UnimplementedAdminServiceServer) GetPricing(context.Context, *GetPricingRequest) (*PricingResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetPricing not implemented")
+}
+func (UnimplementedAdminServiceServer) UpdatePricing(context.Context, *UpdatePricingRequest) (*PricingResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UpdatePricing not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -1170,6 +1346,186 @@ func _AdminService_ListUpstreamHealth_Handler(srv interface{}, ctx context.Conte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_ListConsumers_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListConsumersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ListConsumers(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ListConsumers_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ListConsumers(ctx, req.(*ListConsumersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_GetConsumer_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetConsumerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).GetConsumer(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_GetConsumer_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).GetConsumer(ctx, req.(*GetConsumerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_CreateConsumer_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateConsumerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).CreateConsumer(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_CreateConsumer_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).CreateConsumer(ctx, req.(*CreateConsumerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_UpdateConsumer_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdateConsumerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).UpdateConsumer(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_UpdateConsumer_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).UpdateConsumer(ctx, req.(*UpdateConsumerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_DeleteConsumer_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteConsumerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).DeleteConsumer(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_DeleteConsumer_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).DeleteConsumer(ctx, req.(*DeleteConsumerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_CreateKey_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateKeyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).CreateKey(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_CreateKey_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).CreateKey(ctx, req.(*CreateKeyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_RevokeKey_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RevokeKeyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).RevokeKey(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_RevokeKey_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).RevokeKey(ctx, req.(*RevokeKeyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_RotateKey_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RotateKeyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).RotateKey(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_RotateKey_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).RotateKey(ctx, req.(*RotateKeyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_GetPricing_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetPricingRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).GetPricing(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_GetPricing_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).GetPricing(ctx, req.(*GetPricingRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_UpdatePricing_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdatePricingRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).UpdatePricing(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_UpdatePricing_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).UpdatePricing(ctx, req.(*UpdatePricingRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1300,6 +1656,46 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListUpstreamHealth",
 			Handler:    _AdminService_ListUpstreamHealth_Handler,
+		},
+		{
+			MethodName: "ListConsumers",
+			Handler:    _AdminService_ListConsumers_Handler,
+		},
+		{
+			MethodName: "GetConsumer",
+			Handler:    _AdminService_GetConsumer_Handler,
+		},
+		{
+			MethodName: "CreateConsumer",
+			Handler:    _AdminService_CreateConsumer_Handler,
+		},
+		{
+			MethodName: "UpdateConsumer",
+			Handler:    _AdminService_UpdateConsumer_Handler,
+		},
+		{
+			MethodName: "DeleteConsumer",
+			Handler:    _AdminService_DeleteConsumer_Handler,
+		},
+		{
+			MethodName: "CreateKey",
+			Handler:    _AdminService_CreateKey_Handler,
+		},
+		{
+			MethodName: "RevokeKey",
+			Handler:    _AdminService_RevokeKey_Handler,
+		},
+		{
+			MethodName: "RotateKey",
+			Handler:    _AdminService_RotateKey_Handler,
+		},
+		{
+			MethodName: "GetPricing",
+			Handler:    _AdminService_GetPricing_Handler,
+		},
+		{
+			MethodName: "UpdatePricing",
+			Handler:    _AdminService_UpdatePricing_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

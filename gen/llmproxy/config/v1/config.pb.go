@@ -106,8 +106,15 @@ type Config struct {
 	HttpServer     *HttpServer            `protobuf:"bytes,1,opt,name=http_server,json=httpServer,proto3" json:"http_server,omitempty"`
 	Upstreams      []*Upstream            `protobuf:"bytes,2,rep,name=upstreams,proto3" json:"upstreams,omitempty"`
 	UpstreamGroups []*UpstreamGroup       `protobuf:"bytes,3,rep,name=upstream_groups,json=upstreamGroups,proto3" json:"upstream_groups,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Clients identified by their API keys, with what each may use and spend. Forwards with
+	// client_auth optional or required identify them.
+	Consumers []*Consumer `protobuf:"bytes,4,rep,name=consumers,proto3" json:"consumers,omitempty"`
+	// Prices of models, for consumers' budgets. The first entry whose model glob matches a
+	// request's model prices it; a model no entry matches costs nothing. There is no built-in
+	// price list.
+	Pricing       []*Price `protobuf:"bytes,5,rep,name=pricing,proto3" json:"pricing,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Config) Reset() {
@@ -157,6 +164,20 @@ func (x *Config) GetUpstreams() []*Upstream {
 func (x *Config) GetUpstreamGroups() []*UpstreamGroup {
 	if x != nil {
 		return x.UpstreamGroups
+	}
+	return nil
+}
+
+func (x *Config) GetConsumers() []*Consumer {
+	if x != nil {
+		return x.Consumers
+	}
+	return nil
+}
+
+func (x *Config) GetPricing() []*Price {
+	if x != nil {
+		return x.Pricing
 	}
 	return nil
 }
@@ -307,8 +328,15 @@ type Forward struct {
 	// trusted, and it is that address that `ratelimit.key: ip` counts and the access log shows.
 	// Empty: the peer is the client.
 	TrustedProxies []string `protobuf:"bytes,10,rep,name=trusted_proxies,json=trustedProxies,proto3" json:"trusted_proxies,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Whether clients must show a consumer's key: "off" (default: keys are not read and the
+	// client's headers pass through), "optional" (a request with a key must show a valid
+	// one and is then its consumer's; a request without one passes anonymously) or
+	// "required" (no or unknown key: 401). Keys are read from `Authorization: Bearer`,
+	// `x-api-key` or `api-key`; under optional and required these headers never reach an
+	// upstream (the upstream's auth or header operations set its own credential).
+	ClientAuth    string `protobuf:"bytes,11,opt,name=client_auth,json=clientAuth,proto3" json:"client_auth,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Forward) Reset() {
@@ -409,6 +437,13 @@ func (x *Forward) GetTrustedProxies() []string {
 		return x.TrustedProxies
 	}
 	return nil
+}
+
+func (x *Forward) GetClientAuth() string {
+	if x != nil {
+		return x.ClientAuth
+	}
+	return ""
 }
 
 // ServerTLS is a listener's certificate. Both files are read by the proxy, which refuses
@@ -1674,6 +1709,383 @@ func (x *Cache) GetShared() bool {
 	return false
 }
 
+// Consumer is a client of the gateway, identified by any of its API keys.
+type Consumer struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Unique name. Required. It labels the consumer's metrics and traces.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The consumer's API keys; a key is valid while it is not disabled or expired.
+	Keys []*ConsumerKey `protobuf:"bytes,2,rep,name=keys,proto3" json:"keys,omitempty"`
+	// Globs (`*`, `?`, `[...]`) on the `model` of a request's JSON body; a request for a
+	// model none matches gets 403. Empty: any model. A request without a model (GET
+	// /v1/models) is not checked.
+	Models []string `protobuf:"bytes,3,rep,name=models,proto3" json:"models,omitempty"`
+	// Forwards the consumer may use, by name; others answer 403. Empty: every forward.
+	Forwards []string `protobuf:"bytes,4,rep,name=forwards,proto3" json:"forwards,omitempty"`
+	// Absent: no limits.
+	Limits *ConsumerLimits `protobuf:"bytes,5,opt,name=limits,proto3" json:"limits,omitempty"`
+	// Free-form labels (e.g. team, cost center), copied to traces and to the
+	// llmproxy_consumer_info metric. Keys are Prometheus label names ([a-zA-Z_][a-zA-Z0-9_]*,
+	// not starting with "__", not "consumer").
+	Labels        map[string]string `protobuf:"bytes,6,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Consumer) Reset() {
+	*x = Consumer{}
+	mi := &file_llmproxy_config_v1_config_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Consumer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Consumer) ProtoMessage() {}
+
+func (x *Consumer) ProtoReflect() protoreflect.Message {
+	mi := &file_llmproxy_config_v1_config_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Consumer.ProtoReflect.Descriptor instead.
+func (*Consumer) Descriptor() ([]byte, []int) {
+	return file_llmproxy_config_v1_config_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *Consumer) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Consumer) GetKeys() []*ConsumerKey {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+func (x *Consumer) GetModels() []string {
+	if x != nil {
+		return x.Models
+	}
+	return nil
+}
+
+func (x *Consumer) GetForwards() []string {
+	if x != nil {
+		return x.Forwards
+	}
+	return nil
+}
+
+func (x *Consumer) GetLimits() *ConsumerLimits {
+	if x != nil {
+		return x.Limits
+	}
+	return nil
+}
+
+func (x *Consumer) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+// ConsumerKey is one API key of a consumer. Only its hash is stored: the key itself is shown
+// once, when the control plane creates it, and never stored, logged or sent to a proxy.
+type ConsumerKey struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Identifies the key within its consumer, for revocation and rotation: 1-64 letters,
+	// digits, ".", "_" or "-". Required.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// "sha256:" and the lowercase hex SHA-256 of the key (`llmproxyctl key hash`). Required;
+	// unique across consumers. Not the key, but a short or reused key could be found from it,
+	// and nobody needs to read it back: it is kept secret like a credential.
+	Hash string `protobuf:"bytes,2,opt,name=hash,proto3" json:"hash,omitempty"`
+	// RFC 3339 time after which the key is refused (401, "expired"). Empty: never.
+	ExpiresAt string `protobuf:"bytes,3,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	// A disabled key is refused (401, "disabled"). Default false.
+	Disabled      *bool `protobuf:"varint,4,opt,name=disabled,proto3,oneof" json:"disabled,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConsumerKey) Reset() {
+	*x = ConsumerKey{}
+	mi := &file_llmproxy_config_v1_config_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConsumerKey) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConsumerKey) ProtoMessage() {}
+
+func (x *ConsumerKey) ProtoReflect() protoreflect.Message {
+	mi := &file_llmproxy_config_v1_config_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConsumerKey.ProtoReflect.Descriptor instead.
+func (*ConsumerKey) Descriptor() ([]byte, []int) {
+	return file_llmproxy_config_v1_config_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *ConsumerKey) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ConsumerKey) GetHash() string {
+	if x != nil {
+		return x.Hash
+	}
+	return ""
+}
+
+func (x *ConsumerKey) GetExpiresAt() string {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return ""
+}
+
+func (x *ConsumerKey) GetDisabled() bool {
+	if x != nil && x.Disabled != nil {
+		return *x.Disabled
+	}
+	return false
+}
+
+// ConsumerLimits caps a consumer's use. Every unset limit is no limit. Windows slide: a
+// minute limit counts the last 60 seconds (in 1-second steps), a day limit the last 24 hours
+// (in 24-minute steps). With the proxy's --redis the counters are shared by every proxy;
+// otherwise each proxy counts alone.
+type ConsumerLimits struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Requests admitted per minute, 1-10000000.
+	RequestsPerMinute *uint32 `protobuf:"varint,1,opt,name=requests_per_minute,json=requestsPerMinute,proto3,oneof" json:"requests_per_minute,omitempty"`
+	// Tokens (prompt + completion) per minute, 1-1000000000000. A request is admitted while
+	// the window's usage is below the limit and charged when its answer ends.
+	TokensPerMinute *uint64 `protobuf:"varint,2,opt,name=tokens_per_minute,json=tokensPerMinute,proto3,oneof" json:"tokens_per_minute,omitempty"`
+	// Tokens per day (the last 24 hours), 1-1000000000000.
+	TokensPerDay *uint64 `protobuf:"varint,3,opt,name=tokens_per_day,json=tokensPerDay,proto3,oneof" json:"tokens_per_day,omitempty"`
+	// Requests in flight at once, 1-100000.
+	MaxParallel *uint32 `protobuf:"varint,4,opt,name=max_parallel,json=maxParallel,proto3,oneof" json:"max_parallel,omitempty"`
+	// Spend cap, priced by the top-level pricing list.
+	Budget        *Budget `protobuf:"bytes,5,opt,name=budget,proto3" json:"budget,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConsumerLimits) Reset() {
+	*x = ConsumerLimits{}
+	mi := &file_llmproxy_config_v1_config_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConsumerLimits) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConsumerLimits) ProtoMessage() {}
+
+func (x *ConsumerLimits) ProtoReflect() protoreflect.Message {
+	mi := &file_llmproxy_config_v1_config_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConsumerLimits.ProtoReflect.Descriptor instead.
+func (*ConsumerLimits) Descriptor() ([]byte, []int) {
+	return file_llmproxy_config_v1_config_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *ConsumerLimits) GetRequestsPerMinute() uint32 {
+	if x != nil && x.RequestsPerMinute != nil {
+		return *x.RequestsPerMinute
+	}
+	return 0
+}
+
+func (x *ConsumerLimits) GetTokensPerMinute() uint64 {
+	if x != nil && x.TokensPerMinute != nil {
+		return *x.TokensPerMinute
+	}
+	return 0
+}
+
+func (x *ConsumerLimits) GetTokensPerDay() uint64 {
+	if x != nil && x.TokensPerDay != nil {
+		return *x.TokensPerDay
+	}
+	return 0
+}
+
+func (x *ConsumerLimits) GetMaxParallel() uint32 {
+	if x != nil && x.MaxParallel != nil {
+		return *x.MaxParallel
+	}
+	return 0
+}
+
+func (x *ConsumerLimits) GetBudget() *Budget {
+	if x != nil {
+		return x.Budget
+	}
+	return nil
+}
+
+// Budget caps a consumer's spend per calendar period (UTC).
+type Budget struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// US dollars per period, more than 0 and at most 1000000000. Required.
+	Usd float64 `protobuf:"fixed64,1,opt,name=usd,proto3" json:"usd,omitempty"`
+	// "day", "week" (from Monday) or "month" (default).
+	Period        string `protobuf:"bytes,2,opt,name=period,proto3" json:"period,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Budget) Reset() {
+	*x = Budget{}
+	mi := &file_llmproxy_config_v1_config_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Budget) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Budget) ProtoMessage() {}
+
+func (x *Budget) ProtoReflect() protoreflect.Message {
+	mi := &file_llmproxy_config_v1_config_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Budget.ProtoReflect.Descriptor instead.
+func (*Budget) Descriptor() ([]byte, []int) {
+	return file_llmproxy_config_v1_config_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *Budget) GetUsd() float64 {
+	if x != nil {
+		return x.Usd
+	}
+	return 0
+}
+
+func (x *Budget) GetPeriod() string {
+	if x != nil {
+		return x.Period
+	}
+	return ""
+}
+
+// Price is what a model costs, in US dollars per million tokens.
+type Price struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Glob on the request's model (`*`, `?`, `[...]`). Required; unique in the list.
+	Model string `protobuf:"bytes,1,opt,name=model,proto3" json:"model,omitempty"`
+	// USD per million prompt (input) tokens, 0-1000000.
+	InputPerMillion float64 `protobuf:"fixed64,2,opt,name=input_per_million,json=inputPerMillion,proto3" json:"input_per_million,omitempty"`
+	// USD per million completion (output) tokens, 0-1000000.
+	OutputPerMillion float64 `protobuf:"fixed64,3,opt,name=output_per_million,json=outputPerMillion,proto3" json:"output_per_million,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *Price) Reset() {
+	*x = Price{}
+	mi := &file_llmproxy_config_v1_config_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Price) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Price) ProtoMessage() {}
+
+func (x *Price) ProtoReflect() protoreflect.Message {
+	mi := &file_llmproxy_config_v1_config_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Price.ProtoReflect.Descriptor instead.
+func (*Price) Descriptor() ([]byte, []int) {
+	return file_llmproxy_config_v1_config_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *Price) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *Price) GetInputPerMillion() float64 {
+	if x != nil {
+		return x.InputPerMillion
+	}
+	return 0
+}
+
+func (x *Price) GetOutputPerMillion() float64 {
+	if x != nil {
+		return x.OutputPerMillion
+	}
+	return 0
+}
+
 var file_llmproxy_config_v1_config_proto_extTypes = []protoimpl.ExtensionInfo{
 	{
 		ExtendedType:  (*descriptorpb.FieldOptions)(nil),
@@ -1697,12 +2109,14 @@ var File_llmproxy_config_v1_config_proto protoreflect.FileDescriptor
 
 const file_llmproxy_config_v1_config_proto_rawDesc = "" +
 	"\n" +
-	"\x1fllmproxy/config/v1/config.proto\x12\x12llmproxy.config.v1\x1a google/protobuf/descriptor.proto\"\xd1\x01\n" +
+	"\x1fllmproxy/config/v1/config.proto\x12\x12llmproxy.config.v1\x1a google/protobuf/descriptor.proto\"\xc2\x02\n" +
 	"\x06Config\x12?\n" +
 	"\vhttp_server\x18\x01 \x01(\v2\x1e.llmproxy.config.v1.HttpServerR\n" +
 	"httpServer\x12:\n" +
 	"\tupstreams\x18\x02 \x03(\v2\x1c.llmproxy.config.v1.UpstreamR\tupstreams\x12J\n" +
-	"\x0fupstream_groups\x18\x03 \x03(\v2!.llmproxy.config.v1.UpstreamGroupR\x0eupstreamGroups\"v\n" +
+	"\x0fupstream_groups\x18\x03 \x03(\v2!.llmproxy.config.v1.UpstreamGroupR\x0eupstreamGroups\x12:\n" +
+	"\tconsumers\x18\x04 \x03(\v2\x1c.llmproxy.config.v1.ConsumerR\tconsumers\x123\n" +
+	"\apricing\x18\x05 \x03(\v2\x19.llmproxy.config.v1.PriceR\apricing\"v\n" +
 	"\n" +
 	"HttpServer\x127\n" +
 	"\bforwards\x18\x01 \x03(\v2\x1b.llmproxy.config.v1.ForwardR\bforwards\x12/\n" +
@@ -1713,7 +2127,7 @@ const file_llmproxy_config_v1_config_proto_rawDesc = "" +
 	"\atimeout\x18\x03 \x01(\v2!.llmproxy.config.v1.ServerTimeoutR\atimeoutB\a\n" +
 	"\x05_portB\n" +
 	"\n" +
-	"\b_address\"\xd6\x03\n" +
+	"\b_address\"\xf7\x03\n" +
 	"\aForward\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x17\n" +
 	"\x04port\x18\x02 \x01(\rH\x00R\x04port\x88\x01\x01\x12\x1d\n" +
@@ -1725,7 +2139,9 @@ const file_llmproxy_config_v1_config_proto_rawDesc = "" +
 	"\x0emax_body_bytes\x18\b \x01(\rH\x02R\fmaxBodyBytes\x88\x01\x01\x12/\n" +
 	"\x03tls\x18\t \x01(\v2\x1d.llmproxy.config.v1.ServerTLSR\x03tls\x12'\n" +
 	"\x0ftrusted_proxies\x18\n" +
-	" \x03(\tR\x0etrustedProxiesB\a\n" +
+	" \x03(\tR\x0etrustedProxies\x12\x1f\n" +
+	"\vclient_auth\x18\v \x01(\tR\n" +
+	"clientAuthB\a\n" +
 	"\x05_portB\n" +
 	"\n" +
 	"\b_addressB\x11\n" +
@@ -1853,7 +2269,41 @@ const file_llmproxy_config_v1_config_proto_rawDesc = "" +
 	"\x11_max_object_bytesB\f\n" +
 	"\n" +
 	"_max_bytesB\t\n" +
-	"\a_shared*d\n" +
+	"\a_shared\"\xc0\x02\n" +
+	"\bConsumer\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x123\n" +
+	"\x04keys\x18\x02 \x03(\v2\x1f.llmproxy.config.v1.ConsumerKeyR\x04keys\x12\x16\n" +
+	"\x06models\x18\x03 \x03(\tR\x06models\x12\x1a\n" +
+	"\bforwards\x18\x04 \x03(\tR\bforwards\x12:\n" +
+	"\x06limits\x18\x05 \x01(\v2\".llmproxy.config.v1.ConsumerLimitsR\x06limits\x12@\n" +
+	"\x06labels\x18\x06 \x03(\v2(.llmproxy.config.v1.Consumer.LabelsEntryR\x06labels\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x84\x01\n" +
+	"\vConsumerKey\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
+	"\x04hash\x18\x02 \x01(\tB\x04\xa0\xbb\x18\x01R\x04hash\x12\x1d\n" +
+	"\n" +
+	"expires_at\x18\x03 \x01(\tR\texpiresAt\x12\x1f\n" +
+	"\bdisabled\x18\x04 \x01(\bH\x00R\bdisabled\x88\x01\x01B\v\n" +
+	"\t_disabled\"\xcf\x02\n" +
+	"\x0eConsumerLimits\x123\n" +
+	"\x13requests_per_minute\x18\x01 \x01(\rH\x00R\x11requestsPerMinute\x88\x01\x01\x12/\n" +
+	"\x11tokens_per_minute\x18\x02 \x01(\x04H\x01R\x0ftokensPerMinute\x88\x01\x01\x12)\n" +
+	"\x0etokens_per_day\x18\x03 \x01(\x04H\x02R\ftokensPerDay\x88\x01\x01\x12&\n" +
+	"\fmax_parallel\x18\x04 \x01(\rH\x03R\vmaxParallel\x88\x01\x01\x122\n" +
+	"\x06budget\x18\x05 \x01(\v2\x1a.llmproxy.config.v1.BudgetR\x06budgetB\x16\n" +
+	"\x14_requests_per_minuteB\x14\n" +
+	"\x12_tokens_per_minuteB\x11\n" +
+	"\x0f_tokens_per_dayB\x0f\n" +
+	"\r_max_parallel\"2\n" +
+	"\x06Budget\x12\x10\n" +
+	"\x03usd\x18\x01 \x01(\x01R\x03usd\x12\x16\n" +
+	"\x06period\x18\x02 \x01(\tR\x06period\"w\n" +
+	"\x05Price\x12\x14\n" +
+	"\x05model\x18\x01 \x01(\tR\x05model\x12*\n" +
+	"\x11input_per_million\x18\x02 \x01(\x01R\x0finputPerMillion\x12,\n" +
+	"\x12output_per_million\x18\x03 \x01(\x01R\x10outputPerMillion*d\n" +
 	"\x06Secret\x12\x16\n" +
 	"\x12SECRET_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fSECRET_VALUE\x10\x01\x12\x17\n" +
@@ -1874,7 +2324,7 @@ func file_llmproxy_config_v1_config_proto_rawDescGZIP() []byte {
 }
 
 var file_llmproxy_config_v1_config_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_llmproxy_config_v1_config_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_llmproxy_config_v1_config_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_llmproxy_config_v1_config_proto_goTypes = []any{
 	(Secret)(0),                       // 0: llmproxy.config.v1.Secret
 	(*Config)(nil),                    // 1: llmproxy.config.v1.Config
@@ -1899,40 +2349,52 @@ var file_llmproxy_config_v1_config_proto_goTypes = []any{
 	(*OutboundProxy)(nil),             // 20: llmproxy.config.v1.OutboundProxy
 	(*Concurrency)(nil),               // 21: llmproxy.config.v1.Concurrency
 	(*Cache)(nil),                     // 22: llmproxy.config.v1.Cache
-	nil,                               // 23: llmproxy.config.v1.Route.HeadersEntry
-	(*descriptorpb.FieldOptions)(nil), // 24: google.protobuf.FieldOptions
+	(*Consumer)(nil),                  // 23: llmproxy.config.v1.Consumer
+	(*ConsumerKey)(nil),               // 24: llmproxy.config.v1.ConsumerKey
+	(*ConsumerLimits)(nil),            // 25: llmproxy.config.v1.ConsumerLimits
+	(*Budget)(nil),                    // 26: llmproxy.config.v1.Budget
+	(*Price)(nil),                     // 27: llmproxy.config.v1.Price
+	nil,                               // 28: llmproxy.config.v1.Route.HeadersEntry
+	nil,                               // 29: llmproxy.config.v1.Consumer.LabelsEntry
+	(*descriptorpb.FieldOptions)(nil), // 30: google.protobuf.FieldOptions
 }
 var file_llmproxy_config_v1_config_proto_depIdxs = []int32{
 	2,  // 0: llmproxy.config.v1.Config.http_server:type_name -> llmproxy.config.v1.HttpServer
 	9,  // 1: llmproxy.config.v1.Config.upstreams:type_name -> llmproxy.config.v1.Upstream
 	13, // 2: llmproxy.config.v1.Config.upstream_groups:type_name -> llmproxy.config.v1.UpstreamGroup
-	4,  // 3: llmproxy.config.v1.HttpServer.forwards:type_name -> llmproxy.config.v1.Forward
-	3,  // 4: llmproxy.config.v1.HttpServer.admin:type_name -> llmproxy.config.v1.Admin
-	8,  // 5: llmproxy.config.v1.Admin.timeout:type_name -> llmproxy.config.v1.ServerTimeout
-	6,  // 6: llmproxy.config.v1.Forward.routing:type_name -> llmproxy.config.v1.Route
-	7,  // 7: llmproxy.config.v1.Forward.ratelimit:type_name -> llmproxy.config.v1.RateLimit
-	8,  // 8: llmproxy.config.v1.Forward.timeout:type_name -> llmproxy.config.v1.ServerTimeout
-	5,  // 9: llmproxy.config.v1.Forward.tls:type_name -> llmproxy.config.v1.ServerTLS
-	23, // 10: llmproxy.config.v1.Route.headers:type_name -> llmproxy.config.v1.Route.HeadersEntry
-	10, // 11: llmproxy.config.v1.Upstream.auth:type_name -> llmproxy.config.v1.Auth
-	11, // 12: llmproxy.config.v1.Upstream.headers:type_name -> llmproxy.config.v1.HeaderOp
-	12, // 13: llmproxy.config.v1.Upstream.breaker:type_name -> llmproxy.config.v1.Breaker
-	14, // 14: llmproxy.config.v1.UpstreamGroup.upstreams:type_name -> llmproxy.config.v1.UpstreamRef
-	15, // 15: llmproxy.config.v1.UpstreamGroup.balance:type_name -> llmproxy.config.v1.Balance
-	16, // 16: llmproxy.config.v1.UpstreamGroup.http_client:type_name -> llmproxy.config.v1.HttpClient
-	21, // 17: llmproxy.config.v1.UpstreamGroup.concurrency:type_name -> llmproxy.config.v1.Concurrency
-	22, // 18: llmproxy.config.v1.UpstreamGroup.cache:type_name -> llmproxy.config.v1.Cache
-	18, // 19: llmproxy.config.v1.HttpClient.timeout:type_name -> llmproxy.config.v1.ClientTimeout
-	19, // 20: llmproxy.config.v1.HttpClient.retry:type_name -> llmproxy.config.v1.Retry
-	20, // 21: llmproxy.config.v1.HttpClient.proxy:type_name -> llmproxy.config.v1.OutboundProxy
-	17, // 22: llmproxy.config.v1.HttpClient.tls:type_name -> llmproxy.config.v1.ClientTLS
-	24, // 23: llmproxy.config.v1.secret:extendee -> google.protobuf.FieldOptions
-	0,  // 24: llmproxy.config.v1.secret:type_name -> llmproxy.config.v1.Secret
-	25, // [25:25] is the sub-list for method output_type
-	25, // [25:25] is the sub-list for method input_type
-	24, // [24:25] is the sub-list for extension type_name
-	23, // [23:24] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	23, // 3: llmproxy.config.v1.Config.consumers:type_name -> llmproxy.config.v1.Consumer
+	27, // 4: llmproxy.config.v1.Config.pricing:type_name -> llmproxy.config.v1.Price
+	4,  // 5: llmproxy.config.v1.HttpServer.forwards:type_name -> llmproxy.config.v1.Forward
+	3,  // 6: llmproxy.config.v1.HttpServer.admin:type_name -> llmproxy.config.v1.Admin
+	8,  // 7: llmproxy.config.v1.Admin.timeout:type_name -> llmproxy.config.v1.ServerTimeout
+	6,  // 8: llmproxy.config.v1.Forward.routing:type_name -> llmproxy.config.v1.Route
+	7,  // 9: llmproxy.config.v1.Forward.ratelimit:type_name -> llmproxy.config.v1.RateLimit
+	8,  // 10: llmproxy.config.v1.Forward.timeout:type_name -> llmproxy.config.v1.ServerTimeout
+	5,  // 11: llmproxy.config.v1.Forward.tls:type_name -> llmproxy.config.v1.ServerTLS
+	28, // 12: llmproxy.config.v1.Route.headers:type_name -> llmproxy.config.v1.Route.HeadersEntry
+	10, // 13: llmproxy.config.v1.Upstream.auth:type_name -> llmproxy.config.v1.Auth
+	11, // 14: llmproxy.config.v1.Upstream.headers:type_name -> llmproxy.config.v1.HeaderOp
+	12, // 15: llmproxy.config.v1.Upstream.breaker:type_name -> llmproxy.config.v1.Breaker
+	14, // 16: llmproxy.config.v1.UpstreamGroup.upstreams:type_name -> llmproxy.config.v1.UpstreamRef
+	15, // 17: llmproxy.config.v1.UpstreamGroup.balance:type_name -> llmproxy.config.v1.Balance
+	16, // 18: llmproxy.config.v1.UpstreamGroup.http_client:type_name -> llmproxy.config.v1.HttpClient
+	21, // 19: llmproxy.config.v1.UpstreamGroup.concurrency:type_name -> llmproxy.config.v1.Concurrency
+	22, // 20: llmproxy.config.v1.UpstreamGroup.cache:type_name -> llmproxy.config.v1.Cache
+	18, // 21: llmproxy.config.v1.HttpClient.timeout:type_name -> llmproxy.config.v1.ClientTimeout
+	19, // 22: llmproxy.config.v1.HttpClient.retry:type_name -> llmproxy.config.v1.Retry
+	20, // 23: llmproxy.config.v1.HttpClient.proxy:type_name -> llmproxy.config.v1.OutboundProxy
+	17, // 24: llmproxy.config.v1.HttpClient.tls:type_name -> llmproxy.config.v1.ClientTLS
+	24, // 25: llmproxy.config.v1.Consumer.keys:type_name -> llmproxy.config.v1.ConsumerKey
+	25, // 26: llmproxy.config.v1.Consumer.limits:type_name -> llmproxy.config.v1.ConsumerLimits
+	29, // 27: llmproxy.config.v1.Consumer.labels:type_name -> llmproxy.config.v1.Consumer.LabelsEntry
+	26, // 28: llmproxy.config.v1.ConsumerLimits.budget:type_name -> llmproxy.config.v1.Budget
+	30, // 29: llmproxy.config.v1.secret:extendee -> google.protobuf.FieldOptions
+	0,  // 30: llmproxy.config.v1.secret:type_name -> llmproxy.config.v1.Secret
+	31, // [31:31] is the sub-list for method output_type
+	31, // [31:31] is the sub-list for method input_type
+	30, // [30:31] is the sub-list for extension type_name
+	29, // [29:30] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_llmproxy_config_v1_config_proto_init() }
@@ -1951,13 +2413,15 @@ func file_llmproxy_config_v1_config_proto_init() {
 	file_llmproxy_config_v1_config_proto_msgTypes[18].OneofWrappers = []any{}
 	file_llmproxy_config_v1_config_proto_msgTypes[20].OneofWrappers = []any{}
 	file_llmproxy_config_v1_config_proto_msgTypes[21].OneofWrappers = []any{}
+	file_llmproxy_config_v1_config_proto_msgTypes[23].OneofWrappers = []any{}
+	file_llmproxy_config_v1_config_proto_msgTypes[24].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_llmproxy_config_v1_config_proto_rawDesc), len(file_llmproxy_config_v1_config_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   23,
+			NumMessages:   29,
 			NumExtensions: 1,
 			NumServices:   0,
 		},

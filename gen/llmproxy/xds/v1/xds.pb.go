@@ -9,6 +9,7 @@
 package xdsv1
 
 import (
+	v1 "github.com/llmproxy-go/llmproxy/gen/llmproxy/config/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	reflect "reflect"
@@ -37,8 +38,13 @@ type Manifest struct {
 	ForwardDigest       *TypeDigest `protobuf:"bytes,6,opt,name=forward_digest,json=forwardDigest,proto3" json:"forward_digest,omitempty"`
 	UpstreamGroupDigest *TypeDigest `protobuf:"bytes,7,opt,name=upstream_group_digest,json=upstreamGroupDigest,proto3" json:"upstream_group_digest,omitempty"`
 	UpstreamDigest      *TypeDigest `protobuf:"bytes,8,opt,name=upstream_digest,json=upstreamDigest,proto3" json:"upstream_digest,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// Consumers (llmproxy.config.v1.Consumer, named by name) and the pricing table (at most
+	// one PricingTable, named "pricing"). A manifest without them (an older control plane)
+	// describes none.
+	ConsumerDigest *TypeDigest `protobuf:"bytes,9,opt,name=consumer_digest,json=consumerDigest,proto3" json:"consumer_digest,omitempty"`
+	PricingDigest  *TypeDigest `protobuf:"bytes,10,opt,name=pricing_digest,json=pricingDigest,proto3" json:"pricing_digest,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Manifest) Reset() {
@@ -106,6 +112,75 @@ func (x *Manifest) GetUpstreamDigest() *TypeDigest {
 	return nil
 }
 
+func (x *Manifest) GetConsumerDigest() *TypeDigest {
+	if x != nil {
+		return x.ConsumerDigest
+	}
+	return nil
+}
+
+func (x *Manifest) GetPricingDigest() *TypeDigest {
+	if x != nil {
+		return x.PricingDigest
+	}
+	return nil
+}
+
+// PricingTable carries the configuration's top-level pricing list as one resource, so its
+// order (the first matching glob prices a model) survives the stream. There is at most one,
+// named "pricing"; a configuration without prices has none.
+type PricingTable struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Prices        []*v1.Price            `protobuf:"bytes,2,rep,name=prices,proto3" json:"prices,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PricingTable) Reset() {
+	*x = PricingTable{}
+	mi := &file_llmproxy_xds_v1_xds_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PricingTable) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PricingTable) ProtoMessage() {}
+
+func (x *PricingTable) ProtoReflect() protoreflect.Message {
+	mi := &file_llmproxy_xds_v1_xds_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PricingTable.ProtoReflect.Descriptor instead.
+func (*PricingTable) Descriptor() ([]byte, []int) {
+	return file_llmproxy_xds_v1_xds_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *PricingTable) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *PricingTable) GetPrices() []*v1.Price {
+	if x != nil {
+		return x.Prices
+	}
+	return nil
+}
+
 // TypeDigest identifies the exact set of resources of one type: their number, and the hex
 // SHA-256 over the (name, version) pairs sorted by name, each pair written as
 // uvarint(len(name)) name uvarint(len(version)) version.
@@ -119,7 +194,7 @@ type TypeDigest struct {
 
 func (x *TypeDigest) Reset() {
 	*x = TypeDigest{}
-	mi := &file_llmproxy_xds_v1_xds_proto_msgTypes[1]
+	mi := &file_llmproxy_xds_v1_xds_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -131,7 +206,7 @@ func (x *TypeDigest) String() string {
 func (*TypeDigest) ProtoMessage() {}
 
 func (x *TypeDigest) ProtoReflect() protoreflect.Message {
-	mi := &file_llmproxy_xds_v1_xds_proto_msgTypes[1]
+	mi := &file_llmproxy_xds_v1_xds_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -144,7 +219,7 @@ func (x *TypeDigest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TypeDigest.ProtoReflect.Descriptor instead.
 func (*TypeDigest) Descriptor() ([]byte, []int) {
-	return file_llmproxy_xds_v1_xds_proto_rawDescGZIP(), []int{1}
+	return file_llmproxy_xds_v1_xds_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *TypeDigest) GetCount() uint32 {
@@ -165,13 +240,19 @@ var File_llmproxy_xds_v1_xds_proto protoreflect.FileDescriptor
 
 const file_llmproxy_xds_v1_xds_proto_rawDesc = "" +
 	"\n" +
-	"\x19llmproxy/xds/v1/xds.proto\x12\x0fllmproxy.xds.v1\"\xcd\x02\n" +
+	"\x19llmproxy/xds/v1/xds.proto\x12\x0fllmproxy.xds.v1\x1a\x1fllmproxy/config/v1/config.proto\"\xd7\x03\n" +
 	"\bManifest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\x12B\n" +
 	"\x0eforward_digest\x18\x06 \x01(\v2\x1b.llmproxy.xds.v1.TypeDigestR\rforwardDigest\x12O\n" +
 	"\x15upstream_group_digest\x18\a \x01(\v2\x1b.llmproxy.xds.v1.TypeDigestR\x13upstreamGroupDigest\x12D\n" +
-	"\x0fupstream_digest\x18\b \x01(\v2\x1b.llmproxy.xds.v1.TypeDigestR\x0eupstreamDigestJ\x04\b\x03\x10\x04J\x04\b\x04\x10\x05J\x04\b\x05\x10\x06R\bforwardsR\x0fupstream_groupsR\tupstreams\":\n" +
+	"\x0fupstream_digest\x18\b \x01(\v2\x1b.llmproxy.xds.v1.TypeDigestR\x0eupstreamDigest\x12D\n" +
+	"\x0fconsumer_digest\x18\t \x01(\v2\x1b.llmproxy.xds.v1.TypeDigestR\x0econsumerDigest\x12B\n" +
+	"\x0epricing_digest\x18\n" +
+	" \x01(\v2\x1b.llmproxy.xds.v1.TypeDigestR\rpricingDigestJ\x04\b\x03\x10\x04J\x04\b\x04\x10\x05J\x04\b\x05\x10\x06R\bforwardsR\x0fupstream_groupsR\tupstreams\"U\n" +
+	"\fPricingTable\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x121\n" +
+	"\x06prices\x18\x02 \x03(\v2\x19.llmproxy.config.v1.PriceR\x06prices\":\n" +
 	"\n" +
 	"TypeDigest\x12\x14\n" +
 	"\x05count\x18\x01 \x01(\rR\x05count\x12\x16\n" +
@@ -189,20 +270,25 @@ func file_llmproxy_xds_v1_xds_proto_rawDescGZIP() []byte {
 	return file_llmproxy_xds_v1_xds_proto_rawDescData
 }
 
-var file_llmproxy_xds_v1_xds_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_llmproxy_xds_v1_xds_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
 var file_llmproxy_xds_v1_xds_proto_goTypes = []any{
-	(*Manifest)(nil),   // 0: llmproxy.xds.v1.Manifest
-	(*TypeDigest)(nil), // 1: llmproxy.xds.v1.TypeDigest
+	(*Manifest)(nil),     // 0: llmproxy.xds.v1.Manifest
+	(*PricingTable)(nil), // 1: llmproxy.xds.v1.PricingTable
+	(*TypeDigest)(nil),   // 2: llmproxy.xds.v1.TypeDigest
+	(*v1.Price)(nil),     // 3: llmproxy.config.v1.Price
 }
 var file_llmproxy_xds_v1_xds_proto_depIdxs = []int32{
-	1, // 0: llmproxy.xds.v1.Manifest.forward_digest:type_name -> llmproxy.xds.v1.TypeDigest
-	1, // 1: llmproxy.xds.v1.Manifest.upstream_group_digest:type_name -> llmproxy.xds.v1.TypeDigest
-	1, // 2: llmproxy.xds.v1.Manifest.upstream_digest:type_name -> llmproxy.xds.v1.TypeDigest
-	3, // [3:3] is the sub-list for method output_type
-	3, // [3:3] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	2, // 0: llmproxy.xds.v1.Manifest.forward_digest:type_name -> llmproxy.xds.v1.TypeDigest
+	2, // 1: llmproxy.xds.v1.Manifest.upstream_group_digest:type_name -> llmproxy.xds.v1.TypeDigest
+	2, // 2: llmproxy.xds.v1.Manifest.upstream_digest:type_name -> llmproxy.xds.v1.TypeDigest
+	2, // 3: llmproxy.xds.v1.Manifest.consumer_digest:type_name -> llmproxy.xds.v1.TypeDigest
+	2, // 4: llmproxy.xds.v1.Manifest.pricing_digest:type_name -> llmproxy.xds.v1.TypeDigest
+	3, // 5: llmproxy.xds.v1.PricingTable.prices:type_name -> llmproxy.config.v1.Price
+	6, // [6:6] is the sub-list for method output_type
+	6, // [6:6] is the sub-list for method input_type
+	6, // [6:6] is the sub-list for extension type_name
+	6, // [6:6] is the sub-list for extension extendee
+	0, // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_llmproxy_xds_v1_xds_proto_init() }
@@ -216,7 +302,7 @@ func file_llmproxy_xds_v1_xds_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_llmproxy_xds_v1_xds_proto_rawDesc), len(file_llmproxy_xds_v1_xds_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   2,
+			NumMessages:   3,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
