@@ -19,8 +19,13 @@ const (
 	ForwardType       = "type.googleapis.com/llmproxy.config.v1.Forward"
 	UpstreamGroupType = "type.googleapis.com/llmproxy.config.v1.UpstreamGroup"
 	UpstreamType      = "type.googleapis.com/llmproxy.config.v1.Upstream"
+	ConsumerType      = "type.googleapis.com/llmproxy.config.v1.Consumer"
+	PricingType       = "type.googleapis.com/llmproxy.xds.v1.PricingTable"
 	ManifestType      = "type.googleapis.com/llmproxy.xds.v1.Manifest"
 )
+
+// PricingName is the name of the one PricingTable resource of a revision that has prices.
+const PricingName = "pricing"
 
 // TokenEnv names the environment variable that, when set, holds the bearer token the ADS
 // stream requires: the control plane checks it and proxies send it.
@@ -30,7 +35,7 @@ const TokenEnv = "LLMPROXY_XDS_AUTH_TOKEN"
 const Name = "current"
 
 // ConfigTypes are the types a manifest digests, in a fixed order.
-var ConfigTypes = [...]string{ForwardType, UpstreamGroupType, UpstreamType}
+var ConfigTypes = [...]string{ForwardType, UpstreamGroupType, UpstreamType, ConsumerType, PricingType}
 
 // DigestSorted returns the count and digest of a set of resources, given its names in
 // ascending order and each name's version: the hex SHA-256 over the (name, version) pairs,
@@ -59,8 +64,12 @@ func Same(a, b *xdsv1.TypeDigest) bool {
 	return a != nil && b != nil && a.GetCount() == b.GetCount() && a.GetDigest() == b.GetDigest()
 }
 
+// emptyDigest describes no resources.
+var emptyDigest = DigestSorted(nil, nil)
+
 // TypeDigest returns the manifest's digest of a resource type, nil for the manifest's own
-// type and unknown types.
+// type and unknown types. A manifest of an older control plane has no consumer or pricing
+// digest: it describes none of them, and TypeDigest answers the digest of the empty set.
 func TypeDigest(m *xdsv1.Manifest, typeURL string) *xdsv1.TypeDigest {
 	switch typeURL {
 	case ForwardType:
@@ -69,6 +78,34 @@ func TypeDigest(m *xdsv1.Manifest, typeURL string) *xdsv1.TypeDigest {
 		return m.GetUpstreamGroupDigest()
 	case UpstreamType:
 		return m.GetUpstreamDigest()
+	case ConsumerType:
+		return orEmpty(m.GetConsumerDigest())
+	case PricingType:
+		return orEmpty(m.GetPricingDigest())
 	}
 	return nil
+}
+
+func orEmpty(d *xdsv1.TypeDigest) *xdsv1.TypeDigest {
+	if d == nil {
+		return emptyDigest
+	}
+	return d
+}
+
+// SetTypeDigest stores d as the manifest's digest of a resource type; other types are
+// ignored.
+func SetTypeDigest(m *xdsv1.Manifest, typeURL string, d *xdsv1.TypeDigest) {
+	switch typeURL {
+	case ForwardType:
+		m.ForwardDigest = d
+	case UpstreamGroupType:
+		m.UpstreamGroupDigest = d
+	case UpstreamType:
+		m.UpstreamDigest = d
+	case ConsumerType:
+		m.ConsumerDigest = d
+	case PricingType:
+		m.PricingDigest = d
+	}
 }

@@ -1,6 +1,10 @@
 package manifest
 
-import "testing"
+import (
+	"testing"
+
+	xdsv1 "github.com/llmproxy-go/llmproxy/gen/llmproxy/xds/v1"
+)
 
 func TestDigest(t *testing.T) {
 	a := Digest(map[string]string{"u1": "v1", "u2": "v2"})
@@ -40,6 +44,25 @@ func TestStreamToken(t *testing.T) {
 		tok, from := StreamToken(func(k string) string { return tt.env[k] })
 		if tok != tt.wantTok || from != tt.wantVar {
 			t.Errorf("%v: got %q from %q; want %q from %q", tt.env, tok, from, tt.wantTok, tt.wantVar)
+		}
+	}
+}
+
+func TestTypeDigestOfOlderManifest(t *testing.T) {
+	m := &xdsv1.Manifest{}
+	for _, typ := range []string{ConsumerType, PricingType} {
+		if d := TypeDigest(m, typ); !Same(d, Digest(nil)) || d.GetCount() != 0 {
+			t.Errorf("%s: a manifest without the digest gives %v; want the empty set's", typ, d)
+		}
+	}
+	if TypeDigest(m, ForwardType) != nil {
+		t.Error("a missing forward digest must stay nil: every manifest has one")
+	}
+	d := Digest(map[string]string{"c": "v"})
+	for _, typ := range ConfigTypes {
+		SetTypeDigest(m, typ, d)
+		if TypeDigest(m, typ) != d {
+			t.Errorf("SetTypeDigest(%s) is not read back by TypeDigest", typ)
 		}
 	}
 }

@@ -1,8 +1,10 @@
 // Package snapshot turns one committed configuration revision into the
 // immutable set of xDS resources the control plane streams to proxies.
 //
-// A [Snapshot] holds three resource types of the config model (forwards,
-// upstream groups, upstreams; each named by its name field) and one
+// A [Snapshot] holds the resource types of the config model (forwards,
+// upstream groups, upstreams, consumers; each named by its name field), the
+// pricing list as one [xdsv1.PricingTable] named "pricing" (absent when there
+// are no prices), and one
 // [xdsv1.Manifest], named "current", that gives per type the number of
 // resources of the revision and a digest of their names and versions
 // ([Digest]). Delta xDS delivers each type on its own schedule, and a type
@@ -22,7 +24,7 @@
 // receives and announces on reconnect.
 //
 // A Snapshot carries upstream credentials in clear, because proxies need
-// them: never log a Snapshot or its resources.
+// them, and consumers' key hashes: never log a Snapshot or its resources.
 package snapshot
 
 import (
@@ -46,6 +48,8 @@ const (
 	ForwardType       = manifest.ForwardType
 	UpstreamGroupType = manifest.UpstreamGroupType
 	UpstreamType      = manifest.UpstreamType
+	ConsumerType      = manifest.ConsumerType
+	PricingType       = manifest.PricingType
 	ManifestType      = manifest.ManifestType
 )
 
@@ -55,7 +59,7 @@ const ManifestName = manifest.Name
 // TypeURLs returns the type URLs a proxy subscribes to, the manifest first.
 // The caller owns the returned slice.
 func TypeURLs() []string {
-	return []string{ManifestType, ForwardType, UpstreamGroupType, UpstreamType}
+	return []string{ManifestType, ForwardType, UpstreamGroupType, UpstreamType, ConsumerType, PricingType}
 }
 
 // ResourceVersion returns the version of a resource: the hex SHA-256 of its
@@ -129,7 +133,7 @@ func New(rev uint64, cfg *configv1.Config) (*Snapshot, error) {
 		}
 		s.put(typeURL, name, res, v)
 	}
-	for _, t := range []string{ForwardType, UpstreamGroupType, UpstreamType, ManifestType} {
+	for _, t := range TypeURLs() {
 		s.resources[t] = map[string]types.Resource{}
 		s.withTTL[t] = map[string]types.ResourceWithTTL{}
 		s.versions[t] = map[string]string{}
@@ -143,15 +147,18 @@ func New(rev uint64, cfg *configv1.Config) (*Snapshot, error) {
 	for _, u := range cfg.GetUpstreams() {
 		add(UpstreamType, u.GetName(), u)
 	}
+	for _, c := range cfg.GetConsumers() {
+		add(ConsumerType, c.GetName(), c)
+	}
+	if len(cfg.GetPricing()) > 0 {
+		add(PricingType, manifest.PricingName, &xdsv1.PricingTable{Name: manifest.PricingName, Prices: cfg.GetPricing()})
+	}
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("build snapshot of revision %d: %w", rev, errors.Join(errs...))
 	}
-	m := &xdsv1.Manifest{
-		Name:                ManifestName,
-		Revision:            rev,
-		ForwardDigest:       Digest(s.versions[ForwardType]),
-		UpstreamGroupDigest: Digest(s.versions[UpstreamGroupType]),
-		UpstreamDigest:      Digest(s.versions[UpstreamType]),
+	m := &xdsv1.Manifest{Name: ManifestName, Revision: rev}
+	for _, t := range manifest.ConfigTypes {
+		manifest.SetTypeDigest(m, t, Digest(s.versions[t]))
 	}
 	mv, err := ResourceVersion(m)
 	if err != nil {
@@ -221,6 +228,10 @@ func shortType(typeURL string) string {
 		return "upstream group"
 	case UpstreamType:
 		return "upstream"
+	case ConsumerType:
+		return "consumer"
+	case PricingType:
+		return "pricing"
 	case ManifestType:
 		return "manifest"
 	}

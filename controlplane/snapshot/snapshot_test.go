@@ -246,7 +246,7 @@ func TestNewErrors(t *testing.T) {
 
 func TestTypeURLs(t *testing.T) {
 	got := TypeURLs()
-	if got[0] != ManifestType || len(got) != 4 {
+	if got[0] != ManifestType || len(got) != 6 {
 		t.Fatalf("TypeURLs() = %v", got)
 	}
 	s, err := New(1, &configv1.Config{})

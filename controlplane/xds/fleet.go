@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/llmproxy-go/llmproxy/controlplane/manifest"
 	"github.com/llmproxy-go/llmproxy/controlplane/snapshot"
 	adminv1 "github.com/llmproxy-go/llmproxy/gen/llmproxy/admin/v1"
 	xdsv1 "github.com/llmproxy-go/llmproxy/gen/llmproxy/xds/v1"
@@ -296,7 +297,7 @@ func (st *streamState) matches(m *xdsv1.Manifest) bool {
 	if st.untracked {
 		return false
 	}
-	for _, typeURL := range []string{snapshot.ForwardType, snapshot.UpstreamGroupType, snapshot.UpstreamType} {
+	for _, typeURL := range manifest.ConfigTypes {
 		if !snapshot.SameDigest(st.held[typeURL], snapshot.TypeDigest(m, typeURL)) {
 			return false
 		}
@@ -375,6 +376,10 @@ func typeLabel(typeURL string) string {
 		return "upstream_group"
 	case snapshot.UpstreamType:
 		return "upstream"
+	case snapshot.ConsumerType:
+		return "consumer"
+	case snapshot.PricingType:
+		return "pricing"
 	}
 	return "other"
 }

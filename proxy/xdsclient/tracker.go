@@ -26,11 +26,13 @@ const (
 	forwardType       = manifest.ForwardType
 	upstreamGroupType = manifest.UpstreamGroupType
 	upstreamType      = manifest.UpstreamType
+	consumerType      = manifest.ConsumerType
+	pricingType       = manifest.PricingType
 	manifestName      = manifest.Name
 )
 
 // typeURLs lists the subscribed types, the manifest first.
-var typeURLs = [...]string{manifestType, forwardType, upstreamGroupType, upstreamType}
+var typeURLs = [...]string{manifestType, forwardType, upstreamGroupType, upstreamType, consumerType, pricingType}
 
 func newResource(typeURL string) proto.Message {
 	switch typeURL {
@@ -42,6 +44,10 @@ func newResource(typeURL string) proto.Message {
 		return &configv1.UpstreamGroup{}
 	case upstreamType:
 		return &configv1.Upstream{}
+	case consumerType:
+		return &configv1.Consumer{}
+	case pricingType:
+		return &xdsv1.PricingTable{}
 	}
 	return nil
 }
@@ -117,7 +123,7 @@ func (s resourceSet) versions(typeURL string) map[string]string {
 // describes: per type the same count and digest. Counts are compared
 // first, and a type's digest is computed only once per change.
 func (s resourceSet) matches(m *xdsv1.Manifest) bool {
-	types := [...]string{forwardType, upstreamGroupType, upstreamType}
+	types := manifest.ConfigTypes
 	for _, typeURL := range types {
 		want := manifest.TypeDigest(m, typeURL)
 		if want == nil || uint32(len(s[typeURL].entries)) != want.GetCount() {
@@ -156,6 +162,12 @@ func (s resourceSet) config() (*configv1.Config, error) {
 	each(upstreamType, "upstream", func(m proto.Message) {
 		cfg.Upstreams = append(cfg.Upstreams, m.(*configv1.Upstream))
 	})
+	each(consumerType, "consumer", func(m proto.Message) {
+		cfg.Consumers = append(cfg.Consumers, m.(*configv1.Consumer))
+	})
+	each(pricingType, "pricing", func(m proto.Message) {
+		cfg.Pricing = append(cfg.Pricing, m.(*xdsv1.PricingTable).GetPrices()...)
+	})
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
@@ -189,12 +201,20 @@ func resourceSetOf(rev uint64, cfg *configv1.Config) (resourceSet, error) {
 			return nil, err
 		}
 	}
-	m := &xdsv1.Manifest{
-		Name:                manifestName,
-		Revision:            rev,
-		ForwardDigest:       s[forwardType].digestOf(),
-		UpstreamGroupDigest: s[upstreamGroupType].digestOf(),
-		UpstreamDigest:      s[upstreamType].digestOf(),
+	for _, c := range cfg.GetConsumers() {
+		if err := add(consumerType, c.GetName(), proto.Clone(c)); err != nil {
+			return nil, err
+		}
+	}
+	if len(cfg.GetPricing()) > 0 {
+		table := &xdsv1.PricingTable{Name: manifest.PricingName, Prices: cfg.GetPricing()}
+		if err := add(pricingType, manifest.PricingName, proto.Clone(table)); err != nil {
+			return nil, err
+		}
+	}
+	m := &xdsv1.Manifest{Name: manifestName, Revision: rev}
+	for _, t := range manifest.ConfigTypes {
+		manifest.SetTypeDigest(m, t, s[t].digestOf())
 	}
 	v, err := resourceVersion(m)
 	if err != nil {
@@ -316,8 +336,12 @@ func (t *tracker) handle(resp *discoveryv3.DeltaDiscoveryResponse) *discoveryv3.
 	for _, name := range resp.GetRemovedResources() {
 		delete(have, name)
 	}
-	if err := t.resolve(); err != nil {
-		errs = append(errs, err)
+	// A response that changes nothing cannot complete a revision: the outcome of the
+	// resources held was settled, and answered, on an earlier response.
+	if have != nil {
+		if err := t.resolve(); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if len(errs) > 0 {
 		answer.ErrorDetail = nack(errors.Join(errs...))

@@ -451,3 +451,38 @@ func ExampleLoadState() {
 	fmt.Println(rev, cfg, ok, err)
 	// Output: <nil> false <nil>
 }
+
+// TestConsumersAndPricing: consumers arrive one resource each and the pricing list in its
+// order; revoking a key is a revision that changes one consumer and nothing else, applied
+// once its consumer arrives.
+func TestConsumersAndPricing(t *testing.T) {
+	withKeys := func(keys ...string) *configv1.Config {
+		c := cfgOf(map[string]string{"a": "http://a"}, "g", "a")
+		cs := &configv1.Consumer{Name: "team"}
+		for _, k := range keys {
+			cs.Keys = append(cs.Keys, &configv1.ConsumerKey{Id: k, Hash: "sha256:" + strings.Repeat(k, 64)})
+		}
+		c.Consumers = []*configv1.Consumer{{Name: "other"}, cs} // by name, as resources arrive
+		c.Pricing = []*configv1.Price{{Model: "gpt-4o-mini*", InputPerMillion: 1}, {Model: "gpt-4o*", InputPerMillion: 2}, {Model: "*"}}
+		return c
+	}
+	rec := &recorder{}
+	tr, srv := start(t, rec, withKeys("1", "2"))
+	srv.set(2, withKeys("2"))
+	for _, typeURL := range typeURLs {
+		resp := srv.respond(typeURL)
+		if typeURL != manifestType && typeURL != consumerType && len(resp.GetResources())+len(resp.GetRemovedResources()) > 0 {
+			t.Errorf("revoking a key changed %s", typeURL)
+		}
+		if a := tr.handle(resp); a.GetErrorDetail() != nil {
+			t.Fatalf("NACK %v", a.GetErrorDetail())
+		}
+	}
+	if len(rec.calls) != 1 || rec.calls[0].rev != 2 {
+		t.Fatalf("apply calls %v; want revision 2 once", rec.calls)
+	}
+	got := rec.calls[0].cfg
+	if !proto.Equal(got, withKeys("2")) {
+		t.Errorf("applied\n%v\nwant\n%v", got, withKeys("2"))
+	}
+}
