@@ -6,7 +6,8 @@
 // field whose elements have a string `name` is a list of resources of the element's kind
 // (its message name in snake case, e.g. "upstream_group"); a singular message field is
 // walked the same way, and whatever else it holds is one settings resource named by its
-// config path (e.g. "http_server").
+// config path (e.g. "http_server"). A top-level list of unnamed items is one settings
+// resource named by its key (e.g. "pricing").
 //
 // Secrets never appear in a diff: values are read from the redacted form of each config
 // (package redact decides what a secret is). A field whose raw values differ but whose
@@ -134,6 +135,18 @@ func walk(m protoreflect.Message, path string, set *resourceSet, kinds *int) {
 				item := list.Get(j).Message()
 				name := item.Get(nameField(fd.Message())).String()
 				set.byKey[key{kind, name}] = &resource{key: key{kind, name}, order: order, msg: item.Interface()}
+			}
+			walked[fd.FullName()] = true
+		case path == "" && fd.IsList() && fd.Message() != nil:
+			// A top-level list of unnamed items (pricing) is one settings resource of its own,
+			// named by its key.
+			order := *kinds
+			*kinds++
+			if m.Has(fd) {
+				kind := string(fd.Name())
+				own := m.New()
+				own.Set(fd, m.Get(fd))
+				set.byKey[key{kind, ""}] = &resource{key: key{kind, ""}, order: order, msg: own.Interface()}
 			}
 			walked[fd.FullName()] = true
 		case fd.Message() != nil && !fd.IsList() && !fd.IsMap() && holdsResources(fd.Message(), nil):

@@ -158,6 +158,25 @@ func TestConfigs(t *testing.T) {
 			},
 			resources: []string{"http_server", "upstream/anthropic", "upstream/local", "upstream_group/g1"},
 		},
+		{
+			name: "consumer key added, hash withheld; pricing is its own settings",
+			edit: func(c *configv1.Config) {
+				c.Consumers = []*configv1.Consumer{{Name: "team", Keys: []*configv1.ConsumerKey{{Id: "k1", Hash: "sha256:" + strings.Repeat("a", 64)}}}}
+				c.Pricing = []*configv1.Price{{Model: "gpt-4o*", InputPerMillion: 2.5}}
+			},
+			want: []res{
+				{"consumer", "team", "added", []field{
+					{"keys[0].hash", "", `"<redacted>"`, true},
+					{"keys[0].id", "", `"k1"`, false},
+					{"name", "", `"team"`, false},
+				}},
+				{"pricing", "", "added", []field{
+					{"pricing[0].input_per_million", "", "2.5", false},
+					{"pricing[0].model", "", `"gpt-4o*"`, false},
+				}},
+			},
+			resources: []string{"consumer/team", "pricing"},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -19,10 +19,10 @@ import (
 //
 // "The same" is found by identity, not position: list elements are matched by their `name`
 // (upstreams, groups), else by their `key` ignoring case (header operations), else by their
-// `path` (routes); map values by their key. A secret is restored only where it would be sent
-// to the same place as before: the nearest enclosing `url` field (the upstream's url for its
-// auth and headers; the outbound proxy's own url for its password) must keep its scheme,
-// host and port. Otherwise a stored credential would follow a resource to a new host.
+// `path` (routes), else by their `id` (a consumer's keys); map values by their key. A secret
+// is restored only where it would be sent to the same place as before: the nearest
+// enclosing `url` field (the upstream's url for its auth and headers; the outbound proxy's
+// own url for its password) must keep its scheme, host and port. Otherwise a stored credential would follow a resource to a new host.
 //
 // A hidden value that cannot be restored (no such resource or value in prev, or a changed
 // destination) is reported, all at once, as *validate.FieldError of kind validate.ErrInvalid
@@ -183,7 +183,7 @@ func (r *restorer) mapValues(fd protoreflect.FieldDescriptor, m protoreflect.Map
 var identityFields = []struct {
 	name       protoreflect.Name
 	ignoreCase bool
-}{{"name", false}, {"key", true}, {"path", false}}
+}{{"name", false}, {"key", true}, {"path", false}, {"id", false}}
 
 // identity returns the identity of a list element: its identity field's value (lower case
 // for keys), or false when its type has no identity field.
