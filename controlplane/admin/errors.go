@@ -56,6 +56,7 @@ const (
 	ResourceUpstream      = "upstream"
 	ResourceUpstreamGroup = "upstream group"
 	ResourceForward       = "forward"
+	ResourceConsumer      = "consumer"
 	// ResourceRoute is a forward's route: ResourceName is its path, Owner the forward.
 	ResourceRoute = "route"
 	// ResourceRevision is a revision of the history: ResourceName is its number.

@@ -60,6 +60,7 @@ var (
 			c.HttpServer.Forwards = fs
 		},
 		redact: redact.Message[*configv1.Forward],
+		users:  forwardUsers,
 	}
 )
 

@@ -21,8 +21,9 @@ import (
 //   - a query parameter the OpenAPI document does not list for the method and path answers
 //     400 naming it (the gateway would ignore it, so `POST /api/v1/upstreams?dry_run=true`
 //     on an API without dry_run would commit);
-//   - PUT /api/v1/config with an empty body answers 400: an empty document is a truncated
-//     file or a mistake, never a request to delete everything (send {} with force=true).
+//   - PUT /api/v1/config (or /api/v1/pricing) with an empty body answers 400: an empty
+//     document is a truncated file or a mistake, never a request to delete everything (send
+//     {} with force=true, or []).
 type restChecks struct {
 	next   http.Handler
 	limit  int64
@@ -95,6 +96,13 @@ func (b flaggedBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// wholeBodies are the PUTs whose body replaces a whole part of the config, where an empty
+// body is refused (not taken for "nothing"), with what to send instead.
+var wholeBodies = map[string]string{
+	"/api/v1/config":  "takes the whole config; to delete everything, send {} with force=true",
+	"/api/v1/pricing": "takes the whole price list; to delete every price, send []",
+}
+
 func (c *restChecks) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.ContentLength > c.limit {
 		c.tooLarge(w)
@@ -107,7 +115,7 @@ func (c *restChecks) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	hit := &atomic.Bool{}
 	r = r.WithContext(context.WithValue(r.Context(), bodyTooLargeKey{}, hit))
 	r.Body = flaggedBody{ReadCloser: http.MaxBytesReader(w, r.Body, c.limit), hit: hit}
-	if r.Method == http.MethodPut && r.URL.Path == "/api/v1/config" {
+	if hint, ok := wholeBodies[r.URL.Path]; ok && r.Method == http.MethodPut {
 		body, err := io.ReadAll(r.Body)
 		switch {
 		case hit.Load():
@@ -117,8 +125,7 @@ func (c *restChecks) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusBadRequest, "read request body: "+err.Error(), "invalid_argument", nil, c.log)
 			return
 		case len(bytes.TrimSpace(body)) == 0:
-			writeError(w, http.StatusBadRequest, "empty request body: PUT /api/v1/config takes the whole config; "+
-				"to delete everything, send {} with force=true", "invalid_argument", nil, c.log)
+			writeError(w, http.StatusBadRequest, "empty request body: PUT "+r.URL.Path+" "+hint, "invalid_argument", nil, c.log)
 			return
 		}
 		r.Body = io.NopCloser(bytes.NewReader(body))

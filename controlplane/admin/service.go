@@ -13,7 +13,7 @@
 // dry_run (the same checks, nothing stored, the answer says what would be), and wait (the
 // answer comes once every connected proxy applied the new revision or refused it, or at
 // the deadline); every write answers the structured diff it made. ApplyConfig refuses to
-// delete more than half of the forwards, routes or upstreams at once unless forced. The
+// delete more than half of the forwards, routes, upstreams or consumers at once unless forced. The
 // history is read with ListRevisions, GetRevision and DiffRevisions; RollbackRevision
 // applies a kept revision again.
 package admin
@@ -25,6 +25,7 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
@@ -74,6 +75,7 @@ type Server struct {
 	store store.Store
 	fleet Fleet
 	log   *slog.Logger
+	now   func() time.Time // the clock of key rotations
 }
 
 var _ adminv1.AdminServiceServer = (*Server)(nil)
@@ -84,7 +86,7 @@ func New(st store.Store, fleet Fleet, logger *slog.Logger) *Server {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Server{store: st, fleet: fleet, log: logger}
+	return &Server{store: st, fleet: fleet, log: logger, now: time.Now}
 }
 
 // setHeaders sends the revision (and, for the REST façade, the HTTP status) as response

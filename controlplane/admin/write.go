@@ -43,7 +43,7 @@ type write struct {
 	dryRun   bool
 	// whole: the request is the whole config, so any fault in it is INVALID_ARGUMENT.
 	whole bool
-	// guard: refuse to delete more than half of the forwards, routes or upstreams at once.
+	// guard: refuse to delete more than half of the forwards, routes, upstreams or consumers at once.
 	guard bool
 }
 
@@ -173,8 +173,8 @@ func check(cur *configv1.Config, w write, ch change) (*configv1.Config, error) {
 }
 
 // guardDeletions refuses, with FAILED_PRECONDITION naming what would go, a config that
-// deletes more than half of the forwards, the routes or the upstreams of cur at once: the
-// usual way a fleet is emptied is a truncated file.
+// deletes more than half of the forwards, the routes, the upstreams or the consumers of cur at once: the
+// usual way a fleet is emptied is a truncated file. Consumers are guarded alike.
 func guardDeletions(cur, next *configv1.Config) error {
 	type set struct {
 		what, path string
@@ -201,6 +201,14 @@ func guardDeletions(cur, next *configv1.Config) error {
 			var out []string
 			for _, u := range c.GetUpstreams() {
 				out = append(out, fmt.Sprintf("%q", u.GetName()))
+			}
+			return out
+		}},
+		// Under client_auth: required, a consumer deleted locks its clients out.
+		{"consumers", "consumers", func(c *configv1.Config) []string {
+			var out []string
+			for _, cs := range c.GetConsumers() {
+				out = append(out, fmt.Sprintf("%q", cs.GetName()))
 			}
 			return out
 		}},

@@ -2229,8 +2229,9 @@ type ApplyConfigRequest struct {
 	// Wait until every connected proxy has applied the new revision (or refused it), at most
 	// this long: a duration such as "10s". Empty: answer at once.
 	Wait string `protobuf:"bytes,101,opt,name=wait,proto3" json:"wait,omitempty"`
-	// Apply even when the new config deletes more than half of the forwards, routes or
-	// upstreams at once (refused otherwise with FAILED_PRECONDITION naming what would go).
+	// Apply even when the new config deletes more than half of the forwards, routes,
+	// upstreams or consumers at once (refused otherwise with FAILED_PRECONDITION naming what
+	// would go).
 	Force         bool `protobuf:"varint,103,opt,name=force,proto3" json:"force,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
