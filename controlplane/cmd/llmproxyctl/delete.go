@@ -10,7 +10,7 @@ import (
 func newDeleteCommand(c *cli) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "delete " + strings.Join(kindWords(1), "|") + " NAME",
-		Short: "Delete one upstream, group or forward",
+		Short: "Delete one upstream, group, forward or consumer",
 		Long: `Delete one resource. The control plane refuses (exit code 4) to delete what the config still
 uses, and names the users.`,
 		Example: `  llmproxyctl delete upstream vllm -m "vllm retired"
@@ -22,7 +22,7 @@ uses, and names the users.`,
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		k, ok := kindOf(args[0])
 		if !ok {
-			return usagef("delete: unknown kind %q (want upstream, group or forward)", args[0])
+			return usagef("delete: unknown kind %q (want %s)", args[0], kindChoices(1))
 		}
 		resp, err := k.del(w, args[1])
 		if err != nil {

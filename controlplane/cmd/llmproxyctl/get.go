@@ -9,7 +9,7 @@ import (
 func newGetCommand(c *cli) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "get " + strings.Join(kindWords(0), "|") + " [NAME]",
-		Short: "Print upstreams, groups or forwards, or one of them by NAME",
+		Short: "Print upstreams, groups, forwards or consumers, or one of them by NAME",
 		Long: `Print resources of the stored config, secrets redacted: as YAML in the file's schema (apply
 takes it back), or as JSON in the REST API's shape.`,
 		Example: `  llmproxyctl get upstreams
@@ -21,7 +21,7 @@ takes it back), or as JSON in the REST API's shape.`,
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		k, ok := kindOf(args[0])
 		if !ok {
-			return usagef("get: unknown kind %q (want upstreams, groups or forwards)", args[0])
+			return usagef("get: unknown kind %q (want %s)", args[0], kindChoices(0))
 		}
 		name := ""
 		if len(args) == 2 {

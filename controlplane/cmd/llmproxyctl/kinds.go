@@ -73,6 +73,28 @@ var resourceKinds = []resourceKind{
 		},
 		names: func(cfg *configv1.Config) []string { return namesOf(cfg.GetHttpServer().GetForwards()) },
 	},
+	{
+		name:  "consumer",
+		words: []string{"consumers", "consumer"},
+		get: func(ctx context.Context, client adminv1.AdminServiceClient, name string) (*configv1.Config, error) {
+			if name != "" {
+				cs, err := client.GetConsumer(ctx, &adminv1.GetConsumerRequest{Name: name})
+				return &configv1.Config{Consumers: []*configv1.Consumer{cs}}, err
+			}
+			resp, err := client.ListConsumers(ctx, &adminv1.ListConsumersRequest{})
+			return &configv1.Config{Consumers: resp.GetConsumers()}, err
+		},
+		del: func(w *writeOptions, name string) (*adminv1.DeleteResponse, error) {
+			return send(w, adminv1.AdminServiceClient.DeleteConsumer, &adminv1.DeleteConsumerRequest{Name: name})
+		},
+		names: func(cfg *configv1.Config) []string { return namesOf(cfg.GetConsumers()) },
+	},
+}
+
+// kindChoices spells the words at index i of every kind for a message: "a, b or c".
+func kindChoices(i int) string {
+	w := kindWords(i)
+	return strings.Join(w[:len(w)-1], ", ") + " or " + w[len(w)-1]
 }
 
 // kindOf returns the kind a command-line word names.

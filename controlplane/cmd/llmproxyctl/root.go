@@ -77,6 +77,8 @@ Flags may come before or after the command.
 		newHistoryCommand(c),
 		newDiffCommand(c),
 		newRollbackCommand(c),
+		newConsumerCommand(c),
+		newKeyCommand(c),
 	)
 	root.InitDefaultHelpCmd()
 	root.InitDefaultCompletionCmd()
