@@ -20,7 +20,8 @@
 // OpenAI streams send one chat.completion.chunk per content chunk (the first also carries
 // "role":"assistant"), then a chunk with "finish_reason":"stop", then — only when the request
 // has "stream_options":{"include_usage":true}, as the real API does — a chunk with empty
-// "choices" and "usage", then "data: [DONE]". Anthropic streams send message_start,
+// "choices" and "usage", then "data: [DONE]"; with include_usage every other chunk carries
+// "usage":null, as the real API's do. Anthropic streams send message_start,
 // content_block_start, one content_block_delta per chunk, content_block_stop, message_delta
 // (with usage) and message_stop.
 //

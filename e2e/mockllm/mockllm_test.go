@@ -198,6 +198,9 @@ func TestChatStream(t *testing.T) {
 				if sawUsage {
 					t.Errorf("chunk after the usage chunk")
 				}
+				if nullUsage := strings.HasSuffix(ev.data, `,"usage":null}`); nullUsage != includeUsage {
+					t.Errorf("chunk %q: \"usage\":null is %v; want %v (OpenAI's shape)", ev.data, nullUsage, includeUsage)
+				}
 				text.WriteString(c.Choices[0].Delta.Content)
 				if c.Choices[0].FinishReason != nil && *c.Choices[0].FinishReason == "stop" {
 					sawStop = true

@@ -45,6 +45,15 @@ func appendChunkHead(b []byte, id uint64, created int64, model []byte) []byte {
 	return append(b, `,"system_fingerprint":"fp_mockllm","choices":`...)
 }
 
+// appendChunkEnd ends a chunk that is not the usage chunk: with include_usage, OpenAI gives
+// every such chunk "usage":null.
+func appendChunkEnd(b []byte, includeUsage bool) []byte {
+	if includeUsage {
+		b = append(b, `,"usage":null`...)
+	}
+	return append(b, "}\n\n"...)
+}
+
 // streamChat answers a chat completion as OpenAI's SSE stream.
 func (s *Server) streamChat(w http.ResponseWriter, r *http.Request, out *outcome, status int, p plan, info requestInfo, u usage, id uint64) {
 	now := time.Now().Unix()
@@ -59,17 +68,19 @@ func (s *Server) streamChat(w http.ResponseWriter, r *http.Request, out *outcome
 		}
 		b = append(b, `"content":`...)
 		b = appendJSONString(b, word(i))
-		return append(b, "},\"logprobs\":null,\"finish_reason\":null}]}\n\n"...)
+		b = append(b, "},\"logprobs\":null,\"finish_reason\":null}]"...)
+		return appendChunkEnd(b, info.includeUsage)
 	})
 	if !ok {
 		return
 	}
 	b := appendChunkHead((*buf)[:0], id, now, info.model)
 	if p.chunks == 0 {
-		b = append(b, `[{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":"stop"}]}`+"\n\n"...)
+		b = append(b, `[{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":"stop"}]`...)
 	} else {
-		b = append(b, `[{"index":0,"delta":{},"logprobs":null,"finish_reason":"stop"}]}`+"\n\n"...)
+		b = append(b, `[{"index":0,"delta":{},"logprobs":null,"finish_reason":"stop"}]`...)
 	}
+	b = appendChunkEnd(b, info.includeUsage)
 	if info.includeUsage {
 		b = appendChunkHead(b, id, now, info.model)
 		b = append(b, `[],`...)
