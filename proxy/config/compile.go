@@ -101,6 +101,7 @@ func Build(m *validate.Model, reg *Registry, opts Options) *Runtime {
 		rt.Forwards = append(rt.Forwards, fw)
 		rt.forwards[fw.Name] = fw
 	}
+	b.consumers(m, rt)
 	rt.state = b.st
 	return rt
 }
@@ -120,6 +121,7 @@ func (b *builder) forward(f *validate.Forward) *Forward {
 		MaxBodyBytes:   f.MaxBodyBytes,
 		HeaderTimeout:  f.HeaderTimeout,
 		TrustedProxies: f.TrustedProxies,
+		ClientAuth:     f.ClientAuth,
 		routes:         make(map[string]*RouteMetrics, len(f.Routes)),
 		errors:         b.m.HTTPErrors,
 	}

@@ -18,13 +18,15 @@ import (
 	"github.com/llmproxy-go/llmproxy/proxy/balancer"
 	"github.com/llmproxy-go/llmproxy/proxy/breaker"
 	"github.com/llmproxy-go/llmproxy/proxy/concurrency"
+	"github.com/llmproxy-go/llmproxy/proxy/quota"
 	"github.com/llmproxy-go/llmproxy/proxy/ratelimit"
 	"github.com/llmproxy-go/llmproxy/proxy/telemetry"
 )
 
 // Registry holds the state that outlives one Runtime: breakers and balancer statistics per
 // upstream identity, transports per client settings, concurrency limiters per group and
-// settings, rate limiters per forward and settings. Build takes entries from it and creates
+// settings, rate limiters per forward and settings, consumers' local counters and model
+// labels per consumer name. Build takes entries from it and creates
 // the missing ones without registering them; Commit makes the registry hold exactly what the
 // current runtime uses, Discard releases what a refused runtime created. All methods are
 // safe for concurrent use.
@@ -37,6 +39,7 @@ type Registry struct {
 	warnedGlobal bool
 
 	breakerListener atomic.Pointer[func()]
+	quotaLogged     atomic.Int64 // UnixNano of the last log of a consumer-counter Redis failure
 }
 
 // OnBreakerChange makes fn run after every breaker transition of every upstream (the
@@ -67,6 +70,8 @@ type state struct {
 	transports   map[transportKey]*http.Transport
 	limiters     map[limiterKey]*concurrency.Limiter
 	rateLimiters map[rateKey]*rateState
+	consumers    map[string]*consumerState // by consumer name
+	shared       map[sharedKey]*quota.Shared
 }
 
 func newState() *state {
@@ -75,6 +80,8 @@ func newState() *state {
 		transports:   map[transportKey]*http.Transport{},
 		limiters:     map[limiterKey]*concurrency.Limiter{},
 		rateLimiters: map[rateKey]*rateState{},
+		consumers:    map[string]*consumerState{},
+		shared:       map[sharedKey]*quota.Shared{},
 	}
 }
 
@@ -253,6 +260,24 @@ func (r *Registry) Commit(rt *Runtime) {
 		if r.metrics != nil && !r.upstreamNameUsed(name) {
 			r.metrics.BreakerState.DeleteLabelValues(name)
 		}
+	}
+	commitMap(r.st.consumers, keep.consumers, func(name string, _ *consumerState) {
+		if m := r.metrics; m != nil {
+			gone := prometheus.Labels{"consumer": name}
+			for _, v := range []*prometheus.CounterVec{m.ConsumerRequests, m.ConsumerTokens, m.ConsumerSpend, m.ConsumerRefusals} {
+				v.DeletePartialMatch(gone)
+			}
+		}
+	}, nil)
+	commitMap(r.st.shared, keep.shared, nil, nil)
+	if r.metrics != nil {
+		info := map[string]map[string]string{}
+		if rt != nil {
+			for _, c := range rt.consumers {
+				info[c.Name] = c.Labels
+			}
+		}
+		r.metrics.ConsumerInfo.Set(info)
 	}
 }
 

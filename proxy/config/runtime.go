@@ -61,8 +61,11 @@ type Runtime struct {
 	Metrics *telemetry.Metrics
 	Logger  *slog.Logger
 
-	forwards map[string]*Forward
-	state    *state // the long-lived entries the runtime uses (see Registry)
+	forwards  map[string]*Forward
+	state     *state // the long-lived entries the runtime uses (see Registry)
+	keys      map[[32]byte]*ConsumerKey // SHA-256 of a key → the key (consumers.go)
+	consumers []*Consumer
+	pricing   []validate.Price
 }
 
 // Forward returns the forward named name, or nil.
@@ -99,6 +102,8 @@ type Forward struct {
 	// TrustedProxies are the peers whose X-Forwarded-For names the client
 	// (forwards[].trusted_proxies); empty: the peer is the client.
 	TrustedProxies []netip.Prefix
+	// ClientAuth says whether clients show a consumer's key (consumers.go).
+	ClientAuth validate.ClientAuth
 
 	routes       map[string]*RouteMetrics
 	defaultRoute *RouteMetrics

@@ -87,7 +87,31 @@ type Metrics struct {
 	// Models counts client requests and tokens per requested model for the control-plane
 	// reports; it is not exported to Prometheus (model names come from clients).
 	Models *UsageTable
+
+	// Consumers counts identified consumers' requests and tokens for the control-plane
+	// reports.
+	Consumers *UsageTable
+	// ConsumerRequests counts identified consumers' requests by consumer, model (bounded per
+	// consumer, see ConsumerModelLabels) and status.
+	ConsumerRequests *prometheus.CounterVec
+	// ConsumerTokens counts their tokens by consumer, model and type (prompt, completion).
+	ConsumerTokens *prometheus.CounterVec
+	// ConsumerSpend counts their spend in US dollars by consumer and model, as priced by
+	// the configuration's pricing list.
+	ConsumerSpend *prometheus.CounterVec
+	// ConsumerRefusals counts requests refused by client auth or a consumer's limits, by
+	// consumer ("" when none was identified) and reason.
+	ConsumerRefusals *prometheus.CounterVec
+	// ConsumerLimitFallbacks counts limit decisions and charges made in the process because
+	// Redis could not be asked.
+	ConsumerLimitFallbacks prometheus.Counter
+	// ConsumerInfo exports each consumer's labels (llmproxy_consumer_info).
+	ConsumerInfo *InfoCollector
 }
+
+// ConsumerModelLabels is how many distinct model label values the consumer metrics keep per
+// consumer; further models are counted under UsageOther.
+const ConsumerModelLabels = 32
 
 // durationBuckets span fast non-stream answers to long generations.
 var durationBuckets = []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300}
@@ -96,7 +120,7 @@ var durationBuckets = []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10
 // collectors.
 func NewMetrics() *Metrics {
 	reg := prometheus.NewRegistry()
-	m := &Metrics{Registry: reg, Models: NewUsageTable(0)}
+	m := &Metrics{Registry: reg, Models: NewUsageTable(0), Consumers: NewUsageTable(0)}
 	counter := func(name, help string, labels ...string) *prometheus.CounterVec {
 		c := prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)
 		reg.MustRegister(c)
@@ -129,6 +153,15 @@ func NewMetrics() *Metrics {
 	m.RequestsDropped = counter("llmproxy_requests_dropped_total", "Requests refused by a group's concurrency limit.", "group", "reason")
 	m.Retries = counter("llmproxy_retries_total", "Upstream retries by reason.", "group", "reason")
 	m.Tokens = counter("llmproxy_tokens_total", "Tokens read from upstream answers.", "group", "upstream", "type")
+	m.ConsumerRequests = counter("llmproxy_consumer_requests_total", "Requests of identified consumers by model and status.", "consumer", "model", "status")
+	m.ConsumerTokens = counter("llmproxy_consumer_tokens_total", "Tokens of identified consumers, read from upstream answers.", "consumer", "model", "type")
+	m.ConsumerSpend = counter("llmproxy_consumer_spend_usd_total", "Spend of identified consumers in US dollars, priced by the pricing list.", "consumer", "model")
+	m.ConsumerRefusals = counter("llmproxy_consumer_refusals_total", "Requests refused by client auth or a consumer's limits, by reason.", "consumer", "reason")
+	m.ConsumerLimitFallbacks = prometheus.NewCounter(prometheus.CounterOpts{Name: "llmproxy_consumer_limits_fallback_total",
+		Help: "Consumer limit decisions and charges made in the process because Redis could not be asked."})
+	reg.MustRegister(m.ConsumerLimitFallbacks)
+	m.ConsumerInfo = NewInfoCollector("llmproxy_consumer_info", "Labels of each consumer (value 1); join on consumer.", "consumer")
+	reg.MustRegister(m.ConsumerInfo)
 	m.ConfigVersion = prometheus.NewGauge(prometheus.GaugeOpts{Name: "llmproxy_config_version", Help: "Revision of the applied configuration (when numeric)."})
 	reg.MustRegister(m.ConfigVersion)
 	m.AccessLogDropped = prometheus.NewCounter(prometheus.CounterOpts{Name: "llmproxy_access_log_dropped_total", Help: "Access-log lines dropped because the log's output could not keep up or failed."})
