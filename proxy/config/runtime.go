@@ -62,7 +62,7 @@ type Runtime struct {
 	Logger  *slog.Logger
 
 	forwards  map[string]*Forward
-	state     *state // the long-lived entries the runtime uses (see Registry)
+	state     *state                    // the long-lived entries the runtime uses (see Registry)
 	keys      map[[32]byte]*ConsumerKey // SHA-256 of a key → the key (consumers.go)
 	consumers []*Consumer
 	pricing   []validate.Price
