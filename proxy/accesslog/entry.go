@@ -38,6 +38,8 @@ type Entry struct {
 	Attempts int
 	// Model is the request body's model; "" leaves it out.
 	Model string
+	// Consumer is the client's consumer; "" leaves it out.
+	Consumer string
 	// Tokens says whether PromptTokens and CompletionTokens were read from the answer;
 	// false leaves them out.
 	Tokens                         bool
@@ -86,6 +88,9 @@ func (e *Entry) AppendJSON(b []byte) []byte {
 	}
 	if e.Model != "" {
 		b = appendStringField(b, "model", e.Model)
+	}
+	if e.Consumer != "" {
+		b = appendStringField(b, "consumer", e.Consumer)
 	}
 	if e.Tokens {
 		b = append(b, `,"prompt_tokens":`...)

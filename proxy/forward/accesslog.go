@@ -7,7 +7,7 @@ import (
 )
 
 // The access log: one entry per request (request and trace ids, route, group, upstream,
-// status, attempts, bytes, duration, tokens) handed to Deps.AccessLog, which buffers it
+// consumer, status, attempts, bytes, duration, tokens) handed to Deps.AccessLog, which buffers it
 // off the request path (package accesslog). Requests whose client left are recorded with
 // status 499 (nothing was written to the client). Failed upstream attempts get their own
 // Warn records in Deps.Logger (attempt.go, relay.go).
@@ -35,6 +35,9 @@ func (ex *exchange) logAccess(end time.Time, d time.Duration, traceID string) {
 	e.Client, e.Peer = ex.clientLog()
 	if ex.group != nil {
 		e.Group = ex.group.Name
+	}
+	if ex.consumer != nil {
+		e.Consumer = ex.consumer.Name
 	}
 	if ex.member != nil {
 		e.Upstream, e.Attempts = ex.member.Name, ex.attempts

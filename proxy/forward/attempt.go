@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/llmproxy-go/llmproxy/controlplane/validate"
 	"github.com/llmproxy-go/llmproxy/proxy/breaker"
 	"github.com/llmproxy-go/llmproxy/proxy/config"
 	"go.opentelemetry.io/otel/attribute"
@@ -168,7 +169,11 @@ func (ex *exchange) outboundRequest(ctx context.Context, g *config.Group, m *con
 	out.Close = false
 	out.TransferEncoding = nil
 	out.Trailer = nil
-	out.Header = outboundHeader(r.Header, r, g, m, ex.idHdr)
+	out.Header = outboundHeader(r.Header, r, g, m, ex.idHdr, ex.fw.ClientAuth != validate.ClientAuthOff)
+	if ex.stripUsage {
+		// The answer is edited on its way (usage.go): it must come plain.
+		delete(out.Header, "Accept-Encoding")
+	}
 	switch {
 	case ex.body != nil:
 		body := ex.body

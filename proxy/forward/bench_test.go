@@ -35,7 +35,8 @@ func benchLogFile(b *testing.B) *os.File {
 	return f
 }
 
-func runBench(b *testing.B, target string) {
+// runBench posts chat completions to target in parallel, with the header pairs hdr.
+func runBench(b *testing.B, target string, hdr ...string) {
 	tr := &http.Transport{MaxIdleConnsPerHost: 1024, DisableCompression: true}
 	b.Cleanup(tr.CloseIdleConnections)
 	client := &http.Client{Transport: tr}
@@ -52,7 +53,12 @@ func runBench(b *testing.B, target string) {
 	}()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			resp, err := client.Post(target+"/v1/chat/completions", "application/json", strings.NewReader(body))
+			req, _ := http.NewRequest("POST", target+"/v1/chat/completions", strings.NewReader(body))
+			req.Header.Set("Content-Type", "application/json")
+			for i := 0; i+1 < len(hdr); i += 2 {
+				req.Header.Set(hdr[i], hdr[i+1])
+			}
+			resp, err := client.Do(req)
 			if err != nil {
 				b.Error(err)
 				return
@@ -77,6 +83,12 @@ func BenchmarkProxyNonStream(b *testing.B) {
 		b.Cleanup(func() { al.Close(context.Background()) })
 		runBench(b, benchProxyDeps(b, Deps{AccessLog: al}, ""))
 	})
+	b.Run("consumer", func(b *testing.B) {
+		// An identified consumer with a local requests limit: key lookup, body read,
+		// model check, admission and settlement, x-ratelimit headers.
+		p := newTestProxy(b, consumerConfig("required", "{requests_per_minute: 10000000}"), jsonUpstream(b))
+		runBench(b, p.URL, "Authorization", "Bearer llmp-team")
+	})
 }
 
 // BenchmarkDirect is the same load without the proxy, for comparison.
@@ -99,7 +111,7 @@ func BenchmarkOutboundHeader(b *testing.B) {
 	m := &config.Member{Auth: "Bearer sk-xxx", HeaderOps: []config.HeaderOp{{Op: config.HeaderInsert, Key: "Openai-Organization", Value: "org"}}}
 	b.ReportAllocs()
 	for b.Loop() {
-		outboundHeader(in, r, g, m, []string{"0123456789abcdef0123456789abcdef"})
+		outboundHeader(in, r, g, m, []string{"0123456789abcdef0123456789abcdef"}, false)
 	}
 }
 

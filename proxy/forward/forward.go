@@ -3,6 +3,8 @@
 //
 //   - admission.go: the forward's rate limit, the body cap, reading the body when routing
 //     or retries need it, the group's concurrency queue;
+//   - consumer.go: client keys, consumers' allow-lists and limits (with usage.go, which
+//     asks an OpenAI stream for the usage its client did not ask for);
 //   - pick.go: the choice of a member of the group, past open breakers and members
 //     already tried;
 //   - attempt.go: one upstream exchange (request rewrite in outbound.go), the one failure
@@ -27,6 +29,7 @@ import (
 
 	"github.com/llmproxy-go/llmproxy/proxy/accesslog"
 	"github.com/llmproxy-go/llmproxy/proxy/config"
+	"github.com/llmproxy-go/llmproxy/proxy/quota"
 	"github.com/llmproxy-go/llmproxy/proxy/telemetry"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -102,6 +105,14 @@ type exchange struct {
 	client          string
 	clientForwarded bool
 	clientKnown     bool
+
+	// consumer is the client's consumer (nil when none was identified); adm the decision of
+	// its limits; stripUsage says the answer carries usage the client did not ask for, and
+	// strip takes it out of an event stream (usage.go).
+	consumer   *config.Consumer
+	adm        quota.Admission
+	stripUsage bool
+	strip      *usageStripper
 }
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -151,14 +162,17 @@ func (ex *exchange) startSpan() {
 // serve runs the request's steps in order; each step that answers the client itself
 // (an error) ends it.
 func (ex *exchange) serve() {
-	if !ex.checkRate() || !ex.limitBody() {
+	if !ex.checkRate() || !ex.limitBody() || !ex.identify() {
 		return
 	}
-	if ex.fw.NeedsModel && ex.hasBody() {
+	if (ex.fw.NeedsModel || ex.consumer != nil) && ex.hasBody() {
 		if !ex.readBody() {
 			return
 		}
 		ex.model = modelOf(ex.body.data())
+	}
+	if ex.consumer != nil && !ex.admitConsumer() {
+		return
 	}
 	g := ex.routeTo()
 	if ex.needsBody(g) && !ex.readBody() {
@@ -274,6 +288,9 @@ func (ex *exchange) finish() {
 	}
 	if ex.group != nil {
 		ex.recordModel()
+	}
+	if ex.consumer != nil {
+		ex.settleConsumer()
 	}
 	if ex.body != nil {
 		ex.body.release()

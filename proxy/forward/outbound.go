@@ -143,12 +143,14 @@ func clientIP(remoteAddr string) string {
 
 // outboundHeader builds the header sent to member m from the inbound header in (which it
 // does not modify): hop-by-hop headers removed, X-Forwarded-For appended, X-Forwarded-Proto
-// set, X-Request-Id set (requestID is shared, never modified), the member's auth and header ops applied, User-Agent set.
+// set, X-Request-Id set (requestID is shared, never modified), the client's key headers
+// (Authorization, X-Api-Key, Api-Key) removed when clientKeys (the forward reads keys), the
+// member's auth and header ops applied, User-Agent set.
 //
 // The new map shares in's value slices (a shallow copy: one allocation fewer than
 // Header.Clone); neither this function nor net/http modifies a value slice in place —
 // every change here assigns a new slice — so in stays intact.
-func outboundHeader(in http.Header, r *http.Request, g *config.Group, m *config.Member, requestID []string) http.Header {
+func outboundHeader(in http.Header, r *http.Request, g *config.Group, m *config.Member, requestID []string, clientKeys bool) http.Header {
 	h := make(http.Header, len(in)+4)
 	for k, v := range in {
 		h[k] = v
@@ -167,6 +169,12 @@ func outboundHeader(in http.Header, r *http.Request, g *config.Group, m *config.
 		h["X-Forwarded-Proto"] = protoHTTP
 	}
 	h["X-Request-Id"] = requestID
+	if clientKeys {
+		// The client's key is ours, never the upstream's.
+		for _, k := range clientKeyHeaders {
+			delete(h, k)
+		}
+	}
 	if m.Auth != "" {
 		h["Authorization"] = []string{m.Auth}
 	}

@@ -62,6 +62,9 @@ func (ex *exchange) writeHead(resp *http.Response) (rc *http.ResponseController,
 		h["X-Upstream-Request-Id"] = up
 	}
 	h["X-Request-Id"] = ex.idHdr
+	if ex.consumer != nil {
+		ex.consumerHead(h, resp)
+	}
 	ex.status = resp.StatusCode
 	ex.w.WriteHeader(resp.StatusCode)
 	sse = strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream")
@@ -159,6 +162,9 @@ func (ex *exchange) deliver(chunk []byte, rc *http.ResponseController, mt *meter
 	} else if mt.tail != nil {
 		*mt.tail = appendTail(*mt.tail, chunk)
 	}
+	if ex.strip != nil {
+		chunk = ex.strip.filter(chunk)
+	}
 	w, err := ex.w.Write(chunk)
 	ex.written += int64(w)
 	if err != nil {
@@ -178,6 +184,12 @@ func (ex *exchange) endRelay(g *config.Group, a *attempt, rc *http.ResponseContr
 	m := a.m
 	if mt.scanner != nil {
 		mt.scanner.Close()
+	}
+	if ex.strip != nil && !clientGone {
+		if rest := ex.strip.flush(); len(rest) > 0 {
+			w, _ := ex.w.Write(rest)
+			ex.written += int64(w)
+		}
 	}
 	if tp := mt.tail; tp != nil {
 		ex.usage.scan(*tp)

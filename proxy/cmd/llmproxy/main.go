@@ -88,7 +88,7 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	fs.StringVar(&f.nodeID, "node-id", host, "node id sent to the control plane")
 	fs.StringVar(&f.adminAddr, "admin-addr", net.JoinHostPort(validate.DefaultAdminAddress, strconv.Itoa(validate.DefaultAdminPort)), "admin listener (/health, /ready, /metrics, /config); a config file's http_server.admin overrides it")
 	fs.StringVar(&f.stateDir, "state-dir", ".data/proxy", "directory for the last good control-plane snapshot")
-	fs.StringVar(&f.redisURL, "redis", os.Getenv("LLMPROXY_REDIS_URL"), "Redis `URL` for global rate limits (env LLMPROXY_REDIS_URL)")
+	fs.StringVar(&f.redisURL, "redis", os.Getenv("LLMPROXY_REDIS_URL"), "Redis `URL` for global rate limits and consumers' limits (env LLMPROXY_REDIS_URL)")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "longest drain of in-flight requests on SIGTERM")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.BoolVar(&f.accessLog, "access-log", true, "log one JSON line per request, buffered (--access-log=false keeps the other logs)")
@@ -288,6 +288,9 @@ func serve(ctx context.Context, f *flags, log *slog.Logger, accessOut io.Writer)
 		if err != nil {
 			return fmt.Errorf("parse --redis: %w", err)
 		}
+		// Request-path calls carry short deadlines (rate limits, consumer limits): let them
+		// bound the socket reads, not only the pool wait.
+		ropts.ContextTimeoutEnabled = true
 		client := redis.NewClient(ropts)
 		defer client.Close()
 		p.redis = client
