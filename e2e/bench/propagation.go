@@ -47,8 +47,25 @@ func fleetConfig() string {
 
 // simProxy is one simulated proxy: the real ADS client, applying by recording.
 type simProxy struct {
-	rev atomic.Uint64
-	at  atomic.Int64 // unix nanos of the last apply
+	rev    atomic.Uint64
+	at     atomic.Int64 // unix nanos of the last apply
+	hasKey atomic.Bool  // the last applied config holds revokedHash: the proxy accepts that key
+}
+
+// benchKeyHash is the hash of the key the revocation measurement revokes (any value of the
+// right form: simulated proxies only look for it).
+var benchKeyHash = "sha256:" + strings.Repeat("be", 32)
+
+// holdsKey reports whether cfg has a consumer key of hash h.
+func holdsKey(cfg *configv1.Config, h string) bool {
+	for _, c := range cfg.GetConsumers() {
+		for _, k := range c.GetKeys() {
+			if k.GetHash() == h {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // Propagation starts a control plane with 1,000 upstreams and n simulated proxies (each the
@@ -77,8 +94,9 @@ func Propagation(ctx context.Context, o Options, n int) (PropagationRow, error) 
 		go func() {
 			_ = xdsclient.Run(cctx, xdsclient.Options{
 				Addr: grpcAddr, NodeID: fmt.Sprintf("sim-%04d", i),
-				Apply: func(revision string, _ *configv1.Config) error {
+				Apply: func(revision string, cfg *configv1.Config) error {
 					r, _ := strconv.ParseUint(revision, 10, 64)
+					s.hasKey.Store(holdsKey(cfg, benchKeyHash))
 					s.at.Store(time.Now().UnixNano())
 					s.rev.Store(r)
 					return nil
@@ -115,6 +133,33 @@ func Propagation(ctx context.Context, o Options, n int) (PropagationRow, error) 
 	_, peak, _ := Memory(cp.Pid())
 	slices.Sort(lat)
 	row.P50, row.P99, row.Max = Ms(Percentile(lat, 50)), Ms(Percentile(lat, 99)), Ms(lat[len(lat)-1])
+
+	// Revocation: a consumer's key is removed; the time until the last proxy applied a
+	// config without it, that is, refuses it.
+	rev, err := adminWrite(http.MethodPost, api+"/api/v1/consumers",
+		`{"name":"bench","keys":[{"id":"k1","hash":"`+benchKeyHash+`"}]}`)
+	if err != nil {
+		return row, err
+	}
+	if err := waitAll(ctx, sims, rev, 60*time.Second); err != nil {
+		return row, fmt.Errorf("consumer: %w", err)
+	}
+	t0 := time.Now()
+	if rev, err = adminWrite(http.MethodDelete, api+"/api/v1/consumers/bench/keys/k1", ""); err != nil {
+		return row, err
+	}
+	if err := waitAll(ctx, sims, rev, 60*time.Second); err != nil {
+		return row, fmt.Errorf("revocation: %w", err)
+	}
+	var rlat []time.Duration
+	for _, s := range sims {
+		if s.hasKey.Load() {
+			return row, fmt.Errorf("a proxy at revision %d still holds the revoked key", rev)
+		}
+		rlat = append(rlat, time.Duration(s.at.Load()-t0.UnixNano()))
+	}
+	slices.Sort(rlat)
+	row.RevokeP50, row.RevokeMax = Ms(Percentile(rlat, 50)), Ms(rlat[len(rlat)-1])
 	row.CPCPUSec = cpu1 - cpu0
 	row.CPPeakRSS = float64(peak) / (1 << 20)
 	return row, nil
@@ -185,6 +230,23 @@ func currentRevision(api string) (uint64, error) {
 		return 0, fmt.Errorf("read revision: %w", err)
 	}
 	return strconv.ParseUint(v.Revision.String(), 10, 64)
+}
+
+// adminWrite makes a REST write (body may be empty) and returns the new revision, read from
+// the X-Llmproxy-Revision header (a delete answers 204 without a body).
+func adminWrite(method, url, body string) (uint64, error) {
+	req, _ := http.NewRequest(method, url, strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode/100 != 2 {
+		return 0, fmt.Errorf("%s %s: %s: %s", method, url, resp.Status, b)
+	}
+	return strconv.ParseUint(resp.Header.Get("X-Llmproxy-Revision"), 10, 64)
 }
 
 func patchGroup(url string, body []byte) (uint64, error) {

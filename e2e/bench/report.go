@@ -88,6 +88,10 @@ type PropagationRow struct {
 	CPCPUSec   float64 `json:"controlplane_cpu_seconds"`
 	CPPeakRSS  float64 `json:"controlplane_peak_rss_mb"`
 	InitialSec float64 `json:"initial_sync_seconds"`
+	// RevokeP50 and RevokeMax time a key's revocation: from the admin write to the last
+	// proxy applying a config without the key.
+	RevokeP50 Millis `json:"revoke_p50_ms"`
+	RevokeMax Millis `json:"revoke_max_ms"`
 }
 
 // PropagationFunc measures config propagation to n simulated proxies; set by propagation.go.
@@ -393,9 +397,9 @@ func (r *Report) Print(w io.Writer) {
 	}
 	if len(r.Propagation) > 0 {
 		fmt.Fprintln(w, "\n4. Fleet: config propagation (admin write → every simulated proxy applied it)")
-		fmt.Fprintln(tw, "proxies\tupstreams\twrites\tp50 ms\tp99 ms\tmax ms\tCP CPU s\tCP peak RSS MB\tinitial sync s\t")
+		fmt.Fprintln(tw, "proxies\tupstreams\twrites\tp50 ms\tp99 ms\tmax ms\tCP CPU s\tCP peak RSS MB\tinitial sync s\tkey revoked: p50 ms\tlast proxy ms\t")
 		for _, x := range r.Propagation {
-			fmt.Fprintf(tw, "%d\t%d\t%d\t%.1f\t%.1f\t%.1f\t%.2f\t%.1f\t%.2f\t\n", x.Proxies, x.Upstreams, x.Writes, x.P50, x.P99, x.Max, x.CPCPUSec, x.CPPeakRSS, x.InitialSec)
+			fmt.Fprintf(tw, "%d\t%d\t%d\t%.1f\t%.1f\t%.1f\t%.2f\t%.1f\t%.2f\t%.1f\t%.1f\t\n", x.Proxies, x.Upstreams, x.Writes, x.P50, x.P99, x.Max, x.CPCPUSec, x.CPPeakRSS, x.InitialSec, x.RevokeP50, x.RevokeMax)
 		}
 		tw.Flush()
 	}
