@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"crypto/sha256"
 	"encoding/base64"
 	"fmt"
 	"math/rand/v2"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/llmproxy-go/llmproxy/controlplane/configfile"
 	"github.com/llmproxy-go/llmproxy/controlplane/redact"
+	"github.com/llmproxy-go/llmproxy/controlplane/validate"
 	"github.com/llmproxy-go/llmproxy/e2e/harness"
 	adminv1 "github.com/llmproxy-go/llmproxy/gen/llmproxy/admin/v1"
 	configv1 "github.com/llmproxy-go/llmproxy/gen/llmproxy/config/v1"
@@ -43,6 +45,7 @@ func secretsFixture(port int, a, b, deadProxy string) *configv1.Config {
 			{Name: "gp", Upstreams: []*configv1.UpstreamRef{{Name: "up-bearer"}},
 				HttpClient: &configv1.HttpClient{Proxy: &configv1.OutboundProxy{Url: "http://puser:placeholder@" + deadProxy}}},
 		},
+		Consumers: []*configv1.Consumer{{Name: "c", Keys: []*configv1.ConsumerKey{{Id: "k1", Hash: "placeholder"}}}},
 	}
 }
 
@@ -52,6 +55,9 @@ type planted struct {
 	// wire: an upstream receives this value in its requests.
 	wire bool
 }
+
+// keyHashField is a consumer key's hash, a secret that must keep its form.
+const keyHashField = protoreflect.FullName("llmproxy.config.v1.ConsumerKey.hash")
 
 // plantSecrets gives every secret field set in m (by the marks of config.proto, found by
 // reflection) a unique value, counts in filled the values it set per field, and returns
@@ -83,6 +89,11 @@ func plantSecrets(t *testing.T, m protoreflect.Message, run string, filled map[p
 			filled[fd.FullName()]++
 			secret := fmt.Sprintf("SeCrEt-%s-%d-%s", fd.Name(), filled[fd.FullName()], run)
 			value := secret
+			if fd.FullName() == keyHashField {
+				// A key hash must have its form: the hash of a unique key.
+				value = validate.FormatKeyHash(sha256.Sum256([]byte(secret)))
+				secret = value
+			}
 			if kind == configv1.Secret_SECRET_URL_PASSWORD {
 				u, err := url.Parse(v.String())
 				if err != nil || u.User == nil {
@@ -93,6 +104,8 @@ func plantSecrets(t *testing.T, m protoreflect.Message, run string, filled map[p
 			}
 			m.Set(fd, protoreflect.ValueOfString(value))
 			switch {
+			case fd.FullName() == keyHashField: // stays in the control plane and the proxies
+				secrets = append(secrets, planted{value: secret})
 			case kind == configv1.Secret_SECRET_URL_PASSWORD: // sent to the outbound proxy only
 				secrets = append(secrets, planted{value: secret})
 			case fd.Name() == "password" && fields.ByName("username") != nil: // basic auth travels as base64(user:password)
