@@ -266,6 +266,8 @@ pricing:
 
 // consumerProxies starts n proxies of consumerStaticConfig on their own forward ports (with
 // env, e.g. LLMPROXY_REDIS_URL) and returns them, their forward URLs, and the consumer's key.
+// Their Redis calls may take a second: on this busy machine the default deadline (50 ms)
+// would now and then send a decision to the local fallback, and the tests count exactly.
 func consumerProxies(t *testing.T, m *mock, n int, limits string, env ...string) ([]*proxy, []string, string) {
 	t.Helper()
 	key := apikey.New()
@@ -275,7 +277,7 @@ func consumerProxies(t *testing.T, m *mock, n int, limits string, env ...string)
 	for range n {
 		port := harness.FreePort(t)
 		y := renderConfig(t, consumerStaticConfig, map[string]any{"Port": port, "URL": m.URL, "Name": name, "Hash": apikey.Hash(key), "Limits": limits})
-		ps = append(ps, startProxy(t, y, env...))
+		ps = append(ps, startProxyFlags(t, y, harness.FreeAddr(t), env, "--redis-timeout", "1s"))
 		urls = append(urls, fmt.Sprintf("http://127.0.0.1:%d", port))
 	}
 	return ps, urls, key

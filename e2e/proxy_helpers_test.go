@@ -99,10 +99,17 @@ func startProxy(t *testing.T, yaml string, env ...string) *proxy {
 // whose http_server.admin names the same address.
 func startProxyAdmin(t *testing.T, yaml, admin string, env ...string) *proxy {
 	t.Helper()
+	return startProxyFlags(t, yaml, admin, env)
+}
+
+// startProxyFlags is startProxyAdmin with extra flags.
+func startProxyFlags(t *testing.T, yaml, admin string, env []string, flags ...string) *proxy {
+	t.Helper()
 	bins := harness.Binaries(t)
 	path := harness.WriteFile(t, "config.yaml", yaml)
 	p := &proxy{Admin: "http://" + admin, Config: path}
-	p.proc = harness.Start(t, bins.Proxy, []string{"--config", path, "--admin-addr", admin, "--shutdown-timeout", "10s"}, env...)
+	args := append([]string{"--config", path, "--admin-addr", admin, "--shutdown-timeout", "10s"}, flags...)
+	p.proc = harness.Start(t, bins.Proxy, args, env...)
 	waitReady(t, p)
 	return p
 }

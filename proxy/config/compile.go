@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"time"
 
 	"github.com/llmproxy-go/llmproxy/controlplane/configfile"
 	"github.com/llmproxy-go/llmproxy/controlplane/validate"
@@ -28,8 +29,12 @@ type Options struct {
 	Metrics *telemetry.Metrics
 	// Logger; nil discards.
 	Logger *slog.Logger
-	// Redis backs rate limits with scope "global"; nil makes them local (logged once).
+	// Redis backs rate limits with scope "global" and consumers' limits; nil makes them
+	// local (logged once).
 	Redis redis.UniversalClient
+	// RedisTimeout bounds one Redis call on the request path; past it the limits count
+	// locally. Zero selects quota.DefaultTimeout.
+	RedisTimeout time.Duration
 	// EnvOverrides is stored as Runtime.EnvOverrides (Build; an Applier sets it).
 	EnvOverrides []configfile.Override
 	// Files is the TLS material the model names, from LoadFiles (Build; Compile and an

@@ -177,7 +177,10 @@ type consumerState struct {
 }
 
 // sharedKey identifies the Redis store of the consumer counters.
-type sharedKey struct{ client any }
+type sharedKey struct {
+	client  any
+	timeout time.Duration
+}
 
 // quotaKeyPrefix starts the Redis keys of consumer counters.
 const quotaKeyPrefix = "llmproxy:consumer:"
@@ -192,8 +195,9 @@ func (b *builder) shared() *quota.Shared {
 	if b.opts.Redis == nil {
 		return nil
 	}
-	return entry(b, sharedKey{b.opts.Redis}, func(s *state) map[sharedKey]*quota.Shared { return s.shared }, func() *quota.Shared {
-		return quota.NewShared(b.opts.Redis, quotaKeyPrefix, quota.NewGuard(0, 0, b.reg.onQuotaFailure))
+	k := sharedKey{b.opts.Redis, b.opts.RedisTimeout}
+	return entry(b, k, func(s *state) map[sharedKey]*quota.Shared { return s.shared }, func() *quota.Shared {
+		return quota.NewShared(b.opts.Redis, quotaKeyPrefix, quota.NewGuard(k.timeout, 0, b.reg.onQuotaFailure))
 	})
 }
 

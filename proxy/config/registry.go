@@ -219,7 +219,8 @@ func (b *builder) rateLimiter(k rateKey) *rateState {
 		local := ratelimit.NewLocal(k.perSecond, k.burst)
 		s := &rateState{limiter: local, local: local}
 		if k.global && b.opts.Redis != nil {
-			s.limiter = ratelimit.NewRedis(b.opts.Redis, "llmproxy:ratelimit:"+k.forward+":", k.perSecond, k.burst, local)
+			s.limiter = ratelimit.NewRedis(b.opts.Redis, "llmproxy:ratelimit:"+k.forward+":", k.perSecond, k.burst, local,
+				ratelimit.WithTimeout(b.opts.RedisTimeout))
 		}
 		return s
 	})

@@ -49,6 +49,7 @@ import (
 	"github.com/llmproxy-go/llmproxy/proxy/accesslog"
 	"github.com/llmproxy-go/llmproxy/proxy/config"
 	"github.com/llmproxy-go/llmproxy/proxy/forward"
+	"github.com/llmproxy-go/llmproxy/proxy/quota"
 	"github.com/llmproxy-go/llmproxy/proxy/report"
 	"github.com/llmproxy-go/llmproxy/proxy/server"
 	"github.com/llmproxy-go/llmproxy/proxy/telemetry"
@@ -67,6 +68,7 @@ type flags struct {
 	adminAddr       string
 	stateDir        string
 	redisURL        string
+	redisTimeout    time.Duration
 	shutdownTimeout time.Duration
 	logLevel        string
 	pprofAddr       string
@@ -89,6 +91,7 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	fs.StringVar(&f.adminAddr, "admin-addr", net.JoinHostPort(validate.DefaultAdminAddress, strconv.Itoa(validate.DefaultAdminPort)), "admin listener (/health, /ready, /metrics, /config); a config file's http_server.admin overrides it")
 	fs.StringVar(&f.stateDir, "state-dir", ".data/proxy", "directory for the last good control-plane snapshot")
 	fs.StringVar(&f.redisURL, "redis", os.Getenv("LLMPROXY_REDIS_URL"), "Redis `URL` for global rate limits and consumers' limits (env LLMPROXY_REDIS_URL)")
+	fs.DurationVar(&f.redisTimeout, "redis-timeout", quota.DefaultTimeout, "longest Redis call on the request path (global rate limits, consumers' limits); past it the proxy counts locally")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "longest drain of in-flight requests on SIGTERM")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.BoolVar(&f.accessLog, "access-log", true, "log one JSON line per request, buffered (--access-log=false keeps the other logs)")
@@ -115,6 +118,8 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 		return nil, errors.New("--test needs --config FILE")
 	case f.shutdownTimeout <= 0:
 		return nil, errors.New("--shutdown-timeout must be positive")
+	case f.redisTimeout <= 0 || f.redisTimeout > 10*time.Second:
+		return nil, fmt.Errorf("--redis-timeout %s: want more than 0 and at most 10s", f.redisTimeout)
 	case f.reportInterval != 0 && (f.reportInterval < reportwire.MinInterval || f.reportInterval > reportwire.MaxInterval):
 		return nil, fmt.Errorf("--report-interval %s: want 0 (off) or %s to %s", f.reportInterval, reportwire.MinInterval, reportwire.MaxInterval)
 	}
@@ -316,7 +321,7 @@ func serve(ctx context.Context, f *flags, log *slog.Logger, accessOut io.Writer)
 		DrainTimeout: f.shutdownTimeout,
 	})
 
-	p.applier = config.NewApplier(p.holder, p.reg, p.srv.Apply, config.Options{Metrics: p.metrics, Logger: log, Redis: p.redis})
+	p.applier = config.NewApplier(p.holder, p.reg, p.srv.Apply, config.Options{Metrics: p.metrics, Logger: log, Redis: p.redis, RedisTimeout: f.redisTimeout})
 
 	adminAddr := f.adminAddr
 	var first *loaded
