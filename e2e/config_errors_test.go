@@ -64,14 +64,6 @@ upstreams:
 upstream_groups:
   - {name: g, upstreams: [{name: a}]}
 `, []string{"http_server.forwards[0].routing[0].path", "http_server.forwards[0].routing[1].path"}},
-	{"a feature the proxy lacks", `
-upstreams:
-  - {name: a, url: "http://127.0.0.1:1"}
-upstream_groups:
-  - name: g
-    upstreams: [{name: a}]
-    cache: {enabled: true}
-`, []string{"upstream_groups[0].cache.enabled"}},
 }
 
 // TestSameErrorsEverywhere runs llmproxyctl validate -f, llmproxy --config F --test and

@@ -293,18 +293,6 @@ func TestWriteErrors(t *testing.T) {
 			substr: []string{"upstream_group.upstreams[0].name", `"missing"`},
 		},
 		{
-			name: "a feature the proxy lacks",
-			call: func() error {
-				g := group("g2", "a")
-				g.Cache = &configv1.Cache{Enabled: proto.Bool(true)}
-				_, err := e.client.CreateUpstreamGroup(ctx, &adminv1.CreateUpstreamGroupRequest{UpstreamGroup: g})
-				return err
-			},
-			code:   codes.InvalidArgument,
-			substr: []string{"upstream_group.cache.enabled: the response cache is not supported yet"},
-			fields: []string{"upstream_group.cache.enabled"},
-		},
-		{
 			name: "duplicate group",
 			call: func() error {
 				_, err := e.client.CreateUpstreamGroup(ctx, &adminv1.CreateUpstreamGroupRequest{UpstreamGroup: group("g1", "a")})

@@ -114,9 +114,10 @@ func (s *Server) load(ctx context.Context, op string) (uint64, *configv1.Config,
 // error.
 type change func(next *configv1.Config) (pathRewrite, error)
 
-// prepare applies ch to a copy of cur, restores redacted secrets from cur and validates the
-// whole result with defaults applied (on a scratch copy). It returns the config to store, or
-// RESOURCE_EXHAUSTED (HTTP 413) when its snapshot would be larger than proxies accept.
+// prepare applies ch to a copy of cur, restores redacted secrets from cur, keeps the cache
+// epochs of cur (keepCacheEpochs) and validates the whole result with defaults applied (on a
+// scratch copy). It returns the config to store, or RESOURCE_EXHAUSTED (HTTP 413) when its
+// snapshot would be larger than proxies accept.
 func prepare(cur *configv1.Config, wholeConfig bool, ch change) (*configv1.Config, error) {
 	next := proto.Clone(cur).(*configv1.Config)
 	rw, err := ch(next)
@@ -126,6 +127,7 @@ func prepare(cur *configv1.Config, wholeConfig bool, ch change) (*configv1.Confi
 	if err := redact.Restore(next, cur); err != nil {
 		return nil, validationStatus(rewriteAll(validate.Errors(err), rw), true)
 	}
+	keepCacheEpochs(next, cur)
 	checked := proto.Clone(next).(*configv1.Config)
 	validate.ApplyDefaults(checked)
 	if err := validate.Validate(checked); err != nil {

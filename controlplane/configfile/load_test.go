@@ -215,9 +215,6 @@ upstreams:
   - name: a
     url: https://b.example
 `, []string{`config.yaml:5:11: upstreams[1].name: upstream "a" is already defined at upstreams[0]`}},
-		{"feature the proxy lacks", base + "    cache:\n      enabled: true\n", []string{
-			`config.yaml:14:16: upstream_groups[0].cache.enabled: the response cache is not supported yet`,
-		}},
 		{"duplicate group and forward", `
 http_server:
   forwards:
@@ -472,7 +469,6 @@ func TestLoadKinds(t *testing.T) {
 	}{
 		{"duplicate", base + "  - name: g\n    upstreams: [{name: a}]\n", validate.ErrDuplicate},
 		{"reference", strings.Replace(base, "default_group: g", "default_group: h", 1), validate.ErrReference},
-		{"not supported", base + "    cache: {enabled: true}\n", validate.ErrNotSupported},
 		{"invalid", strings.Replace(base, "https://api", "ftp://api", 1), validate.ErrInvalid},
 		{"decode", base + "foo: 1\n", validate.ErrInvalid},
 	}

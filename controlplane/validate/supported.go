@@ -29,9 +29,7 @@ type Feature struct {
 // them with ErrNotSupported and the field's path. The feature's implementation deletes its
 // row.
 func Unsupported() []Feature {
-	return []Feature{
-		{Field: "upstream_groups.cache.enabled", Value: "true", Reason: "the response cache is not supported yet"},
-	}
+	return nil
 }
 
 var indexRE = regexp.MustCompile(`\[[^\]]*\]`)

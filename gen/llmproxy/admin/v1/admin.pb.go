@@ -5549,6 +5549,168 @@ func (x *PricingResponse) GetFleet() *Rollout {
 	return nil
 }
 
+type PurgeCacheRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The upstream group's name.
+	Name             string  `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	ExpectedRevision *uint64 `protobuf:"varint,2,opt,name=expected_revision,json=expectedRevision,proto3,oneof" json:"expected_revision,omitempty"`
+	// Change message, kept in the revision history.
+	Message string `protobuf:"bytes,100,opt,name=message,proto3" json:"message,omitempty"`
+	// Wait until every connected proxy has applied the new revision (or refused it), at most
+	// this long: a duration such as "10s". Empty: answer at once.
+	Wait string `protobuf:"bytes,101,opt,name=wait,proto3" json:"wait,omitempty"`
+	// Validate and answer what would be stored, storing nothing.
+	DryRun        bool `protobuf:"varint,102,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PurgeCacheRequest) Reset() {
+	*x = PurgeCacheRequest{}
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[78]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PurgeCacheRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PurgeCacheRequest) ProtoMessage() {}
+
+func (x *PurgeCacheRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[78]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PurgeCacheRequest.ProtoReflect.Descriptor instead.
+func (*PurgeCacheRequest) Descriptor() ([]byte, []int) {
+	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{78}
+}
+
+func (x *PurgeCacheRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *PurgeCacheRequest) GetExpectedRevision() uint64 {
+	if x != nil && x.ExpectedRevision != nil {
+		return *x.ExpectedRevision
+	}
+	return 0
+}
+
+func (x *PurgeCacheRequest) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *PurgeCacheRequest) GetWait() string {
+	if x != nil {
+		return x.Wait
+	}
+	return ""
+}
+
+func (x *PurgeCacheRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+type PurgeCacheResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The revision that carries the purge.
+	Revision uint64 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	// The group's new cache epoch.
+	Epoch uint64 `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// The write was a dry run: nothing was stored and revision is the current one.
+	DryRun bool `protobuf:"varint,100,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	// What the write changed (or, in a dry run, would change).
+	Diff *ConfigDiff `protobuf:"bytes,101,opt,name=diff,proto3" json:"diff,omitempty"`
+	// How far the new revision reached the fleet; set when the request asked to wait.
+	Fleet         *Rollout `protobuf:"bytes,102,opt,name=fleet,proto3" json:"fleet,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PurgeCacheResponse) Reset() {
+	*x = PurgeCacheResponse{}
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[79]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PurgeCacheResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PurgeCacheResponse) ProtoMessage() {}
+
+func (x *PurgeCacheResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_llmproxy_admin_v1_admin_proto_msgTypes[79]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PurgeCacheResponse.ProtoReflect.Descriptor instead.
+func (*PurgeCacheResponse) Descriptor() ([]byte, []int) {
+	return file_llmproxy_admin_v1_admin_proto_rawDescGZIP(), []int{79}
+}
+
+func (x *PurgeCacheResponse) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *PurgeCacheResponse) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *PurgeCacheResponse) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+func (x *PurgeCacheResponse) GetDiff() *ConfigDiff {
+	if x != nil {
+		return x.Diff
+	}
+	return nil
+}
+
+func (x *PurgeCacheResponse) GetFleet() *Rollout {
+	if x != nil {
+		return x.Fleet
+	}
+	return nil
+}
+
 var File_llmproxy_admin_v1_admin_proto protoreflect.FileDescriptor
 
 const file_llmproxy_admin_v1_admin_proto_rawDesc = "" +
@@ -5974,7 +6136,20 @@ const file_llmproxy_admin_v1_admin_proto_rawDesc = "" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\x12\x17\n" +
 	"\adry_run\x18d \x01(\bR\x06dryRun\x121\n" +
 	"\x04diff\x18e \x01(\v2\x1d.llmproxy.admin.v1.ConfigDiffR\x04diff\x120\n" +
-	"\x05fleet\x18f \x01(\v2\x1a.llmproxy.admin.v1.RolloutR\x05fleet2\xbe\x1e\n" +
+	"\x05fleet\x18f \x01(\v2\x1a.llmproxy.admin.v1.RolloutR\x05fleet\"\xb6\x01\n" +
+	"\x11PurgeCacheRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x120\n" +
+	"\x11expected_revision\x18\x02 \x01(\x04H\x00R\x10expectedRevision\x88\x01\x01\x12\x18\n" +
+	"\amessage\x18d \x01(\tR\amessage\x12\x12\n" +
+	"\x04wait\x18e \x01(\tR\x04wait\x12\x17\n" +
+	"\adry_run\x18f \x01(\bR\x06dryRunB\x14\n" +
+	"\x12_expected_revision\"\xc4\x01\n" +
+	"\x12PurgeCacheResponse\x12\x1a\n" +
+	"\brevision\x18\x01 \x01(\x04R\brevision\x12\x14\n" +
+	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x17\n" +
+	"\adry_run\x18d \x01(\bR\x06dryRun\x121\n" +
+	"\x04diff\x18e \x01(\v2\x1d.llmproxy.admin.v1.ConfigDiffR\x04diff\x120\n" +
+	"\x05fleet\x18f \x01(\v2\x1a.llmproxy.admin.v1.RolloutR\x05fleet2\x99\x1f\n" +
 	"\fAdminService\x12b\n" +
 	"\rListUpstreams\x12'.llmproxy.admin.v1.ListUpstreamsRequest\x1a(.llmproxy.admin.v1.ListUpstreamsResponse\x12R\n" +
 	"\vGetUpstream\x12%.llmproxy.admin.v1.GetUpstreamRequest\x1a\x1c.llmproxy.config.v1.Upstream\x12_\n" +
@@ -6019,7 +6194,9 @@ const file_llmproxy_admin_v1_admin_proto_rawDesc = "" +
 	"\tRotateKey\x12#.llmproxy.admin.v1.RotateKeyRequest\x1a\x1e.llmproxy.admin.v1.KeyResponse\x12V\n" +
 	"\n" +
 	"GetPricing\x12$.llmproxy.admin.v1.GetPricingRequest\x1a\".llmproxy.admin.v1.PricingResponse\x12\\\n" +
-	"\rUpdatePricing\x12'.llmproxy.admin.v1.UpdatePricingRequest\x1a\".llmproxy.admin.v1.PricingResponseB?Z=github.com/llmproxy-go/llmproxy/gen/llmproxy/admin/v1;adminv1b\x06proto3"
+	"\rUpdatePricing\x12'.llmproxy.admin.v1.UpdatePricingRequest\x1a\".llmproxy.admin.v1.PricingResponse\x12Y\n" +
+	"\n" +
+	"PurgeCache\x12$.llmproxy.admin.v1.PurgeCacheRequest\x1a%.llmproxy.admin.v1.PurgeCacheResponseB?Z=github.com/llmproxy-go/llmproxy/gen/llmproxy/admin/v1;adminv1b\x06proto3"
 
 var (
 	file_llmproxy_admin_v1_admin_proto_rawDescOnce sync.Once
@@ -6033,7 +6210,7 @@ func file_llmproxy_admin_v1_admin_proto_rawDescGZIP() []byte {
 	return file_llmproxy_admin_v1_admin_proto_rawDescData
 }
 
-var file_llmproxy_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 78)
+var file_llmproxy_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 80)
 var file_llmproxy_admin_v1_admin_proto_goTypes = []any{
 	(*ListUpstreamsRequest)(nil),       // 0: llmproxy.admin.v1.ListUpstreamsRequest
 	(*ListUpstreamsResponse)(nil),      // 1: llmproxy.admin.v1.ListUpstreamsResponse
@@ -6113,180 +6290,186 @@ var file_llmproxy_admin_v1_admin_proto_goTypes = []any{
 	(*GetPricingRequest)(nil),          // 75: llmproxy.admin.v1.GetPricingRequest
 	(*UpdatePricingRequest)(nil),       // 76: llmproxy.admin.v1.UpdatePricingRequest
 	(*PricingResponse)(nil),            // 77: llmproxy.admin.v1.PricingResponse
-	(*v1.Upstream)(nil),                // 78: llmproxy.config.v1.Upstream
-	(*v1.UpstreamGroup)(nil),           // 79: llmproxy.config.v1.UpstreamGroup
-	(*v1.UpstreamRef)(nil),             // 80: llmproxy.config.v1.UpstreamRef
-	(*v1.Forward)(nil),                 // 81: llmproxy.config.v1.Forward
-	(*v1.Route)(nil),                   // 82: llmproxy.config.v1.Route
-	(*v1.Config)(nil),                  // 83: llmproxy.config.v1.Config
-	(*timestamppb.Timestamp)(nil),      // 84: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),        // 85: google.protobuf.Duration
-	(*structpb.Value)(nil),             // 86: google.protobuf.Value
-	(*v1.Consumer)(nil),                // 87: llmproxy.config.v1.Consumer
-	(*v1.Price)(nil),                   // 88: llmproxy.config.v1.Price
+	(*PurgeCacheRequest)(nil),          // 78: llmproxy.admin.v1.PurgeCacheRequest
+	(*PurgeCacheResponse)(nil),         // 79: llmproxy.admin.v1.PurgeCacheResponse
+	(*v1.Upstream)(nil),                // 80: llmproxy.config.v1.Upstream
+	(*v1.UpstreamGroup)(nil),           // 81: llmproxy.config.v1.UpstreamGroup
+	(*v1.UpstreamRef)(nil),             // 82: llmproxy.config.v1.UpstreamRef
+	(*v1.Forward)(nil),                 // 83: llmproxy.config.v1.Forward
+	(*v1.Route)(nil),                   // 84: llmproxy.config.v1.Route
+	(*v1.Config)(nil),                  // 85: llmproxy.config.v1.Config
+	(*timestamppb.Timestamp)(nil),      // 86: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),        // 87: google.protobuf.Duration
+	(*structpb.Value)(nil),             // 88: google.protobuf.Value
+	(*v1.Consumer)(nil),                // 89: llmproxy.config.v1.Consumer
+	(*v1.Price)(nil),                   // 90: llmproxy.config.v1.Price
 }
 var file_llmproxy_admin_v1_admin_proto_depIdxs = []int32{
-	78,  // 0: llmproxy.admin.v1.ListUpstreamsResponse.upstreams:type_name -> llmproxy.config.v1.Upstream
-	78,  // 1: llmproxy.admin.v1.CreateUpstreamRequest.upstream:type_name -> llmproxy.config.v1.Upstream
-	78,  // 2: llmproxy.admin.v1.UpdateUpstreamRequest.upstream:type_name -> llmproxy.config.v1.Upstream
-	78,  // 3: llmproxy.admin.v1.UpstreamResponse.upstream:type_name -> llmproxy.config.v1.Upstream
+	80,  // 0: llmproxy.admin.v1.ListUpstreamsResponse.upstreams:type_name -> llmproxy.config.v1.Upstream
+	80,  // 1: llmproxy.admin.v1.CreateUpstreamRequest.upstream:type_name -> llmproxy.config.v1.Upstream
+	80,  // 2: llmproxy.admin.v1.UpdateUpstreamRequest.upstream:type_name -> llmproxy.config.v1.Upstream
+	80,  // 3: llmproxy.admin.v1.UpstreamResponse.upstream:type_name -> llmproxy.config.v1.Upstream
 	56,  // 4: llmproxy.admin.v1.UpstreamResponse.diff:type_name -> llmproxy.admin.v1.ConfigDiff
 	60,  // 5: llmproxy.admin.v1.UpstreamResponse.fleet:type_name -> llmproxy.admin.v1.Rollout
 	56,  // 6: llmproxy.admin.v1.DeleteResponse.diff:type_name -> llmproxy.admin.v1.ConfigDiff
 	60,  // 7: llmproxy.admin.v1.DeleteResponse.fleet:type_name -> llmproxy.admin.v1.Rollout
-	79,  // 8: llmproxy.admin.v1.ListUpstreamGroupsResponse.upstream_groups:type_name -> llmproxy.config.v1.UpstreamGroup
-	79,  // 9: llmproxy.admin.v1.CreateUpstreamGroupRequest.upstream_group:type_name -> llmproxy.config.v1.UpstreamGroup
-	79,  // 10: llmproxy.admin.v1.UpdateUpstreamGroupRequest.upstream_group:type_name -> llmproxy.config.v1.UpstreamGroup
-	80,  // 11: llmproxy.admin.v1.PatchUpstreamGroupRequest.upstreams:type_name -> llmproxy.config.v1.UpstreamRef
-	79,  // 12: llmproxy.admin.v1.UpstreamGroupResponse.upstream_group:type_name -> llmproxy.config.v1.UpstreamGroup
+	81,  // 8: llmproxy.admin.v1.ListUpstreamGroupsResponse.upstream_groups:type_name -> llmproxy.config.v1.UpstreamGroup
+	81,  // 9: llmproxy.admin.v1.CreateUpstreamGroupRequest.upstream_group:type_name -> llmproxy.config.v1.UpstreamGroup
+	81,  // 10: llmproxy.admin.v1.UpdateUpstreamGroupRequest.upstream_group:type_name -> llmproxy.config.v1.UpstreamGroup
+	82,  // 11: llmproxy.admin.v1.PatchUpstreamGroupRequest.upstreams:type_name -> llmproxy.config.v1.UpstreamRef
+	81,  // 12: llmproxy.admin.v1.UpstreamGroupResponse.upstream_group:type_name -> llmproxy.config.v1.UpstreamGroup
 	56,  // 13: llmproxy.admin.v1.UpstreamGroupResponse.diff:type_name -> llmproxy.admin.v1.ConfigDiff
 	60,  // 14: llmproxy.admin.v1.UpstreamGroupResponse.fleet:type_name -> llmproxy.admin.v1.Rollout
-	81,  // 15: llmproxy.admin.v1.ListForwardsResponse.forwards:type_name -> llmproxy.config.v1.Forward
-	81,  // 16: llmproxy.admin.v1.CreateForwardRequest.forward:type_name -> llmproxy.config.v1.Forward
-	81,  // 17: llmproxy.admin.v1.UpdateForwardRequest.forward:type_name -> llmproxy.config.v1.Forward
-	81,  // 18: llmproxy.admin.v1.ForwardResponse.forward:type_name -> llmproxy.config.v1.Forward
+	83,  // 15: llmproxy.admin.v1.ListForwardsResponse.forwards:type_name -> llmproxy.config.v1.Forward
+	83,  // 16: llmproxy.admin.v1.CreateForwardRequest.forward:type_name -> llmproxy.config.v1.Forward
+	83,  // 17: llmproxy.admin.v1.UpdateForwardRequest.forward:type_name -> llmproxy.config.v1.Forward
+	83,  // 18: llmproxy.admin.v1.ForwardResponse.forward:type_name -> llmproxy.config.v1.Forward
 	56,  // 19: llmproxy.admin.v1.ForwardResponse.diff:type_name -> llmproxy.admin.v1.ConfigDiff
 	60,  // 20: llmproxy.admin.v1.ForwardResponse.fleet:type_name -> llmproxy.admin.v1.Rollout
-	82,  // 21: llmproxy.admin.v1.RouteEntry.route:type_name -> llmproxy.config.v1.Route
+	84,  // 21: llmproxy.admin.v1.RouteEntry.route:type_name -> llmproxy.config.v1.Route
 	23,  // 22: llmproxy.admin.v1.ListRoutesResponse.routes:type_name -> llmproxy.admin.v1.RouteEntry
-	82,  // 23: llmproxy.admin.v1.CreateRouteRequest.route:type_name -> llmproxy.config.v1.Route
-	82,  // 24: llmproxy.admin.v1.UpdateRouteRequest.route:type_name -> llmproxy.config.v1.Route
-	82,  // 25: llmproxy.admin.v1.RouteResponse.route:type_name -> llmproxy.config.v1.Route
+	84,  // 23: llmproxy.admin.v1.CreateRouteRequest.route:type_name -> llmproxy.config.v1.Route
+	84,  // 24: llmproxy.admin.v1.UpdateRouteRequest.route:type_name -> llmproxy.config.v1.Route
+	84,  // 25: llmproxy.admin.v1.RouteResponse.route:type_name -> llmproxy.config.v1.Route
 	56,  // 26: llmproxy.admin.v1.RouteResponse.diff:type_name -> llmproxy.admin.v1.ConfigDiff
 	60,  // 27: llmproxy.admin.v1.RouteResponse.fleet:type_name -> llmproxy.admin.v1.Rollout
-	83,  // 28: llmproxy.admin.v1.GetConfigResponse.config:type_name -> llmproxy.config.v1.Config
-	83,  // 29: llmproxy.admin.v1.ApplyConfigRequest.config:type_name -> llmproxy.config.v1.Config
+	85,  // 28: llmproxy.admin.v1.GetConfigResponse.config:type_name -> llmproxy.config.v1.Config
+	85,  // 29: llmproxy.admin.v1.ApplyConfigRequest.config:type_name -> llmproxy.config.v1.Config
 	56,  // 30: llmproxy.admin.v1.ApplyConfigResponse.diff:type_name -> llmproxy.admin.v1.ConfigDiff
 	60,  // 31: llmproxy.admin.v1.ApplyConfigResponse.fleet:type_name -> llmproxy.admin.v1.Rollout
 	37,  // 32: llmproxy.admin.v1.ListProxiesResponse.proxies:type_name -> llmproxy.admin.v1.ProxyStatus
-	84,  // 33: llmproxy.admin.v1.ProxyStatus.connected_since:type_name -> google.protobuf.Timestamp
-	84,  // 34: llmproxy.admin.v1.ProxyStatus.last_report_time:type_name -> google.protobuf.Timestamp
+	86,  // 33: llmproxy.admin.v1.ProxyStatus.connected_since:type_name -> google.protobuf.Timestamp
+	86,  // 34: llmproxy.admin.v1.ProxyStatus.last_report_time:type_name -> google.protobuf.Timestamp
 	38,  // 35: llmproxy.admin.v1.ProxyStatus.health:type_name -> llmproxy.admin.v1.ProxyHealth
-	85,  // 36: llmproxy.admin.v1.ProxyHealth.report_interval:type_name -> google.protobuf.Duration
+	87,  // 36: llmproxy.admin.v1.ProxyHealth.report_interval:type_name -> google.protobuf.Duration
 	42,  // 37: llmproxy.admin.v1.UpstreamHealth.proxies:type_name -> llmproxy.admin.v1.ProxyUpstreamHealth
 	41,  // 38: llmproxy.admin.v1.UpstreamHealth.recent:type_name -> llmproxy.admin.v1.UpstreamHealthPoint
-	84,  // 39: llmproxy.admin.v1.UpstreamHealthPoint.time:type_name -> google.protobuf.Timestamp
-	84,  // 40: llmproxy.admin.v1.ProxyUpstreamHealth.report_time:type_name -> google.protobuf.Timestamp
-	85,  // 41: llmproxy.admin.v1.ProxyUpstreamHealth.interval:type_name -> google.protobuf.Duration
+	86,  // 39: llmproxy.admin.v1.UpstreamHealthPoint.time:type_name -> google.protobuf.Timestamp
+	86,  // 40: llmproxy.admin.v1.ProxyUpstreamHealth.report_time:type_name -> google.protobuf.Timestamp
+	87,  // 41: llmproxy.admin.v1.ProxyUpstreamHealth.interval:type_name -> google.protobuf.Duration
 	43,  // 42: llmproxy.admin.v1.ProxyUpstreamHealth.errors_by_kind:type_name -> llmproxy.admin.v1.UpstreamErrors
 	40,  // 43: llmproxy.admin.v1.ListUpstreamHealthResponse.upstreams:type_name -> llmproxy.admin.v1.UpstreamHealth
-	84,  // 44: llmproxy.admin.v1.GetUsageResponse.start_time:type_name -> google.protobuf.Timestamp
-	84,  // 45: llmproxy.admin.v1.GetUsageResponse.end_time:type_name -> google.protobuf.Timestamp
+	86,  // 44: llmproxy.admin.v1.GetUsageResponse.start_time:type_name -> google.protobuf.Timestamp
+	86,  // 45: llmproxy.admin.v1.GetUsageResponse.end_time:type_name -> google.protobuf.Timestamp
 	48,  // 46: llmproxy.admin.v1.GetUsageResponse.entries:type_name -> llmproxy.admin.v1.UsageEntry
 	48,  // 47: llmproxy.admin.v1.GetUsageResponse.total:type_name -> llmproxy.admin.v1.UsageEntry
 	49,  // 48: llmproxy.admin.v1.UsageEntry.points:type_name -> llmproxy.admin.v1.UsagePoint
-	84,  // 49: llmproxy.admin.v1.UsagePoint.time:type_name -> google.protobuf.Timestamp
-	84,  // 50: llmproxy.admin.v1.RevisionInfo.create_time:type_name -> google.protobuf.Timestamp
+	86,  // 49: llmproxy.admin.v1.UsagePoint.time:type_name -> google.protobuf.Timestamp
+	86,  // 50: llmproxy.admin.v1.RevisionInfo.create_time:type_name -> google.protobuf.Timestamp
 	50,  // 51: llmproxy.admin.v1.ListRevisionsResponse.revisions:type_name -> llmproxy.admin.v1.RevisionInfo
 	50,  // 52: llmproxy.admin.v1.GetRevisionResponse.info:type_name -> llmproxy.admin.v1.RevisionInfo
-	83,  // 53: llmproxy.admin.v1.GetRevisionResponse.config:type_name -> llmproxy.config.v1.Config
+	85,  // 53: llmproxy.admin.v1.GetRevisionResponse.config:type_name -> llmproxy.config.v1.Config
 	57,  // 54: llmproxy.admin.v1.ConfigDiff.resources:type_name -> llmproxy.admin.v1.ResourceDiff
 	58,  // 55: llmproxy.admin.v1.ResourceDiff.fields:type_name -> llmproxy.admin.v1.FieldDiff
-	86,  // 56: llmproxy.admin.v1.FieldDiff.old:type_name -> google.protobuf.Value
-	86,  // 57: llmproxy.admin.v1.FieldDiff.new:type_name -> google.protobuf.Value
+	88,  // 56: llmproxy.admin.v1.FieldDiff.old:type_name -> google.protobuf.Value
+	88,  // 57: llmproxy.admin.v1.FieldDiff.new:type_name -> google.protobuf.Value
 	61,  // 58: llmproxy.admin.v1.Rollout.refused:type_name -> llmproxy.admin.v1.ProxyRefusal
-	87,  // 59: llmproxy.admin.v1.ListConsumersResponse.consumers:type_name -> llmproxy.config.v1.Consumer
-	87,  // 60: llmproxy.admin.v1.CreateConsumerRequest.consumer:type_name -> llmproxy.config.v1.Consumer
-	87,  // 61: llmproxy.admin.v1.UpdateConsumerRequest.consumer:type_name -> llmproxy.config.v1.Consumer
-	87,  // 62: llmproxy.admin.v1.ConsumerResponse.consumer:type_name -> llmproxy.config.v1.Consumer
+	89,  // 59: llmproxy.admin.v1.ListConsumersResponse.consumers:type_name -> llmproxy.config.v1.Consumer
+	89,  // 60: llmproxy.admin.v1.CreateConsumerRequest.consumer:type_name -> llmproxy.config.v1.Consumer
+	89,  // 61: llmproxy.admin.v1.UpdateConsumerRequest.consumer:type_name -> llmproxy.config.v1.Consumer
+	89,  // 62: llmproxy.admin.v1.ConsumerResponse.consumer:type_name -> llmproxy.config.v1.Consumer
 	56,  // 63: llmproxy.admin.v1.ConsumerResponse.diff:type_name -> llmproxy.admin.v1.ConfigDiff
 	60,  // 64: llmproxy.admin.v1.ConsumerResponse.fleet:type_name -> llmproxy.admin.v1.Rollout
 	71,  // 65: llmproxy.admin.v1.CreateKeyRequest.key:type_name -> llmproxy.admin.v1.NewKey
 	73,  // 66: llmproxy.admin.v1.RotateKeyRequest.rotation:type_name -> llmproxy.admin.v1.KeyRotation
-	87,  // 67: llmproxy.admin.v1.KeyResponse.consumer:type_name -> llmproxy.config.v1.Consumer
+	89,  // 67: llmproxy.admin.v1.KeyResponse.consumer:type_name -> llmproxy.config.v1.Consumer
 	56,  // 68: llmproxy.admin.v1.KeyResponse.diff:type_name -> llmproxy.admin.v1.ConfigDiff
 	60,  // 69: llmproxy.admin.v1.KeyResponse.fleet:type_name -> llmproxy.admin.v1.Rollout
-	88,  // 70: llmproxy.admin.v1.UpdatePricingRequest.pricing:type_name -> llmproxy.config.v1.Price
-	88,  // 71: llmproxy.admin.v1.PricingResponse.pricing:type_name -> llmproxy.config.v1.Price
+	90,  // 70: llmproxy.admin.v1.UpdatePricingRequest.pricing:type_name -> llmproxy.config.v1.Price
+	90,  // 71: llmproxy.admin.v1.PricingResponse.pricing:type_name -> llmproxy.config.v1.Price
 	56,  // 72: llmproxy.admin.v1.PricingResponse.diff:type_name -> llmproxy.admin.v1.ConfigDiff
 	60,  // 73: llmproxy.admin.v1.PricingResponse.fleet:type_name -> llmproxy.admin.v1.Rollout
-	0,   // 74: llmproxy.admin.v1.AdminService.ListUpstreams:input_type -> llmproxy.admin.v1.ListUpstreamsRequest
-	2,   // 75: llmproxy.admin.v1.AdminService.GetUpstream:input_type -> llmproxy.admin.v1.GetUpstreamRequest
-	3,   // 76: llmproxy.admin.v1.AdminService.CreateUpstream:input_type -> llmproxy.admin.v1.CreateUpstreamRequest
-	4,   // 77: llmproxy.admin.v1.AdminService.UpdateUpstream:input_type -> llmproxy.admin.v1.UpdateUpstreamRequest
-	5,   // 78: llmproxy.admin.v1.AdminService.DeleteUpstream:input_type -> llmproxy.admin.v1.DeleteUpstreamRequest
-	8,   // 79: llmproxy.admin.v1.AdminService.ListUpstreamGroups:input_type -> llmproxy.admin.v1.ListUpstreamGroupsRequest
-	10,  // 80: llmproxy.admin.v1.AdminService.GetUpstreamGroup:input_type -> llmproxy.admin.v1.GetUpstreamGroupRequest
-	11,  // 81: llmproxy.admin.v1.AdminService.CreateUpstreamGroup:input_type -> llmproxy.admin.v1.CreateUpstreamGroupRequest
-	12,  // 82: llmproxy.admin.v1.AdminService.UpdateUpstreamGroup:input_type -> llmproxy.admin.v1.UpdateUpstreamGroupRequest
-	13,  // 83: llmproxy.admin.v1.AdminService.PatchUpstreamGroup:input_type -> llmproxy.admin.v1.PatchUpstreamGroupRequest
-	14,  // 84: llmproxy.admin.v1.AdminService.DeleteUpstreamGroup:input_type -> llmproxy.admin.v1.DeleteUpstreamGroupRequest
-	16,  // 85: llmproxy.admin.v1.AdminService.ListForwards:input_type -> llmproxy.admin.v1.ListForwardsRequest
-	18,  // 86: llmproxy.admin.v1.AdminService.GetForward:input_type -> llmproxy.admin.v1.GetForwardRequest
-	19,  // 87: llmproxy.admin.v1.AdminService.CreateForward:input_type -> llmproxy.admin.v1.CreateForwardRequest
-	20,  // 88: llmproxy.admin.v1.AdminService.UpdateForward:input_type -> llmproxy.admin.v1.UpdateForwardRequest
-	21,  // 89: llmproxy.admin.v1.AdminService.DeleteForward:input_type -> llmproxy.admin.v1.DeleteForwardRequest
-	24,  // 90: llmproxy.admin.v1.AdminService.ListRoutes:input_type -> llmproxy.admin.v1.ListRoutesRequest
-	26,  // 91: llmproxy.admin.v1.AdminService.GetRoute:input_type -> llmproxy.admin.v1.GetRouteRequest
-	27,  // 92: llmproxy.admin.v1.AdminService.CreateRoute:input_type -> llmproxy.admin.v1.CreateRouteRequest
-	28,  // 93: llmproxy.admin.v1.AdminService.UpdateRoute:input_type -> llmproxy.admin.v1.UpdateRouteRequest
-	29,  // 94: llmproxy.admin.v1.AdminService.DeleteRoute:input_type -> llmproxy.admin.v1.DeleteRouteRequest
-	31,  // 95: llmproxy.admin.v1.AdminService.GetConfig:input_type -> llmproxy.admin.v1.GetConfigRequest
-	33,  // 96: llmproxy.admin.v1.AdminService.ApplyConfig:input_type -> llmproxy.admin.v1.ApplyConfigRequest
-	35,  // 97: llmproxy.admin.v1.AdminService.ListProxies:input_type -> llmproxy.admin.v1.ListProxiesRequest
-	51,  // 98: llmproxy.admin.v1.AdminService.ListRevisions:input_type -> llmproxy.admin.v1.ListRevisionsRequest
-	53,  // 99: llmproxy.admin.v1.AdminService.GetRevision:input_type -> llmproxy.admin.v1.GetRevisionRequest
-	55,  // 100: llmproxy.admin.v1.AdminService.DiffRevisions:input_type -> llmproxy.admin.v1.DiffRevisionsRequest
-	59,  // 101: llmproxy.admin.v1.AdminService.RollbackRevision:input_type -> llmproxy.admin.v1.RollbackRevisionRequest
-	39,  // 102: llmproxy.admin.v1.AdminService.GetUpstreamHealth:input_type -> llmproxy.admin.v1.GetUpstreamHealthRequest
-	46,  // 103: llmproxy.admin.v1.AdminService.GetUsage:input_type -> llmproxy.admin.v1.GetUsageRequest
-	44,  // 104: llmproxy.admin.v1.AdminService.ListUpstreamHealth:input_type -> llmproxy.admin.v1.ListUpstreamHealthRequest
-	62,  // 105: llmproxy.admin.v1.AdminService.ListConsumers:input_type -> llmproxy.admin.v1.ListConsumersRequest
-	64,  // 106: llmproxy.admin.v1.AdminService.GetConsumer:input_type -> llmproxy.admin.v1.GetConsumerRequest
-	65,  // 107: llmproxy.admin.v1.AdminService.CreateConsumer:input_type -> llmproxy.admin.v1.CreateConsumerRequest
-	66,  // 108: llmproxy.admin.v1.AdminService.UpdateConsumer:input_type -> llmproxy.admin.v1.UpdateConsumerRequest
-	67,  // 109: llmproxy.admin.v1.AdminService.DeleteConsumer:input_type -> llmproxy.admin.v1.DeleteConsumerRequest
-	69,  // 110: llmproxy.admin.v1.AdminService.CreateKey:input_type -> llmproxy.admin.v1.CreateKeyRequest
-	70,  // 111: llmproxy.admin.v1.AdminService.RevokeKey:input_type -> llmproxy.admin.v1.RevokeKeyRequest
-	72,  // 112: llmproxy.admin.v1.AdminService.RotateKey:input_type -> llmproxy.admin.v1.RotateKeyRequest
-	75,  // 113: llmproxy.admin.v1.AdminService.GetPricing:input_type -> llmproxy.admin.v1.GetPricingRequest
-	76,  // 114: llmproxy.admin.v1.AdminService.UpdatePricing:input_type -> llmproxy.admin.v1.UpdatePricingRequest
-	1,   // 115: llmproxy.admin.v1.AdminService.ListUpstreams:output_type -> llmproxy.admin.v1.ListUpstreamsResponse
-	78,  // 116: llmproxy.admin.v1.AdminService.GetUpstream:output_type -> llmproxy.config.v1.Upstream
-	6,   // 117: llmproxy.admin.v1.AdminService.CreateUpstream:output_type -> llmproxy.admin.v1.UpstreamResponse
-	6,   // 118: llmproxy.admin.v1.AdminService.UpdateUpstream:output_type -> llmproxy.admin.v1.UpstreamResponse
-	7,   // 119: llmproxy.admin.v1.AdminService.DeleteUpstream:output_type -> llmproxy.admin.v1.DeleteResponse
-	9,   // 120: llmproxy.admin.v1.AdminService.ListUpstreamGroups:output_type -> llmproxy.admin.v1.ListUpstreamGroupsResponse
-	79,  // 121: llmproxy.admin.v1.AdminService.GetUpstreamGroup:output_type -> llmproxy.config.v1.UpstreamGroup
-	15,  // 122: llmproxy.admin.v1.AdminService.CreateUpstreamGroup:output_type -> llmproxy.admin.v1.UpstreamGroupResponse
-	15,  // 123: llmproxy.admin.v1.AdminService.UpdateUpstreamGroup:output_type -> llmproxy.admin.v1.UpstreamGroupResponse
-	15,  // 124: llmproxy.admin.v1.AdminService.PatchUpstreamGroup:output_type -> llmproxy.admin.v1.UpstreamGroupResponse
-	7,   // 125: llmproxy.admin.v1.AdminService.DeleteUpstreamGroup:output_type -> llmproxy.admin.v1.DeleteResponse
-	17,  // 126: llmproxy.admin.v1.AdminService.ListForwards:output_type -> llmproxy.admin.v1.ListForwardsResponse
-	81,  // 127: llmproxy.admin.v1.AdminService.GetForward:output_type -> llmproxy.config.v1.Forward
-	22,  // 128: llmproxy.admin.v1.AdminService.CreateForward:output_type -> llmproxy.admin.v1.ForwardResponse
-	22,  // 129: llmproxy.admin.v1.AdminService.UpdateForward:output_type -> llmproxy.admin.v1.ForwardResponse
-	7,   // 130: llmproxy.admin.v1.AdminService.DeleteForward:output_type -> llmproxy.admin.v1.DeleteResponse
-	25,  // 131: llmproxy.admin.v1.AdminService.ListRoutes:output_type -> llmproxy.admin.v1.ListRoutesResponse
-	23,  // 132: llmproxy.admin.v1.AdminService.GetRoute:output_type -> llmproxy.admin.v1.RouteEntry
-	30,  // 133: llmproxy.admin.v1.AdminService.CreateRoute:output_type -> llmproxy.admin.v1.RouteResponse
-	30,  // 134: llmproxy.admin.v1.AdminService.UpdateRoute:output_type -> llmproxy.admin.v1.RouteResponse
-	7,   // 135: llmproxy.admin.v1.AdminService.DeleteRoute:output_type -> llmproxy.admin.v1.DeleteResponse
-	32,  // 136: llmproxy.admin.v1.AdminService.GetConfig:output_type -> llmproxy.admin.v1.GetConfigResponse
-	34,  // 137: llmproxy.admin.v1.AdminService.ApplyConfig:output_type -> llmproxy.admin.v1.ApplyConfigResponse
-	36,  // 138: llmproxy.admin.v1.AdminService.ListProxies:output_type -> llmproxy.admin.v1.ListProxiesResponse
-	52,  // 139: llmproxy.admin.v1.AdminService.ListRevisions:output_type -> llmproxy.admin.v1.ListRevisionsResponse
-	54,  // 140: llmproxy.admin.v1.AdminService.GetRevision:output_type -> llmproxy.admin.v1.GetRevisionResponse
-	56,  // 141: llmproxy.admin.v1.AdminService.DiffRevisions:output_type -> llmproxy.admin.v1.ConfigDiff
-	34,  // 142: llmproxy.admin.v1.AdminService.RollbackRevision:output_type -> llmproxy.admin.v1.ApplyConfigResponse
-	40,  // 143: llmproxy.admin.v1.AdminService.GetUpstreamHealth:output_type -> llmproxy.admin.v1.UpstreamHealth
-	47,  // 144: llmproxy.admin.v1.AdminService.GetUsage:output_type -> llmproxy.admin.v1.GetUsageResponse
-	45,  // 145: llmproxy.admin.v1.AdminService.ListUpstreamHealth:output_type -> llmproxy.admin.v1.ListUpstreamHealthResponse
-	63,  // 146: llmproxy.admin.v1.AdminService.ListConsumers:output_type -> llmproxy.admin.v1.ListConsumersResponse
-	87,  // 147: llmproxy.admin.v1.AdminService.GetConsumer:output_type -> llmproxy.config.v1.Consumer
-	68,  // 148: llmproxy.admin.v1.AdminService.CreateConsumer:output_type -> llmproxy.admin.v1.ConsumerResponse
-	68,  // 149: llmproxy.admin.v1.AdminService.UpdateConsumer:output_type -> llmproxy.admin.v1.ConsumerResponse
-	7,   // 150: llmproxy.admin.v1.AdminService.DeleteConsumer:output_type -> llmproxy.admin.v1.DeleteResponse
-	74,  // 151: llmproxy.admin.v1.AdminService.CreateKey:output_type -> llmproxy.admin.v1.KeyResponse
-	7,   // 152: llmproxy.admin.v1.AdminService.RevokeKey:output_type -> llmproxy.admin.v1.DeleteResponse
-	74,  // 153: llmproxy.admin.v1.AdminService.RotateKey:output_type -> llmproxy.admin.v1.KeyResponse
-	77,  // 154: llmproxy.admin.v1.AdminService.GetPricing:output_type -> llmproxy.admin.v1.PricingResponse
-	77,  // 155: llmproxy.admin.v1.AdminService.UpdatePricing:output_type -> llmproxy.admin.v1.PricingResponse
-	115, // [115:156] is the sub-list for method output_type
-	74,  // [74:115] is the sub-list for method input_type
-	74,  // [74:74] is the sub-list for extension type_name
-	74,  // [74:74] is the sub-list for extension extendee
-	0,   // [0:74] is the sub-list for field type_name
+	56,  // 74: llmproxy.admin.v1.PurgeCacheResponse.diff:type_name -> llmproxy.admin.v1.ConfigDiff
+	60,  // 75: llmproxy.admin.v1.PurgeCacheResponse.fleet:type_name -> llmproxy.admin.v1.Rollout
+	0,   // 76: llmproxy.admin.v1.AdminService.ListUpstreams:input_type -> llmproxy.admin.v1.ListUpstreamsRequest
+	2,   // 77: llmproxy.admin.v1.AdminService.GetUpstream:input_type -> llmproxy.admin.v1.GetUpstreamRequest
+	3,   // 78: llmproxy.admin.v1.AdminService.CreateUpstream:input_type -> llmproxy.admin.v1.CreateUpstreamRequest
+	4,   // 79: llmproxy.admin.v1.AdminService.UpdateUpstream:input_type -> llmproxy.admin.v1.UpdateUpstreamRequest
+	5,   // 80: llmproxy.admin.v1.AdminService.DeleteUpstream:input_type -> llmproxy.admin.v1.DeleteUpstreamRequest
+	8,   // 81: llmproxy.admin.v1.AdminService.ListUpstreamGroups:input_type -> llmproxy.admin.v1.ListUpstreamGroupsRequest
+	10,  // 82: llmproxy.admin.v1.AdminService.GetUpstreamGroup:input_type -> llmproxy.admin.v1.GetUpstreamGroupRequest
+	11,  // 83: llmproxy.admin.v1.AdminService.CreateUpstreamGroup:input_type -> llmproxy.admin.v1.CreateUpstreamGroupRequest
+	12,  // 84: llmproxy.admin.v1.AdminService.UpdateUpstreamGroup:input_type -> llmproxy.admin.v1.UpdateUpstreamGroupRequest
+	13,  // 85: llmproxy.admin.v1.AdminService.PatchUpstreamGroup:input_type -> llmproxy.admin.v1.PatchUpstreamGroupRequest
+	14,  // 86: llmproxy.admin.v1.AdminService.DeleteUpstreamGroup:input_type -> llmproxy.admin.v1.DeleteUpstreamGroupRequest
+	16,  // 87: llmproxy.admin.v1.AdminService.ListForwards:input_type -> llmproxy.admin.v1.ListForwardsRequest
+	18,  // 88: llmproxy.admin.v1.AdminService.GetForward:input_type -> llmproxy.admin.v1.GetForwardRequest
+	19,  // 89: llmproxy.admin.v1.AdminService.CreateForward:input_type -> llmproxy.admin.v1.CreateForwardRequest
+	20,  // 90: llmproxy.admin.v1.AdminService.UpdateForward:input_type -> llmproxy.admin.v1.UpdateForwardRequest
+	21,  // 91: llmproxy.admin.v1.AdminService.DeleteForward:input_type -> llmproxy.admin.v1.DeleteForwardRequest
+	24,  // 92: llmproxy.admin.v1.AdminService.ListRoutes:input_type -> llmproxy.admin.v1.ListRoutesRequest
+	26,  // 93: llmproxy.admin.v1.AdminService.GetRoute:input_type -> llmproxy.admin.v1.GetRouteRequest
+	27,  // 94: llmproxy.admin.v1.AdminService.CreateRoute:input_type -> llmproxy.admin.v1.CreateRouteRequest
+	28,  // 95: llmproxy.admin.v1.AdminService.UpdateRoute:input_type -> llmproxy.admin.v1.UpdateRouteRequest
+	29,  // 96: llmproxy.admin.v1.AdminService.DeleteRoute:input_type -> llmproxy.admin.v1.DeleteRouteRequest
+	31,  // 97: llmproxy.admin.v1.AdminService.GetConfig:input_type -> llmproxy.admin.v1.GetConfigRequest
+	33,  // 98: llmproxy.admin.v1.AdminService.ApplyConfig:input_type -> llmproxy.admin.v1.ApplyConfigRequest
+	35,  // 99: llmproxy.admin.v1.AdminService.ListProxies:input_type -> llmproxy.admin.v1.ListProxiesRequest
+	51,  // 100: llmproxy.admin.v1.AdminService.ListRevisions:input_type -> llmproxy.admin.v1.ListRevisionsRequest
+	53,  // 101: llmproxy.admin.v1.AdminService.GetRevision:input_type -> llmproxy.admin.v1.GetRevisionRequest
+	55,  // 102: llmproxy.admin.v1.AdminService.DiffRevisions:input_type -> llmproxy.admin.v1.DiffRevisionsRequest
+	59,  // 103: llmproxy.admin.v1.AdminService.RollbackRevision:input_type -> llmproxy.admin.v1.RollbackRevisionRequest
+	39,  // 104: llmproxy.admin.v1.AdminService.GetUpstreamHealth:input_type -> llmproxy.admin.v1.GetUpstreamHealthRequest
+	46,  // 105: llmproxy.admin.v1.AdminService.GetUsage:input_type -> llmproxy.admin.v1.GetUsageRequest
+	44,  // 106: llmproxy.admin.v1.AdminService.ListUpstreamHealth:input_type -> llmproxy.admin.v1.ListUpstreamHealthRequest
+	62,  // 107: llmproxy.admin.v1.AdminService.ListConsumers:input_type -> llmproxy.admin.v1.ListConsumersRequest
+	64,  // 108: llmproxy.admin.v1.AdminService.GetConsumer:input_type -> llmproxy.admin.v1.GetConsumerRequest
+	65,  // 109: llmproxy.admin.v1.AdminService.CreateConsumer:input_type -> llmproxy.admin.v1.CreateConsumerRequest
+	66,  // 110: llmproxy.admin.v1.AdminService.UpdateConsumer:input_type -> llmproxy.admin.v1.UpdateConsumerRequest
+	67,  // 111: llmproxy.admin.v1.AdminService.DeleteConsumer:input_type -> llmproxy.admin.v1.DeleteConsumerRequest
+	69,  // 112: llmproxy.admin.v1.AdminService.CreateKey:input_type -> llmproxy.admin.v1.CreateKeyRequest
+	70,  // 113: llmproxy.admin.v1.AdminService.RevokeKey:input_type -> llmproxy.admin.v1.RevokeKeyRequest
+	72,  // 114: llmproxy.admin.v1.AdminService.RotateKey:input_type -> llmproxy.admin.v1.RotateKeyRequest
+	75,  // 115: llmproxy.admin.v1.AdminService.GetPricing:input_type -> llmproxy.admin.v1.GetPricingRequest
+	76,  // 116: llmproxy.admin.v1.AdminService.UpdatePricing:input_type -> llmproxy.admin.v1.UpdatePricingRequest
+	78,  // 117: llmproxy.admin.v1.AdminService.PurgeCache:input_type -> llmproxy.admin.v1.PurgeCacheRequest
+	1,   // 118: llmproxy.admin.v1.AdminService.ListUpstreams:output_type -> llmproxy.admin.v1.ListUpstreamsResponse
+	80,  // 119: llmproxy.admin.v1.AdminService.GetUpstream:output_type -> llmproxy.config.v1.Upstream
+	6,   // 120: llmproxy.admin.v1.AdminService.CreateUpstream:output_type -> llmproxy.admin.v1.UpstreamResponse
+	6,   // 121: llmproxy.admin.v1.AdminService.UpdateUpstream:output_type -> llmproxy.admin.v1.UpstreamResponse
+	7,   // 122: llmproxy.admin.v1.AdminService.DeleteUpstream:output_type -> llmproxy.admin.v1.DeleteResponse
+	9,   // 123: llmproxy.admin.v1.AdminService.ListUpstreamGroups:output_type -> llmproxy.admin.v1.ListUpstreamGroupsResponse
+	81,  // 124: llmproxy.admin.v1.AdminService.GetUpstreamGroup:output_type -> llmproxy.config.v1.UpstreamGroup
+	15,  // 125: llmproxy.admin.v1.AdminService.CreateUpstreamGroup:output_type -> llmproxy.admin.v1.UpstreamGroupResponse
+	15,  // 126: llmproxy.admin.v1.AdminService.UpdateUpstreamGroup:output_type -> llmproxy.admin.v1.UpstreamGroupResponse
+	15,  // 127: llmproxy.admin.v1.AdminService.PatchUpstreamGroup:output_type -> llmproxy.admin.v1.UpstreamGroupResponse
+	7,   // 128: llmproxy.admin.v1.AdminService.DeleteUpstreamGroup:output_type -> llmproxy.admin.v1.DeleteResponse
+	17,  // 129: llmproxy.admin.v1.AdminService.ListForwards:output_type -> llmproxy.admin.v1.ListForwardsResponse
+	83,  // 130: llmproxy.admin.v1.AdminService.GetForward:output_type -> llmproxy.config.v1.Forward
+	22,  // 131: llmproxy.admin.v1.AdminService.CreateForward:output_type -> llmproxy.admin.v1.ForwardResponse
+	22,  // 132: llmproxy.admin.v1.AdminService.UpdateForward:output_type -> llmproxy.admin.v1.ForwardResponse
+	7,   // 133: llmproxy.admin.v1.AdminService.DeleteForward:output_type -> llmproxy.admin.v1.DeleteResponse
+	25,  // 134: llmproxy.admin.v1.AdminService.ListRoutes:output_type -> llmproxy.admin.v1.ListRoutesResponse
+	23,  // 135: llmproxy.admin.v1.AdminService.GetRoute:output_type -> llmproxy.admin.v1.RouteEntry
+	30,  // 136: llmproxy.admin.v1.AdminService.CreateRoute:output_type -> llmproxy.admin.v1.RouteResponse
+	30,  // 137: llmproxy.admin.v1.AdminService.UpdateRoute:output_type -> llmproxy.admin.v1.RouteResponse
+	7,   // 138: llmproxy.admin.v1.AdminService.DeleteRoute:output_type -> llmproxy.admin.v1.DeleteResponse
+	32,  // 139: llmproxy.admin.v1.AdminService.GetConfig:output_type -> llmproxy.admin.v1.GetConfigResponse
+	34,  // 140: llmproxy.admin.v1.AdminService.ApplyConfig:output_type -> llmproxy.admin.v1.ApplyConfigResponse
+	36,  // 141: llmproxy.admin.v1.AdminService.ListProxies:output_type -> llmproxy.admin.v1.ListProxiesResponse
+	52,  // 142: llmproxy.admin.v1.AdminService.ListRevisions:output_type -> llmproxy.admin.v1.ListRevisionsResponse
+	54,  // 143: llmproxy.admin.v1.AdminService.GetRevision:output_type -> llmproxy.admin.v1.GetRevisionResponse
+	56,  // 144: llmproxy.admin.v1.AdminService.DiffRevisions:output_type -> llmproxy.admin.v1.ConfigDiff
+	34,  // 145: llmproxy.admin.v1.AdminService.RollbackRevision:output_type -> llmproxy.admin.v1.ApplyConfigResponse
+	40,  // 146: llmproxy.admin.v1.AdminService.GetUpstreamHealth:output_type -> llmproxy.admin.v1.UpstreamHealth
+	47,  // 147: llmproxy.admin.v1.AdminService.GetUsage:output_type -> llmproxy.admin.v1.GetUsageResponse
+	45,  // 148: llmproxy.admin.v1.AdminService.ListUpstreamHealth:output_type -> llmproxy.admin.v1.ListUpstreamHealthResponse
+	63,  // 149: llmproxy.admin.v1.AdminService.ListConsumers:output_type -> llmproxy.admin.v1.ListConsumersResponse
+	89,  // 150: llmproxy.admin.v1.AdminService.GetConsumer:output_type -> llmproxy.config.v1.Consumer
+	68,  // 151: llmproxy.admin.v1.AdminService.CreateConsumer:output_type -> llmproxy.admin.v1.ConsumerResponse
+	68,  // 152: llmproxy.admin.v1.AdminService.UpdateConsumer:output_type -> llmproxy.admin.v1.ConsumerResponse
+	7,   // 153: llmproxy.admin.v1.AdminService.DeleteConsumer:output_type -> llmproxy.admin.v1.DeleteResponse
+	74,  // 154: llmproxy.admin.v1.AdminService.CreateKey:output_type -> llmproxy.admin.v1.KeyResponse
+	7,   // 155: llmproxy.admin.v1.AdminService.RevokeKey:output_type -> llmproxy.admin.v1.DeleteResponse
+	74,  // 156: llmproxy.admin.v1.AdminService.RotateKey:output_type -> llmproxy.admin.v1.KeyResponse
+	77,  // 157: llmproxy.admin.v1.AdminService.GetPricing:output_type -> llmproxy.admin.v1.PricingResponse
+	77,  // 158: llmproxy.admin.v1.AdminService.UpdatePricing:output_type -> llmproxy.admin.v1.PricingResponse
+	79,  // 159: llmproxy.admin.v1.AdminService.PurgeCache:output_type -> llmproxy.admin.v1.PurgeCacheResponse
+	118, // [118:160] is the sub-list for method output_type
+	76,  // [76:118] is the sub-list for method input_type
+	76,  // [76:76] is the sub-list for extension type_name
+	76,  // [76:76] is the sub-list for extension extendee
+	0,   // [0:76] is the sub-list for field type_name
 }
 
 func init() { file_llmproxy_admin_v1_admin_proto_init() }
@@ -6317,13 +6500,14 @@ func file_llmproxy_admin_v1_admin_proto_init() {
 	file_llmproxy_admin_v1_admin_proto_msgTypes[70].OneofWrappers = []any{}
 	file_llmproxy_admin_v1_admin_proto_msgTypes[72].OneofWrappers = []any{}
 	file_llmproxy_admin_v1_admin_proto_msgTypes[76].OneofWrappers = []any{}
+	file_llmproxy_admin_v1_admin_proto_msgTypes[78].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_llmproxy_admin_v1_admin_proto_rawDesc), len(file_llmproxy_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   78,
+			NumMessages:   80,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -64,6 +64,7 @@ const (
 	AdminService_RotateKey_FullMethodName           = "/llmproxy.admin.v1.AdminService/RotateKey"
 	AdminService_GetPricing_FullMethodName          = "/llmproxy.admin.v1.AdminService/GetPricing"
 	AdminService_UpdatePricing_FullMethodName       = "/llmproxy.admin.v1.AdminService/UpdatePricing"
+	AdminService_PurgeCache_FullMethodName          = "/llmproxy.admin.v1.AdminService/PurgeCache"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -140,6 +141,10 @@ type AdminServiceClient interface {
 	GetPricing(ctx context.Context, in *GetPricingRequest, opts ...grpc.CallOption) (*PricingResponse, error)
 	// UpdatePricing replaces the pricing list whole.
 	UpdatePricing(ctx context.Context, in *UpdatePricingRequest, opts ...grpc.CallOption) (*PricingResponse, error)
+	// PurgeCache empties a group's response cache on every proxy at once: it increments the
+	// group's cache epoch (upstream_groups[].cache.epoch) in a new revision, and each proxy
+	// ignores older entries once it applies that revision (ListProxies shows when).
+	PurgeCache(ctx context.Context, in *PurgeCacheRequest, opts ...grpc.CallOption) (*PurgeCacheResponse, error)
 }
 
 type adminServiceClient struct {
@@ -560,6 +565,16 @@ func (c *adminServiceClient) UpdatePricing(ctx context.Context, in *UpdatePricin
 	return out, nil
 }
 
+func (c *adminServiceClient) PurgeCache(ctx context.Context, in *PurgeCacheRequest, opts ...grpc.CallOption) (*PurgeCacheResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PurgeCacheResponse)
+	err := c.cc.Invoke(ctx, AdminService_PurgeCache_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -634,6 +649,10 @@ type AdminServiceServer interface {
 	GetPricing(context.Context, *GetPricingRequest) (*PricingResponse, error)
 	// UpdatePricing replaces the pricing list whole.
 	UpdatePricing(context.Context, *UpdatePricingRequest) (*PricingResponse, error)
+	// PurgeCache empties a group's response cache on every proxy at once: it increments the
+	// group's cache epoch (upstream_groups[].cache.epoch) in a new revision, and each proxy
+	// ignores older entries once it applies that revision (ListProxies shows when).
+	PurgeCache(context.Context, *PurgeCacheRequest) (*PurgeCacheResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -766,6 +785,9 @@ func (UnimplementedAdminServiceServer) GetPricing(context.Context, *GetPricingRe
 }
 func (UnimplementedAdminServiceServer) UpdatePricing(context.Context, *UpdatePricingRequest) (*PricingResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method UpdatePricing not implemented")
+}
+func (UnimplementedAdminServiceServer) PurgeCache(context.Context, *PurgeCacheRequest) (*PurgeCacheResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PurgeCache not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -1526,6 +1548,24 @@ func _AdminService_UpdatePricing_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_PurgeCache_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PurgeCacheRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).PurgeCache(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_PurgeCache_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).PurgeCache(ctx, req.(*PurgeCacheRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1696,6 +1736,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "UpdatePricing",
 			Handler:    _AdminService_UpdatePricing_Handler,
+		},
+		{
+			MethodName: "PurgeCache",
+			Handler:    _AdminService_PurgeCache_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

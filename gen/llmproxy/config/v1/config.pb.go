@@ -1632,7 +1632,12 @@ type Cache struct {
 	// Memory backend size cap in bytes. Default 67108864.
 	MaxBytes *uint32 `protobuf:"varint,5,opt,name=max_bytes,json=maxBytes,proto3,oneof" json:"max_bytes,omitempty"`
 	// true: entries are shared across client credentials. Default false.
-	Shared        *bool `protobuf:"varint,6,opt,name=shared,proto3,oneof" json:"shared,omitempty"`
+	Shared *bool `protobuf:"varint,6,opt,name=shared,proto3,oneof" json:"shared,omitempty"`
+	// Cache epoch, kept by the control plane: a purge (AdminService.PurgeCache) increments it,
+	// and every proxy then ignores the entries stored under an older one (it is part of every
+	// cache key), with no scan. Writes never lower it: a config written without it, or with a
+	// lower one, keeps the stored epoch. In a static config file, raising it purges as well.
+	Epoch         uint64 `protobuf:"varint,7,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1707,6 +1712,13 @@ func (x *Cache) GetShared() bool {
 		return *x.Shared
 	}
 	return false
+}
+
+func (x *Cache) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
 }
 
 // Consumer is a client of the gateway, identified by any of its API keys.
@@ -2256,14 +2268,15 @@ const file_llmproxy_config_v1_config_proto_rawDesc = "" +
 	"\rqueue_timeout\x18\x04 \x01(\tR\fqueueTimeoutB\x06\n" +
 	"\x04_maxB\b\n" +
 	"\x06_queueB\x0e\n" +
-	"\f_drop_excess\"\xfa\x01\n" +
+	"\f_drop_excess\"\x90\x02\n" +
 	"\x05Cache\x12\x1d\n" +
 	"\aenabled\x18\x01 \x01(\bH\x00R\aenabled\x88\x01\x01\x12\x18\n" +
 	"\abackend\x18\x02 \x01(\tR\abackend\x12\x10\n" +
 	"\x03ttl\x18\x03 \x01(\tR\x03ttl\x12-\n" +
 	"\x10max_object_bytes\x18\x04 \x01(\rH\x01R\x0emaxObjectBytes\x88\x01\x01\x12 \n" +
 	"\tmax_bytes\x18\x05 \x01(\rH\x02R\bmaxBytes\x88\x01\x01\x12\x1b\n" +
-	"\x06shared\x18\x06 \x01(\bH\x03R\x06shared\x88\x01\x01B\n" +
+	"\x06shared\x18\x06 \x01(\bH\x03R\x06shared\x88\x01\x01\x12\x14\n" +
+	"\x05epoch\x18\a \x01(\x04R\x05epochB\n" +
 	"\n" +
 	"\b_enabledB\x13\n" +
 	"\x11_max_object_bytesB\f\n" +
