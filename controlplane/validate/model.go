@@ -237,6 +237,8 @@ type Cache struct {
 	MaxObjectBytes, MaxBytes int64
 	// Shared shares entries across client credentials.
 	Shared bool
+	// Epoch is the cache epoch: part of every key, raised by a purge.
+	Epoch uint64
 }
 
 // Consumer is one consumer (consumers[]).

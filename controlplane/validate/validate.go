@@ -538,6 +538,7 @@ func (v *validator) cache(p string, ca *configv1.Cache) *Cache {
 		MaxObjectBytes: int64(ca.GetMaxObjectBytes()),
 		MaxBytes:       int64(ca.GetMaxBytes()),
 		Shared:         ca.GetShared(),
+		Epoch:          ca.GetEpoch(),
 	}
 	if b := ca.Backend; b != "" && !IsEnvRef(b) {
 		be, ok := parseEnum[CacheBackend](backendNames, b)

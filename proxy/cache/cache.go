@@ -150,6 +150,9 @@ func (l *logLimiter) allow(now time.Time) bool {
 // Metrics are the cache's counters.
 func (c *Cache) Metrics() *Metrics { return &c.m }
 
+// Backend is the cache's backend.
+func (c *Cache) Backend() Backend { return c.backend }
+
 // Flights are the cache's flights (nil when single flight is off).
 func (c *Cache) Flights() *Flights { return c.flights }
 

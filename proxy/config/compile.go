@@ -29,12 +29,16 @@ type Options struct {
 	Metrics *telemetry.Metrics
 	// Logger; nil discards.
 	Logger *slog.Logger
-	// Redis backs rate limits with scope "global" and consumers' limits; nil makes them
-	// local (logged once).
+	// Redis backs rate limits with scope "global", consumers' limits and caches with backend
+	// redis; nil makes those limits local and those groups uncached (each logged once; the
+	// cache also as a Warning).
 	Redis redis.UniversalClient
 	// RedisTimeout bounds one Redis call on the request path; past it the limits count
 	// locally. Zero selects quota.DefaultTimeout.
 	RedisTimeout time.Duration
+	// CacheLookupTimeout bounds one lookup of a Redis cache; 0 means
+	// cache.DefaultLookupTimeout (20ms). It applies to the caches this build creates.
+	CacheLookupTimeout time.Duration
 	// EnvOverrides is stored as Runtime.EnvOverrides (Build; an Applier sets it).
 	EnvOverrides []configfile.Override
 	// Files is the TLS material the model names, from LoadFiles (Build; Compile and an
@@ -76,7 +80,7 @@ func Compile(c *configv1.Config, reg *Registry, opts Options) (*Runtime, error) 
 }
 
 // Build turns a validated model into a Runtime: routers, pickers, parsed URLs, precomputed
-// auth headers, retry policies and metric children, so the request path does no parsing and
+// auth headers, retry policies, caches and metric children, so the request path does no parsing and
 // no label lookups. It checks nothing (validate.Parse did) and cannot fail.
 //
 // Long-lived state (breakers, balancer statistics, transports, limiters) is taken from reg
@@ -108,14 +112,16 @@ func Build(m *validate.Model, reg *Registry, opts Options) *Runtime {
 	}
 	b.consumers(m, rt)
 	rt.state = b.st
+	rt.Warnings = b.warnings
 	return rt
 }
 
 type builder struct {
-	reg  *Registry
-	opts *Options
-	m    *telemetry.Metrics
-	st   *state // what the runtime uses
+	reg      *Registry
+	opts     *Options
+	m        *telemetry.Metrics
+	st       *state // what the runtime uses
+	warnings []Warning
 }
 
 func (b *builder) forward(f *validate.Forward) *Forward {
@@ -195,6 +201,7 @@ func (b *builder) group(m *validate.Model, i int, g *validate.Group) *Group {
 		members = append(members, balancer.Member{Weight: mb.Weight, Stats: mb.Stats})
 	}
 	grp.Picker = picker(g.Strategy, members)
+	grp.Cache = b.cache(i, g)
 	return grp
 }
 

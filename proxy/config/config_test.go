@@ -125,7 +125,6 @@ func TestCompileErrors(t *testing.T) {
 		kind                 error
 	}{
 		{"missing env", strings.Replace(baseYAML, "KEY_A", "NOPE", 1), "upstreams[0].auth.token", validate.ErrInvalid},
-		{"cache not supported", baseYAML + "    cache: {enabled: true}\n", "upstream_groups[1].cache.enabled", validate.ErrNotSupported},
 		{"invalid", strings.Replace(baseYAML, "default_group: g", "default_group: zz", 1), "http_server.forwards[0].default_group", validate.ErrReference},
 		{"forward certificate missing on this proxy", strings.Replace(baseYAML, "      default_group: g\n",
 			"      default_group: g\n      tls: {cert: /nonexistent/fwd.crt, key: /nonexistent/fwd.key}\n", 1), "http_server.forwards[0].tls", validate.ErrInvalid},

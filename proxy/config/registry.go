@@ -26,10 +26,10 @@ import (
 // Registry holds the state that outlives one Runtime: breakers and balancer statistics per
 // upstream identity, transports per client settings, concurrency limiters per group and
 // settings, rate limiters per forward and settings, consumers' local counters and model
-// labels per consumer name. Build takes entries from it and creates
-// the missing ones without registering them; Commit makes the registry hold exactly what the
-// current runtime uses, Discard releases what a refused runtime created. All methods are
-// safe for concurrent use.
+// labels per consumer name, response caches (backend and flights) per group. Build takes
+// entries from it and creates the missing ones without registering them; Commit makes the
+// registry hold exactly what the current runtime uses, Discard releases what a refused
+// runtime created. All methods are safe for concurrent use.
 type Registry struct {
 	logger  *slog.Logger
 	metrics *telemetry.Metrics
@@ -37,6 +37,7 @@ type Registry struct {
 	mu           sync.Mutex
 	st           *state
 	warnedGlobal bool
+	warnedCache  map[string]bool // groups logged as served uncached (backend missing)
 
 	breakerListener atomic.Pointer[func()]
 	quotaLogged     atomic.Int64 // UnixNano of the last log of a consumer-counter Redis failure
@@ -60,7 +61,7 @@ func NewRegistry(m *telemetry.Metrics, logger *slog.Logger) *Registry {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Registry{logger: logger, metrics: m, st: newState()}
+	return &Registry{logger: logger, metrics: m, st: newState(), warnedCache: map[string]bool{}}
 }
 
 // state is a set of long-lived entries by identity: the registry's, or the ones a runtime
@@ -72,6 +73,7 @@ type state struct {
 	rateLimiters map[rateKey]*rateState
 	consumers    map[string]*consumerState // by consumer name
 	shared       map[sharedKey]*quota.Shared
+	caches       map[cacheKey]*cacheState
 }
 
 func newState() *state {
@@ -82,6 +84,7 @@ func newState() *state {
 		rateLimiters: map[rateKey]*rateState{},
 		consumers:    map[string]*consumerState{},
 		shared:       map[sharedKey]*quota.Shared{},
+		caches:       map[cacheKey]*cacheState{},
 	}
 }
 
@@ -257,6 +260,8 @@ func (r *Registry) Commit(rt *Runtime) {
 			r.logger.Warn("rate limit scope global without Redis: limits are per proxy", "forward", k.forward)
 		}
 	})
+	commitMap(r.st.caches, keep.caches, func(_ cacheKey, s *cacheState) { s.release() }, nil)
+	r.commitCaches(rt)
 	for _, name := range dropped {
 		if r.metrics != nil && !r.upstreamNameUsed(name) {
 			r.metrics.BreakerState.DeleteLabelValues(name)
@@ -294,6 +299,7 @@ func (r *Registry) Discard(rt *Runtime) {
 	discardMap(r.st.upstreams, rt.state.upstreams, func(s *upstreamState) { s.breaker.Stop() })
 	discardMap(r.st.transports, rt.state.transports, func(t *http.Transport) { t.CloseIdleConnections() })
 	discardMap(r.st.rateLimiters, rt.state.rateLimiters, func(s *rateState) { s.local.Close() })
+	discardMap(r.st.caches, rt.state.caches, func(s *cacheState) { s.release() })
 }
 
 // commitMap makes cur hold exactly keep's entries. drop (if not nil) gets every value

@@ -34,6 +34,7 @@ import (
 	configv1 "github.com/llmproxy-go/llmproxy/gen/llmproxy/config/v1"
 	"github.com/llmproxy-go/llmproxy/proxy/balancer"
 	"github.com/llmproxy-go/llmproxy/proxy/breaker"
+	"github.com/llmproxy-go/llmproxy/proxy/cache"
 	"github.com/llmproxy-go/llmproxy/proxy/concurrency"
 	"github.com/llmproxy-go/llmproxy/proxy/ratelimit"
 	"github.com/llmproxy-go/llmproxy/proxy/router"
@@ -60,6 +61,8 @@ type Runtime struct {
 	// Metrics and Logger are the ones the runtime was compiled with (never nil).
 	Metrics *telemetry.Metrics
 	Logger  *slog.Logger
+	// Warnings are what the runtime serves differently from its configuration (see Warning).
+	Warnings []Warning
 
 	forwards  map[string]*Forward
 	state     *state                    // the long-lived entries the runtime uses (see Registry)
@@ -203,6 +206,9 @@ type Group struct {
 	Transport *http.Transport
 	// Limiter caps in-flight upstream requests; nil means no limit.
 	Limiter *concurrency.Limiter
+	// Cache is the group's response cache; nil means none (disabled, or its backend is
+	// missing here: see Runtime.Warnings).
+	Cache *cache.Cache
 
 	// QueueDepth, DroppedFull and DroppedTimeout are metric children of the group.
 	QueueDepth                  prometheus.Gauge

@@ -15,6 +15,7 @@ import (
 	"github.com/llmproxy-go/llmproxy/controlplane/configfile"
 	"github.com/llmproxy-go/llmproxy/controlplane/redact"
 	"github.com/llmproxy-go/llmproxy/controlplane/tlsconfig"
+	"github.com/llmproxy-go/llmproxy/proxy/config"
 )
 
 // AdminHandler returns the admin endpoints: /health, /ready, /metrics and /config.
@@ -41,7 +42,8 @@ func (s *Server) AdminHandler() http.Handler {
 // serveConfig answers {"revision":…,"config":{…}} with the applied config in proto field
 // names, secrets redacted; 503 before the first config. A static config whose values came
 // from LLMPROXY_ variables adds "env_overrides": [{"variable","path","value"}], the values
-// read from the redacted config.
+// read from the redacted config. What the proxy serves differently from the config (a cache
+// backend it lacks, see config.Warning) is listed in "warnings": [{"path","message"}].
 func (s *Server) serveConfig(w http.ResponseWriter, r *http.Request) {
 	rt := s.opts.Holder.Load()
 	if rt == nil {
@@ -68,10 +70,11 @@ func (s *Server) serveConfig(w http.ResponseWriter, r *http.Request) {
 		overrides = append(overrides, override{o, v})
 	}
 	writeJSON(w, http.StatusOK, struct {
-		Revision     string          `json:"revision"`
-		Config       json.RawMessage `json:"config"`
-		EnvOverrides []override      `json:"env_overrides,omitempty"`
-	}{revisionOf(rt), raw, overrides})
+		Revision     string           `json:"revision"`
+		Config       json.RawMessage  `json:"config"`
+		EnvOverrides []override       `json:"env_overrides,omitempty"`
+		Warnings     []config.Warning `json:"warnings,omitempty"`
+	}{revisionOf(rt), raw, overrides, rt.Warnings})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -65,9 +65,28 @@ type Metrics struct {
 	// BreakerState is each upstream's breaker state: 0 closed, 1 open, 2 half-open.
 	BreakerState *prometheus.GaugeVec
 
-	// CacheHits and CacheMisses count response-cache lookups by group.
-	CacheHits   *prometheus.CounterVec
-	CacheMisses *prometheus.CounterVec
+	// CacheHits and CacheMisses count response-cache lookups by group (a hit answered from
+	// the cache; a miss went upstream). CacheBypasses counts cacheable requests that skipped
+	// the cache (request no-store or no-cache, a method other than GET and POST);
+	// CacheCoalesced requests answered with an identical request's answer in flight;
+	// CacheStores answers stored; CacheEvictions entries a memory cache evicted to stay
+	// within max_bytes; CacheBackendErrors lookups and stores a backend failed or did not
+	// answer in time.
+	CacheHits          *prometheus.CounterVec
+	CacheMisses        *prometheus.CounterVec
+	CacheBypasses      *prometheus.CounterVec
+	CacheCoalesced     *prometheus.CounterVec
+	CacheStores        *prometheus.CounterVec
+	CacheEvictions     *prometheus.CounterVec
+	CacheBackendErrors *prometheus.CounterVec
+	// CacheBytes is the bytes a group's memory cache holds.
+	CacheBytes *prometheus.GaugeVec
+	// CacheBackendUp is 1 while a group's cache backend is usable, 0 when it is down or
+	// missing (backend redis on a proxy without --redis: the group is served uncached).
+	CacheBackendUp *prometheus.GaugeVec
+	// CacheTokens counts the tokens of answers served from the cache, by group and type
+	// (prompt, completion); Tokens counts only tokens an upstream produced.
+	CacheTokens *prometheus.CounterVec
 
 	// QueueDepth is the number of requests waiting for a group's concurrency slot.
 	QueueDepth *prometheus.GaugeVec
@@ -149,6 +168,14 @@ func NewMetrics() *Metrics {
 	m.BreakerState = gauge("llmproxy_circuitbreaker_state", "Circuit breaker state: 0 closed, 1 open, 2 half-open.", "upstream")
 	m.CacheHits = counter("llmproxy_cache_hits_total", "Response cache hits.", "group")
 	m.CacheMisses = counter("llmproxy_cache_misses_total", "Response cache misses.", "group")
+	m.CacheBypasses = counter("llmproxy_cache_bypasses_total", "Requests that skipped the response cache.", "group")
+	m.CacheCoalesced = counter("llmproxy_cache_coalesced_total", "Requests answered with an identical request's answer in flight.", "group")
+	m.CacheStores = counter("llmproxy_cache_stores_total", "Answers stored in the response cache.", "group")
+	m.CacheEvictions = counter("llmproxy_cache_evictions_total", "Entries evicted from a memory cache to stay within max_bytes.", "group")
+	m.CacheBackendErrors = counter("llmproxy_cache_backend_errors_total", "Cache lookups and stores that failed or timed out.", "group")
+	m.CacheBytes = gauge("llmproxy_cache_bytes", "Bytes held by a group's memory cache.", "group")
+	m.CacheBackendUp = gauge("llmproxy_cache_backend_up", "1 while a group's cache backend is usable, 0 when it is down or missing.", "group")
+	m.CacheTokens = counter("llmproxy_cache_tokens_total", "Tokens of answers served from the response cache.", "group", "type")
 	m.QueueDepth = gauge("llmproxy_queue_depth", "Requests waiting for a concurrency slot.", "group")
 	m.RequestsDropped = counter("llmproxy_requests_dropped_total", "Requests refused by a group's concurrency limit.", "group", "reason")
 	m.Retries = counter("llmproxy_retries_total", "Upstream retries by reason.", "group", "reason")

@@ -47,6 +47,7 @@ import (
 	"github.com/llmproxy-go/llmproxy/controlplane/validate"
 	configv1 "github.com/llmproxy-go/llmproxy/gen/llmproxy/config/v1"
 	"github.com/llmproxy-go/llmproxy/proxy/accesslog"
+	"github.com/llmproxy-go/llmproxy/proxy/cache"
 	"github.com/llmproxy-go/llmproxy/proxy/config"
 	"github.com/llmproxy-go/llmproxy/proxy/forward"
 	"github.com/llmproxy-go/llmproxy/proxy/quota"
@@ -77,6 +78,7 @@ type flags struct {
 	controlPlaneCA  string
 	tlsCert         string
 	tlsKey          string
+	cacheTimeout    time.Duration
 }
 
 func parseFlags(args []string, stderr io.Writer) (*flags, error) {
@@ -90,8 +92,17 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	fs.StringVar(&f.nodeID, "node-id", host, "node id sent to the control plane")
 	fs.StringVar(&f.adminAddr, "admin-addr", net.JoinHostPort(validate.DefaultAdminAddress, strconv.Itoa(validate.DefaultAdminPort)), "admin listener (/health, /ready, /metrics, /config); a config file's http_server.admin overrides it")
 	fs.StringVar(&f.stateDir, "state-dir", ".data/proxy", "directory for the last good control-plane snapshot")
-	fs.StringVar(&f.redisURL, "redis", os.Getenv("LLMPROXY_REDIS_URL"), "Redis `URL` for global rate limits and consumers' limits (env LLMPROXY_REDIS_URL)")
+	fs.StringVar(&f.redisURL, "redis", os.Getenv("LLMPROXY_REDIS_URL"), "Redis `URL` for global rate limits, consumers' limits and the shared response cache (env LLMPROXY_REDIS_URL)")
 	fs.DurationVar(&f.redisTimeout, "redis-timeout", quota.DefaultTimeout, "longest Redis call on the request path (global rate limits, consumers' limits); past it the proxy counts locally")
+	cacheTimeout := cache.DefaultLookupTimeout
+	if v := os.Getenv("LLMPROXY_CACHE_LOOKUP_TIMEOUT"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return nil, fmt.Errorf("parse LLMPROXY_CACHE_LOOKUP_TIMEOUT %q: want a duration like 20ms", v)
+		}
+		cacheTimeout = d
+	}
+	fs.DurationVar(&f.cacheTimeout, "cache-lookup-timeout", cacheTimeout, "longest wait for a Redis cache lookup; past it the request goes upstream (env LLMPROXY_CACHE_LOOKUP_TIMEOUT)")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "longest drain of in-flight requests on SIGTERM")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.BoolVar(&f.accessLog, "access-log", true, "log one JSON line per request, buffered (--access-log=false keeps the other logs)")
@@ -120,6 +131,8 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 		return nil, errors.New("--shutdown-timeout must be positive")
 	case f.redisTimeout <= 0 || f.redisTimeout > 10*time.Second:
 		return nil, fmt.Errorf("--redis-timeout %s: want more than 0 and at most 10s", f.redisTimeout)
+	case f.cacheTimeout <= 0:
+		return nil, errors.New("--cache-lookup-timeout must be positive")
 	case f.reportInterval != 0 && (f.reportInterval < reportwire.MinInterval || f.reportInterval > reportwire.MaxInterval):
 		return nil, fmt.Errorf("--report-interval %s: want 0 (off) or %s to %s", f.reportInterval, reportwire.MinInterval, reportwire.MaxInterval)
 	}
@@ -155,7 +168,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if f.test {
-		return testConfig(f.configFile, stdout, stderr)
+		return testConfig(f.configFile, f.redisURL, stdout, stderr)
 	}
 	// redact.ReplaceAttr: a protobuf message logged anywhere shows no secret (marked in config.proto).
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level, ReplaceAttr: redact.ReplaceAttr}))
@@ -175,18 +188,52 @@ func run(args []string, stdout, stderr io.Writer) int {
 // testConfig is --test: load and validate the file, ${env:NAME} references resolved, and
 // the TLS files it names read, and print "configuration ok" on stdout or every error, one a
 // line, on stderr; it returns the exit code. A configuration that passes builds and runs:
-// building cannot fail.
-func testConfig(path string, stdout, stderr io.Writer) int {
-	l, err := loadFile(path, os.Environ())
-	if err == nil {
-		_, err = config.LoadFiles(l.model, nil)
-	}
+// building cannot fail. What a proxy would serve differently from the file
+// (config.Warning: a cache backend redis without redisURL) counts as an error here.
+func testConfig(path, redisURL string, stdout, stderr io.Writer) int {
+	err := func() error {
+		l, err := loadFile(path, os.Environ())
+		if err != nil {
+			return err
+		}
+		opts := config.Options{Logger: slog.New(slog.DiscardHandler)}
+		if opts.Files, err = config.LoadFiles(l.model, nil); err != nil {
+			return err
+		}
+		if redisURL != "" {
+			client, err := redisClient(redisURL)
+			if err != nil {
+				return err
+			}
+			defer client.Close()
+			opts.Redis = client
+		}
+		reg := config.NewRegistry(nil, nil)
+		rt := config.Build(l.model, reg, opts)
+		reg.Discard(rt)
+		var lines []error
+		for _, w := range rt.Warnings {
+			lines = append(lines, fmt.Errorf("%s: %s", path, w))
+		}
+		return errors.Join(lines...)
+	}()
 	if err != nil {
 		fmt.Fprintf(stderr, "%s\nconfiguration is invalid\n", err)
 		return 1
 	}
 	fmt.Fprintln(stdout, "configuration ok")
 	return 0
+}
+
+// redisClient returns a client for a --redis URL. Per-call deadlines (the cache's lookup
+// deadline, the rate limiter's timeout) are honoured on the socket.
+func redisClient(url string) (*redis.Client, error) {
+	ropts, err := redis.ParseURL(url)
+	if err != nil {
+		return nil, fmt.Errorf("parse --redis: %w", err)
+	}
+	ropts.ContextTimeoutEnabled = true
+	return redis.NewClient(ropts), nil
 }
 
 // loaded is a configuration file read and validated.
@@ -289,14 +336,10 @@ func serve(ctx context.Context, f *flags, log *slog.Logger, accessOut io.Writer)
 	}
 
 	if f.redisURL != "" {
-		ropts, err := redis.ParseURL(f.redisURL)
+		client, err := redisClient(f.redisURL)
 		if err != nil {
-			return fmt.Errorf("parse --redis: %w", err)
+			return err
 		}
-		// Request-path calls carry short deadlines (rate limits, consumer limits): let them
-		// bound the socket reads, not only the pool wait.
-		ropts.ContextTimeoutEnabled = true
-		client := redis.NewClient(ropts)
 		defer client.Close()
 		p.redis = client
 	}
@@ -321,7 +364,7 @@ func serve(ctx context.Context, f *flags, log *slog.Logger, accessOut io.Writer)
 		DrainTimeout: f.shutdownTimeout,
 	})
 
-	p.applier = config.NewApplier(p.holder, p.reg, p.srv.Apply, config.Options{Metrics: p.metrics, Logger: log, Redis: p.redis, RedisTimeout: f.redisTimeout})
+	p.applier = config.NewApplier(p.holder, p.reg, p.srv.Apply, config.Options{Metrics: p.metrics, Logger: log, Redis: p.redis, RedisTimeout: f.redisTimeout, CacheLookupTimeout: f.cacheTimeout})
 
 	adminAddr := f.adminAddr
 	var first *loaded

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -94,5 +95,33 @@ func TestAccessLogFlag(t *testing.T) {
 	f, err = parseFlags([]string{"--config", "x", "--access-log=false"}, &bytes.Buffer{})
 	if err != nil || f.accessLog {
 		t.Fatalf("--access-log=false: %+v, %v", f, err)
+	}
+}
+
+// --test reports a cache backend this proxy would lack as an error naming the field; with
+// --redis the same file is fine (no connection is made).
+func TestTestReportsMissingCacheBackend(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c.yaml")
+	yaml := `
+http_server:
+  forwards: [{name: f, address: 127.0.0.1, port: 3999, default_group: g}]
+upstreams: [{name: u, url: "http://127.0.0.1:1"}]
+upstream_groups:
+  - {name: g, upstreams: [{name: u}], cache: {enabled: true, backend: redis}}
+`
+	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"--test", "--config", path}, &stdout, &stderr); code != 1 {
+		t.Fatalf("--test without --redis: exit %d; want 1\n%s%s", code, stdout.String(), stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "upstream_groups[0].cache.backend: backend redis needs --redis") {
+		t.Errorf("stderr %q does not name the field and the reason", stderr.String())
+	}
+	stdout.Reset()
+	stderr.Reset()
+	if code := run([]string{"--test", "--config", path, "--redis", "redis://127.0.0.1:1/0"}, &stdout, &stderr); code != 0 {
+		t.Fatalf("--test with --redis: exit %d\n%s%s", code, stdout.String(), stderr.String())
 	}
 }
