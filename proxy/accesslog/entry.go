@@ -46,6 +46,9 @@ type Entry struct {
 	PromptTokens, CompletionTokens int64
 	// Error is the kind of the proxy's own error; "" leaves it out.
 	Error string
+	// Cache is the response cache's result (hit, miss, coalesced, bypass, …); "" (a group
+	// without a cache) leaves it out.
+	Cache string
 }
 
 // AppendJSON appends e as one JSON line (newline included), the same line log/slog's
@@ -100,6 +103,9 @@ func (e *Entry) AppendJSON(b []byte) []byte {
 	}
 	if e.Error != "" {
 		b = appendStringField(b, "error", e.Error)
+	}
+	if e.Cache != "" {
+		b = appendStringField(b, "cache", e.Cache)
 	}
 	return append(b, "}\n"...)
 }

@@ -36,11 +36,28 @@ func (fs *Flights) Join(k Key, limit int) (f *Flight, leader bool) {
 	return f, true
 }
 
-// InFlight is the number of flights joinable now.
-func (fs *Flights) InFlight() int {
+// FlightStats describe the joinable flights at one instant.
+type FlightStats struct {
+	// Flights is the number of joinable flights; Followers the followers in them;
+	// LeadersGone the flights whose leader's client has left (their answer goes on for the
+	// followers).
+	Flights, Followers, LeadersGone int
+}
+
+// Stats describes the joinable flights now.
+func (fs *Flights) Stats() FlightStats {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
-	return len(fs.m)
+	st := FlightStats{Flights: len(fs.m)}
+	for _, f := range fs.m {
+		f.mu.Lock()
+		st.Followers += f.followers
+		if f.gone {
+			st.LeadersGone++
+		}
+		f.mu.Unlock()
+	}
+	return st
 }
 
 func (fs *Flights) remove(f *Flight) {
@@ -109,6 +126,8 @@ type Flight struct {
 	followers int
 	gone      bool   // the leader's client left
 	abandon   func() // called when the leader's client left and no follower remains
+
+	prompt, completion int64 // the answer's usage, set at Complete
 }
 
 // notify wakes every waiter. Called with f.mu held.
@@ -165,13 +184,15 @@ func (f *Flight) Write(p []byte) {
 	f.notify()
 }
 
-// Complete marks the answer complete and returns its body and whether it is storable
-// (within the limit). The flight stays joinable (late joiners get the whole answer at
-// once) until Close; call Close once the answer is stored, or at once.
-func (f *Flight) Complete() ([]byte, bool) {
+// Complete marks the answer complete, with the usage read from it, and returns its body
+// and whether it is storable (within the limit). The flight stays joinable (late joiners
+// get the whole answer at once) until Close; call Close once the answer is stored, or at
+// once.
+func (f *Flight) Complete(prompt, completion int64) ([]byte, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.state = stateComplete
+	f.prompt, f.completion = prompt, completion
 	f.notify()
 	if f.overflow {
 		return nil, false
@@ -264,6 +285,13 @@ func (f *Flight) Wait(ctx context.Context) (Outcome, error) {
 		return Released, nil
 	}
 	return Released, nil
+}
+
+// Usage is the usage of a complete answer (zero before Complete).
+func (f *Flight) Usage() (prompt, completion int64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.prompt, f.completion
 }
 
 // Entry is the entry a Shared outcome shares.

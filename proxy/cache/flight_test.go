@@ -59,7 +59,7 @@ func TestFlightSharesAStreamFromTheStart(t *testing.T) {
 	}()
 	f.Write([]byte("data: 3\n\n"))
 	f.Write([]byte("data: [DONE]\n\n"))
-	body, ok := f.Complete()
+	body, ok := f.Complete(3, 4)
 	want := "data: 1\n\ndata: 2\n\ndata: 3\n\ndata: [DONE]\n\n"
 	if !ok || string(body) != want {
 		t.Errorf("leader's Complete = %q, %v; want the whole stream, storable", body, ok)
@@ -67,6 +67,9 @@ func TestFlightSharesAStreamFromTheStart(t *testing.T) {
 	r := <-done
 	if r.err != nil || r.out != Streaming || r.body != want {
 		t.Errorf("follower got %v %q %v; want Streaming and the whole stream", r.out, r.body, r.err)
+	}
+	if p, c := g.Usage(); p != 3 || c != 4 {
+		t.Errorf("Usage = %d, %d; want the leader's 3, 4", p, c)
 	}
 	status, h, _ := f.Head()
 	if status != 200 || h.Get("Content-Type") != "text/event-stream" {
@@ -109,7 +112,7 @@ func TestFlightFailureReleasesFollowers(t *testing.T) {
 			t.Errorf("follower %d: %v; want Released", i, out)
 		}
 	}
-	if fs.InFlight() != 0 {
+	if fs.Stats().Flights != 0 {
 		t.Error("a failed flight is still joinable")
 	}
 }
@@ -161,7 +164,7 @@ func TestFlightOverflow(t *testing.T) {
 		t.Error("an answer above the limit is still joinable")
 	}
 	f.Write([]byte("def"))
-	if _, ok := f.Complete(); ok {
+	if _, ok := f.Complete(0, 0); ok {
 		t.Error("an answer above the limit is storable")
 	}
 	// The follower that joined before still gets all of it.

@@ -48,5 +48,8 @@ func (ex *exchange) logAccess(end time.Time, d time.Duration, traceID string) {
 	if ex.perr != nil {
 		e.Error = ex.perr.Kind
 	}
+	if ex.cache.c != nil {
+		e.Cache = resultName(ex.cache.result)
+	}
 	al.Log(&e)
 }

@@ -12,9 +12,9 @@ import (
 //
 // The body is read into memory (a replayable buffer) only when something needs it whole:
 // routing on the model, retries (every attempt must send the same bytes), tracing (the
-// model for gen_ai.request.model), or a small body with a Content-Length (at most 64 KiB,
-// which then leaves in the same write as the request headers). Otherwise it streams
-// through to the one attempt.
+// model for gen_ai.request.model), the group's response cache (the body is part of the
+// key), or a small body with a Content-Length (at most 64 KiB, which then leaves in the
+// same write as the request headers). Otherwise it streams through to the one attempt.
 
 // checkRate applies the forward's per-client rate limit; the client key is the configured
 // header's value, or the client's IP (clientaddr.go) when there is none.
@@ -69,7 +69,7 @@ func (ex *exchange) needsBody(g *config.Group) bool {
 		return false
 	}
 	small := ex.r.ContentLength > 0 && ex.r.ContentLength <= maxSmallBody
-	return g.Retry != nil || ex.h.tracer != nil || small
+	return g.Retry != nil || ex.h.tracer != nil || small || g.Cache != nil
 }
 
 // readBody reads the request body into a replayable buffer.

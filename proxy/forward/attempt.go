@@ -95,7 +95,7 @@ func (a *attempt) close() {
 // of m learns the outcome here, the breaker when the attempt is settled.
 func (ex *exchange) try(g *config.Group, m *config.Member, done func(bool)) *attempt {
 	a := &attempt{m: m, done: done}
-	a.ctx, a.cancel = context.WithCancelCause(ex.ctx)
+	a.ctx, a.cancel = context.WithCancelCause(ex.upstreamCtx())
 	if !g.Stream && g.RequestTimeout > 0 {
 		cancel := a.cancel
 		a.timer = time.AfterFunc(g.RequestTimeout, func() { cancel(errRequestTimeout) })

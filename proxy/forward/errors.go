@@ -49,6 +49,9 @@ var (
 	ErrNoForward         = newError(http.StatusServiceUnavailable, "forward_not_configured", "upstream_error", "forward is not configured")
 	ErrClientGone        = newError(StatusClientClosedRequest, "client_closed_request", "", "client closed request")
 	ErrStreamInterrupted = newError(http.StatusBadGateway, "stream_interrupted", "upstream_error", "upstream stream interrupted")
+	// ErrNotCached answers a request with Cache-Control: only-if-cached that the cache
+	// cannot answer (RFC 9111 section 5.2.1.7: 504).
+	ErrNotCached = newError(http.StatusGatewayTimeout, "not_cached", "cache_miss", "no cached answer (only-if-cached)")
 )
 
 // errIdleTimeout and errRequestTimeout are the causes of an attempt's context when one of

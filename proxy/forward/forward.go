@@ -100,6 +100,7 @@ type exchange struct {
 	perr     *Error
 	usage    usage
 	span     trace.Span
+	cache    cacheExchange
 
 	// The client's address (clientaddr.go), worked out on first use.
 	client          string
@@ -182,7 +183,13 @@ func (ex *exchange) serve() {
 		ex.nameSpan(g)
 	}
 	// Everything about the request is known here (group, body, model) and no upstream has
-	// been chosen: the place for a step that may answer without one (a response cache).
+	// been chosen: the response cache may answer without one (cache.go).
+	if g.Cache != nil {
+		defer ex.cacheDone()
+		if ex.cacheStep(g) {
+			return
+		}
+	}
 	release, ok := ex.waitTurn(g)
 	if !ok {
 		return
@@ -297,6 +304,7 @@ func (ex *exchange) finish() {
 	}
 	var traceID string
 	if ex.span != nil {
+		ex.cacheSpanResult()
 		ex.span.SetAttributes(attribute.Int("http.response.status_code", ex.status))
 		if ex.status >= 500 {
 			ex.span.SetStatus(codes.Error, "")

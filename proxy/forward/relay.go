@@ -45,9 +45,9 @@ func (ex *exchange) relay(g *config.Group, a *attempt) {
 	if g.IdleTimeout > 0 {
 		body = newIdleBody(body, g.IdleTimeout, a.cancel)
 	}
-	readErr, clientGone := ex.copyBody(body, rc, &mt)
+	readErr, clientGone, ended := ex.copyBody(body, rc, &mt)
 	body.Close()
-	ex.endRelay(g, a, rc, sse, &mt, readErr, clientGone)
+	ex.endRelay(g, a, rc, sse, &mt, readErr, clientGone, ended)
 }
 
 // writeHead writes the answer's status and headers. rc is non-nil when the body must be
@@ -65,6 +65,7 @@ func (ex *exchange) writeHead(resp *http.Response) (rc *http.ResponseController,
 	if ex.consumer != nil {
 		ex.consumerHead(h, resp)
 	}
+	ex.cacheRelayStart(h, resp)
 	ex.status = resp.StatusCode
 	ex.w.WriteHeader(resp.StatusCode)
 	sse = strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream")
@@ -100,13 +101,16 @@ func (ex *exchange) meterFor(resp *http.Response, sse bool) meter {
 }
 
 // copyBody copies body to the client until it ends (readErr nil), a read fails (readErr)
-// or the client leaves (clientGone). A body with a known length is copied through a
-// pooled copyBufSize buffer. A flushed body (rc non-nil: a stream) waits for the
-// upstream's next event in a small pooled buffer and takes a streamBufSize one only
-// while reads fill what they are given (a burst), so an open, silent stream holds
-// streamWaitSize bytes here, not a full buffer. Every chunk read is written (and
-// flushed) before the next read: nothing is held back.
-func (ex *exchange) copyBody(body io.Reader, rc *http.ResponseController, mt *meter) (readErr error, clientGone bool) {
+// or the client leaves (clientGone); ended reports that the body was read to its end or
+// its error. A body with a known length is copied through a pooled copyBufSize buffer. A
+// flushed body (rc non-nil: a stream) waits for the upstream's next event in a small
+// pooled buffer and takes a streamBufSize one only while reads fill what they are given
+// (a burst), so an open, silent stream holds streamWaitSize bytes here, not a full
+// buffer. Every chunk read is metered, edited and recorded for the response cache (take),
+// then written (and flushed) before the next read: nothing is held back. A client that
+// leaves while followers of its cache flight read the answer ends only the writing: the
+// copy reads on to the body's end for them.
+func (ex *exchange) copyBody(body io.Reader, rc *http.ResponseController, mt *meter) (readErr error, clientGone, ended bool) {
 	var waitp *[streamWaitSize]byte
 	var bufp *[]byte // a pooled buffer while one is held
 	if rc == nil {
@@ -122,9 +126,14 @@ func (ex *exchange) copyBody(body io.Reader, rc *http.ResponseController, mt *me
 			buf = waitp[:]
 		}
 		n, err := body.Read(buf)
-		if n > 0 && !ex.deliver(buf[:n], rc, mt) {
-			clientGone = true
-			break
+		if n > 0 {
+			chunk := ex.take(buf[:n], mt)
+			if !clientGone && !ex.deliver(chunk, rc) {
+				clientGone = true
+				if !ex.relayForFollowers() {
+					break
+				}
+			}
 		}
 		if rc != nil {
 			switch {
@@ -139,6 +148,7 @@ func (ex *exchange) copyBody(body io.Reader, rc *http.ResponseController, mt *me
 			if err != io.EOF {
 				readErr = err
 			}
+			ended = true
 			break
 		}
 	}
@@ -150,13 +160,13 @@ func (ex *exchange) copyBody(body io.Reader, rc *http.ResponseController, mt *me
 		}
 		streamWaitPool.Put(waitp)
 	}
-	return readErr, clientGone
+	return readErr, clientGone, ended
 }
 
-// deliver counts the tokens in chunk and writes it to the client (flushed when rc is
-// set); false means the client is gone. It is the one place the answer's body reaches
-// the client (for event streams, whole or partial frames as the upstream sent them).
-func (ex *exchange) deliver(chunk []byte, rc *http.ResponseController, mt *meter) bool {
+// take counts the tokens in chunk, takes out the usage the client did not ask for
+// (usage.go) and records the rest in the response cache's flight, if the answer is shared
+// or stored; it returns what the client gets of chunk.
+func (ex *exchange) take(chunk []byte, mt *meter) []byte {
 	if mt.scanner != nil {
 		mt.scanner.Write(chunk)
 	} else if mt.tail != nil {
@@ -165,6 +175,16 @@ func (ex *exchange) deliver(chunk []byte, rc *http.ResponseController, mt *meter
 	if ex.strip != nil {
 		chunk = ex.strip.filter(chunk)
 	}
+	if f := ex.cache.flight; f != nil {
+		f.Write(chunk)
+	}
+	return chunk
+}
+
+// deliver writes chunk to the client (flushed when rc is set); false means the client is
+// gone. It is the one place the answer's body reaches the client (for event streams,
+// whole or partial frames as the upstream sent them).
+func (ex *exchange) deliver(chunk []byte, rc *http.ResponseController) bool {
 	w, err := ex.w.Write(chunk)
 	ex.written += int64(w)
 	if err != nil {
@@ -178,17 +198,23 @@ func (ex *exchange) deliver(chunk []byte, rc *http.ResponseController, mt *meter
 	return true
 }
 
-// endRelay finishes the relay once the body has ended: token counts, the breaker slot,
-// the span, and for an upstream that broke mid-answer, the end the client sees.
-func (ex *exchange) endRelay(g *config.Group, a *attempt, rc *http.ResponseController, sse bool, mt *meter, readErr error, clientGone bool) {
+// endRelay finishes the relay once the body has ended: token counts, the response cache
+// (an answer read to its end is completed, shared and stored, or failed), the breaker
+// slot, the span, and for an upstream that broke mid-answer, the end the client sees.
+func (ex *exchange) endRelay(g *config.Group, a *attempt, rc *http.ResponseController, sse bool, mt *meter, readErr error, clientGone, ended bool) {
 	m := a.m
 	if mt.scanner != nil {
 		mt.scanner.Close()
 	}
-	if ex.strip != nil && !clientGone {
+	if ex.strip != nil {
 		if rest := ex.strip.flush(); len(rest) > 0 {
-			w, _ := ex.w.Write(rest)
-			ex.written += int64(w)
+			if f := ex.cache.flight; f != nil {
+				f.Write(rest)
+			}
+			if !clientGone {
+				w, _ := ex.w.Write(rest)
+				ex.written += int64(w)
+			}
 		}
 	}
 	if tp := mt.tail; tp != nil {
@@ -202,6 +228,9 @@ func (ex *exchange) endRelay(g *config.Group, a *attempt, rc *http.ResponseContr
 		if a.span != nil {
 			a.span.SetAttributes(attribute.Int64("gen_ai.usage.input_tokens", ex.usage.prompt), attribute.Int64("gen_ai.usage.output_tokens", ex.usage.completion))
 		}
+	}
+	if ended {
+		ex.cacheRelayEnd(a.resp, readErr, sse)
 	}
 
 	if clientGone || ex.clientGone() {

@@ -1,6 +1,7 @@
 package forward
 
 import (
+	"context"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -42,26 +43,33 @@ func TestTraceparentPassesThroughWhenTracingOff(t *testing.T) {
 	}
 }
 
-func TestSpansWhenTracingOn(t *testing.T) {
-	s, got := traceUpstream(t)
+// tracedProxy serves forward "f" of yamlCfg ({{U0}} replaced by upstream) with tracing on;
+// it returns the proxy's URL and the exporter that receives its spans.
+func tracedProxy(t *testing.T, yamlCfg, upstream string) (string, *tracetest.InMemoryExporter) {
+	t.Helper()
 	exp := tracetest.NewInMemoryExporter()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
-	defer tp.Shutdown(t.Context())
-
-	c, err := configfile.Decode("t.yaml", []byte(strings.ReplaceAll(simpleConfig("", "a"), "{{U0}}", s.URL)))
+	t.Cleanup(func() { tp.Shutdown(context.Background()) })
+	c, err := configfile.Decode("t.yaml", []byte(strings.ReplaceAll(yamlCfg, "{{U0}}", upstream)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	m := telemetry.NewMetrics()
 	reg := config.NewRegistry(m, nil)
-	defer reg.Close()
+	t.Cleanup(reg.Close)
 	rt, err := config.Compile(c, reg, config.Options{Metrics: m})
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := httptest.NewServer(New(config.NewHolder(rt), "f", Deps{Tracer: tp.Tracer("test")}))
-	defer srv.Close()
-	readAll(t, post(t, srv.URL+"/v1/chat/completions", `{"model":"gpt-x"}`, "Traceparent", clientTraceparent))
+	t.Cleanup(srv.Close)
+	return srv.URL, exp
+}
+
+func TestSpansWhenTracingOn(t *testing.T) {
+	s, got := traceUpstream(t)
+	url, exp := tracedProxy(t, simpleConfig("", "a"), s.URL)
+	readAll(t, post(t, url+"/v1/chat/completions", `{"model":"gpt-x"}`, "Traceparent", clientTraceparent))
 
 	up := got()
 	if !strings.HasPrefix(up, "00-4bf92f3577b34da6a3ce929d0e0e4736-") || up == clientTraceparent {
