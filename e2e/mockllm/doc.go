@@ -47,6 +47,13 @@
 //	                    after the headers); non-streaming answers abort after N body bytes.
 //	                    No terminating chunk, no [DONE]: a mid-stream upstream failure.
 //	X-Mock-Body-Size    pad a non-streaming answer's content to about N bytes in total
+//	X-Mock-Reasoning    N: streams send N reasoning chunks before the content (OpenAI: deltas
+//	                    with "reasoning_content", as DeepSeek and vLLM send them; Anthropic: a
+//	                    thinking block with thinking_delta events and a signature_delta)
+//	X-Mock-Tool         NAME: streams end with a call of tool NAME with the arguments
+//	                    {"city":"Paris"}, sent in two pieces (OpenAI: tool_calls deltas and
+//	                    finish_reason "tool_calls"; Anthropic: a tool_use block with
+//	                    input_json_delta events and stop_reason "tool_use"). Usage is unchanged.
 //
 // Every response, admin ones included, carries X-Mock-Upstream: <Options.Name>.
 //

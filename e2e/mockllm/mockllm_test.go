@@ -609,3 +609,64 @@ func FuzzScanRequest(f *testing.F) {
 		}
 	})
 }
+
+// X-Mock-Reasoning and X-Mock-Tool add reasoning and a tool call to both stream formats:
+// every event is JSON, and the tool's argument pieces join into its arguments.
+func TestReasoningAndToolStreams(t *testing.T) {
+	_, ts, _ := newTestServer(t, Options{})
+	hdr := map[string]string{HeaderReasoning: "3", HeaderTool: "get_weather", HeaderChunks: "2"}
+	for _, path := range []string{"/v1/chat/completions", "/v1/messages"} {
+		t.Run(path, func(t *testing.T) {
+			events, err := readSSE(t, post(t, ts, path, `{"model":"m","stream":true}`, hdr).Body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var reasoning, args strings.Builder
+			var finish string
+			for _, ev := range events {
+				if ev.data == "[DONE]" {
+					continue
+				}
+				var v struct {
+					Choices []struct {
+						Delta struct {
+							Reasoning string `json:"reasoning_content"`
+							ToolCalls []struct {
+								Function struct{ Name, Arguments string }
+							} `json:"tool_calls"`
+						}
+						FinishReason *string `json:"finish_reason"`
+					}
+					Delta struct {
+						Type, Thinking, StopReason string
+						PartialJSON                string `json:"partial_json"`
+						Stop                       string `json:"stop_reason"`
+					}
+				}
+				if err := json.Unmarshal([]byte(ev.data), &v); err != nil {
+					t.Fatalf("event %q is not JSON: %v", ev.data, err)
+				}
+				for _, c := range v.Choices {
+					reasoning.WriteString(c.Delta.Reasoning)
+					for _, tc := range c.Delta.ToolCalls {
+						args.WriteString(tc.Function.Arguments)
+					}
+					if c.FinishReason != nil {
+						finish = *c.FinishReason
+					}
+				}
+				reasoning.WriteString(v.Delta.Thinking)
+				args.WriteString(v.Delta.PartialJSON)
+				if v.Delta.Stop != "" {
+					finish = v.Delta.Stop
+				}
+			}
+			if reasoning.String() != "Let me think about the" || args.String() != `{"city":"Paris"}` {
+				t.Errorf("reasoning %q, tool arguments %q", reasoning.String(), args.String())
+			}
+			if finish != "tool_calls" && finish != "tool_use" {
+				t.Errorf("finish reason %q; want the tool's", finish)
+			}
+		})
+	}
+}

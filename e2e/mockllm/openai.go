@@ -60,10 +60,28 @@ func (s *Server) streamChat(w http.ResponseWriter, r *http.Request, out *outcome
 	sw := s.startStream(w, r, out, status)
 	buf := getBuf()
 	defer putBuf(buf)
+	if p.reasoning > 0 {
+		b := (*buf)[:0]
+		for i := range p.reasoning {
+			b = appendChunkHead(b, id, now, info.model)
+			b = append(b, `[{"index":0,"delta":{`...)
+			if i == 0 {
+				b = append(b, `"role":"assistant",`...)
+			}
+			b = append(b, `"content":null,"reasoning_content":`...)
+			b = appendJSONString(b, thought(i))
+			b = append(b, "},\"logprobs\":null,\"finish_reason\":null}]"...)
+			b = appendChunkEnd(b, info.includeUsage)
+		}
+		*buf = b
+		if !sw.send(b) {
+			return
+		}
+	}
 	ok := sendChunks(sw, out, p, buf, func(i int, b []byte) []byte {
 		b = appendChunkHead(b, id, now, info.model)
 		b = append(b, `[{"index":0,"delta":{`...)
-		if i == 0 {
+		if i == 0 && p.reasoning == 0 {
 			b = append(b, `"role":"assistant",`...)
 		}
 		b = append(b, `"content":`...)
@@ -74,11 +92,34 @@ func (s *Server) streamChat(w http.ResponseWriter, r *http.Request, out *outcome
 	if !ok {
 		return
 	}
-	b := appendChunkHead((*buf)[:0], id, now, info.model)
-	if p.chunks == 0 {
+	b := (*buf)[:0]
+	finish := `"stop"`
+	if p.tool != "" {
+		finish = `"tool_calls"`
+		for i, part := range toolArguments {
+			b = appendChunkHead(b, id, now, info.model)
+			b = append(b, `[{"index":0,"delta":{"tool_calls":[{"index":0,`...)
+			if i == 0 {
+				b = append(b, `"id":"call_mock_`...)
+				b = strconv.AppendUint(b, id, 10)
+				b = append(b, `","type":"function","function":{"name":`...)
+				b = appendJSONString(b, p.tool)
+				b = append(b, `,"arguments":`...)
+			} else {
+				b = append(b, `"function":{"arguments":`...)
+			}
+			b = appendJSONString(b, part)
+			b = append(b, "}}]},\"logprobs\":null,\"finish_reason\":null}]"...)
+			b = appendChunkEnd(b, info.includeUsage)
+		}
+	}
+	b = appendChunkHead(b, id, now, info.model)
+	if p.chunks == 0 && p.reasoning == 0 && p.tool == "" {
 		b = append(b, `[{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":"stop"}]`...)
 	} else {
-		b = append(b, `[{"index":0,"delta":{},"logprobs":null,"finish_reason":"stop"}]`...)
+		b = append(b, `[{"index":0,"delta":{},"logprobs":null,"finish_reason":`...)
+		b = append(b, finish...)
+		b = append(b, "}]"...)
 	}
 	b = appendChunkEnd(b, info.includeUsage)
 	if info.includeUsage {

@@ -24,6 +24,8 @@ const (
 	HeaderFailKey    = "X-Mock-Fail-Key"
 	HeaderBreakAfter = "X-Mock-Break-After"
 	HeaderBodySize   = "X-Mock-Body-Size"
+	HeaderReasoning  = "X-Mock-Reasoning"
+	HeaderTool       = "X-Mock-Tool"
 	// HeaderUpstream is set on every response to the Server's name.
 	HeaderUpstream = "X-Mock-Upstream"
 )
@@ -157,7 +159,9 @@ type plan struct {
 	gap        time.Duration
 	chunks     int
 	bodySize   int
-	breakAfter int // -1: never
+	breakAfter int    // -1: never
+	reasoning  int    // reasoning chunks before the content (streams)
+	tool       string // a tool the stream ends by calling; "" none
 }
 
 // planFor merges the server-wide behaviour with the request's X-Mock-* headers.
@@ -191,7 +195,7 @@ func (s *Server) planFor(h http.Header) (plan, error) {
 		dst  *int
 		max  int
 	}{{HeaderChunks, &p.chunks, maxChunks}, {HeaderBreakAfter, &p.breakAfter, maxChunks},
-		{HeaderBodySize, &p.bodySize, maxBodySize}}
+		{HeaderBodySize, &p.bodySize, maxBodySize}, {HeaderReasoning, &p.reasoning, maxChunks}}
 	for _, d := range ints {
 		if v := headerValue(h, d.name); v != "" {
 			n, err := strconv.Atoi(v)
@@ -204,6 +208,7 @@ func (s *Server) planFor(h http.Header) (plan, error) {
 	if v := headerValue(h, HeaderRetryAfter); v != "" {
 		p.retryAfter = v
 	}
+	p.tool = headerValue(h, HeaderTool)
 	headerStatus := 0
 	if v := headerValue(h, HeaderStatus); v != "" {
 		if headerStatus, err = strconv.Atoi(v); err != nil || headerStatus < 200 || headerStatus > 599 {
