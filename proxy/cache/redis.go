@@ -15,10 +15,13 @@ const (
 	DefaultLookupTimeout = 20 * time.Millisecond
 	// DefaultStoreTimeout bounds one store (stores run after the answer, off the request).
 	DefaultStoreTimeout = time.Second
-	// DefaultRetryInterval is how long Redis is left alone after a failure before one
-	// request tries it again, so an outage costs one timeout per interval, not one per
-	// request.
+	// DefaultRetryInterval is how long Redis is left alone after it failed (FailuresDown
+	// calls in a row) before one request tries it again, so an outage costs one timeout
+	// per interval, not one per request.
 	DefaultRetryInterval = time.Second
+	// FailuresDown is how many failed calls in a row mark Redis down: one slow answer (a
+	// pause, a cold connection) costs that one lookup, not a second of misses.
+	FailuresDown = 3
 )
 
 // ErrBackendDown is returned by a Redis backend while it leaves Redis alone after a failure.
@@ -31,8 +34,10 @@ var ErrBackendDown = errors.New("cache backend unavailable")
 //
 // The lookup deadline is applied through the context, which go-redis honours on the socket
 // only when the client has ContextTimeoutEnabled; otherwise the client's read and write
-// timeouts bound a stalled call. After a failure Redis is skipped for the retry interval
-// (lookups answer ErrBackendDown at once), then one request probes it.
+// timeouts bound a stalled call. After FailuresDown failed calls in a row Redis is skipped
+// for the retry interval (lookups answer ErrBackendDown at once), then one request probes
+// it. NewRedis opens a connection in the background, so the first lookup does not pay for
+// the dial within its deadline.
 type Redis struct {
 	client  redis.UniversalClient
 	prefix  string
@@ -43,6 +48,7 @@ type Redis struct {
 	now     func() time.Time
 
 	downUntil atomic.Int64 // UnixNano before which Redis is not tried; 0 when healthy
+	failures  atomic.Int32 // failed calls in a row
 	onUp      func(bool)   // called on every change of health
 }
 
@@ -90,6 +96,11 @@ func NewRedis(client redis.UniversalClient, opts RedisOptions) *Redis {
 	if r.onUp == nil {
 		r.onUp = func(bool) {}
 	}
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), r.store)
+		defer cancel()
+		_ = client.Ping(ctx).Err()
+	}()
 	return r
 }
 
@@ -149,7 +160,7 @@ func (r *Redis) Set(ctx context.Context, k Key, e *Entry) error {
 	return nil
 }
 
-// Up reports whether Redis answered the last call (true before the first).
+// Up reports whether Redis is in use: false while it is left alone after failures.
 func (r *Redis) Up() bool { return r.downUntil.Load() == 0 }
 
 func (r *Redis) try() bool {
@@ -169,6 +180,9 @@ func (r *Redis) try() bool {
 }
 
 func (r *Redis) failed() {
+	if r.failures.Add(1) < FailuresDown && r.downUntil.Load() == 0 {
+		return
+	}
 	next := r.now().Add(max(r.retry, 0)).UnixNano()
 	if r.downUntil.Swap(next) == 0 {
 		r.onUp(false)
@@ -176,6 +190,9 @@ func (r *Redis) failed() {
 }
 
 func (r *Redis) healthy() {
+	if r.failures.Load() != 0 {
+		r.failures.Store(0)
+	}
 	if r.downUntil.Load() != 0 && r.downUntil.Swap(0) != 0 {
 		r.onUp(true)
 	}

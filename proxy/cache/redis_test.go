@@ -93,11 +93,13 @@ func TestRedisOutage(t *testing.T) {
 		Now: func() time.Time { return now }, OnHealth: func(up bool) { health = append(health, up) }})
 	ctx := context.Background()
 	failing.Store(true)
-	if _, err := r.Get(ctx, Key{1}); err == nil || errors.Is(err, ErrBackendDown) {
-		t.Fatalf("first Get while Redis fails: err %v; want the Redis error", err)
-	}
-	if r.Up() {
-		t.Error("Up after a failure")
+	for i := range FailuresDown {
+		if _, err := r.Get(ctx, Key{1}); err == nil || errors.Is(err, ErrBackendDown) {
+			t.Fatalf("Get %d while Redis fails: err %v; want the Redis error", i, err)
+		}
+		if up := r.Up(); up != (i < FailuresDown-1) {
+			t.Errorf("after %d failures in a row: Up %v", i+1, up)
+		}
 	}
 	if _, err := r.Get(ctx, Key{1}); !errors.Is(err, ErrBackendDown) {
 		t.Errorf("Get within the retry interval: err %v; want ErrBackendDown without asking Redis", err)
@@ -113,11 +115,23 @@ func TestRedisOutage(t *testing.T) {
 	if !r.Up() || fmt.Sprint(health) != "[false true]" {
 		t.Errorf("Up %v, health changes %v; want true, [false true]", r.Up(), health)
 	}
-	// A caller that leaves does not mark Redis down.
+	// A caller that leaves does not count against Redis; a success resets the count.
 	cctx, cancel := context.WithCancel(ctx)
 	cancel()
-	r.Get(cctx, Key{1})
+	for range FailuresDown {
+		r.Get(cctx, Key{1})
+	}
 	if !r.Up() {
-		t.Error("a cancelled caller marked Redis down")
+		t.Error("cancelled callers marked Redis down")
+	}
+	failing.Store(true)
+	r.Get(ctx, Key{1})
+	failing.Store(false)
+	r.Get(ctx, Key{1})
+	failing.Store(true)
+	r.Get(ctx, Key{1})
+	failing.Store(false)
+	if !r.Up() {
+		t.Error("two failures apart, with a success between, marked Redis down")
 	}
 }

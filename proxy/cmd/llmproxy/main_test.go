@@ -21,6 +21,7 @@ func TestParseFlags(t *testing.T) {
 		{"both", []string{"--config", "x.yaml", "--control-plane", "h:1"}, "exclusive"},
 		{"test without config", []string{"--control-plane", "h:1", "--test"}, "--test needs --config"},
 		{"bad timeout", []string{"--config", "x", "--shutdown-timeout", "0s"}, "--shutdown-timeout"},
+		{"bad cache timeout", []string{"--config", "x", "--cache-lookup-timeout", "0s"}, "--cache-lookup-timeout"},
 		{"stray argument", []string{"--config", "x", "extra"}, "unexpected arguments"},
 		{"tls", []string{"--control-plane", "h:1", "--control-plane-ca", "ca.pem", "--tls-cert", "c", "--tls-key", "k"}, ""},
 		{"cert without key", []string{"--control-plane", "h:1", "--tls-cert", "c"}, "--tls-cert and --tls-key go together"},
@@ -33,7 +34,7 @@ func TestParseFlags(t *testing.T) {
 				if err != nil {
 					t.Fatalf("parseFlags(%q) = %v", c.args, err)
 				}
-				if f.adminAddr != "127.0.0.1:9000" || f.stateDir != ".data/proxy" || f.shutdownTimeout != 30*time.Second {
+				if f.adminAddr != "127.0.0.1:9000" || f.stateDir != ".data/proxy" || f.shutdownTimeout != 30*time.Second || f.cacheTimeout != 20*time.Millisecond {
 					t.Errorf("defaults: %+v", f)
 				}
 				return
