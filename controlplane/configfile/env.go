@@ -22,11 +22,12 @@ const EnvPrefix = "LLMPROXY_"
 // the one list of them: a binary that reads a new LLMPROXY_ variable adds it here (a test
 // of this package finds the names in the source and fails otherwise).
 var SettingVariables = []string{
-	"LLMPROXY_ADMIN_AUTH_TOKEN", // control plane and llmproxyctl: admin bearer token
-	"LLMPROXY_XDS_AUTH_TOKEN",   // control plane and proxy: ADS bearer token
-	"LLMPROXY_REDIS_URL",        // proxy: --redis
-	"LLMPROXY_SERVER",           // llmproxyctl: --server
-	"LLMPROXY_TEST_POSTGRES",    // tests: the PostgreSQL server to use
+	"LLMPROXY_ADMIN_AUTH_TOKEN",     // control plane and llmproxyctl: admin bearer token
+	"LLMPROXY_XDS_AUTH_TOKEN",       // control plane and proxy: ADS bearer token
+	"LLMPROXY_REDIS_URL",            // proxy: --redis
+	"LLMPROXY_CACHE_LOOKUP_TIMEOUT", // proxy: --cache-lookup-timeout
+	"LLMPROXY_SERVER",               // llmproxyctl: --server
+	"LLMPROXY_TEST_POSTGRES",        // tests: the PostgreSQL server to use
 }
 
 // serviceLinkRE matches the variables Kubernetes puts in every pod for each Service of the
