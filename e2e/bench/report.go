@@ -24,6 +24,7 @@ type Report struct {
 	IdleStreams []IdleRow          `json:"idle_streams"`
 	Propagation []PropagationRow   `json:"propagation"`
 	Reports     []ReportsRow       `json:"reports,omitempty"`
+	Cache       []CacheRow         `json:"cache,omitempty"`
 	Errors      []string           `json:"errors,omitempty"`
 	Extra       map[string]float64 `json:"extra,omitempty"`
 }
@@ -126,6 +127,11 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	if o.Selected(SectionFleet) {
 		measureFleet(ctx, o, r)
+	}
+	if o.Selected(SectionCache) {
+		if err := measureCache(ctx, o, r); err != nil {
+			return nil, err
+		}
 	}
 	return r, nil
 }
@@ -410,6 +416,9 @@ func (r *Report) Print(w io.Writer) {
 			fmt.Fprintf(tw, "%d\t%.0f\t%d\t%d\t%.0f\t%.1f\t%.2f\t%.1f\t%v\t\n", x.Proxies, x.IntervalSec, x.Upstreams, x.Models, x.WindowSec, x.ReportsPerSec, x.CPUPercent, x.CPPeakRSS, x.UsageOK)
 		}
 		tw.Flush()
+	}
+	if len(r.Cache) > 0 {
+		r.printCache(w, tw)
 	}
 	for _, e := range r.Errors {
 		fmt.Fprintf(w, "error: %s\n", e)

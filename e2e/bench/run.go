@@ -30,8 +30,8 @@ type Options struct {
 	Reporters    []int
 	ReportEvery  time.Duration
 	ReportWindow time.Duration
-	// Sections selects what runs (SectionProxy, SectionSaturation, SectionFleet); empty runs
-	// everything.
+	// Sections selects what runs (SectionProxy, SectionSaturation, SectionFleet,
+	// SectionCache); empty runs everything.
 	Sections []string
 	Log      *slog.Logger
 }
@@ -45,6 +45,8 @@ const (
 	// SectionSaturation is section 2 alone (part of SectionProxy): closed-loop throughput
 	// of the proxy and nginx, in plaintext and terminating TLS.
 	SectionSaturation = "saturation"
+	// SectionCache is section 5: response cache hits against direct and nginx.
+	SectionCache = "cache"
 )
 
 // Selected reports whether the run includes section.
@@ -171,24 +173,28 @@ func StartSpike(ctx context.Context, o Options, mockAddr string) (Target, error)
 // one upstream) with the given extra flags and waits until it serves; its log is
 // name.log in the work directory.
 func StartProxy(ctx context.Context, o Options, name, mockAddr string, flags ...string) (Target, error) {
-	return startProxy(ctx, o, name, mockAddr, nil, nil, flags)
+	t, _, err := startProxy(ctx, o, name, mockAddr, nil, nil, "", flags)
+	return t, err
 }
 
 // StartTLSProxy is StartProxy with the forward terminating TLS with cert; client trusts it.
 func StartTLSProxy(ctx context.Context, o Options, name, mockAddr string, cert pki.Files, client *tls.Config, flags ...string) (Target, error) {
-	return startProxy(ctx, o, name, mockAddr, &cert, client, flags)
+	t, _, err := startProxy(ctx, o, name, mockAddr, &cert, client, "", flags)
+	return t, err
 }
 
-func startProxy(ctx context.Context, o Options, name, mockAddr string, cert *pki.Files, client *tls.Config, flags []string) (Target, error) {
+// startProxy starts a proxy for StartProxy and StartTLSProxy, groupExtra added to its group
+// (YAML lines of the group, indented by 4); it also returns the admin base URL.
+func startProxy(ctx context.Context, o Options, name, mockAddr string, cert *pki.Files, client *tls.Config, groupExtra string, flags []string) (Target, string, error) {
 	paddr, _ := FreeAddr()
 	aaddr, _ := FreeAddr()
 	cfg := filepath.Join(o.WorkDir, name+".yaml")
-	if err := os.WriteFile(cfg, []byte(proxyConfig(paddr, aaddr, mockAddr, cert)), 0o600); err != nil {
-		return Target{}, err
+	if err := os.WriteFile(cfg, []byte(proxyConfig(paddr, aaddr, mockAddr, cert)+groupExtra), 0o600); err != nil {
+		return Target{}, "", err
 	}
 	p, err := Start(o.WorkDir, name, filepath.Join(o.BinDir, "llmproxy"), append([]string{"--config", cfg}, flags...))
 	if err != nil {
-		return Target{}, err
+		return Target{}, "", err
 	}
 	url := "http://" + paddr + "/v1/chat/completions"
 	if cert != nil {
@@ -196,9 +202,9 @@ func startProxy(ctx context.Context, o Options, name, mockAddr string, cert *pki
 	}
 	if err := WaitPOST(ctx, url, client, ChatBody, 10*time.Second); err != nil {
 		p.Stop()
-		return Target{}, fmt.Errorf("%s: %w", name, err)
+		return Target{}, "", fmt.Errorf("%s: %w", name, err)
 	}
-	return Target{Name: name, URL: url, Proc: p, TLS: client}, nil
+	return Target{Name: name, URL: url, Proc: p, TLS: client}, "http://" + aaddr, nil
 }
 
 // Stop ends every process the env started.

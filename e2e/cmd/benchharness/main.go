@@ -1,7 +1,8 @@
 // Command benchharness runs the benchmarks behind `make bench`: mockllm direct, nginx as a
 // plain keepalive reverse proxy (when installed) and llmproxy side by side on loopback, plus
 // the fleet section: config propagation to a simulated fleet and the control plane's cost of
-// a simulated fleet's reports. It prints one table and writes the JSON report under
+// a simulated fleet's reports, and the cache section: response cache hits next to direct and
+// nginx. It prints one table and writes the JSON report under
 // bench/out/. Every load step is bounded in time and everything started is stopped.
 // --only fleet (or proxy) runs one section, e.g.
 //
@@ -35,7 +36,7 @@ func main() {
 		repN   = flag.String("reports", "500", "simulated proxy counts for the report load on the control plane")
 		repEv  = flag.Duration("report-interval", 5*time.Second, "the simulated proxies' report interval")
 		repWin = flag.Duration("report-window", time.Minute, "how long the control plane's CPU is measured under reports")
-		only   = flag.String("only", "", "run only these sections, comma-separated: proxy (sections 1-3), saturation (section 2 alone, plaintext and TLS), fleet (section 4: propagation and reports)")
+		only   = flag.String("only", "", "run only these sections, comma-separated: proxy (sections 1-3), saturation (section 2 alone, plaintext and TLS), fleet (section 4: propagation and reports), cache (section 5: response cache hits)")
 	)
 	flag.Parse()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
@@ -57,10 +58,10 @@ func main() {
 	for _, sec := range strings.Split(*only, ",") {
 		switch sec = strings.TrimSpace(sec); sec {
 		case "":
-		case bench.SectionProxy, bench.SectionSaturation, bench.SectionFleet:
+		case bench.SectionProxy, bench.SectionSaturation, bench.SectionFleet, bench.SectionCache:
 			o.Sections = append(o.Sections, sec)
 		default:
-			fatal(fmt.Errorf("--only: unknown section %q (want proxy, saturation or fleet)", sec))
+			fatal(fmt.Errorf("--only: unknown section %q (want proxy, saturation, fleet or cache)", sec))
 		}
 	}
 	start := time.Now()
