@@ -491,15 +491,16 @@ func TestProxyCacheRedisOutage(t *testing.T) {
 	redisProc.Stop(5 * time.Second)
 	t.Logf("Redis stopped after %d requests", sent.Load())
 	harness.Eventually(t, 20*time.Second, func() bool { return errs() > 0 }, "backend errors with Redis down")
-	if v := cacheMetric(t, p, "llmproxy_cache_backend_up", "group", "g"); v != 0 {
-		t.Errorf("llmproxy_cache_backend_up %v with Redis down; want 0", v)
-	}
+	harness.Eventually(t, 20*time.Second, func() bool { return cacheMetric(t, p, "llmproxy_cache_backend_up", "group", "g") == 0 },
+		"llmproxy_cache_backend_up 0 with Redis down")
 	during := sent.Load()
 	harness.Eventually(t, 20*time.Second, func() bool { return sent.Load() > during+50 }, "requests while Redis is down")
 
 	startRedis()
 	h := hits()
 	harness.Eventually(t, 20*time.Second, func() bool { return hits() > h+20 }, "hits once Redis is back")
+	harness.Eventually(t, 20*time.Second, func() bool { return cacheMetric(t, p, "llmproxy_cache_backend_up", "group", "g") == 1 },
+		"llmproxy_cache_backend_up 1 once Redis is back")
 	close(stop)
 	wg.Wait()
 	if f := failed.Load(); f != 0 {
