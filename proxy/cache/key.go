@@ -36,6 +36,10 @@ type Request struct {
 	// computes a different key, so it can neither read nor probe for another's entries.
 	Shared   bool
 	Consumer string
+	// Edit names a change the proxy makes to the answer on its way to the client (the
+	// answer shared and stored is the changed one), "" none: requests whose answers are
+	// changed differently have different keys, whatever the caller.
+	Edit string
 	// Header supplies the credential headers and the VaryHeaders; nil means none.
 	Header http.Header
 	// Body is the request body. A JSON body is hashed in canonical form: the order of object
@@ -54,7 +58,7 @@ var CredentialHeaders = [...]string{"Authorization", "X-Api-Key", "Api-Key"}
 var VaryHeaders = [...]string{"Accept-Encoding", "Anthropic-Version", "Anthropic-Beta", "Openai-Beta"}
 
 // keyVersion changes whenever the key derivation changes, so old entries are not misread.
-const keyVersion = 1
+const keyVersion = 2
 
 // scratch is the pooled working memory of one key computation.
 type scratch struct {
@@ -77,6 +81,7 @@ func (r *Request) Key() Key {
 	b = appendString(b, r.RawQuery)
 	b = appendString(b, r.Group)
 	b = binary.AppendUvarint(b, r.Epoch)
+	b = appendString(b, r.Edit)
 	if r.Shared {
 		b = append(b, 'S')
 	} else {

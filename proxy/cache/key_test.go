@@ -69,6 +69,7 @@ func TestKeyRequestParts(t *testing.T) {
 		"x-api-key":  func(r *Request) { r.Header = http.Header{"X-Api-Key": {"sk-a"}} },
 		"anonymous":  func(r *Request) { r.Header = nil },
 		"consumer":   func(r *Request) { r.Consumer = "acme" },
+		"edit":       func(r *Request) { r.Edit = "usage-stripped" },
 		"encoding": func(r *Request) {
 			r.Header = http.Header{"Authorization": {"Bearer sk-a"}, "Accept-Encoding": {"gzip"}}
 		},

@@ -38,6 +38,16 @@ import (
 // the stored status, headers and body (an event stream in one write: the same frames),
 // counts the entry's tokens under llmproxy_cache_tokens_total and has no upstream attempt
 // (no client span). Answers carry X-PROXY-CACHE, Cache-Status and, on hits, Age.
+//
+// Unless the cache is shared, a consumer's request is keyed by its consumer as well as its
+// credential. A stream whose usage its client did not ask for is stripped of it
+// (usage.go): such a request is keyed by that edit too, and its followers and its entry get
+// the stream as its client gets it, the entry's tokens read from the usage the upstream
+// sent.
+
+// editStripUsage is the cache.Request.Edit of a request whose answer is stripped of the
+// usage its client did not ask for.
+const editStripUsage = "usage-stripped"
 
 // cacheExchange is the cache state of one request; its zero value means no cache.
 type cacheExchange struct {
@@ -79,6 +89,12 @@ func (ex *exchange) cacheStep(g *config.Group) bool {
 	req := cache.Request{Method: ex.r.Method, Path: ex.r.URL.EscapedPath(), RawQuery: ex.r.URL.RawQuery, Header: ex.r.Header}
 	if ex.body != nil {
 		req.Body = ex.body.data()
+	}
+	if ex.consumer != nil {
+		req.Consumer = ex.consumer.Name
+	}
+	if ex.stripUsage {
+		req.Edit = editStripUsage
 	}
 	cx.key = c.KeyOf(&req)
 	cx.store = !d.NoStore

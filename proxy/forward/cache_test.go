@@ -461,3 +461,42 @@ func TestCacheSpans(t *testing.T) {
 		t.Errorf("%d client spans, server span cache results %v; want 1 and [miss hit]", clients, results)
 	}
 }
+
+// A consumer's stream whose usage its client did not ask for is stripped of it (usage.go):
+// the entry holds the stream as that client got it, and a client that asked for usage has
+// another key and gets the usage. The stripped entry's hits still count its tokens.
+func TestCacheConsumerStrippedStream(t *testing.T) {
+	up := newRecordingUpstream(t)
+	cfg := strings.Replace(consumerConfig("required", "{}"), "{name: g, upstreams: [{name: a}]}",
+		"{name: g, upstreams: [{name: a}], cache: {enabled: true}}", 1)
+	p := newTestProxy(t, cfg, up.url)
+	url := p.URL + "/v1/chat/completions"
+	calls := func() int {
+		up.mu.Lock()
+		defer up.mu.Unlock()
+		return len(up.bodies)
+	}
+	plain := `{"model":"gpt-4o","stream":true}`
+	asked := `{"model":"gpt-4o","stream":true,"stream_options":{"include_usage":true}}`
+	for i, tc := range []struct {
+		body, want, cache string
+		calls             int
+	}{
+		{plain, openAIStream(false, "\n"), "MISS", 1},
+		{plain, openAIStream(false, "\n"), "HIT", 1},
+		{asked, openAIStream(true, "\n"), "MISS", 2},
+		{asked, openAIStream(true, "\n"), "HIT", 2},
+	} {
+		resp := post(t, url, tc.body, "Authorization", "Bearer llmp-team")
+		if got := readAll(t, resp); got != tc.want {
+			t.Fatalf("request %d (%s): got\n%s\nwant\n%s", i, tc.body, got, tc.want)
+		}
+		if c := resp.Header.Get("X-Proxy-Cache"); c != tc.cache || calls() != tc.calls {
+			t.Errorf("request %d: X-PROXY-CACHE %q after %d upstream calls; want %s after %d", i, c, calls(), tc.cache, tc.calls)
+		}
+	}
+	// Both hits count the entry's completion tokens (2 each), the stripped one included.
+	if got := counterValue(p.Metrics.CacheTokens.WithLabelValues("g", "completion")); got != 4 {
+		t.Errorf("llmproxy_cache_tokens_total{type=completion} %v; want 4", got)
+	}
+}
