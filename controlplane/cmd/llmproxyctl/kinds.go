@@ -146,6 +146,18 @@ func (c *cli) completeKindAndName(wordIndex int) cobra.CompletionFunc {
 	}
 }
 
+// completeKindAndNameOf completes the first argument with the names of the kind that word
+// names (a command whose kind is fixed, such as cache purge GROUP).
+func (c *cli) completeKindAndNameOf(word string) cobra.CompletionFunc {
+	names := c.completeKindAndName(0)
+	return func(cmd *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
+		if len(args) != 0 {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		return names(cmd, []string{word}, toComplete)
+	}
+}
+
 // completionTimeout bounds the calls made to complete a word: a shell must not hang.
 const completionTimeout = 3 * time.Second
 

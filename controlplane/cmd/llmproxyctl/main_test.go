@@ -150,6 +150,7 @@ func TestHelp(t *testing.T) {
 	for _, cmd := range [][]string{
 		{"apply"}, {"get"}, {"delete"}, {"route"}, {"route", "set"}, {"route", "delete"},
 		{"export"}, {"validate"}, {"status"}, {"completion"}, {"history"}, {"diff"}, {"rollback"},
+		{"cache"}, {"cache", "purge"},
 	} {
 		out, errOut, code := ctl(t, "127.0.0.1:1", "", append([]string{"help"}, cmd...)...)
 		if code != 0 || !strings.Contains(out, "Usage:") {

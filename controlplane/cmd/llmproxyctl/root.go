@@ -79,6 +79,7 @@ Flags may come before or after the command.
 		newRollbackCommand(c),
 		newConsumerCommand(c),
 		newKeyCommand(c),
+		newCacheCommand(c),
 	)
 	root.InitDefaultHelpCmd()
 	root.InitDefaultCompletionCmd()
