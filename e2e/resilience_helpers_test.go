@@ -128,8 +128,9 @@ type resProxy struct {
 	proc  *harness.Process
 }
 
-// resStartProxy renders tmpl with data, starts llmproxy on it and waits for /ready.
-func resStartProxy(t *testing.T, tmpl string, data any) *resProxy {
+// resStartProxy renders tmpl with data, starts llmproxy on it (with env added to the
+// test's environment) and waits for /ready.
+func resStartProxy(t *testing.T, tmpl string, data any, env ...string) *resProxy {
 	t.Helper()
 	tp, err := template.New("config").Option("missingkey=error").Parse(tmpl)
 	if err != nil {
@@ -142,7 +143,7 @@ func resStartProxy(t *testing.T, tmpl string, data any) *resProxy {
 	path := harness.WriteFile(t, "llmproxy.yaml", b.String())
 	admin := harness.FreeAddr(t)
 	p := &resProxy{t: t, admin: "http://" + admin}
-	p.proc = harness.Start(t, harness.Binaries(t).Proxy, []string{"--config", path, "--admin-addr", admin})
+	p.proc = harness.Start(t, harness.Binaries(t).Proxy, []string{"--config", path, "--admin-addr", admin}, env...)
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		if p.proc.Exited() {

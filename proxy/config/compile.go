@@ -13,6 +13,7 @@ import (
 	configv1 "github.com/llmproxy-go/llmproxy/gen/llmproxy/config/v1"
 	"github.com/llmproxy-go/llmproxy/proxy/balancer"
 	"github.com/llmproxy-go/llmproxy/proxy/breaker"
+	"github.com/llmproxy-go/llmproxy/proxy/redisguard"
 	"github.com/llmproxy-go/llmproxy/proxy/router"
 	"github.com/llmproxy-go/llmproxy/proxy/telemetry"
 	"github.com/redis/go-redis/v9"
@@ -34,11 +35,15 @@ type Options struct {
 	// cache also as a Warning).
 	Redis redis.UniversalClient
 	// RedisTimeout bounds one Redis call on the request path; past it the limits count
-	// locally. Zero selects quota.DefaultTimeout.
+	// locally. Zero selects quota.DefaultTimeout. Used when RedisGuard is nil.
 	RedisTimeout time.Duration
 	// CacheLookupTimeout bounds one lookup of a Redis cache; 0 means
 	// cache.DefaultLookupTimeout (20ms). It applies to the caches this build creates.
 	CacheLookupTimeout time.Duration
+	// RedisGuard runs every request-path call to Redis (global rate limits, consumers'
+	// limits) under its deadline and one circuit breaker shared by all of them; nil gives
+	// each user a deadline of RedisTimeout and a guard of its own.
+	RedisGuard *redisguard.Guard
 	// EnvOverrides is stored as Runtime.EnvOverrides (Build; an Applier sets it).
 	EnvOverrides []configfile.Override
 	// Files is the TLS material the model names, from LoadFiles (Build; Compile and an

@@ -197,6 +197,10 @@ func (b *builder) shared() *quota.Shared {
 	}
 	k := sharedKey{b.opts.Redis, b.opts.RedisTimeout}
 	return entry(b, k, func(s *state) map[sharedKey]*quota.Shared { return s.shared }, func() *quota.Shared {
+		if b.opts.RedisGuard != nil {
+			// The client's one guard: its breaker and logs cover the rate limits too.
+			return quota.NewShared(b.opts.Redis, quotaKeyPrefix, b.opts.RedisGuard)
+		}
 		return quota.NewShared(b.opts.Redis, quotaKeyPrefix, quota.NewGuard(k.timeout, 0, b.reg.onQuotaFailure))
 	})
 }

@@ -222,8 +222,11 @@ func (b *builder) rateLimiter(k rateKey) *rateState {
 		local := ratelimit.NewLocal(k.perSecond, k.burst)
 		s := &rateState{limiter: local, local: local}
 		if k.global && b.opts.Redis != nil {
-			s.limiter = ratelimit.NewRedis(b.opts.Redis, "llmproxy:ratelimit:"+k.forward+":", k.perSecond, k.burst, local,
-				ratelimit.WithTimeout(b.opts.RedisTimeout))
+			ro := []ratelimit.RedisOption{ratelimit.WithTimeout(b.opts.RedisTimeout)}
+			if b.opts.RedisGuard != nil {
+				ro = append(ro, ratelimit.WithGuard(b.opts.RedisGuard))
+			}
+			s.limiter = ratelimit.NewRedis(b.opts.Redis, "llmproxy:ratelimit:"+k.forward+":", k.perSecond, k.burst, local, ro...)
 		}
 		return s
 	})

@@ -129,12 +129,22 @@ type Shared struct {
 	client redis.UniversalClient
 	prefix string
 	lease  time.Duration
-	guard  *Guard
+	guard  Caller
 }
+
+// Caller runs one Redis call under a deadline, answering an error without calling while
+// Redis is being left alone: a *Guard, or the proxy's one guard per Redis client
+// (proxy/redisguard.Guard), which every Redis user of the request path shares. It must be
+// safe for concurrent use.
+type Caller interface {
+	Do(ctx context.Context, fn func(context.Context) error) error
+}
+
+var _ Caller = (*Guard)(nil)
 
 // NewShared returns a store keeping its keys under prefix in Redis, each call guarded by g
 // (nil: NewGuard(0, 0, nil)).
-func NewShared(client redis.UniversalClient, prefix string, g *Guard) *Shared {
+func NewShared(client redis.UniversalClient, prefix string, g Caller) *Shared {
 	if g == nil {
 		g = NewGuard(0, 0, nil)
 	}

@@ -2,6 +2,9 @@ package ratelimit
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -9,12 +12,25 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// DefaultRedisTimeout bounds one Redis round trip; past it the fallback decides.
+// DefaultRedisTimeout bounds one Redis round trip of a limiter without a Guard; past it the
+// fallback decides.
 const DefaultRedisTimeout = 50 * time.Millisecond
 
-// DefaultProbeInterval is how long a Redis limiter leaves Redis alone after a failure before one
-// request tries it again.
-const DefaultProbeInterval = time.Second
+// Guard runs one Redis call: typically under a deadline and a circuit breaker that answers an
+// error at once, without calling, while Redis is being left alone after a failure
+// (proxy/redisguard.Guard). It must be safe for concurrent use.
+type Guard interface {
+	Do(ctx context.Context, call func(ctx context.Context) error) error
+}
+
+// timeoutGuard bounds each call by a deadline and nothing else.
+type timeoutGuard time.Duration
+
+func (d timeoutGuard) Do(ctx context.Context, call func(ctx context.Context) error) error {
+	cctx, cancel := context.WithTimeout(ctx, time.Duration(d))
+	defer cancel()
+	return call(cctx)
+}
 
 // tokenBucketScript updates one bucket atomically. The bucket is a hash {t: tokens, ts: last
 // update in microseconds} that expires once it would have refilled to full (plus a second), so
@@ -50,67 +66,59 @@ return {allowed, wait}
 `)
 
 // Redis is a token-bucket limiter whose buckets live in Redis, so every proxy using the same
-// Redis and prefix shares one budget per key. When Redis fails or is slower than the timeout,
-// the fallback limiter decides (typically a Local with the same numbers, so a Redis outage
-// degrades to per-proxy limits) and Fallbacks counts it; nothing is logged. After a failure
-// Redis is left alone for the probe interval (every request goes to the fallback at once), then
-// a single request probes it again, so an outage costs one timeout per interval, not one per
-// request. Safe for concurrent use; create it with NewRedis.
+// Redis and prefix shares one budget per key. Every call goes through the limiter's Guard;
+// when it fails (Redis down, slow, or being skipped by the guard's breaker) the fallback
+// limiter decides (typically a Local with the same numbers, so a Redis outage degrades to
+// per-proxy limits) and Fallbacks counts it. Safe for concurrent use; create it with NewRedis.
 //
-// The timeout is applied through the request context, which go-redis honours on the socket only
-// when the client is built with ContextTimeoutEnabled: true; otherwise the client's own
-// ReadTimeout/WriteTimeout bound a stalled call (keep them short too).
+// Keys are never written as given: a bucket's Redis key is the prefix and the first 128 bits,
+// in hex, of the SHA-256 of a fixed domain string and the key (bucketKey). A limit keyed by a
+// credential header therefore keeps no credential in Redis, while every proxy, computing the
+// same hash with no shared secret, still finds the same bucket.
 type Redis struct {
 	client    redis.UniversalClient
 	prefix    string
 	rate      string
 	rateF     float64
 	burst     int
-	timeout   time.Duration
-	probe     time.Duration
-	now       func() time.Time
+	guard     Guard
 	fallback  Limiter
 	fallbacks atomic.Uint64
-	downUntil atomic.Int64 // UnixNano before which Redis is not tried; 0 when healthy
 }
 
 // RedisOption adjusts a Redis limiter at construction.
 type RedisOption func(*Redis)
 
-// WithTimeout sets the bound on one Redis round trip (default DefaultRedisTimeout).
+// WithTimeout bounds each Redis call by d when the limiter has no Guard (WithGuard); 0
+// keeps DefaultRedisTimeout.
 func WithTimeout(d time.Duration) RedisOption {
 	return func(r *Redis) {
-		if d > 0 {
-			r.timeout = d
+		if _, own := r.guard.(timeoutGuard); own && d > 0 {
+			r.guard = timeoutGuard(d)
 		}
 	}
 }
 
-// WithProbeInterval sets how long Redis is skipped after a failure (default
-// DefaultProbeInterval); a negative value tries Redis on every request.
-func WithProbeInterval(d time.Duration) RedisOption {
-	return func(r *Redis) { r.probe = d }
-}
-
-// WithRedisClock makes the limiter read time from now (tests); nil means time.Now. It only
-// drives the probe interval: bucket time comes from the Redis server.
-func WithRedisClock(now func() time.Time) RedisOption {
+// WithGuard runs every Redis call through g (proxy/redisguard.Guard: a deadline and a circuit
+// breaker shared by every user of the client). nil keeps the default: each call bounded by
+// DefaultRedisTimeout, with no breaker.
+func WithGuard(g Guard) RedisOption {
 	return func(r *Redis) {
-		if now != nil {
-			r.now = now
+		if g != nil {
+			r.guard = g
 		}
 	}
 }
 
-// NewRedis returns a limiter that keeps key's bucket at prefix+key in Redis. burst below 1 counts
-// as 1; perSecond ≤ 0 means no limit. A nil fallback allows requests while Redis is unavailable
-// (fail open).
+// NewRedis returns a limiter that keeps key's bucket at bucketKey(prefix, key) in Redis.
+// burst below 1 counts as 1; perSecond ≤ 0 means no limit. A nil fallback allows requests
+// while Redis is unavailable (fail open).
 func NewRedis(client redis.UniversalClient, prefix string, perSecond float64, burst int, fallback Limiter, opts ...RedisOption) *Redis {
 	r := &Redis{
 		client: client, prefix: prefix, rateF: perSecond,
-		rate:    strconv.FormatFloat(perSecond, 'g', -1, 64),
-		burst:   max(burst, 1),
-		timeout: DefaultRedisTimeout, probe: DefaultProbeInterval, now: time.Now,
+		rate:     strconv.FormatFloat(perSecond, 'g', -1, 64),
+		burst:    max(burst, 1),
+		guard:    timeoutGuard(DefaultRedisTimeout),
 		fallback: fallback,
 	}
 	for _, o := range opts {
@@ -119,50 +127,49 @@ func NewRedis(client redis.UniversalClient, prefix string, perSecond float64, bu
 	return r
 }
 
-// Allow takes a token from key's shared bucket, or asks the fallback when Redis does not answer
-// in time. A caller whose ctx is already done gets the fallback's answer, not counted.
+// keyDomain separates the limiter's hashes from any other use of SHA-256 over the same
+// values; its version changes if the derivation ever does.
+const keyDomain = "llmproxy ratelimit key v1\x00"
+
+// bucketKey is the Redis key of key's bucket: prefix, then the first 16 bytes of
+// SHA-256(keyDomain || key) in hex.
+func bucketKey(prefix, key string) string {
+	h := sha256.New()
+	h.Write([]byte(keyDomain))
+	h.Write([]byte(key))
+	var sum [sha256.Size]byte
+	h.Sum(sum[:0])
+	b := make([]byte, 0, len(prefix)+32)
+	b = append(b, prefix...)
+	b = hex.AppendEncode(b, sum[:16])
+	return string(b)
+}
+
+// Allow takes a token from key's shared bucket, or asks the fallback when the Redis call
+// fails. A caller whose ctx is already done gets the fallback's answer, not counted.
 func (r *Redis) Allow(ctx context.Context, key string) (bool, time.Duration) {
 	if r.rateF <= 0 {
 		return true, 0
 	}
-	if r.tryRedis() {
-		cctx, cancel := context.WithTimeout(ctx, r.timeout)
-		res, err := tokenBucketScript.Run(cctx, r.client, []string{r.prefix + key}, r.rate, r.burst).Int64Slice()
-		cancel()
-		if err == nil && len(res) == 2 {
-			if r.downUntil.Load() != 0 {
-				r.downUntil.Store(0)
-			}
-			if res[0] == 1 {
-				return true, 0
-			}
-			return false, time.Duration(res[1]) * time.Microsecond
+	var res []int64
+	err := r.guard.Do(ctx, func(ctx context.Context) error {
+		var err error
+		res, err = tokenBucketScript.Run(ctx, r.client, []string{bucketKey(r.prefix, key)}, r.rate, r.burst).Int64Slice()
+		if err == nil && len(res) != 2 {
+			err = fmt.Errorf("run token bucket script: %d results, want 2", len(res))
 		}
-		if ctx.Err() != nil {
-			// The caller left; that says nothing about Redis.
-			return r.fallbackAllow(ctx, key)
+		return err
+	})
+	if err == nil {
+		if res[0] == 1 {
+			return true, 0
 		}
-		if r.probe > 0 {
-			r.downUntil.Store(r.now().Add(r.probe).UnixNano())
-		}
+		return false, time.Duration(res[1]) * time.Microsecond
 	}
-	r.fallbacks.Add(1)
+	if ctx.Err() == nil {
+		r.fallbacks.Add(1)
+	}
 	return r.fallbackAllow(ctx, key)
-}
-
-// tryRedis reports whether this request should ask Redis: always while it is healthy; after a
-// failure, only the one request that first sees the probe interval over.
-func (r *Redis) tryRedis() bool {
-	until := r.downUntil.Load()
-	if until == 0 {
-		return true
-	}
-	now := r.now()
-	if now.UnixNano() < until {
-		return false
-	}
-	// Elect one prober: push the next probe out before trying.
-	return r.downUntil.CompareAndSwap(until, now.Add(r.probe).UnixNano())
 }
 
 func (r *Redis) fallbackAllow(ctx context.Context, key string) (bool, time.Duration) {
@@ -172,6 +179,6 @@ func (r *Redis) fallbackAllow(ctx context.Context, key string) (bool, time.Durat
 	return r.fallback.Allow(ctx, key)
 }
 
-// Fallbacks returns how many decisions went to the fallback because Redis failed, timed out,
-// or was being left alone after a failure.
+// Fallbacks returns how many decisions went to the fallback because the Redis call failed,
+// timed out, or was skipped by the guard.
 func (r *Redis) Fallbacks() uint64 { return r.fallbacks.Load() }

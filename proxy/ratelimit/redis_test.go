@@ -2,9 +2,9 @@ package ratelimit
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -32,7 +32,7 @@ func (n never) Allow(context.Context, string) (bool, time.Duration) {
 func TestRedisBurst(t *testing.T) {
 	c, prefix := testRedis(t)
 	// A slow refill (one token per 100s) keeps the count exact however slow the machine is.
-	l := NewRedis(c, prefix, 0.01, 2, never{t}, WithTimeout(2*time.Second))
+	l := NewRedis(c, prefix, 0.01, 2, never{t}, WithGuard(timeoutGuard(2*time.Second)))
 	ctx := context.Background()
 	var allowed atomic.Int32
 	var wg sync.WaitGroup
@@ -53,7 +53,7 @@ func TestRedisBurst(t *testing.T) {
 	if ok || retry < 90*time.Second || retry > 100*time.Second {
 		t.Errorf("empty bucket: ok=%v retryAfter=%v; want false, about 100s", ok, retry)
 	}
-	ttl, err := c.PTTL(ctx, prefix+"10.0.0.1").Result()
+	ttl, err := c.PTTL(ctx, bucketKey(prefix, "10.0.0.1")).Result()
 	if err != nil || ttl <= 0 || ttl > 202*time.Second {
 		t.Errorf("bucket TTL %v (%v); want the refill time plus a second", ttl, err)
 	}
@@ -64,7 +64,7 @@ func TestRedisBurst(t *testing.T) {
 
 func TestRedisRefill(t *testing.T) {
 	c, prefix := testRedis(t)
-	l := NewRedis(c, prefix, 50, 1, never{t}, WithTimeout(2*time.Second))
+	l := NewRedis(c, prefix, 50, 1, never{t}, WithGuard(timeoutGuard(2*time.Second)))
 	ctx := context.Background()
 	if ok, _ := l.Allow(ctx, "k"); !ok {
 		t.Fatal("first request refused")
@@ -94,8 +94,8 @@ func TestRedisSharedBudget(t *testing.T) {
 	c, prefix := testRedis(t)
 	c2 := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379"})
 	defer c2.Close()
-	a := NewRedis(c, prefix, 0.01, 4, never{t}, WithTimeout(2*time.Second))
-	b := NewRedis(c2, prefix, 0.01, 4, never{t}, WithTimeout(2*time.Second))
+	a := NewRedis(c, prefix, 0.01, 4, never{t}, WithGuard(timeoutGuard(2*time.Second)))
+	b := NewRedis(c2, prefix, 0.01, 4, never{t}, WithGuard(timeoutGuard(2*time.Second)))
 	ctx := context.Background()
 	n := 0
 	for i := 0; i < 10; i++ {
@@ -111,7 +111,7 @@ func TestRedisSharedBudget(t *testing.T) {
 		t.Errorf("two limiters, one budget of 4: %d allowed; want 4", n)
 	}
 	// Another prefix is another budget.
-	other := NewRedis(c, prefix+"other:", 0.01, 4, never{t}, WithTimeout(2*time.Second))
+	other := NewRedis(c, prefix+"other:", 0.01, 4, never{t}, WithGuard(timeoutGuard(2*time.Second)))
 	if ok, _ := other.Allow(ctx, "tenant"); !ok {
 		t.Error("a different prefix shared the budget")
 	}
@@ -161,7 +161,7 @@ func TestRedisFallback(t *testing.T) {
 			c := redis.NewClient(&redis.Options{Addr: tc.addr, MaxRetries: -1, ContextTimeoutEnabled: true})
 			defer c.Close()
 			fb := NewLocal(0.01, 1, WithSweepInterval(0))
-			l := NewRedis(c, "x:", 5, 2, fb, WithTimeout(50*time.Millisecond))
+			l := NewRedis(c, "x:", 5, 2, fb)
 			ctx := context.Background()
 			start := time.Now()
 			ok1, _ := l.Allow(ctx, "k")
@@ -176,7 +176,7 @@ func TestRedisFallback(t *testing.T) {
 				t.Errorf("Fallbacks %d; want 2", got)
 			}
 			// No fallback: fail open.
-			open := NewRedis(c, "x:", 5, 2, nil, WithTimeout(50*time.Millisecond))
+			open := NewRedis(c, "x:", 5, 2, nil)
 			if ok, _ := open.Allow(ctx, "k"); !ok {
 				t.Error("nil fallback refused while Redis is down")
 			}
@@ -184,39 +184,28 @@ func TestRedisFallback(t *testing.T) {
 	}
 }
 
-// TestRedisProbe checks that after a failure Redis is skipped for the probe interval, then tried
-// by one request.
-func TestRedisProbe(t *testing.T) {
-	var dials atomic.Int32
-	c := redis.NewClient(&redis.Options{
-		Addr: "127.0.0.1:1", MaxRetries: -1, DialerRetries: 1,
-		Dialer: func(context.Context, string, string) (net.Conn, error) {
-			dials.Add(1)
-			return nil, errors.New("no redis here")
-		},
-	})
-	defer c.Close()
-	clock := newFakeClock()
-	l := NewRedis(c, "x:", 5, 2, NewLocal(5, 2, WithSweepInterval(0)), WithRedisClock(clock.Now), WithProbeInterval(time.Second))
+// TestRedisKeyIsHashed checks that a bucket's Redis key does not carry the key it counts,
+// and that equal keys meet in one bucket.
+func TestRedisKeyIsHashed(t *testing.T) {
+	c, prefix := testRedis(t)
+	l := NewRedis(c, prefix, 0.01, 1, never{t}, WithGuard(timeoutGuard(2*time.Second)))
 	ctx := context.Background()
-	l.Allow(ctx, "k")
-	tried := dials.Load()
-	if tried == 0 {
-		t.Fatal("Redis was not tried")
+	const secret = "Bearer sk-very-secret"
+	if ok, _ := l.Allow(ctx, secret); !ok {
+		t.Fatal("first request refused")
 	}
-	for i := 0; i < 5; i++ {
-		l.Allow(ctx, "k")
+	if ok, _ := l.Allow(ctx, secret); ok {
+		t.Fatal("second request of a burst of 1 allowed: the two did not meet in one bucket")
 	}
-	if got := dials.Load(); got != tried {
-		t.Errorf("Redis tried again within the probe interval (%d dials; want %d)", got, tried)
+	keys, err := c.Keys(ctx, prefix+"*").Result()
+	if err != nil {
+		t.Fatal(err)
 	}
-	clock.Advance(time.Second)
-	l.Allow(ctx, "k")
-	if got := dials.Load(); got == tried {
-		t.Error("Redis not probed after the interval")
+	if len(keys) != 1 || keys[0] != bucketKey(prefix, secret) {
+		t.Fatalf("keys %q; want the one bucket %q", keys, bucketKey(prefix, secret))
 	}
-	if got := l.Fallbacks(); got != 7 {
-		t.Errorf("Fallbacks %d; want 7", got)
+	if strings.Contains(keys[0], "secret") || len(keys[0]) != len(prefix)+32 {
+		t.Errorf("bucket key %q: want the prefix and 32 hex digits", keys[0])
 	}
 }
 

@@ -51,6 +51,7 @@ import (
 	"github.com/llmproxy-go/llmproxy/proxy/config"
 	"github.com/llmproxy-go/llmproxy/proxy/forward"
 	"github.com/llmproxy-go/llmproxy/proxy/quota"
+	"github.com/llmproxy-go/llmproxy/proxy/redisguard"
 	"github.com/llmproxy-go/llmproxy/proxy/report"
 	"github.com/llmproxy-go/llmproxy/proxy/server"
 	"github.com/llmproxy-go/llmproxy/proxy/telemetry"
@@ -228,11 +229,10 @@ func testConfig(path, redisURL string, stdout, stderr io.Writer) int {
 // redisClient returns a client for a --redis URL. Per-call deadlines (the cache's lookup
 // deadline, the rate limiter's timeout) are honoured on the socket.
 func redisClient(url string) (*redis.Client, error) {
-	ropts, err := redis.ParseURL(url)
+	ropts, err := redisguard.ParseURL(url) // ContextTimeoutEnabled: deadlines bound the socket
 	if err != nil {
 		return nil, fmt.Errorf("parse --redis: %w", err)
 	}
-	ropts.ContextTimeoutEnabled = true
 	return redis.NewClient(ropts), nil
 }
 
@@ -272,14 +272,16 @@ func loadFile(path string, environ []string) (*loaded, error) {
 
 // proxy is the running process: its compiled-config state and its listeners.
 type proxy struct {
-	log       *slog.Logger
-	metrics   *telemetry.Metrics
-	reg       *config.Registry
-	holder    *config.Holder
-	applier   *config.Applier
-	srv       *server.Server
-	redis     redis.UniversalClient
-	adminAddr string // the admin listener's configured address
+	log     *slog.Logger
+	metrics *telemetry.Metrics
+	reg     *config.Registry
+	holder  *config.Holder
+	applier *config.Applier
+	srv     *server.Server
+	redis   redis.UniversalClient
+	// redisGuard bounds every call to redis (nil without --redis).
+	redisGuard *redisguard.Guard
+	adminAddr  string // the admin listener's configured address
 }
 
 // applyConfig validates, builds and applies a configuration from the control plane; the
@@ -336,12 +338,18 @@ func serve(ctx context.Context, f *flags, log *slog.Logger, accessOut io.Writer)
 	}
 
 	if f.redisURL != "" {
+		// go-redis keeps its logger in a package variable: this is the one place that sets
+		// it, so the library's own lines are JSON records like ours.
+		redis.SetLogger(redisguard.Logger{L: log})
 		client, err := redisClient(f.redisURL)
 		if err != nil {
 			return err
 		}
 		defer client.Close()
 		p.redis = client
+		// One guard for every request-path use of this client (rate limits, consumers'
+		// limits): the first failure spares all of them.
+		p.redisGuard = redisguard.New(redisguard.Options{Timeout: f.redisTimeout, Logger: log, Metrics: redisguard.NewMetrics(p.metrics.Registry)})
 	}
 
 	shutdownTracing, tracer, err := telemetry.SetupTracing(ctx)
@@ -364,7 +372,7 @@ func serve(ctx context.Context, f *flags, log *slog.Logger, accessOut io.Writer)
 		DrainTimeout: f.shutdownTimeout,
 	})
 
-	p.applier = config.NewApplier(p.holder, p.reg, p.srv.Apply, config.Options{Metrics: p.metrics, Logger: log, Redis: p.redis, RedisTimeout: f.redisTimeout, CacheLookupTimeout: f.cacheTimeout})
+	p.applier = config.NewApplier(p.holder, p.reg, p.srv.Apply, config.Options{Metrics: p.metrics, Logger: log, Redis: p.redis, RedisTimeout: f.redisTimeout, CacheLookupTimeout: f.cacheTimeout, RedisGuard: p.redisGuard})
 
 	adminAddr := f.adminAddr
 	var first *loaded
