@@ -23,6 +23,7 @@ const (
 	defaultAdminPort           = DefaultAdminPort
 	defaultAdminAddress        = DefaultAdminAddress
 	defaultServerConnect       = 10 // seconds
+	defaultBodyTimeout         = "60s"
 	defaultRatePerSecond       = 100
 	defaultRateBurst           = 200
 	defaultRateKey             = rateKeyIP
@@ -125,6 +126,9 @@ func defaultForward(f *configv1.Forward) {
 	setU32(&f.Timeout.Connect, defaultServerConnect)
 	if f.ClientAuth == "" {
 		f.ClientAuth = defaultClientAuth.String()
+	}
+	if f.Timeout.Body == "" {
+		f.Timeout.Body = defaultBodyTimeout
 	}
 	if rl := f.Ratelimit; rl != nil {
 		setBool(&rl.Enabled, false)

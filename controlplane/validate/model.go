@@ -56,6 +56,9 @@ type Forward struct {
 	RateLimit *RateLimit
 	// MaxBodyBytes is the largest accepted request body.
 	MaxBodyBytes int64
+	// BodyTimeout bounds the reading of a request's body, from the end of its headers
+	// (timeout.body).
+	BodyTimeout time.Duration
 	// TLS names the certificate the forward serves; nil: plaintext.
 	TLS *ServerTLS
 	// TrustedProxies are the peers whose X-Forwarded-For names the client; empty: the peer

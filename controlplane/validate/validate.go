@@ -580,6 +580,7 @@ func (v *validator) httpServer(hs *configv1.HttpServer, groups map[string]int) m
 		fw.RateLimit = v.rateLimit(p+".ratelimit", f.Ratelimit)
 		if f.Timeout != nil {
 			v.rangeU32(p+".timeout.connect", f.Timeout.Connect, 1, 3600)
+			fw.BodyTimeout, _ = v.duration(p+".timeout.body", f.Timeout.Body)
 		}
 		v.rangeU32(p+".max_body_bytes", f.MaxBodyBytes, 1, math.MaxUint32)
 		fw.TLS = v.serverTLS(p+".tls", f.Tls)
@@ -593,6 +594,9 @@ func (v *validator) httpServer(hs *configv1.HttpServer, groups map[string]int) m
 		v.address("http_server.admin.address", a.Address)
 		if a.Timeout != nil {
 			v.rangeU32("http_server.admin.timeout.connect", a.Timeout.Connect, 1, 3600)
+			if a.Timeout.Body != "" {
+				v.add("http_server.admin.timeout.body", ErrInvalid, "body applies to forwards only (the admin endpoints take no request body)")
+			}
 		}
 		addr, port := strOr(a.Address, defaultAdminAddress), u32Or(a.Port, defaultAdminPort)
 		listeners = append(listeners, listener{path: "http_server.admin.port", who: "the admin listener", addr: addr, port: port})

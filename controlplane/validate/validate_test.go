@@ -261,7 +261,7 @@ func TestApplyDefaults(t *testing.T) {
 		HttpServer: &configv1.HttpServer{
 			Forwards: []*configv1.Forward{{
 				Name: "f", DefaultGroup: "g", Port: proto.Uint32(3000), Address: proto.String("0.0.0.0"), MaxBodyBytes: proto.Uint32(10485760),
-				Timeout:    &configv1.ServerTimeout{Connect: proto.Uint32(10)},
+				Timeout:    &configv1.ServerTimeout{Connect: proto.Uint32(10), Body: "60s"},
 				Ratelimit:  &configv1.RateLimit{Enabled: proto.Bool(false), PerSecond: proto.Uint32(100), Burst: proto.Uint32(200), Key: "ip", Scope: "local"},
 				ClientAuth: "off",
 			}},

@@ -138,6 +138,7 @@ func (b *builder) forward(f *validate.Forward) *Forward {
 		HeaderTimeout:  f.HeaderTimeout,
 		TrustedProxies: f.TrustedProxies,
 		ClientAuth:     f.ClientAuth,
+		BodyTimeout:    f.BodyTimeout,
 		routes:         make(map[string]*RouteMetrics, len(f.Routes)),
 		errors:         b.m.HTTPErrors,
 	}

@@ -107,6 +107,9 @@ type Forward struct {
 	TrustedProxies []netip.Prefix
 	// ClientAuth says whether clients show a consumer's key (consumers.go).
 	ClientAuth validate.ClientAuth
+	// BodyTimeout bounds the reading of a request's body, from the end of its headers
+	// (timeout.body); 0 means no bound.
+	BodyTimeout time.Duration
 
 	routes       map[string]*RouteMetrics
 	defaultRoute *RouteMetrics

@@ -10,11 +10,16 @@ import (
 // Admission: what a request must pass before an upstream is chosen. Each step answers the
 // client itself when the request is refused and then returns false.
 //
-// The body is read into memory (a replayable buffer) only when something needs it whole:
-// routing on the model, retries (every attempt must send the same bytes), tracing (the
-// model for gen_ai.request.model), the group's response cache (the body is part of the
-// key), or a small body with a Content-Length (at most 64 KiB, which then leaves in the
-// same write as the request headers). Otherwise it streams through to the one attempt.
+// The body is read into memory (a replayable buffer) before the group's concurrency slot
+// is taken whenever it may be: when something needs it whole (routing on the model,
+// retries, which send the same bytes on every attempt, tracing, for gen_ai.request.model,
+// the group's response cache, whose key covers the body), and otherwise when it is small
+// (a Content-Length of at most maxEarlyBody) or of unknown length (chunked; bounded by
+// max_body_bytes). A client that sends its body slowly then waits for itself, holding no
+// slot. Only a larger declared body streams through to the
+// one attempt while it holds a slot, and forwards[].timeout.body bounds how long that
+// takes. A small body (at most maxSmallBody) leaves in the same write as the request
+// headers.
 
 // checkRate applies the forward's per-client rate limit; the client key is the configured
 // header's value, or the client's IP (clientaddr.go) when there is none.
@@ -41,18 +46,23 @@ func (ex *exchange) checkRate() bool {
 	return ok
 }
 
-// limitBody refuses a declared length over the forward's cap and caps what is read.
+// limitBody refuses a declared length over the forward's cap, caps what is read, and
+// bounds the time the body may take to arrive (timedBody).
 func (ex *exchange) limitBody() bool {
 	limit := ex.fw.MaxBodyBytes
-	if limit <= 0 {
-		return true
-	}
-	if ex.r.ContentLength > limit {
+	if limit > 0 && ex.r.ContentLength > limit {
 		ex.fail(ErrBodyTooLarge, 0)
 		return false
 	}
-	if ex.hasBody() {
+	if !ex.hasBody() {
+		return true
+	}
+	if limit > 0 {
 		ex.r.Body = http.MaxBytesReader(ex.w, ex.r.Body, limit)
+	}
+	if d := ex.fw.BodyTimeout; d > 0 {
+		ex.in = newTimedBody(ex.r.Body, ex.w, d)
+		ex.r.Body = ex.in
 	}
 	return true
 }
@@ -68,16 +78,16 @@ func (ex *exchange) needsBody(g *config.Group) bool {
 	if ex.body != nil || !ex.hasBody() {
 		return false
 	}
-	small := ex.r.ContentLength > 0 && ex.r.ContentLength <= maxSmallBody
-	return g.Retry != nil || ex.h.tracer != nil || small || g.Cache != nil
+	early := ex.r.ContentLength <= maxEarlyBody // -1: unknown length
+	return g.Retry != nil || ex.h.tracer != nil || early || g.Cache != nil
 }
 
 // readBody reads the request body into a replayable buffer.
 func (ex *exchange) readBody() bool {
 	b, err := readBody(ex.r.Body, ex.r.ContentLength)
 	if err != nil {
-		e := errorFor(ex.r.Context(), err)
-		if e != ErrBodyTooLarge && e != ErrClientGone {
+		e := ex.errorOf(err)
+		if e != ErrBodyTooLarge && e != ErrClientGone && e != ErrBodyTimeout {
 			e = ErrBadBody
 		}
 		ex.fail(e, 0)

@@ -194,7 +194,7 @@ func (ex *exchange) complete(g *config.Group, a *attempt) {
 	if a.err != nil {
 		a.settle(ex.clientGone())
 		a.endSpan()
-		ex.fail(errorFor(ex.r.Context(), a.err), 0)
+		ex.fail(ex.errorOf(a.err), 0)
 		return
 	}
 	ex.relay(g, a)

@@ -2,7 +2,10 @@ package forward
 
 import (
 	"bytes"
+	"errors"
 	"io"
+	"net"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -50,6 +53,10 @@ type replayable struct {
 
 // maxSmallBody is the largest Content-Length read into an unpooled slice.
 const maxSmallBody = 64 << 10
+
+// maxEarlyBody is the largest Content-Length read whole before a concurrency slot is
+// taken (admission.go); larger declared bodies stream to the attempt.
+const maxEarlyBody = 1 << 20
 
 func (b *replayable) data() []byte {
 	if b.buf == nil {
@@ -165,4 +172,44 @@ func (b *idleBody) Close() error {
 		idleBodyPool.Put(b)
 	}
 	return err
+}
+
+// errBodyTimeout is the error of a request-body read that ran past forwards[].timeout.body.
+var errBodyTimeout = errors.New("request body not received within the forward's body timeout")
+
+// timedBody bounds the reading of a request body by a deadline on the client's connection
+// (http.ResponseController.SetReadDeadline), set once when the body is wrapped: a Read
+// blocked past it fails, and the body reports errBodyTimeout from then on. Nothing needs
+// clearing when the body ends in time: net/http clears the connection's read deadline when
+// it starts its own read of the connection after the body (HTTP/1), and the deadline of an
+// HTTP/2 stream only ends a body not yet at its end. Reads may come from the transport's
+// goroutine.
+type timedBody struct {
+	rc      io.ReadCloser
+	expired atomic.Bool
+}
+
+func newTimedBody(rc io.ReadCloser, w http.ResponseWriter, d time.Duration) *timedBody {
+	// A writer that cannot bound reads (ErrNotSupported) leaves the body unbounded.
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(d))
+	return &timedBody{rc: rc}
+}
+
+func (b *timedBody) Read(p []byte) (int, error) {
+	n, err := b.rc.Read(p)
+	if err != nil && err != io.EOF && (b.expired.Load() || isTimeout(err)) {
+		b.expired.Store(true)
+		err = errBodyTimeout
+	}
+	return n, err
+}
+
+func (b *timedBody) Close() error { return b.rc.Close() }
+
+// timedOut reports whether the body ran past its deadline.
+func (b *timedBody) timedOut() bool { return b != nil && b.expired.Load() }
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }

@@ -40,6 +40,7 @@ var (
 	ErrRateLimited       = newError(http.StatusTooManyRequests, "rate_limited", "rate_limit_error", "rate limit exceeded")
 	ErrBodyTooLarge      = newError(http.StatusRequestEntityTooLarge, "body_too_large", "invalid_request_error", "request body too large")
 	ErrBadBody           = newError(http.StatusBadRequest, "bad_request_body", "invalid_request_error", "cannot read request body")
+	ErrBodyTimeout       = newError(http.StatusRequestTimeout, "body_timeout", "invalid_request_error", "request body not received in time")
 	ErrNoHealthy         = newError(http.StatusServiceUnavailable, "no_healthy_upstream", "upstream_error", "no healthy upstream")
 	ErrQueueFull         = newError(http.StatusServiceUnavailable, "queue_full", "upstream_error", "request dropped: queue is full")
 	ErrQueueTimeout      = newError(http.StatusServiceUnavailable, "queue_timeout", "upstream_error", "request dropped: queue timeout")
@@ -103,8 +104,7 @@ func upstreamErrKind(err error) errKind {
 	if errors.Is(err, errIdleTimeout) || errors.Is(err, errRequestTimeout) || errors.Is(err, context.DeadlineExceeded) {
 		return kindTimeout
 	}
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
+	if isTimeout(err) {
 		return kindTimeout
 	}
 	var oe *net.OpError
@@ -129,6 +129,10 @@ func writeError(w http.ResponseWriter, e *Error, retryAfterSec int) {
 	h := w.Header()
 	h["Content-Type"] = jsonContentType
 	h["Content-Length"] = []string{strconv.Itoa(len(e.body))}
+	if e == ErrBodyTimeout {
+		// The rest of the body is still on its way: the connection cannot be reused.
+		h["Connection"] = closeHeader
+	}
 	if retryAfterSec > 0 {
 		h["Retry-After"] = []string{strconv.Itoa(retryAfterSec)}
 	}
@@ -136,7 +140,10 @@ func writeError(w http.ResponseWriter, e *Error, retryAfterSec int) {
 	w.Write(e.body)
 }
 
-var jsonContentType = []string{"application/json"}
+var (
+	jsonContentType = []string{"application/json"}
+	closeHeader     = []string{"close"}
+)
 
 // appendErrorJSON appends {"error":{"message":…,"type":…,"code":…}}.
 func appendErrorJSON(b []byte, msg, typ, code string) []byte {

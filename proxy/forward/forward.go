@@ -93,6 +93,7 @@ type exchange struct {
 	group    *config.Group
 	member   *config.Member
 	body     *replayable
+	in       *timedBody // the inbound body under its timeout; nil without one
 	model    string
 	attempts int
 	status   int
@@ -278,9 +279,18 @@ func (ex *exchange) fail(e *Error, retryAfterSec int) {
 	writeError(ex.w, e, retryAfterSec)
 }
 
-// clientGone reports whether the client's request has ended (it left, or its
-// connection broke).
+// clientGone reports whether the client's request has ended (it left, its connection
+// broke, or its body ran out of time).
 func (ex *exchange) clientGone() bool { return ex.r.Context().Err() != nil }
+
+// errorOf is errorFor for this request: a body that ran past its timeout is the client's
+// 408, although the failed read of its connection also ended the request's context.
+func (ex *exchange) errorOf(err error) *Error {
+	if ex.in.timedOut() {
+		return ErrBodyTimeout
+	}
+	return errorFor(ex.r.Context(), err)
+}
 
 // finish records the request: metrics, span, access log, buffers.
 func (ex *exchange) finish() {

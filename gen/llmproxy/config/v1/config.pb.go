@@ -674,8 +674,13 @@ func (x *RateLimit) GetScope() string {
 // ServerTimeout applies to client connections.
 type ServerTimeout struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Seconds to receive a request's headers, 1-3600. Default 10.
-	Connect       *uint32 `protobuf:"varint,1,opt,name=connect,proto3,oneof" json:"connect,omitempty"`
+	// Seconds to receive a request's headers, 1-3600. Default 10. On http_server.admin, the
+	// same for the admin listener.
+	Connect *uint32 `protobuf:"varint,1,opt,name=connect,proto3,oneof" json:"connect,omitempty"`
+	// Longest time to receive a request's whole body, counted from the end of its headers,
+	// e.g. "30s" (our extension; forwards only). A client still sending after it gets 408 and
+	// its connection is closed. Default "60s".
+	Body          string `protobuf:"bytes,2,opt,name=body,proto3" json:"body,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -715,6 +720,13 @@ func (x *ServerTimeout) GetConnect() uint32 {
 		return *x.Connect
 	}
 	return 0
+}
+
+func (x *ServerTimeout) GetBody() string {
+	if x != nil {
+		return x.Body
+	}
+	return ""
 }
 
 // Upstream is one backend LLM API endpoint.
@@ -2180,9 +2192,10 @@ const file_llmproxy_config_v1_config_proto_rawDesc = "" +
 	"\n" +
 	"\b_enabledB\r\n" +
 	"\v_per_secondB\b\n" +
-	"\x06_burst\":\n" +
+	"\x06_burst\"N\n" +
 	"\rServerTimeout\x12\x1d\n" +
-	"\aconnect\x18\x01 \x01(\rH\x00R\aconnect\x88\x01\x01B\n" +
+	"\aconnect\x18\x01 \x01(\rH\x00R\aconnect\x88\x01\x01\x12\x12\n" +
+	"\x04body\x18\x02 \x01(\tR\x04bodyB\n" +
 	"\n" +
 	"\b_connect\"\xcd\x01\n" +
 	"\bUpstream\x12\x12\n" +
