@@ -67,14 +67,7 @@ func slowPost(ctx context.Context, url string, parts []string, contentLength int
 	}
 	req.ContentLength = contentLength
 	req.Header.Set("Content-Type", "application/json")
-	start := time.Now()
-	resp, err := resClient.Do(req)
-	if err != nil {
-		return resAnswer{Err: err, Elapsed: time.Since(start)}
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return resAnswer{Status: resp.StatusCode, Header: resp.Header, Body: b, Elapsed: time.Since(start), Err: err}
+	return resDo(resClient, req)
 }
 
 // chatParts cuts a chat request body into n parts.

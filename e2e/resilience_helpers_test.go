@@ -205,6 +205,11 @@ func resSend(ctx context.Context, c *http.Client, url, body string, headers ...s
 	for i := 0; i+1 < len(headers); i += 2 {
 		req.Header.Set(headers[i], headers[i+1])
 	}
+	return resDo(c, req)
+}
+
+// resDo sends req with c and reads the answer whole, timing both.
+func resDo(c *http.Client, req *http.Request) resAnswer {
 	start := time.Now()
 	resp, err := c.Do(req)
 	if err != nil {
