@@ -163,6 +163,10 @@ func newRouteMetrics(m *telemetry.Metrics, forward, pattern string) *RouteMetric
 // Pattern is the route's path label ("default" for the default route).
 func (r *RouteMetrics) Pattern() string { return r.pattern }
 
+// MethodOther is the method label of a request whose method is none of those the proxy
+// forwards (it was refused): a client cannot create label values at will.
+const MethodOther = "OTHER"
+
 // Observe counts one request of method that took d.
 func (r *RouteMetrics) Observe(method string, d time.Duration) {
 	for i, meth := range methods {
@@ -172,8 +176,8 @@ func (r *RouteMetrics) Observe(method string, d time.Duration) {
 			return
 		}
 	}
-	r.m.HTTPRequests.WithLabelValues(r.forward, method, r.pattern).Inc()
-	r.m.HTTPDuration.WithLabelValues(r.forward, method, r.pattern).Observe(d.Seconds())
+	r.m.HTTPRequests.WithLabelValues(r.forward, MethodOther, r.pattern).Inc()
+	r.m.HTTPDuration.WithLabelValues(r.forward, MethodOther, r.pattern).Observe(d.Seconds())
 }
 
 // RateLimit is a forward's compiled per-client limit.

@@ -21,6 +21,64 @@ import (
 // takes. A small body (at most maxSmallBody) leaves in the same write as the request
 // headers.
 
+// Methods is the Allow header of the proxy's 405: the methods it forwards. LLM APIs use
+// GET, POST and DELETE; PUT, PATCH, HEAD and OPTIONS (CORS preflights) pass too. CONNECT,
+// TRACE, the HTTP/2 preface's PRI and any other method are refused: none is an API call,
+// and CONNECT or TRACE would make the proxy a tunnel or a reflector.
+const Methods = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
+
+var allowHeader = []string{Methods}
+
+// checkRequestLine refuses a method the proxy does not forward (405 with Allow) and a path
+// it will not forward (400, badPath). Paths are refused, not normalised: a client of an
+// LLM API never sends a dot segment, so one is an attempt to reach, through an upstream
+// that resolves it, something outside the upstream url's path prefix, and rewriting it
+// would forward a request other than the one the client made.
+func (ex *exchange) checkRequestLine() bool {
+	switch ex.r.Method {
+	case http.MethodPost, http.MethodGet, http.MethodDelete, http.MethodPut, http.MethodPatch, http.MethodHead, http.MethodOptions:
+	default:
+		ex.w.Header()["Allow"] = allowHeader
+		ex.fail(ErrMethodNotAllowed, 0)
+		return false
+	}
+	if badPath(ex.r.URL.Path) {
+		ex.fail(ErrBadPath, 0)
+		return false
+	}
+	return true
+}
+
+// badPath reports whether a request path (decoded: %2e is '.', %2f '/') is not in origin
+// form ("/" first), or has a control character (NUL, CR, LF, ...) or a segment that is "."
+// or "..", segments being split at '/' and at '\' (which some servers also take for a
+// separator).
+func badPath(p string) bool {
+	if p == "" || p[0] != '/' {
+		return true
+	}
+	seg := 0 // length of the current segment if it is all dots so far, else -1
+	for i := 1; i <= len(p); i++ {
+		if i == len(p) || p[i] == '/' || p[i] == '\\' {
+			if seg == 1 || seg == 2 {
+				return true
+			}
+			seg = 0
+			continue
+		}
+		c := p[i]
+		if c < 0x20 || c == 0x7f {
+			return true
+		}
+		if c == '.' && seg >= 0 {
+			seg++
+		} else {
+			seg = -1
+		}
+	}
+	return false
+}
+
 // checkRate applies the forward's per-client rate limit; the client key is the configured
 // header's value, or the client's IP (clientaddr.go) when there is none.
 func (ex *exchange) checkRate() bool {

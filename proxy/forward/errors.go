@@ -40,6 +40,8 @@ var (
 	ErrRateLimited       = newError(http.StatusTooManyRequests, "rate_limited", "rate_limit_error", "rate limit exceeded")
 	ErrBodyTooLarge      = newError(http.StatusRequestEntityTooLarge, "body_too_large", "invalid_request_error", "request body too large")
 	ErrBadBody           = newError(http.StatusBadRequest, "bad_request_body", "invalid_request_error", "cannot read request body")
+	ErrBadPath           = newError(http.StatusBadRequest, "invalid_path", "invalid_request_error", "request path has a dot segment or a control character")
+	ErrMethodNotAllowed  = newError(http.StatusMethodNotAllowed, "method_not_allowed", "invalid_request_error", "method not allowed")
 	ErrBodyTimeout       = newError(http.StatusRequestTimeout, "body_timeout", "invalid_request_error", "request body not received in time")
 	ErrNoHealthy         = newError(http.StatusServiceUnavailable, "no_healthy_upstream", "upstream_error", "no healthy upstream")
 	ErrQueueFull         = newError(http.StatusServiceUnavailable, "queue_full", "upstream_error", "request dropped: queue is full")

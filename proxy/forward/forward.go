@@ -164,7 +164,7 @@ func (ex *exchange) startSpan() {
 // serve runs the request's steps in order; each step that answers the client itself
 // (an error) ends it.
 func (ex *exchange) serve() {
-	if !ex.checkRate() || !ex.limitBody() || !ex.identify() {
+	if !ex.checkRequestLine() || !ex.checkRate() || !ex.limitBody() || !ex.identify() {
 		return
 	}
 	if (ex.fw.NeedsModel || ex.consumer != nil) && ex.hasBody() {
