@@ -326,8 +326,8 @@ upstream_groups:
       retry:
         retry_on: [502, 42, "connect-error", 502]
 `, []string{
-			`config.yaml:8:25: upstream_groups[0].http_client.retry.retry_on[1]: "42" is neither an HTTP status 100-599 nor one of connect_error or timeout`,
-			`config.yaml:8:29: upstream_groups[0].http_client.retry.retry_on[2]: "connect-error" is neither an HTTP status 100-599 nor one of connect_error or timeout`,
+			`config.yaml:8:25: upstream_groups[0].http_client.retry.retry_on[1]: "42" is neither an HTTP status 100-599 nor one of connect_error, reset or timeout`,
+			`config.yaml:8:29: upstream_groups[0].http_client.retry.retry_on[2]: "connect-error" is neither an HTTP status 100-599 nor one of connect_error, reset or timeout`,
 			`config.yaml:8:46: upstream_groups[0].http_client.retry.retry_on[3]: "502" is already listed at upstream_groups[0].http_client.retry.retry_on[0]`,
 		}},
 		{"bad strategy", `

@@ -1,8 +1,6 @@
 package validate
 
 import (
-	"slices"
-
 	configv1 "github.com/llmproxy-go/llmproxy/gen/llmproxy/config/v1"
 )
 
@@ -55,9 +53,11 @@ const (
 	defaultBudgetPeriod        = BudgetMonth
 )
 
-// defaultRetryOn returns the retry_on list used when a retry block sets none.
+// defaultRetryOn returns the retry_on list used when a retry block sets none. It leaves
+// out reset: a request whose connection was lost after it was written may have been
+// processed (and billed) by the upstream, so sending it again is the operator's choice.
 func defaultRetryOn() []string {
-	return append(slices.Clone(retryWords), "429", "502", "503", "504")
+	return []string{retryConnectError, retryTimeout, "429", "502", "503", "504"}
 }
 
 // ApplyDefaults fills, in place, every unset optional field of c with its documented default.

@@ -200,12 +200,13 @@ type Retry struct {
 	On RetryOn
 }
 
-// RetryOn is the set of conditions a retry_on list names: connect errors, timeouts and
-// HTTP status codes. The zero value retries nothing.
+// RetryOn is the set of conditions a retry_on list names: connect errors, connections
+// lost after the request was written (reset), timeouts and HTTP status codes. The zero
+// value retries nothing.
 type RetryOn struct {
-	// ConnectError and Timeout report whether those failures are retried.
-	ConnectError, Timeout bool
-	statuses              [10]uint64 // a bit per status code 0-639
+	// ConnectError, Reset and Timeout report whether those failures are retried.
+	ConnectError, Reset, Timeout bool
+	statuses                     [10]uint64 // a bit per status code 0-639
 }
 
 // Status reports whether an answer with status code is retried.
@@ -382,7 +383,19 @@ var (
 	scopeNames        = []string{"local", "global"}
 	backendNames      = []string{"memory", "redis"}
 	// retryWords are the retry_on conditions that are not status codes.
-	retryWords = []string{"connect_error", "timeout"}
+	retryWords = []string{retryConnectError, retryReset, retryTimeout}
+)
+
+// The retry_on words.
+const (
+	// retryConnectError: the upstream cannot have received the request (no connection, or
+	// it failed before the request was written).
+	retryConnectError = "connect_error"
+	// retryReset: the connection was lost after the request was written; the upstream may
+	// have processed it.
+	retryReset = "reset"
+	// retryTimeout: the group's connect, request or idle timeout.
+	retryTimeout = "timeout"
 )
 
 // String returns the strategy's name as the configuration writes it.

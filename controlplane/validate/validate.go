@@ -469,10 +469,13 @@ func (v *validator) httpClient(p string, hc *configv1.HttpClient) (Client, *Retr
 // retryWords or a three-digit HTTP status 100-599.
 func (r *RetryOn) add(s string) bool {
 	switch s {
-	case retryWords[0]:
+	case retryConnectError:
 		r.ConnectError = true
 		return true
-	case retryWords[1]:
+	case retryReset:
+		r.Reset = true
+		return true
+	case retryTimeout:
 		r.Timeout = true
 		return true
 	}

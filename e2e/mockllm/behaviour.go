@@ -17,7 +17,7 @@ const DefaultChunks = 5
 // with a unit ("100ms"; a bare number means milliseconds):
 //
 //	{"status":503,"retry_after":"1","fail_times":0,"latency":"100ms","ttft":"0s",
-//	 "chunk_gap":"0s","chunks":5,"body_size":0,"break_after":0}
+//	 "chunk_gap":"0s","chunks":5,"body_size":0,"break_after":0,"hangup":false}
 type Behaviour struct {
 	// Status, when ≥300, makes every answer an error with this status (see FailTimes);
 	// a 2xx only replaces 200. 0 means 200.
@@ -41,6 +41,9 @@ type Behaviour struct {
 	// BreakAfter > 0 aborts every stream after that many content chunks (and non-streaming
 	// answers after that many body bytes); 0 means never.
 	BreakAfter int
+	// Hangup makes every request, once its body is read (and recorded), end with the
+	// connection closed and no answer at all: an upstream lost after the request was sent.
+	Hangup bool
 }
 
 // MarshalJSON writes every field, durations as strings.
@@ -55,8 +58,9 @@ func (b Behaviour) MarshalJSON() ([]byte, error) {
 		Chunks     int    `json:"chunks"`
 		BodySize   int    `json:"body_size"`
 		BreakAfter int    `json:"break_after"`
+		Hangup     bool   `json:"hangup"`
 	}{b.Status, b.RetryAfter, b.FailTimes, b.Latency.String(), b.TTFT.String(), b.ChunkGap.String(),
-		b.Chunks, b.BodySize, b.BreakAfter})
+		b.Chunks, b.BodySize, b.BreakAfter, b.Hangup})
 }
 
 // UnmarshalJSON sets the fields present in data and leaves the others as they are, so decoding
@@ -94,6 +98,8 @@ func (b *Behaviour) UnmarshalJSON(data []byte) error {
 			err = json.Unmarshal(v, &next.BodySize)
 		case "break_after":
 			err = json.Unmarshal(v, &next.BreakAfter)
+		case "hangup":
+			err = json.Unmarshal(v, &next.Hangup)
 		default:
 			err = fmt.Errorf("unknown field")
 		}

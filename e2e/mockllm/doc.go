@@ -54,6 +54,8 @@
 //	                    {"city":"Paris"}, sent in two pieces (OpenAI: tool_calls deltas and
 //	                    finish_reason "tool_calls"; Anthropic: a tool_use block with
 //	                    input_json_delta events and stop_reason "tool_use"). Usage is unchanged.
+//	X-Mock-Hangup       true: read the request, then close the connection without any answer
+//	                    (an upstream lost after the request was written)
 //
 // Every response, admin ones included, carries X-Mock-Upstream: <Options.Name>.
 //
@@ -74,7 +76,8 @@
 // ("behavior" is accepted as well.) Every API request is recorded at arrival, with its method,
 // path, raw query, headers and body, in a ring of the last Options.MaxRecords; when it ends the
 // record gets its status and whether it completed, was cancelled by the client (the request
-// context ended before the answer was complete) or was aborted on purpose (X-Mock-Break-After).
+// context ended before the answer was complete) or was aborted on purpose (X-Mock-Break-After,
+// X-Mock-Hangup).
 // Client is a small Go client for these endpoints.
 //
 // # Performance

@@ -26,6 +26,7 @@ const (
 	HeaderBodySize   = "X-Mock-Body-Size"
 	HeaderReasoning  = "X-Mock-Reasoning"
 	HeaderTool       = "X-Mock-Tool"
+	HeaderHangup     = "X-Mock-Hangup"
 	// HeaderUpstream is set on every response to the Server's name.
 	HeaderUpstream = "X-Mock-Upstream"
 )
@@ -162,6 +163,7 @@ type plan struct {
 	breakAfter int    // -1: never
 	reasoning  int    // reasoning chunks before the content (streams)
 	tool       string // a tool the stream ends by calling; "" none
+	hangup     bool   // close the connection without an answer
 }
 
 // planFor merges the server-wide behaviour with the request's X-Mock-* headers.
@@ -170,7 +172,7 @@ func (s *Server) planFor(h http.Header) (plan, error) {
 	b := &st.b
 	p := plan{
 		retryAfter: b.RetryAfter, latency: b.Latency, ttft: b.TTFT, gap: b.ChunkGap,
-		chunks: b.Chunks, bodySize: b.BodySize, breakAfter: -1,
+		chunks: b.Chunks, bodySize: b.BodySize, breakAfter: -1, hangup: b.Hangup,
 	}
 	if p.chunks == 0 {
 		p.chunks = DefaultChunks
@@ -209,6 +211,11 @@ func (s *Server) planFor(h http.Header) (plan, error) {
 		p.retryAfter = v
 	}
 	p.tool = headerValue(h, HeaderTool)
+	if v := headerValue(h, HeaderHangup); v != "" {
+		if p.hangup, err = strconv.ParseBool(v); err != nil {
+			return p, fmt.Errorf("bad %s %q", HeaderHangup, v)
+		}
+	}
 	headerStatus := 0
 	if v := headerValue(h, HeaderStatus); v != "" {
 		if headerStatus, err = strconv.Atoi(v); err != nil || headerStatus < 200 || headerStatus > 599 {
@@ -352,6 +359,9 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 	}
 	if !sleep(r, p.latency) {
 		return
+	}
+	if p.hangup {
+		abort(&out)
 	}
 	if p.status >= 300 {
 		s.writeError(w, &out, anthropic, p.status, "mockllm: injected status "+strconv.Itoa(p.status), p.retryAfter)

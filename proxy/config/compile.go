@@ -191,6 +191,7 @@ func (b *builder) group(m *validate.Model, i int, g *validate.Group) *Group {
 			Initial:      r.Initial,
 			MaxBackoff:   r.MaxBackoff,
 			ConnectError: r.On.ConnectError,
+			Reset:        r.On.Reset,
 			Timeout:      r.On.Timeout,
 			on:           r.On,
 		}
@@ -264,6 +265,7 @@ func (b *builder) member(group string, u *validate.Upstream, weight int) *Member
 	m.CompletionTokens = mm.Tokens.WithLabelValues(group, m.Name, telemetry.TokenCompletion)
 	m.RateLimited = mm.UpstreamRateLimited.WithLabelValues(group, m.Name)
 	m.errConnect = mm.UpstreamErrors.WithLabelValues(UpstreamErrConnect, group, m.Name)
+	m.errReset = mm.UpstreamErrors.WithLabelValues(UpstreamErrReset, group, m.Name)
 	m.errTimeout = mm.UpstreamErrors.WithLabelValues(UpstreamErrTimeout, group, m.Name)
 	m.errStatus = mm.UpstreamErrors.WithLabelValues(UpstreamErrStatus, group, m.Name)
 	m.errStream = mm.UpstreamErrors.WithLabelValues(UpstreamErrStream, group, m.Name)

@@ -224,7 +224,7 @@ type Group struct {
 }
 
 // RetryCounter returns the llmproxy_retries_total child for reason (a status code or
-// connect_error / timeout). Called only when retrying.
+// connect_error / reset / timeout). Called only when retrying.
 func (g *Group) RetryCounter(reason string) prometheus.Counter {
 	return g.retries.WithLabelValues(g.Name, reason)
 }
@@ -276,12 +276,14 @@ type Member struct {
 	PromptTokens, CompletionTokens    prometheus.Counter
 	RateLimited                       prometheus.Counter // answers with status 429
 	errConnect, errTimeout, errStatus prometheus.Counter
-	errStream, errOther               prometheus.Counter
+	errStream, errOther, errReset     prometheus.Counter
 }
 
 // Upstream error kinds, the error label of llmproxy_upstream_errors_total.
 const (
 	UpstreamErrConnect = "connect_error"
+	// UpstreamErrReset: the connection was lost after the request was written.
+	UpstreamErrReset   = "reset"
 	UpstreamErrTimeout = "timeout"
 	UpstreamErrStatus  = "status_5xx"
 	UpstreamErrStream  = "stream_broken"
@@ -294,6 +296,8 @@ func (m *Member) ErrorCounter(kind string) prometheus.Counter {
 	switch kind {
 	case UpstreamErrConnect:
 		return m.errConnect
+	case UpstreamErrReset:
+		return m.errReset
 	case UpstreamErrTimeout:
 		return m.errTimeout
 	case UpstreamErrStatus:
@@ -310,9 +314,9 @@ type RetryPolicy struct {
 	Attempts int
 	// Initial is the first backoff; MaxBackoff caps every backoff, Retry-After included.
 	Initial, MaxBackoff time.Duration
-	// ConnectError and Timeout report whether those failures are retried.
-	ConnectError, Timeout bool
-	on                    validate.RetryOn
+	// ConnectError, Reset and Timeout report whether those failures are retried.
+	ConnectError, Reset, Timeout bool
+	on                           validate.RetryOn
 }
 
 // RetryStatus reports whether an upstream answer with status code is retried.

@@ -5,6 +5,8 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptrace"
+	"sync/atomic"
 	"time"
 
 	"github.com/llmproxy-go/llmproxy/controlplane/validate"
@@ -44,6 +46,44 @@ type attempt struct {
 	// err is the transport's error, or the error that broke the answer's body.
 	err  error
 	kind errKind
+	// wrote is set once the whole request has been handed to a connection, and cleared
+	// when the transport goes for another connection (its own retry of a request it had
+	// not sent); see classify.
+	wrote atomic.Bool
+	trace httptrace.ClientTrace
+}
+
+// traced returns ctx carrying a's client trace, which records whether the request was
+// written.
+func (a *attempt) traced(ctx context.Context) context.Context {
+	a.trace.GetConn = func(string) { a.wrote.Store(false) }
+	a.trace.WroteRequest = func(i httptrace.WroteRequestInfo) { a.wrote.Store(i.Err == nil) }
+	return httptrace.WithClientTrace(ctx, &a.trace)
+}
+
+// classify sorts a transport error: a timeout; connect_error when the upstream cannot
+// have received the request (no connection: dial, DNS, TLS handshake, outbound proxy; or
+// the connection failed before the whole request was written to it); reset when the
+// connection was lost after that (the upstream may have the request, and may have acted
+// on it); other for the rest (a malformed answer). net/http reports the request written
+// once it is in the connection's buffer, so a connection that fails at that moment counts
+// as reset: the doubt goes to not sending a request twice. (A pooled connection found
+// closed before anything was written is retried by net/http itself when the body can be
+// replayed.)
+func (a *attempt) classify(err error) errKind {
+	if k := upstreamErrKind(err); k == kindTimeout {
+		return k
+	}
+	if c := context.Cause(a.ctx); c == errRequestTimeout || c == errIdleTimeout {
+		return kindTimeout
+	}
+	if !a.wrote.Load() {
+		return kindConnect
+	}
+	if upstreamErrKind(err) == kindConnect {
+		return kindReset
+	}
+	return kindOther
 }
 
 // failed is the one failure predicate: whether the attempt's outcome counts against its
@@ -96,6 +136,7 @@ func (a *attempt) close() {
 func (ex *exchange) try(g *config.Group, m *config.Member, done func(bool)) *attempt {
 	a := &attempt{m: m, done: done}
 	a.ctx, a.cancel = context.WithCancelCause(ex.upstreamCtx())
+	a.ctx = a.traced(a.ctx)
 	if !g.Stream && g.RequestTimeout > 0 {
 		cancel := a.cancel
 		a.timer = time.AfterFunc(g.RequestTimeout, func() { cancel(errRequestTimeout) })
@@ -125,13 +166,13 @@ func (ex *exchange) try(g *config.Group, m *config.Member, done func(bool)) *att
 	}
 	end(lat, !a.failed())
 	if a.err != nil {
-		a.kind = upstreamErrKind(a.err)
-		if c := context.Cause(a.ctx); c == errRequestTimeout || c == errIdleTimeout {
-			a.kind = kindTimeout
-		}
+		a.kind = a.classify(a.err)
 		switch a.kind {
 		case kindConnect:
 			m.ErrorCounter(config.UpstreamErrConnect).Inc()
+		case kindReset:
+			m.ErrorCounter(config.UpstreamErrReset).Inc()
+			a.err = &lostError{a.err}
 		case kindTimeout:
 			m.ErrorCounter(config.UpstreamErrTimeout).Inc()
 		default:

@@ -81,6 +81,10 @@ func errorFor(clientCtx context.Context, err error) *Error {
 	case errors.Is(err, concurrency.ErrQueueTimeout):
 		return ErrQueueTimeout
 	}
+	var lost *lostError
+	if errors.As(err, &lost) && upstreamErrKind(err) != kindTimeout {
+		return ErrUpstreamBroken
+	}
 	switch upstreamErrKind(err) {
 	case kindTimeout:
 		return ErrUpstreamTimeout
@@ -96,12 +100,24 @@ const (
 	kindOther errKind = iota
 	kindConnect
 	kindTimeout
+	// kindReset: the connection was lost after the request was written (attempt.classify).
+	kindReset
 )
 
-// upstreamErrKind classifies a transport error. Connect errors: the dial failed (refused,
-// unreachable, DNS, outbound proxy), or the connection was reset or closed before any
-// answer (the upstream went away). Timeouts: the group's request or idle timeout, the
-// connect timeout, or any net timeout.
+// lostError is an attempt's error when its connection was lost after the request was
+// written: the upstream may have it, so the proxy says the connection failed rather than
+// that the upstream is unreachable.
+type lostError struct{ err error }
+
+func (e *lostError) Error() string {
+	return "connection lost after the request was written: " + e.err.Error()
+}
+func (e *lostError) Unwrap() error { return e.err }
+
+// upstreamErrKind classifies a transport error by its type alone. Connect errors: the dial
+// failed (refused, unreachable, DNS, outbound proxy), or the connection was reset or closed
+// before any answer (whether the request had been written is attempt.classify's to tell).
+// Timeouts: the group's request or idle timeout, the connect timeout, or any net timeout.
 func upstreamErrKind(err error) errKind {
 	if errors.Is(err, errIdleTimeout) || errors.Is(err, errRequestTimeout) || errors.Is(err, context.DeadlineExceeded) {
 		return kindTimeout

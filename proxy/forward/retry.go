@@ -19,12 +19,14 @@ import (
 // max_backoff) when the retry goes to the same upstream.
 
 // retryReason reports whether p retries a's outcome, and the reason label of
-// llmproxy_retries_total (a status code, connect_error or timeout).
+// llmproxy_retries_total (a status code, connect_error, reset or timeout).
 func retryReason(p *config.RetryPolicy, a *attempt) (reason string, retry bool) {
 	if a.err != nil {
 		switch a.kind {
 		case kindConnect:
 			return config.UpstreamErrConnect, p.ConnectError
+		case kindReset:
+			return config.UpstreamErrReset, p.Reset
 		case kindTimeout:
 			return config.UpstreamErrTimeout, p.Timeout
 		}

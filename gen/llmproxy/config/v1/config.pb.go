@@ -1446,8 +1446,11 @@ type Retry struct {
 	Initial *uint32 `protobuf:"varint,2,opt,name=initial,proto3,oneof" json:"initial,omitempty"`
 	// Backoff cap, e.g. "10s". Default "10s".
 	MaxBackoff string `protobuf:"bytes,3,opt,name=max_backoff,json=maxBackoff,proto3" json:"max_backoff,omitempty"`
-	// Status codes ("502") and the words "connect_error", "timeout". Default: connect_error,
-	// timeout, 429, 502, 503, 504.
+	// Status codes ("502") and the words "connect_error" (the upstream cannot have received
+	// the request: no connection, or it failed before the request was written), "reset" (the
+	// connection was lost after the request was written: the upstream may have processed it,
+	// so it is not in the default) and "timeout". Default: connect_error, timeout, 429, 502,
+	// 503, 504.
 	RetryOn       []string `protobuf:"bytes,4,rep,name=retry_on,json=retryOn,proto3" json:"retry_on,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
