@@ -389,3 +389,22 @@ func BenchmarkStatsBeginEnd(b *testing.B) {
 		s.Begin()(time.Millisecond, true)
 	}
 }
+
+func TestStatsThrottle(t *testing.T) {
+	s := NewStats()
+	t0 := time.Unix(1000, 0)
+	if s.Throttling() || s.Throttled(t0.UnixNano()) {
+		t.Fatal("new Stats throttled")
+	}
+	s.Throttle(t0.Add(30 * time.Second))
+	s.Throttle(t0.Add(10 * time.Second)) // an earlier end does not shorten the period
+	if !s.Throttling() || !s.Throttled(t0.Add(29*time.Second).UnixNano()) {
+		t.Fatal("not throttled 29s into a 30s Retry-After")
+	}
+	if s.Throttled(t0.Add(30 * time.Second).UnixNano()) {
+		t.Fatal("still throttled when the period is over")
+	}
+	if s.Throttling() {
+		t.Error("a period seen to be over is not forgotten")
+	}
+}

@@ -36,6 +36,39 @@ type Stats struct {
 	failure atomic.Uint64
 	// end caches s.End as a func value, so Begin returns it without allocating.
 	end func(latency time.Duration, ok bool)
+	// throttledUntil is the UnixNano until which the upstream asked not to be sent
+	// requests (a 429's Retry-After); 0 when it did not.
+	throttledUntil atomic.Int64
+}
+
+// Throttle records that the upstream asked for no requests until t (a 429 with
+// Retry-After). A later time replaces an earlier one; an earlier one is ignored.
+func (s *Stats) Throttle(t time.Time) {
+	until := t.UnixNano()
+	for {
+		old := s.throttledUntil.Load()
+		if old >= until || s.throttledUntil.CompareAndSwap(old, until) {
+			return
+		}
+	}
+}
+
+// Throttling reports whether a Throttle period was recorded and not yet seen to be over:
+// one atomic load, for callers that then read the clock only when it says yes.
+func (s *Stats) Throttling() bool { return s.throttledUntil.Load() != 0 }
+
+// Throttled reports whether the upstream is inside its Throttle period at now (UnixNano);
+// a period seen to be over is forgotten.
+func (s *Stats) Throttled(now int64) bool {
+	until := s.throttledUntil.Load()
+	if until == 0 {
+		return false
+	}
+	if now < until {
+		return true
+	}
+	s.throttledUntil.CompareAndSwap(until, 0)
+	return false
 }
 
 // NewStats returns empty Stats.

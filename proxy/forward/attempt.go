@@ -24,9 +24,14 @@ import (
 //
 // Outcomes, for the breaker, the balancer's scoring and the spans alike (attempt.failed):
 // an attempt failed when it could not connect, timed out, got a 5xx answer, or its body
-// broke before the end. 4xx answers, 429 included, are successes: the upstream is alive
-// and answering (a 429 is a quota signal handled by retries and Retry-After, not a health
-// signal). A client that leaves mid-attempt is not the upstream's fault and counts as a
+// broke before the end. 4xx answers are successes: the upstream is alive and answering. A
+// 429 is the exception for the balancer only (attempt.scored): it counts as a failure in
+// response_aware's success rate (a throttling upstream answers fast, and would otherwise
+// look like the best one), and with a Retry-After every strategy skips the upstream for
+// that long (balancer.Stats.Throttle, at most maxThrottle). For the breaker a 429 stays a
+// success: it is a quota signal, not a health one, and opening the breaker would take the
+// upstream away for a whole cooldown where Retry-After says how long is enough.
+// A client that leaves mid-attempt is not the upstream's fault and counts as a
 // success, except for a half-open probe, which counts as a failure so that an unproven
 // upstream is not declared healthy (attempt.settle).
 //
@@ -92,6 +97,14 @@ func (a *attempt) classify(err error) errKind {
 func (a *attempt) failed() bool {
 	return a.err != nil || a.resp.StatusCode >= 500
 }
+
+// scored is the outcome the balancer learns: not failed, and not throttled (429).
+func (a *attempt) scored() bool {
+	return !a.failed() && a.resp.StatusCode != http.StatusTooManyRequests
+}
+
+// maxThrottle caps how long a Retry-After keeps an upstream out of the picks.
+const maxThrottle = 10 * time.Minute
 
 // settle reports the attempt's outcome to its breaker slot and the breaker counters; it is
 // called exactly once per attempt. clientGone says the client left before the outcome was
@@ -164,7 +177,7 @@ func (ex *exchange) try(g *config.Group, m *config.Member, done func(bool)) *att
 		end(lat, true)
 		return a
 	}
-	end(lat, !a.failed())
+	end(lat, a.err == nil && a.scored())
 	if a.err != nil {
 		a.kind = a.classify(a.err)
 		switch a.kind {
@@ -185,6 +198,10 @@ func (ex *exchange) try(g *config.Group, m *config.Member, done func(bool)) *att
 	}
 	if a.resp.StatusCode == http.StatusTooManyRequests {
 		m.RateLimited.Inc()
+		now := t0.Add(lat)
+		if d := parseRetryAfter(a.resp.Header.Get("Retry-After"), now); d > 0 {
+			m.Stats.Throttle(now.Add(min(d, maxThrottle)))
+		}
 	}
 	if a.failed() {
 		m.ErrorCounter(config.UpstreamErrStatus).Inc()

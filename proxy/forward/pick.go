@@ -1,6 +1,8 @@
 package forward
 
 import (
+	"time"
+
 	"github.com/llmproxy-go/llmproxy/proxy/balancer"
 	"github.com/llmproxy-go/llmproxy/proxy/config"
 )
@@ -35,8 +37,11 @@ func (s *memberSet) has(i int) bool {
 
 func (s *memberSet) empty() bool { return s.small == 0 && s.big == nil }
 
-// pick chooses a member that is ready, not rejected and, when possible, not tried yet;
-// -1 when none is ready.
+// pick chooses a member that is ready and not rejected, preferring, in this order: one
+// neither tried yet nor throttled (it answered 429 with a Retry-After that has not passed,
+// balancer.Stats.Throttle), one not throttled, one not tried; -1 when none is ready. A
+// throttled member is chosen only when every ready member is: its own 429 then reaches the
+// client, rather than an error the proxy would make up.
 // A retry leaves a rotating picker's rotation alone (balancer.Rotator), so it does not take
 // the next request's turn.
 func pick(g *config.Group, tried, rejected *memberSet) int {
@@ -45,15 +50,33 @@ func pick(g *config.Group, tried, rejected *memberSet) int {
 	if r, ok := g.Picker.(balancer.Rotator); ok && retry {
 		choose = r.PickWithout
 	}
-	i := choose(func(i int) bool {
-		return tried.has(i) || rejected.has(i) || !g.Members[i].Breaker.Ready()
-	})
-	if i >= 0 || !retry {
+	var now int64 // read once, and only when a member is throttled
+	throttled := func(i int) bool {
+		st := g.Members[i].Stats
+		if !st.Throttling() {
+			return false
+		}
+		if now == 0 {
+			now = time.Now().UnixNano()
+		}
+		return st.Throttled(now)
+	}
+	unusable := func(i int) bool { return rejected.has(i) || !g.Members[i].Breaker.Ready() }
+	if i := choose(func(i int) bool { return unusable(i) || tried.has(i) || throttled(i) }); i >= 0 {
 		return i
 	}
-	return choose(func(i int) bool {
-		return rejected.has(i) || !g.Members[i].Breaker.Ready()
-	})
+	if retry {
+		if i := choose(func(i int) bool { return unusable(i) || throttled(i) }); i >= 0 {
+			return i
+		}
+	}
+	if now == 0 {
+		return -1 // nobody is throttled: nothing more to try
+	}
+	if i := choose(func(i int) bool { return unusable(i) || tried.has(i) }); i >= 0 || !retry {
+		return i
+	}
+	return choose(unusable)
 }
 
 // reserve takes a breaker slot on the member chosen for the next attempt (preferred, or
