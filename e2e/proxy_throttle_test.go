@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"strings"
 	"testing"
 
 	"github.com/llmproxy-go/llmproxy/e2e/harness"
@@ -54,15 +53,6 @@ upstream_groups:
 `, map[string]any{"Port": port, "Limited": limited.url, "Bare": bare.url, "Fine": fine.url})
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
 	ctx := context.Background()
-	reached := func(m *resMock, marker string) int {
-		n := 0
-		for _, r := range m.records() {
-			if strings.Contains(r.Body, marker) {
-				n++
-			}
-		}
-		return n
-	}
 	for _, tc := range []struct {
 		prefix, marker string
 		throttler      *resMock
@@ -81,7 +71,7 @@ upstream_groups:
 			a := resSend(ctx, resClient, base+tc.prefix+resChatPath, resChat(fmt.Sprintf("%s %d", tc.marker, i), false))
 			statuses[a.Status]++
 		}
-		got := reached(tc.throttler, tc.marker)
+		got := tc.throttler.countBodies(tc.marker)
 		if got > tc.most {
 			t.Errorf("group %s: the throttling upstream received %d of %d requests; want at most %d (answers by status: %v)", tc.marker, got, tc.n, tc.most, statuses)
 		}

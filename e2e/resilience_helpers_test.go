@@ -91,6 +91,18 @@ func (m *resMock) recordsWith(key, val string) []mockllm.Record {
 	return out
 }
 
+// countBodies is the number of recorded requests whose body contains substr.
+func (m *resMock) countBodies(substr string) int {
+	m.t.Helper()
+	n := 0
+	for _, r := range m.records() {
+		if strings.Contains(r.Body, substr) {
+			n++
+		}
+	}
+	return n
+}
+
 // count is the number of API requests m has received since it (re)started.
 func (m *resMock) count() int {
 	m.t.Helper()
