@@ -64,6 +64,15 @@ upstreams:
 upstream_groups:
   - {name: g, upstreams: [{name: a}]}
 `, []string{"http_server.forwards[0].routing[0].path", "http_server.forwards[0].routing[1].path"}},
+	{"missing password, bad body timeout", `
+http_server:
+  forwards:
+    - {name: f, port: 3000, default_group: g, timeout: {body: soon}}
+upstreams:
+  - {name: a, url: "http://127.0.0.1:1", auth: {type: basic, username: u}}
+upstream_groups:
+  - {name: g, upstreams: [{name: a}]}
+`, []string{"http_server.forwards[0].timeout.body", "upstreams[0].auth.password"}},
 }
 
 // TestSameErrorsEverywhere runs llmproxyctl validate -f, llmproxy --config F --test and

@@ -167,6 +167,10 @@ func TestControlPlaneAPI(t *testing.T) {
 		if err != nil || len(g.Upstreams) != 2 || g.Upstreams[0].GetName() != "openai" || g.Upstreams[1].GetName() != "local" {
 			t.Fatalf("members after PATCH: %v, %v", g, err)
 		}
+		// A member listed twice in one body is an invalid document (400), not a conflict
+		// with what is stored (409), and nothing is written.
+		a = cp.rest(t, "PATCH", "/api/v1/upstream-groups/g2", `{"upstreams":[{"name":"local"},{"name":"local"}]}`, true)
+		wantStatus(t, a, 400, `upstreams[1].name`, `\"local\" is already a member`)
 		// anthropic is free now.
 		a = cp.rest(t, "DELETE", "/api/v1/upstreams/anthropic?expected_revision=5", "", true)
 		wantStatus(t, a, 204)

@@ -316,7 +316,7 @@ func TestWriteErrors(t *testing.T) {
 				_, err := e.client.CreateForward(ctx, &adminv1.CreateForwardRequest{Forward: dupRouteForward})
 				return err
 			},
-			code:   codes.AlreadyExists,
+			code:   codes.InvalidArgument, // in one body: an invalid document, not a conflict
 			substr: []string{"forward.routing[1].path"},
 		},
 		{

@@ -131,7 +131,7 @@ func defaultForward(f *configv1.Forward) {
 		f.Timeout.Body = defaultBodyTimeout
 	}
 	if rl := f.Ratelimit; rl != nil {
-		setBool(&rl.Enabled, false)
+		setBool(&rl.Enabled, true) // the block's presence enables it
 		setU32(&rl.PerSecond, defaultRatePerSecond)
 		setU32(&rl.Burst, defaultRateBurst)
 		if rl.Key == "" {

@@ -10,7 +10,10 @@ import (
 var (
 	// ErrInvalid marks a bad value: out of range, malformed, missing or of an unknown kind.
 	ErrInvalid = errors.New("invalid value")
-	// ErrDuplicate marks a name (or route path, or listener address) used twice.
+	// ErrDuplicate marks a resource name, or a listener address, used twice: a conflict
+	// between resources, possibly with one already stored. An item listed twice inside one
+	// resource (a group's member, a forward's route path, a retry_on word) is ErrInvalid:
+	// the document itself is wrong.
 	ErrDuplicate = errors.New("duplicate")
 	// ErrReference marks a reference to something that is not defined.
 	ErrReference = errors.New("dangling reference")

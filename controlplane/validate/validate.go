@@ -294,7 +294,9 @@ func (v *validator) auth(p string, a *configv1.Auth) Auth {
 		} else if !IsEnvRef(a.Username) && strings.ContainsRune(a.Username, ':') {
 			v.add(p+".username", ErrInvalid, "username must not contain \":\" (RFC 7617)")
 		}
-		// An empty password is allowed: RFC 7617 permits it and some servers use it.
+		if a.Password == "" {
+			v.add(p+".password", ErrInvalid, "password is required for basic auth")
+		}
 	}
 	if !ref && out.Type != AuthBearer && a.Token != "" {
 		v.add(p+".token", ErrInvalid, "token is set but auth type is %q (want bearer)", typ)
@@ -381,7 +383,7 @@ func (v *validator) groups(list []*configv1.UpstreamGroup, upstreams map[string]
 			idx := v.ref(mp+".name", "upstream", m.Name, upstreams)
 			if m.Name != "" {
 				if k, dup := seen[m.Name]; dup {
-					v.add(mp+".name", ErrDuplicate, "upstream %q is already a member at %s.upstreams[%d]", m.Name, p, k)
+					v.add(mp+".name", ErrInvalid, "upstream %q is already a member at %s.upstreams[%d]", m.Name, p, k)
 				} else {
 					seen[m.Name] = j
 				}
@@ -452,7 +454,7 @@ func (v *validator) httpClient(p string, hc *configv1.HttpClient) (Client, *Retr
 				continue
 			}
 			if k, dup := seen[item]; dup {
-				v.add(ip, ErrDuplicate, "%q is already listed at %s.retry_on[%d]", item, rp, k)
+				v.add(ip, ErrInvalid, "%q is already listed at %s.retry_on[%d]", item, rp, k)
 			} else {
 				seen[item] = j
 			}
@@ -674,7 +676,7 @@ func (v *validator) routes(fp string, routes []*configv1.Route, groups map[strin
 			rt.Pattern = pat
 			v.routePathChars(p+".path", r.Path)
 			if k, dup := seen[r.Path]; dup {
-				v.add(p+".path", ErrDuplicate, "duplicate route path %q (first at %s.routing[%d])", r.Path, fp, k)
+				v.add(p+".path", ErrInvalid, "duplicate route path %q (first at %s.routing[%d])", r.Path, fp, k)
 			} else {
 				seen[r.Path] = j
 			}
@@ -695,7 +697,7 @@ func (v *validator) routes(fp string, routes []*configv1.Route, groups map[strin
 			case !isToken(k):
 				v.add(hp, ErrInvalid, "%q is not a valid header name", k)
 			case dup:
-				v.add(hp, ErrDuplicate, "header %q is already matched as %q (header names ignore case)", k, first)
+				v.add(hp, ErrInvalid, "header %q is already matched as %q (header names ignore case)", k, first)
 			default:
 				hseen[canon] = k
 			}
@@ -709,7 +711,7 @@ func (v *validator) routes(fp string, routes []*configv1.Route, groups map[strin
 				v.add(mp, ErrInvalid, "%q is not a valid HTTP method", m)
 			default:
 				if first, dup := mseen[strings.ToUpper(m)]; dup {
-					v.add(mp, ErrDuplicate, "method %q is already listed at %s.methods[%d]", m, p, first)
+					v.add(mp, ErrInvalid, "method %q is already listed at %s.methods[%d]", m, p, first)
 				} else {
 					mseen[strings.ToUpper(m)] = k
 				}
@@ -752,7 +754,7 @@ func (v *validator) rateLimit(p string, rl *configv1.RateLimit) *RateLimit {
 		}
 		out.Scope = sc
 	}
-	if !rl.GetEnabled() {
+	if rl.Enabled != nil && !*rl.Enabled { // the block's presence enables it
 		return nil
 	}
 	return out

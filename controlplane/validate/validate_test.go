@@ -75,7 +75,7 @@ func TestValidate(t *testing.T) {
 		}, ErrInvalid},
 		{"duplicate member", func(c *configv1.Config) {
 			c.UpstreamGroups[0].Upstreams = append(c.UpstreamGroups[0].Upstreams, &configv1.UpstreamRef{Name: "a"})
-		}, []string{`upstream_groups[0].upstreams[1].name: upstream "a" is already a member at upstream_groups[0].upstreams[0]`}, ErrDuplicate},
+		}, []string{`upstream_groups[0].upstreams[1].name: upstream "a" is already a member at upstream_groups[0].upstreams[0]`}, ErrInvalid},
 		{"dangling member", func(c *configv1.Config) {
 			c.UpstreamGroups[0].Upstreams[0].Name = "x"
 		}, []string{`upstream_groups[0].upstreams[0].name: upstream "x" is not defined`}, ErrReference},
@@ -88,9 +88,9 @@ func TestValidate(t *testing.T) {
 			`upstreams[0].auth.username: username must not contain ":" (RFC 7617)`,
 			`upstreams[0].auth.password: password contains control characters`,
 		}, ErrInvalid},
-		{"basic with empty password is fine", func(c *configv1.Config) {
+		{"basic without password", func(c *configv1.Config) {
 			c.Upstreams[0].Auth = &configv1.Auth{Type: "basic", Username: "u"}
-		}, nil, nil},
+		}, []string{`upstreams[0].auth.password: password is required for basic auth`}, ErrInvalid},
 		{"env refs skip format checks", func(c *configv1.Config) {
 			c.Upstreams[0].Url = "${env:UPSTREAM_URL}"
 			c.HttpServer.Forwards[0].Address = proto.String("${env:BIND}")
@@ -262,7 +262,7 @@ func TestApplyDefaults(t *testing.T) {
 			Forwards: []*configv1.Forward{{
 				Name: "f", DefaultGroup: "g", Port: proto.Uint32(3000), Address: proto.String("0.0.0.0"), MaxBodyBytes: proto.Uint32(10485760),
 				Timeout:    &configv1.ServerTimeout{Connect: proto.Uint32(10), Body: "60s"},
-				Ratelimit:  &configv1.RateLimit{Enabled: proto.Bool(false), PerSecond: proto.Uint32(100), Burst: proto.Uint32(200), Key: "ip", Scope: "local"},
+				Ratelimit:  &configv1.RateLimit{Enabled: proto.Bool(true), PerSecond: proto.Uint32(100), Burst: proto.Uint32(200), Key: "ip", Scope: "local"},
 				ClientAuth: "off",
 			}},
 			Admin: &configv1.Admin{Port: proto.Uint32(9000), Address: proto.String("127.0.0.1"), Timeout: &configv1.ServerTimeout{Connect: proto.Uint32(10)}},
@@ -434,7 +434,7 @@ func TestParse(t *testing.T) {
 	c.HttpServer.Forwards[0].TrustedProxies = []string{"10.1.2.3/8", "192.0.2.7"}
 	c.HttpServer.Admin = &configv1.Admin{Port: proto.Uint32(9100)}
 	c.Upstreams[0].Headers = []*configv1.HeaderOp{{Op: "replace", Key: "x-org", Value: "${env:ORG}"}}
-	c.Upstreams = append(c.Upstreams, &configv1.Upstream{Name: "b", Url: "${env:B_URL}", Auth: &configv1.Auth{Type: "basic", Username: "u"}})
+	c.Upstreams = append(c.Upstreams, &configv1.Upstream{Name: "b", Url: "${env:B_URL}", Auth: &configv1.Auth{Type: "basic", Username: "u", Password: "p"}})
 	c.UpstreamGroups[0].Upstreams = append(c.UpstreamGroups[0].Upstreams, &configv1.UpstreamRef{Name: "b", Weight: proto.Uint32(3)})
 	c.UpstreamGroups[0].Balance = &configv1.Balance{Strategy: "least_busy"}
 	c.UpstreamGroups[0].HttpClient = &configv1.HttpClient{

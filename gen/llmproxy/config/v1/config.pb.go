@@ -591,8 +591,8 @@ func (x *Route) GetMethods() []string {
 // RateLimit is a token bucket per client key.
 type RateLimit struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Whether the limit applies. Default false, as LLMProxy documents: a block without
-	// `enabled: true` limits nothing.
+	// Whether the limit applies. Default true: the block's presence enables the limit, as
+	// LLMProxy's reference says; `enabled: false` keeps the block and turns the limit off.
 	Enabled *bool `protobuf:"varint,1,opt,name=enabled,proto3,oneof" json:"enabled,omitempty"`
 	// Requests per second per client, 1-10000. Default 100.
 	PerSecond *uint32 `protobuf:"varint,2,opt,name=per_second,json=perSecond,proto3,oneof" json:"per_second,omitempty"`
@@ -824,7 +824,7 @@ type Auth struct {
 	Token string `protobuf:"bytes,2,opt,name=token,proto3" json:"token,omitempty"`
 	// Username; required for basic.
 	Username string `protobuf:"bytes,3,opt,name=username,proto3" json:"username,omitempty"`
-	// Password for basic. Secret.
+	// Password; required for basic. Secret.
 	Password      string `protobuf:"bytes,4,opt,name=password,proto3" json:"password,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
