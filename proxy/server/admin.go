@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -85,9 +86,14 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = enc.Encode(v)
 }
 
+// DefaultAdminHeaderTimeout is the admin listener's time to receive a request's headers
+// when StartAdmin is given none (http_server.admin.timeout.connect's default).
+const DefaultAdminHeaderTimeout = 10 * time.Second
+
 // StartAdmin opens the admin listener on addr (SO_REUSEPORT, like the forwards) and serves
-// AdminHandler on it until Shutdown. It returns the bound address. It may be called once.
-func (s *Server) StartAdmin(addr string) (string, error) {
+// AdminHandler on it until Shutdown, giving a request headerTimeout to send its headers
+// (0: DefaultAdminHeaderTimeout). It returns the bound address. It may be called once.
+func (s *Server) StartAdmin(addr string, headerTimeout time.Duration) (string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -103,7 +109,7 @@ func (s *Server) StartAdmin(addr string) (string, error) {
 	}
 	s.admin = &http.Server{
 		Handler:           s.AdminHandler(),
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: cmp.Or(headerTimeout, DefaultAdminHeaderTimeout),
 		IdleTimeout:       defaultIdleTimeout,
 	}
 	srv := s.admin

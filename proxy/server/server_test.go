@@ -273,7 +273,7 @@ func TestShutdownDrainsInFlight(t *testing.T) {
 	if err := s.Apply(runtime("r1", [2]string{"a", a})); err != nil {
 		t.Fatal(err)
 	}
-	admin, err := s.StartAdmin("127.0.0.1:0")
+	admin, err := s.StartAdmin("127.0.0.1:0", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -335,7 +335,7 @@ func status(t *testing.T, addr, path string) int {
 
 func TestAdminEndpoints(t *testing.T) {
 	s, _, _ := newTestServer(t, -1)
-	admin, err := s.StartAdmin("127.0.0.1:0")
+	admin, err := s.StartAdmin("127.0.0.1:0", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -420,7 +420,7 @@ func TestAdminEndpoints(t *testing.T) {
 // environment, with their secrets redacted.
 func TestAdminConfigEnvOverrides(t *testing.T) {
 	s, _, _ := newTestServer(t, -1)
-	admin, err := s.StartAdmin("127.0.0.1:0")
+	admin, err := s.StartAdmin("127.0.0.1:0", 0)
 	if err != nil {
 		t.Fatal(err)
 	}

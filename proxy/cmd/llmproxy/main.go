@@ -300,7 +300,7 @@ func (p *proxy) applyFile(path string) error {
 		return err
 	}
 	if a := l.model.Admin; a != nil && a.Addr != p.adminAddr {
-		p.log.Warn("http_server.admin changed: the admin listener moves only on restart", "running", p.adminAddr, "file", a.Addr)
+		p.log.Warn("http_server.admin changed: the admin listener moves (and takes a new timeout) only on restart", "running", p.adminAddr, "file", a.Addr)
 	}
 	return p.applier.ApplyModel(l.revision, l.model, l.overrides)
 }
@@ -375,6 +375,7 @@ func serve(ctx context.Context, f *flags, log *slog.Logger, accessOut io.Writer)
 	p.applier = config.NewApplier(p.holder, p.reg, p.srv.Apply, config.Options{Metrics: p.metrics, Logger: log, Redis: p.redis, RedisTimeout: f.redisTimeout, CacheLookupTimeout: f.cacheTimeout, RedisGuard: p.redisGuard})
 
 	adminAddr := f.adminAddr
+	var adminHeaderTimeout time.Duration // 0: the server's default
 	var first *loaded
 	if f.configFile != "" {
 		l, err := loadFile(f.configFile, os.Environ())
@@ -383,10 +384,10 @@ func serve(ctx context.Context, f *flags, log *slog.Logger, accessOut io.Writer)
 		}
 		first = l
 		if a := l.model.Admin; a != nil {
-			adminAddr = a.Addr
+			adminAddr, adminHeaderTimeout = a.Addr, a.HeaderTimeout
 		}
 	}
-	if _, err := p.srv.StartAdmin(adminAddr); err != nil {
+	if _, err := p.srv.StartAdmin(adminAddr, adminHeaderTimeout); err != nil {
 		return err
 	}
 	p.adminAddr = adminAddr
