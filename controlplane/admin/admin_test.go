@@ -49,7 +49,7 @@ type fakeFleet []*adminv1.ProxyStatus
 
 func (f fakeFleet) Proxies() []*adminv1.ProxyStatus { return f }
 
-func newEnv(t *testing.T, token string, fleet admin.Fleet) *env {
+func newEnv(t testing.TB, token string, fleet admin.Fleet) *env {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -110,7 +110,7 @@ func (e *env) ctx(t *testing.T) context.Context {
 }
 
 // seed stores cfg directly, bypassing the service.
-func (e *env) seed(t *testing.T, cfg *configv1.Config) uint64 {
+func (e *env) seed(t testing.TB, cfg *configv1.Config) uint64 {
 	t.Helper()
 	rev, err := e.store.Update(context.Background(), nil, store.Change{Operation: "Seed"}, func(uint64, *configv1.Config) (*configv1.Config, error) {
 		return proto.Clone(cfg).(*configv1.Config), nil
