@@ -388,6 +388,35 @@ func TestBreakAfter(t *testing.T) {
 	}
 }
 
+func TestHangup(t *testing.T) {
+	s, ts, c := newTestServer(t, Options{})
+	for _, set := range []func(){
+		func() {}, // the header alone
+		func() {
+			if err := c.SetBehaviour(context.Background(), `{"hangup":true}`); err != nil {
+				t.Fatal(err)
+			}
+		},
+	} {
+		set()
+		req, _ := http.NewRequest(http.MethodPost, ts.URL+"/v1/chat/completions", strings.NewReader(`{"model":"m"}`))
+		if s.Behaviour().Hangup == false {
+			req.Header.Set(HeaderHangup, "true")
+		}
+		resp, err := ts.Client().Do(req)
+		if err == nil {
+			resp.Body.Close()
+			t.Fatalf("got %d; want the connection closed without an answer", resp.StatusCode)
+		}
+	}
+	waitFor(t, func() bool { return s.Stats().Aborted == 2 })
+	for _, r := range s.Requests(0) {
+		if r.Body != `{"model":"m"}` || !r.Aborted {
+			t.Errorf("record %+v; want the body read and the request aborted", r)
+		}
+	}
+}
+
 // waitFor polls cond until it holds or a deadline passes.
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
