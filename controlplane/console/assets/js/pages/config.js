@@ -21,7 +21,8 @@ const KINDS = [
       h('code', null, `${f.address || '0.0.0.0'}:${f.port || ''}`),
       f.default_group || '—',
       String((f.routing || []).length),
-      f.ratelimit && f.ratelimit.enabled ? `${f.ratelimit.per_second}/s` : 'off',
+      // A ratelimit block limits unless it says enabled: false.
+      f.ratelimit && f.ratelimit.enabled !== false ? `${f.ratelimit.per_second || 100}/s` : 'off',
     ],
     fields: (isNew) => [
       { path: 'name', label: 'Name', readonly: !isNew },
