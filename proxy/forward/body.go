@@ -190,8 +190,14 @@ type timedBody struct {
 }
 
 func newTimedBody(rc io.ReadCloser, w http.ResponseWriter, d time.Duration) *timedBody {
-	// A writer that cannot bound reads (ErrNotSupported) leaves the body unbounded.
-	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(d))
+	deadline := time.Now().Add(d)
+	// net/http's own writer has the method; others go through a ResponseController. A
+	// writer that cannot bound reads (ErrNotSupported) leaves the body unbounded.
+	if rd, ok := w.(interface{ SetReadDeadline(time.Time) error }); ok {
+		_ = rd.SetReadDeadline(deadline)
+	} else {
+		_ = http.NewResponseController(w).SetReadDeadline(deadline)
+	}
 	return &timedBody{rc: rc}
 }
 

@@ -50,33 +50,52 @@ func pick(g *config.Group, tried, rejected *memberSet) int {
 	if r, ok := g.Picker.(balancer.Rotator); ok && retry {
 		choose = r.PickWithout
 	}
-	var now int64 // read once, and only when a member is throttled
-	throttled := func(i int) bool {
-		st := g.Members[i].Stats
-		if !st.Throttling() {
-			return false
-		}
-		if now == 0 {
-			now = time.Now().UnixNano()
-		}
-		return st.Throttled(now)
-	}
-	unusable := func(i int) bool { return rejected.has(i) || !g.Members[i].Breaker.Ready() }
-	if i := choose(func(i int) bool { return unusable(i) || tried.has(i) || throttled(i) }); i >= 0 {
+	c := &candidates{g: g, tried: tried, rejected: rejected, avoidTried: true, avoidThrottled: true}
+	skip := c.skip // one func value for every pass
+	if i := choose(skip); i >= 0 {
 		return i
 	}
 	if retry {
-		if i := choose(func(i int) bool { return unusable(i) || throttled(i) }); i >= 0 {
+		c.avoidTried = false
+		if i := choose(skip); i >= 0 {
 			return i
 		}
 	}
-	if now == 0 {
+	if c.now == 0 {
 		return -1 // nobody is throttled: nothing more to try
 	}
-	if i := choose(func(i int) bool { return unusable(i) || tried.has(i) }); i >= 0 || !retry {
+	c.avoidTried, c.avoidThrottled = true, false
+	if i := choose(skip); i >= 0 || !retry {
 		return i
 	}
-	return choose(unusable)
+	c.avoidTried = false
+	return choose(skip)
+}
+
+// candidates says which members one pass of pick leaves out: always those rejected or
+// whose breaker is not ready; those tried and those throttled as the pass asks.
+type candidates struct {
+	g                          *config.Group
+	tried, rejected            *memberSet
+	avoidTried, avoidThrottled bool
+	now                        int64 // read once, and only when a member is throttled
+}
+
+func (c *candidates) skip(i int) bool {
+	if c.rejected.has(i) || !c.g.Members[i].Breaker.Ready() || (c.avoidTried && c.tried.has(i)) {
+		return true
+	}
+	if !c.avoidThrottled {
+		return false
+	}
+	st := c.g.Members[i].Stats
+	if !st.Throttling() {
+		return false
+	}
+	if c.now == 0 {
+		c.now = time.Now().UnixNano()
+	}
+	return st.Throttled(c.now)
 }
 
 // reserve takes a breaker slot on the member chosen for the next attempt (preferred, or
