@@ -31,7 +31,9 @@ func TestResilience(t *testing.T) {
 }
 
 // resBreakerConfig is two upstreams with fast-cooling breakers in a round-robin group with
-// retries.
+// retries. retry_on lists reset: an upstream process that stops closes its pooled
+// connections, and a request written on one as it closes is lost after the write (reset),
+// which only an operator who accepts a possible duplicate retries.
 const resBreakerConfig = `
 http_server:
   forwards:
@@ -48,7 +50,7 @@ upstream_groups:
     balance: {strategy: {{.Strategy}}}
     http_client:
       timeout: {connect: 10}
-      retry: {attempts: 2, initial: 100, max_backoff: "1s", retry_on: [429, 502, 503, 504, connect_error, timeout]}
+      retry: {attempts: 2, initial: 100, max_backoff: "1s", retry_on: [429, 502, 503, 504, connect_error, reset, timeout]}
 `
 
 // resBreakerData fills resBreakerConfig.

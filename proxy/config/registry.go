@@ -182,7 +182,7 @@ func (b *builder) transport(k transportKey, proxyURL *url.URL, roots *x509.CertP
 	return entry(b, k, func(s *state) map[transportKey]*http.Transport { return s.transports }, func() *http.Transport {
 		d := &net.Dialer{Timeout: k.connect, KeepAlive: k.keepalive}
 		t := &http.Transport{
-			DialContext:           d.DialContext,
+			DialContext:           countingDialer(d.DialContext),
 			TLSHandshakeTimeout:   k.connect,
 			MaxIdleConns:          0, // no global cap; per host below
 			MaxIdleConnsPerHost:   1024,

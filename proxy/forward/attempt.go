@@ -51,17 +51,45 @@ type attempt struct {
 	// err is the transport's error, or the error that broke the answer's body.
 	err  error
 	kind errKind
-	// wrote is set once the whole request has been handed to a connection, and cleared
-	// when the transport goes for another connection (its own retry of a request it had
-	// not sent); see classify.
+	// wrote is set once net/http reports the whole request written (into the
+	// connection's buffer); conn and sent are the connection the transport gave the
+	// attempt and its byte count then. All are reset when the transport goes for another
+	// connection (its own retry of a request it had not sent); see classify.
 	wrote atomic.Bool
+	conn  atomic.Pointer[config.CountingConn]
+	sent  atomic.Int64
 	trace httptrace.ClientTrace
+}
+
+// nothingSent reports whether not one byte left on the attempt's connection since the
+// transport gave it to the attempt (see config.CountingConn): net/http reports a request
+// written once it is in the connection's buffer, before the buffer reaches the socket.
+func (a *attempt) nothingSent() bool {
+	c := a.conn.Load()
+	return c != nil && c.Written() == a.sent.Load()
+}
+
+// serverClosedIdle reports net/http's error for a pooled connection the server had closed
+// as idle (its FIN crossed the request): the server did not read the request. net/http
+// retries it by itself only for idempotent requests, and exports no value to compare with,
+// so it is known by its text.
+func serverClosedIdle(err error) bool {
+	return err != nil && err.Error() == "http: server closed idle connection"
 }
 
 // traced returns ctx carrying a's client trace, which records whether the request was
 // written.
 func (a *attempt) traced(ctx context.Context) context.Context {
-	a.trace.GetConn = func(string) { a.wrote.Store(false) }
+	a.trace.GetConn = func(string) {
+		a.wrote.Store(false)
+		a.conn.Store(nil)
+	}
+	a.trace.GotConn = func(i httptrace.GotConnInfo) {
+		if c := config.Counting(i.Conn); c != nil {
+			a.sent.Store(c.Written())
+			a.conn.Store(c)
+		}
+	}
 	a.trace.WroteRequest = func(i httptrace.WroteRequestInfo) { a.wrote.Store(i.Err == nil) }
 	return httptrace.WithClientTrace(ctx, &a.trace)
 }
@@ -70,11 +98,11 @@ func (a *attempt) traced(ctx context.Context) context.Context {
 // have received the request (no connection: dial, DNS, TLS handshake, outbound proxy; or
 // the connection failed before the whole request was written to it); reset when the
 // connection was lost after that (the upstream may have the request, and may have acted
-// on it); other for the rest (a malformed answer). net/http reports the request written
-// once it is in the connection's buffer, so a connection that fails at that moment counts
-// as reset: the doubt goes to not sending a request twice. (A pooled connection found
-// closed before anything was written is retried by net/http itself when the body can be
-// replayed.)
+// on it); other for the rest (a malformed answer). "Written" is net/http's report checked
+// against the bytes that reached the socket (nothingSent), and a pooled connection the
+// server had already closed as idle (serverClosedIdle) is connect_error too: the server
+// never read the request. Where the two cannot be told apart (an HTTP/2 connection busy
+// with other streams), the doubt goes to reset: a request is not sent twice.
 func (a *attempt) classify(err error) errKind {
 	if k := upstreamErrKind(err); k == kindTimeout {
 		return k
@@ -82,7 +110,7 @@ func (a *attempt) classify(err error) errKind {
 	if c := context.Cause(a.ctx); c == errRequestTimeout || c == errIdleTimeout {
 		return kindTimeout
 	}
-	if !a.wrote.Load() {
+	if !a.wrote.Load() || a.nothingSent() || serverClosedIdle(err) {
 		return kindConnect
 	}
 	if upstreamErrKind(err) == kindConnect {
