@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -16,12 +15,7 @@ import (
 // rawExchange writes request, as is, on a new connection to addr and reads one answer.
 func rawExchange(t *testing.T, addr, request string) (*http.Response, string) {
 	t.Helper()
-	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		t.Fatalf("dial %s: %v", addr, err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
+	c := rawDial(t, addr, 10*time.Second)
 	if _, err := io.WriteString(c, request); err != nil {
 		t.Fatalf("write request: %v", err)
 	}
