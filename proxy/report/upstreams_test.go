@@ -54,6 +54,8 @@ http_server:
           target_group: gl
         - path: /bad
           target_group: gb
+        - path: /cached
+          target_group: gc
 upstreams:
   - name: ok
     url: "{{ok}}"
@@ -74,6 +76,9 @@ upstream_groups:
     upstreams: [{name: limited}]
   - name: gb
     upstreams: [{name: bad}]
+  - name: gc
+    upstreams: [{name: ok}]
+    cache: {enabled: true}
 `
 
 // testProxy is a compiled config served by the real forward handler.
@@ -266,5 +271,26 @@ func TestBoundKeepsUnhealthyUpstreamsAndFoldsModels(t *testing.T) {
 	}
 	if want := uint64(300*301/2 + 1000); requests != want || tokens != 300 || others != 1 {
 		t.Errorf("models after folding: %d requests, %d tokens, %d %q entries; want %d, 300, 1", requests, tokens, others, telemetry.UsageOther, want)
+	}
+}
+
+func TestCachesFromTheRequestPath(t *testing.T) {
+	p := newTestProxy(t)
+	src := Caches(p.holder, p.metrics)
+	collect := func() []*reportv1.CacheCounts {
+		r := &reportv1.ProxyReport{}
+		src.Collect(r)
+		return r.GetCaches()
+	}
+	p.send(t, "/cached", 3) // one miss stores the answer, two hits
+	p.send(t, "/", 2)       // group g has no cache: not reported
+	got := collect()
+	if len(got) != 1 || got[0].GetGroup() != "gc" || got[0].GetMisses() != 1 || got[0].GetHits() != 2 {
+		t.Fatalf("caches %v; want gc with 1 miss and 2 hits", got)
+	}
+	p.send(t, "/cached", 1)
+	got = collect()
+	if len(got) != 1 || got[0].GetMisses() != 0 || got[0].GetHits() != 1 {
+		t.Errorf("second report caches %v; want gc with 1 hit since the first report", got)
 	}
 }

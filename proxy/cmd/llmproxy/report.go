@@ -35,7 +35,7 @@ func startReports(p *proxy, addr, nodeID string, interval time.Duration, tc *tls
 		NodeID:   nodeID,
 		Token:    controlPlaneToken(),
 		Interval: interval,
-		Sources:  []report.Source{report.Upstreams(p.holder), report.Models(p.metrics.Models), report.Consumers(p.metrics.Consumers)},
+		Sources:  []report.Source{report.Upstreams(p.holder), report.Models(p.metrics.Models), report.Consumers(p.metrics.Consumers), report.Caches(p.holder, p.metrics)},
 		Revision: func() string {
 			if rt := p.holder.Load(); rt != nil {
 				return rt.Revision
