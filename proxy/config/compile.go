@@ -35,7 +35,7 @@ type Options struct {
 	// cache also as a Warning).
 	Redis redis.UniversalClient
 	// RedisTimeout bounds one Redis call on the request path; past it the limits count
-	// locally. Zero selects quota.DefaultTimeout. Used when RedisGuard is nil.
+	// locally. Zero selects redisguard.DefaultTimeout. Used when RedisGuard is nil.
 	RedisTimeout time.Duration
 	// CacheLookupTimeout bounds one lookup of a Redis cache; 0 means
 	// cache.DefaultLookupTimeout (20ms). It applies to the caches this build creates.

@@ -1,9 +1,7 @@
 package config
 
 import (
-	"context"
 	"crypto/sha256"
-	"log/slog"
 	"maps"
 	"math"
 	"slices"
@@ -19,6 +17,7 @@ import (
 	"github.com/llmproxy-go/llmproxy/controlplane/route"
 	"github.com/llmproxy-go/llmproxy/controlplane/validate"
 	"github.com/llmproxy-go/llmproxy/proxy/quota"
+	"github.com/llmproxy-go/llmproxy/proxy/redisguard"
 	"github.com/llmproxy-go/llmproxy/proxy/telemetry"
 )
 
@@ -201,24 +200,10 @@ func (b *builder) shared() *quota.Shared {
 			// The client's one guard: its breaker and logs cover the rate limits too.
 			return quota.NewShared(b.opts.Redis, quotaKeyPrefix, b.opts.RedisGuard)
 		}
-		return quota.NewShared(b.opts.Redis, quotaKeyPrefix, quota.NewGuard(k.timeout, 0, b.reg.onQuotaFailure))
+		// A guard of the consumer counters' own: the same deadline and breaker, logged.
+		return quota.NewShared(b.opts.Redis, quotaKeyPrefix, redisguard.New(redisguard.Options{Timeout: k.timeout, Logger: b.opts.Logger}))
 	})
 }
-
-// onQuotaFailure logs a failed Redis call of the consumer counters, at most once per
-// quotaLogInterval.
-func (r *Registry) onQuotaFailure(err error) {
-	now := time.Now().UnixNano()
-	last := r.quotaLogged.Load()
-	if now-last < int64(quotaLogInterval) || !r.quotaLogged.CompareAndSwap(last, now) {
-		return
-	}
-	r.logger.LogAttrs(context.Background(), slog.LevelWarn, "consumer limits: Redis unreachable, counting in this proxy until it answers",
-		slog.String("error", err.Error()))
-}
-
-// quotaLogInterval spaces the logs of Redis failures of the consumer counters.
-const quotaLogInterval = 10 * time.Second
 
 // consumers compiles the model's consumers and pricing into rt.
 func (b *builder) consumers(m *validate.Model, rt *Runtime) {

@@ -40,7 +40,6 @@ type Registry struct {
 	warnedCache  map[string]bool // groups logged as served uncached (backend missing)
 
 	breakerListener atomic.Pointer[func()]
-	quotaLogged     atomic.Int64 // UnixNano of the last log of a consumer-counter Redis failure
 }
 
 // OnBreakerChange makes fn run after every breaker transition of every upstream (the

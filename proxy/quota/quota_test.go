@@ -7,9 +7,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/llmproxy-go/llmproxy/proxy/internal/redistest"
+	"github.com/llmproxy-go/llmproxy/proxy/redisguard"
 )
 
 // clock is a settable time source.
@@ -161,8 +163,8 @@ func TestSharedOneLimitForTwoProxies(t *testing.T) {
 	var fallbacks atomic.Int32
 	onFallback := func() { fallbacks.Add(1) }
 	lim := Limits{RequestsPerMinute: 10, MaxParallel: 50}
-	p1 := NewLimiter("team", lim, NewLocal(nil), NewShared(client, prefix, NewGuard(2*time.Second, 0, nil)), onFallback)
-	p2 := NewLimiter("team", lim, NewLocal(nil), NewShared(client, prefix, NewGuard(2*time.Second, 0, nil)), onFallback)
+	p1 := NewLimiter("team", lim, NewLocal(nil), NewShared(client, prefix, redisguard.New(redisguard.Options{Timeout: 2 * time.Second})), onFallback)
+	p2 := NewLimiter("team", lim, NewLocal(nil), NewShared(client, prefix, redisguard.New(redisguard.Options{Timeout: 2 * time.Second})), onFallback)
 	var wg sync.WaitGroup
 	var ok atomic.Int32
 	admitted := make(chan Admission, 30)
@@ -192,8 +194,8 @@ func TestSharedOneLimitForTwoProxies(t *testing.T) {
 	}
 	// Slots are shared too, and given back.
 	par := Limits{MaxParallel: 2}
-	q1 := NewLimiter("par", par, NewLocal(nil), NewShared(client, prefix, nil), onFallback)
-	q2 := NewLimiter("par", par, NewLocal(nil), NewShared(client, prefix, nil), onFallback)
+	q1 := NewLimiter("par", par, NewLocal(nil), NewShared(client, prefix, redisguard.New(redisguard.Options{Timeout: 2 * time.Second})), onFallback)
+	q2 := NewLimiter("par", par, NewLocal(nil), NewShared(client, prefix, redisguard.New(redisguard.Options{Timeout: 2 * time.Second})), onFallback)
 	ctx := context.Background()
 	a, b := q1.Admit(ctx), q2.Admit(ctx)
 	if !a.OK || !b.OK {
@@ -210,7 +212,7 @@ func TestSharedOneLimitForTwoProxies(t *testing.T) {
 
 func TestSharedTokensAndBudget(t *testing.T) {
 	client, prefix := redistest.Client(t)
-	shared := NewShared(client, prefix, NewGuard(2*time.Second, 0, nil))
+	shared := NewShared(client, prefix, redisguard.New(redisguard.Options{Timeout: 2 * time.Second}))
 	lm := NewLimiter("c", Limits{TokensPerMinute: 100, TokensPerDay: 1000, BudgetMicros: 500, Period: Month}, NewLocal(nil), shared, nil)
 	ctx := context.Background()
 	a := lm.Admit(ctx)
@@ -248,44 +250,17 @@ func TestSharedFallsBackToLocal(t *testing.T) {
 	// Nothing listens on port 1: every call fails at once.
 	client := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1, DialTimeout: 100 * time.Millisecond})
 	defer client.Close()
-	var failures, fallbacks atomic.Int32
-	g := NewGuard(100*time.Millisecond, time.Hour, func(error) { failures.Add(1) })
+	var fallbacks atomic.Int32
+	m := redisguard.NewMetrics(nil)
+	g := redisguard.New(redisguard.Options{Timeout: 100 * time.Millisecond, Cooldown: time.Hour, Metrics: m})
 	lm := NewLimiter("c", Limits{RequestsPerMinute: 3, MaxParallel: 5}, NewLocal(nil), NewShared(client, "x:", g), func() { fallbacks.Add(1) })
 	ok, last := admitN(lm, 5)
 	if ok != 3 || last.OK || !last.Fallback {
 		t.Fatalf("with Redis down: admitted %d of 5, last %+v; want 3 counted locally", ok, last)
 	}
-	if failures.Load() != 1 || fallbacks.Load() != 5 {
-		t.Errorf("%d Redis failures (want 1: the guard leaves it alone after), %d fallbacks (want 5)", failures.Load(), fallbacks.Load())
-	}
-}
-
-func TestGuardProbes(t *testing.T) {
-	c := &clock{t: start}
-	g := NewGuard(time.Second, 10*time.Second, nil)
-	g.now = c.now
-	calls := 0
-	fail := func(context.Context) error { calls++; return context.DeadlineExceeded }
-	ok := func(context.Context) error { calls++; return nil }
-	if err := g.Do(context.Background(), fail); err == nil {
-		t.Fatal("failure not returned")
-	}
-	if err := g.Do(context.Background(), ok); err != ErrRedisDown || calls != 1 {
-		t.Fatalf("within the interval: %v after %d calls; want ErrRedisDown without a call", err, calls)
-	}
-	c.add(10 * time.Second)
-	if err := g.Do(context.Background(), ok); err != nil || calls != 2 {
-		t.Fatalf("probe: %v, %d calls", err, calls)
-	}
-	if err := g.Do(context.Background(), ok); err != nil || calls != 3 {
-		t.Fatalf("healthy again: %v, %d calls", err, calls)
-	}
-	// A caller that left says nothing about Redis.
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	_ = g.Do(ctx, func(ctx context.Context) error { return ctx.Err() })
-	if err := g.Do(context.Background(), ok); err != nil {
-		t.Fatalf("a cancelled caller marked Redis down: %v", err)
+	failures := testutil.ToFloat64(m.Fallbacks.WithLabelValues("error")) + testutil.ToFloat64(m.Fallbacks.WithLabelValues("timeout"))
+	if failures != 1 || fallbacks.Load() != 5 {
+		t.Errorf("%g Redis failures (want 1: the guard leaves it alone after), %d fallbacks (want 5)", failures, fallbacks.Load())
 	}
 }
 

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"strconv"
-	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -133,21 +132,15 @@ type Shared struct {
 }
 
 // Caller runs one Redis call under a deadline, answering an error without calling while
-// Redis is being left alone: a *Guard, or the proxy's one guard per Redis client
-// (proxy/redisguard.Guard), which every Redis user of the request path shares. It must be
-// safe for concurrent use.
+// Redis is being left alone: the proxy's guard of its Redis client (proxy/redisguard.Guard),
+// which every Redis user of the request path shares. It must be safe for concurrent use.
 type Caller interface {
 	Do(ctx context.Context, fn func(context.Context) error) error
 }
 
-var _ Caller = (*Guard)(nil)
-
-// NewShared returns a store keeping its keys under prefix in Redis, each call guarded by g
-// (nil: NewGuard(0, 0, nil)).
+// NewShared returns a store keeping its keys under prefix in Redis, each call made
+// through g, which must not be nil.
 func NewShared(client redis.UniversalClient, prefix string, g Caller) *Shared {
-	if g == nil {
-		g = NewGuard(0, 0, nil)
-	}
 	return &Shared{client: client, prefix: prefix, lease: DefaultLease, guard: g}
 }
 
@@ -211,63 +204,4 @@ func (s *Shared) settle(ctx context.Context, name string, l Limits, ticket strin
 		return settleScript.Run(ctx, s.client, s.keys(name, start),
 			tokens, flag(l.TokensPerMinute > 0), flag(l.TokensPerDay > 0), spendMicros, ttl.Milliseconds(), ticket).Err()
 	})
-}
-
-// Guard bounds the Redis calls of the request path: each call gets a deadline, and after a
-// failure Redis is left alone for a probe interval (calls fail at once with ErrRedisDown),
-// then one call probes it again. An outage thus costs one timeout per interval, not one per
-// request. OnFailure, when set, hears every failure but those of callers that left.
-type Guard struct {
-	timeout, probe time.Duration
-	onFailure      func(error)
-	now            func() time.Time
-	downUntil      atomic.Int64 // UnixNano before which Redis is not tried; 0 when healthy
-}
-
-// ErrRedisDown is the error of a call the Guard did not make because Redis failed recently.
-var ErrRedisDown = errors.New("redis is down: waiting for the next probe")
-
-// Defaults of NewGuard.
-const (
-	DefaultTimeout = 50 * time.Millisecond
-	DefaultProbe   = time.Second
-)
-
-// NewGuard returns a Guard giving each call timeout (0: DefaultTimeout) and waiting probe
-// (0: DefaultProbe) after a failure; onFailure may be nil.
-func NewGuard(timeout, probe time.Duration, onFailure func(error)) *Guard {
-	if timeout <= 0 {
-		timeout = DefaultTimeout
-	}
-	if probe <= 0 {
-		probe = DefaultProbe
-	}
-	return &Guard{timeout: timeout, probe: probe, onFailure: onFailure, now: time.Now}
-}
-
-// Do runs fn with a deadline unless Redis is being left alone. It returns fn's error, or
-// ErrRedisDown.
-func (g *Guard) Do(ctx context.Context, fn func(context.Context) error) error {
-	if until := g.downUntil.Load(); until != 0 {
-		now := g.now()
-		// After the interval, one caller (the one that moves it on) probes.
-		if now.UnixNano() < until || !g.downUntil.CompareAndSwap(until, now.Add(g.probe).UnixNano()) {
-			return ErrRedisDown
-		}
-	}
-	cctx, cancel := context.WithTimeout(ctx, g.timeout)
-	err := fn(cctx)
-	cancel()
-	switch {
-	case err == nil:
-		g.downUntil.Store(0)
-	case ctx.Err() != nil:
-		// The caller left; that says nothing about Redis.
-	default:
-		g.downUntil.Store(g.now().Add(g.probe).UnixNano())
-		if g.onFailure != nil {
-			g.onFailure(err)
-		}
-	}
-	return err
 }

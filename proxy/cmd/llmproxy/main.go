@@ -50,7 +50,6 @@ import (
 	"github.com/llmproxy-go/llmproxy/proxy/cache"
 	"github.com/llmproxy-go/llmproxy/proxy/config"
 	"github.com/llmproxy-go/llmproxy/proxy/forward"
-	"github.com/llmproxy-go/llmproxy/proxy/quota"
 	"github.com/llmproxy-go/llmproxy/proxy/redisguard"
 	"github.com/llmproxy-go/llmproxy/proxy/report"
 	"github.com/llmproxy-go/llmproxy/proxy/server"
@@ -94,7 +93,7 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	fs.StringVar(&f.adminAddr, "admin-addr", net.JoinHostPort(validate.DefaultAdminAddress, strconv.Itoa(validate.DefaultAdminPort)), "admin listener (/health, /ready, /metrics, /config); a config file's http_server.admin overrides it")
 	fs.StringVar(&f.stateDir, "state-dir", ".data/proxy", "directory for the last good control-plane snapshot")
 	fs.StringVar(&f.redisURL, "redis", os.Getenv("LLMPROXY_REDIS_URL"), "Redis `URL` for global rate limits, consumers' limits and the shared response cache (env LLMPROXY_REDIS_URL)")
-	fs.DurationVar(&f.redisTimeout, "redis-timeout", quota.DefaultTimeout, "longest Redis call on the request path (global rate limits, consumers' limits); past it the proxy counts locally")
+	fs.DurationVar(&f.redisTimeout, "redis-timeout", redisguard.DefaultTimeout, "longest Redis call on the request path (global rate limits, consumers' limits); past it the proxy counts locally")
 	cacheTimeout := cache.DefaultLookupTimeout
 	if v := os.Getenv("LLMPROXY_CACHE_LOOKUP_TIMEOUT"); v != "" {
 		d, err := time.ParseDuration(v)
