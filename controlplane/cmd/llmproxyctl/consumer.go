@@ -104,20 +104,7 @@ identify consumers by their keys; "llmproxyctl key" makes and revokes keys.`,
 	}
 	out := addOutputFlag(get, "yaml", "json")
 	get.RunE = func(cmd *cobra.Command, args []string) error {
-		name := ""
-		if len(args) == 1 {
-			name = args[0]
-		}
-		client, ctx, done, err := c.connect()
-		if err != nil {
-			return err
-		}
-		defer done()
-		cfg, err := k.get(ctx, client, name)
-		if err != nil {
-			return err
-		}
-		return c.printConfig(cfg, out.value)
+		return c.printKind(k, args, out.value)
 	}
 
 	del := &cobra.Command{

@@ -23,20 +23,25 @@ takes it back), or as JSON in the REST API's shape.`,
 		if !ok {
 			return usagef("get: unknown kind %q (want %s)", args[0], kindChoices(0))
 		}
-		name := ""
-		if len(args) == 2 {
-			name = args[1]
-		}
-		client, ctx, done, err := c.connect()
-		if err != nil {
-			return err
-		}
-		defer done()
-		cfg, err := k.get(ctx, client, name)
-		if err != nil {
-			return err
-		}
-		return c.printConfig(cfg, out.value)
+		return c.printKind(k, args[1:], out.value)
 	}
 	return cmd
+}
+
+// printKind prints every resource of kind k, or the one named by names[0] when given.
+func (c *cli) printKind(k resourceKind, names []string, format string) error {
+	name := ""
+	if len(names) > 0 {
+		name = names[0]
+	}
+	client, ctx, done, err := c.connect()
+	if err != nil {
+		return err
+	}
+	defer done()
+	cfg, err := k.get(ctx, client, name)
+	if err != nil {
+		return err
+	}
+	return c.printConfig(cfg, format)
 }
