@@ -101,16 +101,36 @@ func moduleRoot() (string, error) {
 	return filepath.Dir(mod), nil
 }
 
-// FreeAddr returns "127.0.0.1:PORT" for a port that was free a moment ago.
+// handedOut holds the ports FreeAddr has returned in this test process. The kernel may
+// hand a just-closed ephemeral port out again at once, and our listeners use SO_REUSEPORT,
+// so two listeners given the same port would share it silently (seen: a proxy's admin and
+// forward on one port). A port is therefore never returned twice.
+var handedOut = struct {
+	sync.Mutex
+	ports map[string]bool
+}{ports: map[string]bool{}}
+
+// FreeAddr returns "127.0.0.1:PORT" for a port that was free a moment ago and that no
+// earlier call of this process returned.
 func FreeAddr(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("find free port: %v", err)
+	for range 100 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("find free port: %v", err)
+		}
+		addr := l.Addr().String()
+		l.Close()
+		handedOut.Lock()
+		fresh := !handedOut.ports[addr]
+		handedOut.ports[addr] = true
+		handedOut.Unlock()
+		if fresh {
+			return addr
+		}
 	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
+	t.Fatal("find free port: every port offered was handed out before")
+	return ""
 }
 
 // FreePort returns a port that was free a moment ago.
