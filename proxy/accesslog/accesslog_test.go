@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/llmproxy-go/llmproxy/proxy/internal/wait"
 )
 
 // slogLine is the line log/slog's JSONHandler writes for e: the access log's reference
@@ -144,18 +146,6 @@ func (c *counter) Add(v float64) { c.mu.Lock(); c.n += v; c.mu.Unlock() }
 
 func (c *counter) value() float64 { c.mu.Lock(); defer c.mu.Unlock(); return c.n }
 
-// waitFor polls cond until it holds or 5 s pass.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
 func entry(i int) *Entry {
 	return &Entry{Time: time.Now(), RequestID: strings.Repeat("x", 20), Status: 200 + i%2, Path: "/v1/chat/completions"}
 }
@@ -169,7 +159,7 @@ func TestFlushedWhenABufferFills(t *testing.T) {
 	for i := range n {
 		l.Log(entry(i))
 	}
-	waitFor(t, "the full buffer to be written", func() bool { return out.lines() == n-1 })
+	wait.For(t, "the full buffer to be written", func() bool { return out.lines() == n-1 })
 	if w := out.writeCount(); w != 1 {
 		t.Errorf("%d lines of a full buffer took %d writes; want 1", n-1, w)
 	}
@@ -180,7 +170,7 @@ func TestFlushedAtTheInterval(t *testing.T) {
 	l := New(&out, Options{FlushInterval: 5 * time.Millisecond})
 	defer l.Close(context.Background())
 	l.Log(entry(0))
-	waitFor(t, "the line to be written without Close", func() bool { return out.lines() == 1 })
+	wait.For(t, "the line to be written without Close", func() bool { return out.lines() == 1 })
 }
 
 func TestCloseWritesEverything(t *testing.T) {
@@ -233,7 +223,7 @@ func TestBlockedOutputDropsAndCounts(t *testing.T) {
 		t.Errorf("Close with the output stuck = %v; want the context's deadline", err)
 	}
 	close(out.release)
-	waitFor(t, "every line written or counted", func() bool { return out.lines()+int(dropped.value()) == n })
+	wait.For(t, "every line written or counted", func() bool { return out.lines()+int(dropped.value()) == n })
 }
 
 func TestWriteErrorsCounted(t *testing.T) {

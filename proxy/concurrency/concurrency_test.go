@@ -9,20 +9,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-)
 
-// waitFor polls cond until it holds or a deadline passes.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not reached within 5s", what)
-		}
-		runtime.Gosched()
-		time.Sleep(100 * time.Microsecond)
-	}
-}
+	"github.com/llmproxy-go/llmproxy/proxy/internal/wait"
+)
 
 func TestDropExcess(t *testing.T) {
 	l := New(2, 2, true, 0)
@@ -49,7 +38,7 @@ func TestDropExcess(t *testing.T) {
 		}()
 	}
 	// The six that found the queue full fail without waiting for anyone to release.
-	waitFor(t, "6 dropped, 2 in flight, 2 waiting", func() bool {
+	wait.For(t, "6 dropped, 2 in flight, 2 waiting", func() bool {
 		return full.Load() == 6 && l.InFlight() == 2 && l.Waiting() == 2
 	})
 	if got := ok.Load(); got != 2 {
@@ -97,6 +86,10 @@ func TestNoDropExcessAllWait(t *testing.T) {
 	// Let the holders go one at a time; every request gets its turn.
 	for i := 0; i < 10; i++ {
 		done := <-acquired
+		if i == 0 {
+			// Both slots are taken before the first is given back.
+			wait.For(t, "two holders at once", func() bool { return cur.Load() == 2 })
+		}
 		if got := l.InFlight(); got > 2 {
 			t.Errorf("InFlight %d; want ≤ 2", got)
 		}
@@ -134,7 +127,7 @@ func TestFIFO(t *testing.T) {
 				order <- i
 				release()
 			}()
-			waitFor(t, "waiter queued", func() bool { return l.Waiting() == i+1 })
+			wait.For(t, "waiter queued", func() bool { return l.Waiting() == i+1 })
 		}
 		first()
 		wg.Wait()
@@ -188,7 +181,7 @@ func TestCancelLeavesNothingBehind(t *testing.T) {
 			errs <- err
 		}()
 	}
-	waitFor(t, "all queued", func() bool { return l.Waiting() == n })
+	wait.For(t, "all queued", func() bool { return l.Waiting() == n })
 	cancel()
 	for i := 0; i < n; i++ {
 		if err := <-errs; !errors.Is(err, context.Canceled) {
@@ -198,7 +191,7 @@ func TestCancelLeavesNothingBehind(t *testing.T) {
 	if l.Waiting() != 0 || l.head != nil || l.tail != nil {
 		t.Fatalf("queue not empty after cancel: waiting %d", l.Waiting())
 	}
-	waitFor(t, "goroutines back to baseline", func() bool { return runtime.NumGoroutine() <= base })
+	wait.For(t, "goroutines back to baseline", func() bool { return runtime.NumGoroutine() <= base })
 	// The freed places are usable: the queue takes a new waiter, and the slot still works.
 	got := make(chan error, 1)
 	go func() {
@@ -208,7 +201,7 @@ func TestCancelLeavesNothingBehind(t *testing.T) {
 		}
 		got <- err
 	}()
-	waitFor(t, "new waiter queued", func() bool { return l.Waiting() == 1 })
+	wait.For(t, "new waiter queued", func() bool { return l.Waiting() == 1 })
 	hold()
 	if err := <-got; err != nil {
 		t.Fatalf("Acquire after cancels: %v", err)
@@ -225,7 +218,7 @@ func TestCancelledWaiterInTheMiddle(t *testing.T) {
 	ctx, cancel := context.WithCancel(bg)
 	gone := make(chan error, 1)
 	go func() { _, err := l.Acquire(ctx); gone <- err }()
-	waitFor(t, "first waiter", func() bool { return l.Waiting() == 1 })
+	wait.For(t, "first waiter", func() bool { return l.Waiting() == 1 })
 	stayed := make(chan error, 1)
 	go func() {
 		release, err := l.Acquire(bg)
@@ -234,7 +227,7 @@ func TestCancelledWaiterInTheMiddle(t *testing.T) {
 		}
 		stayed <- err
 	}()
-	waitFor(t, "second waiter", func() bool { return l.Waiting() == 2 })
+	wait.For(t, "second waiter", func() bool { return l.Waiting() == 2 })
 	if _, err := l.Acquire(bg); !errors.Is(err, ErrQueueFull) {
 		t.Fatalf("third waiter: %v; want ErrQueueFull", err)
 	}

@@ -24,6 +24,9 @@ func (c *CountingConn) Write(p []byte) (int, error) {
 	return n, err
 }
 
+// NetConn returns the connection c counts.
+func (c *CountingConn) NetConn() net.Conn { return c.Conn }
+
 // Written returns the bytes written so far.
 func (c *CountingConn) Written() int64 { return c.written.Load() }
 

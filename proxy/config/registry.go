@@ -21,6 +21,7 @@ import (
 	"github.com/llmproxy-go/llmproxy/proxy/quota"
 	"github.com/llmproxy-go/llmproxy/proxy/ratelimit"
 	"github.com/llmproxy-go/llmproxy/proxy/telemetry"
+	"github.com/llmproxy-go/llmproxy/proxy/upstream"
 )
 
 // Registry holds the state that outlives one Runtime: breakers and balancer statistics per
@@ -67,7 +68,7 @@ func NewRegistry(m *telemetry.Metrics, logger *slog.Logger) *Registry {
 // uses.
 type state struct {
 	upstreams    map[upstreamKey]*upstreamState
-	transports   map[transportKey]*http.Transport
+	transports   map[transportKey]*upstream.Client
 	limiters     map[limiterKey]*concurrency.Limiter
 	rateLimiters map[rateKey]*rateState
 	consumers    map[string]*consumerState // by consumer name
@@ -78,7 +79,7 @@ type state struct {
 func newState() *state {
 	return &state{
 		upstreams:    map[upstreamKey]*upstreamState{},
-		transports:   map[transportKey]*http.Transport{},
+		transports:   map[transportKey]*upstream.Client{},
 		limiters:     map[limiterKey]*concurrency.Limiter{},
 		rateLimiters: map[rateKey]*rateState{},
 		consumers:    map[string]*consumerState{},
@@ -177,11 +178,15 @@ func (r *Registry) onBreakerChange(name, rawURL string, st *upstreamState) func(
 
 // transport returns the transport of k, creating it (through proxyURL when not nil, trusting
 // roots instead of the system's CAs when not nil) when there is none.
-func (b *builder) transport(k transportKey, proxyURL *url.URL, roots *x509.CertPool) *http.Transport {
-	return entry(b, k, func(s *state) map[transportKey]*http.Transport { return s.transports }, func() *http.Transport {
+//
+// The client exchanges cleartext HTTP/1.1 requests itself (package upstream: no goroutines
+// or buffers per idle connection); the rest goes through a net/http Transport.
+func (b *builder) transport(k transportKey, proxyURL *url.URL, roots *x509.CertPool) *upstream.Client {
+	return entry(b, k, func(s *state) map[transportKey]*upstream.Client { return s.transports }, func() *upstream.Client {
 		d := &net.Dialer{Timeout: k.connect, KeepAlive: k.keepalive}
+		dial := countingDialer(d.DialContext)
 		t := &http.Transport{
-			DialContext:           countingDialer(d.DialContext),
+			DialContext:           dial,
 			TLSHandshakeTimeout:   k.connect,
 			MaxIdleConns:          0, // no global cap; per host below
 			MaxIdleConnsPerHost:   1024,
@@ -206,7 +211,13 @@ func (b *builder) transport(k transportKey, proxyURL *url.URL, roots *x509.CertP
 		if roots != nil {
 			t.TLSClientConfig = tlsconfig.Client(roots, nil)
 		}
-		return t
+		return upstream.New(upstream.Config{
+			Dial:           dial,
+			IdleTimeout:    k.idle,
+			MaxIdlePerHost: t.MaxIdleConnsPerHost,
+			ReadBufferSize: t.ReadBufferSize,
+			FallbackOnly:   proxyURL != nil,
+		}, t)
 	})
 }
 
@@ -254,7 +265,7 @@ func (r *Registry) Commit(rt *Runtime) {
 			g.Set(float64(s.breaker.State()))
 		}
 	})
-	commitMap(r.st.transports, keep.transports, func(_ transportKey, t *http.Transport) { t.CloseIdleConnections() }, nil)
+	commitMap(r.st.transports, keep.transports, func(_ transportKey, t *upstream.Client) { t.CloseIdleConnections() }, nil)
 	commitMap(r.st.limiters, keep.limiters, nil, nil)
 	commitMap(r.st.rateLimiters, keep.rateLimiters, func(_ rateKey, s *rateState) { s.local.Close() }, func(k rateKey, s *rateState) {
 		if k.global && s.limiter == ratelimit.Limiter(s.local) && !r.warnedGlobal {
@@ -299,7 +310,7 @@ func (r *Registry) Discard(rt *Runtime) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	discardMap(r.st.upstreams, rt.state.upstreams, func(s *upstreamState) { s.breaker.Stop() })
-	discardMap(r.st.transports, rt.state.transports, func(t *http.Transport) { t.CloseIdleConnections() })
+	discardMap(r.st.transports, rt.state.transports, func(t *upstream.Client) { t.CloseIdleConnections() })
 	discardMap(r.st.rateLimiters, rt.state.rateLimiters, func(s *rateState) { s.local.Close() })
 	discardMap(r.st.caches, rt.state.caches, func(s *cacheState) { s.release() })
 }

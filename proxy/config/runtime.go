@@ -39,6 +39,7 @@ import (
 	"github.com/llmproxy-go/llmproxy/proxy/ratelimit"
 	"github.com/llmproxy-go/llmproxy/proxy/router"
 	"github.com/llmproxy-go/llmproxy/proxy/telemetry"
+	"github.com/llmproxy-go/llmproxy/proxy/upstream"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -210,7 +211,7 @@ type Group struct {
 	Agent string
 	// Transport sends the group's upstream requests; shared by runtimes and groups with the
 	// same client settings.
-	Transport *http.Transport
+	Transport *upstream.Client
 	// Limiter caps in-flight upstream requests; nil means no limit.
 	Limiter *concurrency.Limiter
 	// Cache is the group's response cache; nil means none (disabled, or its backend is

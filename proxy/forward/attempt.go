@@ -2,6 +2,7 @@ package forward
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -12,6 +13,7 @@ import (
 	"github.com/llmproxy-go/llmproxy/controlplane/validate"
 	"github.com/llmproxy-go/llmproxy/proxy/breaker"
 	"github.com/llmproxy-go/llmproxy/proxy/config"
+	"github.com/llmproxy-go/llmproxy/proxy/upstream"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
@@ -69,12 +71,12 @@ func (a *attempt) nothingSent() bool {
 	return c != nil && c.Written() == a.sent.Load()
 }
 
-// serverClosedIdle reports net/http's error for a pooled connection the server had closed
-// as idle (its FIN crossed the request): the server did not read the request. net/http
-// retries it by itself only for idempotent requests, and exports no value to compare with,
-// so it is known by its text.
+// serverClosedIdle reports the error for a pooled connection the server had closed as
+// idle (its FIN crossed the request): the server did not read the request. Neither the
+// upstream client nor net/http's Transport (which exports no value to compare with, so it
+// is known by its text) retries it by itself for a POST.
 func serverClosedIdle(err error) bool {
-	return err != nil && err.Error() == "http: server closed idle connection"
+	return errors.Is(err, upstream.ErrServerClosedIdle) || (err != nil && err.Error() == upstream.ErrServerClosedIdle.Error())
 }
 
 // traced returns ctx carrying a's client trace, which records whether the request was

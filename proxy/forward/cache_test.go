@@ -15,6 +15,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/llmproxy-go/llmproxy/proxy/cache"
+	"github.com/llmproxy-go/llmproxy/proxy/internal/wait"
 )
 
 // cachingUpstream answers chat requests with a counter in the body, so two answers are
@@ -242,7 +243,7 @@ func TestCacheRequestDirectives(t *testing.T) {
 	}
 	// max-age=0 refuses any entry of age above 0 s; max-age=60 accepts it.
 	calls := up.calls.Load()
-	waitFor(t, "the entry to age a second", func() bool {
+	wait.For(t, "the entry to age a second", func() bool {
 		r, _ := send("only-if-cached")
 		return r.Header.Get("Age") != "0"
 	})
@@ -270,7 +271,7 @@ func TestCacheTTL(t *testing.T) {
 	p := cacheProxy(t, `{enabled: true, ttl: "1s"}`, up.URL)
 	url := p.URL + "/v1/chat/completions"
 	readAll(t, post(t, url, chatBody))
-	waitFor(t, "the entry to expire", func() bool {
+	wait.For(t, "the entry to expire", func() bool {
 		r := post(t, url, chatBody, "Cache-Control", "only-if-cached")
 		readAll(t, r)
 		return r.StatusCode == 504
@@ -303,7 +304,7 @@ func TestCacheSingleFlight(t *testing.T) {
 					results[i] = readAll(t, r)
 				}()
 			}
-			waitFor(t, "every request to join the flight", func() bool {
+			wait.For(t, "every request to join the flight", func() bool {
 				st := flights(p)
 				return st.Flights == 1 && st.Followers == n-1
 			})
@@ -357,7 +358,7 @@ func TestCacheSingleFlightLeaderFails(t *testing.T) {
 		readAll(t, r)
 		leader <- r.StatusCode
 	}()
-	waitFor(t, "the leader upstream", func() bool { return calls.Load() == 1 })
+	wait.For(t, "the leader upstream", func() bool { return calls.Load() == 1 })
 	const n = 5
 	var wg sync.WaitGroup
 	statuses := make([]int, n)
@@ -370,7 +371,7 @@ func TestCacheSingleFlightLeaderFails(t *testing.T) {
 			statuses[i] = r.StatusCode
 		}()
 	}
-	waitFor(t, "followers to join", func() bool { return flights(p).Followers == n })
+	wait.For(t, "followers to join", func() bool { return flights(p).Followers == n })
 	close(hold)
 	wg.Wait()
 	if s := <-leader; s != 503 {
@@ -404,16 +405,16 @@ func TestCacheLeaderLeavesFollowerFinishes(t *testing.T) {
 	}
 	got := make(chan string, 1)
 	go func() { got <- readAll(t, post(t, url, body)) }()
-	waitFor(t, "the follower to join", func() bool { return flights(p).Followers == 1 })
+	wait.For(t, "the follower to join", func() bool { return flights(p).Followers == 1 })
 	cancel()
 	lr.Body.Close()
-	waitFor(t, "the proxy to see the leader's client leave", func() bool { return flights(p).LeadersGone == 1 })
+	wait.For(t, "the proxy to see the leader's client leave", func() bool { return flights(p).LeadersGone == 1 })
 	close(up.hold)
 	b := <-got
 	if !strings.HasSuffix(b, "data: [DONE]\n\n") || !strings.HasPrefix(b, "data: {\"n\":1") {
 		t.Fatalf("follower got %q; want the whole stream", b)
 	}
-	waitFor(t, "the answer to be stored", func() bool {
+	wait.For(t, "the answer to be stored", func() bool {
 		return counterValue(p.Metrics.CacheStores.WithLabelValues("g")) == 1
 	})
 	if r := readAll(t, post(t, url, body)); r != b || up.calls.Load() != 1 {
@@ -443,7 +444,7 @@ func TestCacheSpans(t *testing.T) {
 	for range 2 {
 		readAll(t, post(t, url+"/v1/chat/completions", chatBody))
 	}
-	waitFor(t, "three spans", func() bool { return len(exp.GetSpans()) == 3 })
+	wait.For(t, "three spans", func() bool { return len(exp.GetSpans()) == 3 })
 	var results []string
 	clients := 0
 	for _, sp := range exp.GetSpans() {

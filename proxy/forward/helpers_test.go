@@ -8,7 +8,6 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/llmproxy-go/llmproxy/controlplane/configfile"
 	"github.com/llmproxy-go/llmproxy/proxy/config"
@@ -142,18 +141,6 @@ func readAll(t testing.TB, resp *http.Response) string {
 		t.Fatalf("read body: %v", err)
 	}
 	return string(b)
-}
-
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
 }
 
 func upstreamRequests(t testing.TB, p *testProxy, upstream string) float64 {

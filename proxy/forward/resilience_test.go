@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/llmproxy-go/llmproxy/proxy/internal/wait"
 )
 
 // scripted is an upstream answering with the next status of its script (the last one
@@ -289,7 +291,7 @@ func TestConcurrencyDropAndQueue(t *testing.T) {
 				if count[503] != 6 {
 					t.Fatalf("first 6 answers = %v; want six 503", count)
 				}
-				waitFor(t, "2 in flight and 2 queued", func() bool { return inUp.Load() == 2 && lim.Waiting() == 2 })
+				wait.For(t, "2 in flight and 2 queued", func() bool { return inUp.Load() == 2 && lim.Waiting() == 2 })
 				close(release)
 				for i := 0; i < 4; i++ {
 					count[<-statuses]++
@@ -298,7 +300,7 @@ func TestConcurrencyDropAndQueue(t *testing.T) {
 					t.Errorf("answers = %v; want 4×200 and 6×503", count)
 				}
 			} else {
-				waitFor(t, "2 in flight", func() bool { return inUp.Load() == 2 })
+				wait.For(t, "2 in flight", func() bool { return inUp.Load() == 2 })
 				close(release)
 				for i := 0; i < 10; i++ {
 					count[<-statuses]++
@@ -325,7 +327,7 @@ func TestQueueFullBody(t *testing.T) {
 			resp.Body.Close()
 		}
 	}()
-	waitFor(t, "one in flight", func() bool { return p.Runtime.Groups[0].Limiter.InFlight() == 1 })
+	wait.For(t, "one in flight", func() bool { return p.Runtime.Groups[0].Limiter.InFlight() == 1 })
 	eb := checkProxyError(t, post(t, p.URL+"/x", `{}`), 503, "queue_full")
 	if eb.Error.Message != "request dropped: queue is full" {
 		t.Errorf("message = %q", eb.Error.Message)
@@ -416,7 +418,7 @@ upstream_groups:
 		t.Error("an open breaker let a request through")
 	}
 	aBroken.Store(false)
-	waitFor(t, "half-open after cooldown", brk.Ready)
+	wait.For(t, "half-open after cooldown", brk.Ready)
 	// The probe goes to a (first in failover order), closes the breaker, traffic returns.
 	for i := 0; i < 3; i++ {
 		resp := post(t, p.URL+"/x", `{}`)

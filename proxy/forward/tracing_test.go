@@ -12,6 +12,7 @@ import (
 
 	"github.com/llmproxy-go/llmproxy/controlplane/configfile"
 	"github.com/llmproxy-go/llmproxy/proxy/config"
+	"github.com/llmproxy-go/llmproxy/proxy/internal/wait"
 	"github.com/llmproxy-go/llmproxy/proxy/telemetry"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
@@ -75,7 +76,7 @@ func TestSpansWhenTracingOn(t *testing.T) {
 	if !strings.HasPrefix(up, "00-4bf92f3577b34da6a3ce929d0e0e4736-") || up == clientTraceparent {
 		t.Errorf("upstream traceparent = %q; want the client's trace with the proxy's span", up)
 	}
-	waitFor(t, "two spans", func() bool { return len(exp.GetSpans()) == 2 })
+	wait.For(t, "two spans", func() bool { return len(exp.GetSpans()) == 2 })
 	var server, client tracetest.SpanStub
 	for _, sp := range exp.GetSpans() {
 		switch sp.SpanKind {
