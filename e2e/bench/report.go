@@ -145,7 +145,6 @@ func measureProxy(ctx context.Context, o Options, r *Report, limit uint64) error
 	}
 	defer env.Stop()
 	nginx, haveNginx := env.Target("nginx")
-	proxy, _ := env.Target("proxy")
 	all := o.Selected(SectionProxy)
 
 	// Warm every path: connections, pools, JIT-free but cache-warm.
@@ -282,7 +281,15 @@ func measureProxy(ctx context.Context, o Options, r *Report, limit uint64) error
 		}
 		row.Streams = n
 		spike, _ := env.Target("spike-fasthttp")
-		for _, t := range []Target{proxy, nginx, spike} {
+		// The proxy is measured fresh, with default flags: one that has just run the
+		// saturation steps holds heap it no longer uses, in which streams would open
+		// without growing its RSS.
+		fresh, err := StartProxy(ctx, o, fmt.Sprintf("proxy-idle-%d", n), env.MockAddr)
+		if err != nil {
+			r.Errors = append(r.Errors, fmt.Sprintf("idle streams: start a fresh proxy: %v", err))
+			fresh = Target{}
+		}
+		for _, t := range []Target{fresh, nginx, spike} {
 			if t.Proc == nil {
 				continue
 			}
@@ -295,11 +302,11 @@ func measureProxy(ctx context.Context, o Options, r *Report, limit uint64) error
 				continue
 			}
 			per := float64(rssOpen-rssBefore) / float64(n) / 1024
-			switch t.Name {
-			case "proxy":
+			switch t.Proc {
+			case fresh.Proc:
 				row.Opened, row.KiBPerStream = opened, per
 				row.RSSBeforeMB, row.RSSWithOpenMB = float64(rssBefore)/(1<<20), float64(rssOpen)/(1<<20)
-			case "nginx":
+			case nginx.Proc:
 				row.NginxKiBPerStr = per
 			default:
 				row.SpikeKiBPerStr = per
@@ -322,6 +329,7 @@ func measureProxy(ctx context.Context, o Options, r *Report, limit uint64) error
 			// Let the upstream see the cancellations before the next step.
 			waitMockIdle(env.MockAddr, 30*time.Second)
 		}
+		fresh.Proc.Stop()
 		r.IdleStreams = append(r.IdleStreams, row)
 	}
 	return nil

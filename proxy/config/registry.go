@@ -176,6 +176,12 @@ func (r *Registry) onBreakerChange(name, rawURL string, st *upstreamState) func(
 	}
 }
 
+// upstreamReadBuffer is the buffer an upstream answer is read through, held for the whole
+// answer: an open stream holds it while it waits. Answers' headers (about 1 KiB from the
+// big providers; longer lines are still read whole) and events fit; larger reads of a body
+// bypass the buffer.
+const upstreamReadBuffer = 1 << 10
+
 // transport returns the transport of k, creating it (through proxyURL when not nil, trusting
 // roots instead of the system's CAs when not nil) when there is none.
 //
@@ -215,7 +221,7 @@ func (b *builder) transport(k transportKey, proxyURL *url.URL, roots *x509.CertP
 			Dial:           dial,
 			IdleTimeout:    k.idle,
 			MaxIdlePerHost: t.MaxIdleConnsPerHost,
-			ReadBufferSize: t.ReadBufferSize,
+			ReadBufferSize: upstreamReadBuffer,
 			FallbackOnly:   proxyURL != nil,
 		}, t)
 	})

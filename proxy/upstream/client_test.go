@@ -380,3 +380,17 @@ func TestDialErrorIsReturned(t *testing.T) {
 		t.Fatalf("error %v, want the dial error", err)
 	}
 }
+
+func TestHeadersLongerThanTheReadBuffer(t *testing.T) {
+	long := strings.Repeat("v", 3000)
+	s := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Long", long)
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.Write([]byte("data: 1\n\n"))
+	})
+	c, _ := newClient(t, Config{ReadBufferSize: 1 << 10})
+	resp, body := post(t, c, context.Background(), s.URL, "")
+	if resp.Header.Get("X-Long") != long || body != "data: 1\n\n" {
+		t.Fatalf("through a 1 KiB buffer: header of %d bytes, body %q", len(resp.Header.Get("X-Long")), body)
+	}
+}
