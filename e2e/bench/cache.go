@@ -57,9 +57,14 @@ func measureCache(ctx context.Context, o Options, r *Report) error {
 		rate = o.Rates[len(o.Rates)-1]
 	}
 	rows := map[string]*CacheRow{}
-	for _, t := range targets {
-		l := FixedRate(t.URL, rate, o.Duration)
-		s := Saturate(t, o.Conc, o.Duration)
+	urls := make([]string, len(targets))
+	for i, t := range targets {
+		urls[i] = t.URL
+	}
+	lats := FixedRates(urls, rate, o.Duration, interleaveRounds)
+	sat, _ := saturateInterleaved(targets, o.Conc, o.Duration)
+	for i, t := range targets {
+		l, s := lats[i], sat[t.Name]
 		rows[t.Name] = &CacheRow{Target: t.Name, Latency: l, RPS: s.RPS}
 		o.Log.Info("cache", "target", t.Name, "rate", rate, "p50_ms", l.P50, "p99_ms", l.P99, "rps", int(s.RPS))
 	}

@@ -50,33 +50,60 @@ func Percentile(sorted []time.Duration, p float64) time.Duration {
 // FixedRate sends non-streaming chat completions to url at rate requests/s for d (open loop)
 // and summarises the latencies of the successful ones.
 func FixedRate(url string, rate int, d time.Duration) Latency {
-	// The step's connections are closed when it ends: a target that fell behind opened up to
-	// 1,000 of them, and idle they would hold its file descriptors (and the harness's)
-	// through the idle-stream steps, which need nearly all of them.
-	tr := &http.Transport{Proxy: http.ProxyFromEnvironment}
-	defer tr.CloseIdleConnections()
-	atk := vegeta.NewAttacker(vegeta.Client(&http.Client{Transport: tr}), vegeta.KeepAlive(true),
-		vegeta.Connections(1000), vegeta.Timeout(10*time.Second), vegeta.Workers(64))
-	tgt := vegeta.NewStaticTargeter(vegeta.Target{
-		Method: http.MethodPost, URL: url, Body: ChatBody,
-		Header: http.Header{"Content-Type": {"application/json"}},
-	})
-	var lat []time.Duration
-	errs := 0
-	start := time.Now()
-	for res := range atk.Attack(tgt, vegeta.ConstantPacer{Freq: rate, Per: time.Second}, d, "fixed") {
-		if res.Error != "" || res.Code != http.StatusOK {
-			errs++
-			continue
+	return FixedRates([]string{url}, rate, d, 1)[0]
+}
+
+// FixedRates is FixedRate for several targets at once: each gets d in all, in rounds slices
+// taken in turn (target 1, 2, …, then again) over connections kept for the whole step, so
+// that the load other work puts on a shared machine falls on every target alike.
+func FixedRates(urls []string, rate int, d time.Duration, rounds int) []Latency {
+	type acc struct {
+		atk  *vegeta.Attacker
+		tr   *http.Transport
+		lat  []time.Duration
+		errs int
+		el   time.Duration
+	}
+	accs := make([]acc, len(urls))
+	for i := range urls {
+		// The step's connections are closed when it ends: a target that fell behind opened
+		// up to 1,000 of them, and idle they would hold its file descriptors (and the
+		// harness's) through the idle-stream steps, which need nearly all of them.
+		tr := &http.Transport{Proxy: http.ProxyFromEnvironment}
+		defer tr.CloseIdleConnections()
+		accs[i].tr = tr
+		accs[i].atk = vegeta.NewAttacker(vegeta.Client(&http.Client{Transport: tr}), vegeta.KeepAlive(true),
+			vegeta.Connections(1000), vegeta.Timeout(10*time.Second), vegeta.Workers(64))
+	}
+	slice := d / time.Duration(rounds)
+	for range rounds {
+		for i, url := range urls {
+			a := &accs[i]
+			tgt := vegeta.NewStaticTargeter(vegeta.Target{
+				Method: http.MethodPost, URL: url, Body: ChatBody,
+				Header: http.Header{"Content-Type": {"application/json"}},
+			})
+			start := time.Now()
+			for res := range a.atk.Attack(tgt, vegeta.ConstantPacer{Freq: rate, Per: time.Second}, slice, "fixed") {
+				if res.Error != "" || res.Code != http.StatusOK {
+					a.errs++
+					continue
+				}
+				a.lat = append(a.lat, res.Latency)
+			}
+			a.el += time.Since(start)
 		}
-		lat = append(lat, res.Latency)
 	}
-	el := time.Since(start)
-	slices.Sort(lat)
-	return Latency{
-		P50: Ms(Percentile(lat, 50)), P90: Ms(Percentile(lat, 90)), P99: Ms(Percentile(lat, 99)),
-		Requests: len(lat) + errs, Errors: errs, Rate: float64(len(lat)+errs) / el.Seconds(),
+	out := make([]Latency, len(urls))
+	for i := range accs {
+		a := &accs[i]
+		slices.Sort(a.lat)
+		out[i] = Latency{
+			P50: Ms(Percentile(a.lat, 50)), P90: Ms(Percentile(a.lat, 90)), P99: Ms(Percentile(a.lat, 99)),
+			Requests: len(a.lat) + a.errs, Errors: a.errs, Rate: float64(len(a.lat)+a.errs) / a.el.Seconds(),
+		}
 	}
+	return out
 }
 
 // Saturation is a closed-loop throughput measurement.

@@ -158,8 +158,13 @@ func measureProxy(ctx context.Context, o Options, r *Report, limit uint64) error
 			break
 		}
 		rows := map[string]*FixedRateRow{}
-		for _, t := range env.Targets {
-			l := FixedRate(t.URL, rate, o.Duration)
+		urls := make([]string, len(env.Targets))
+		for i, t := range env.Targets {
+			urls[i] = t.URL
+		}
+		lats := FixedRates(urls, rate, o.Duration, interleaveRounds)
+		for i, t := range env.Targets {
+			l := lats[i]
 			row := &FixedRateRow{Rate: rate, Target: t.Name, Latency: l}
 			if t.Proc != nil {
 				rss, _, _ := Memory(t.Proc.Pid())
@@ -184,55 +189,32 @@ func measureProxy(ctx context.Context, o Options, r *Report, limit uint64) error
 		}
 	}
 
-	// 2. Saturation, closed loop, with the proxy's CPU cost.
-	sat := map[string]Saturation{}
-	cpu := map[string]float64{}
-	// measure saturates t and records its throughput and, for a process, its CPU per 1000
-	// requests.
-	measure := func(t Target) {
-		var before float64
-		if t.Proc != nil {
-			before, _ = CPUSeconds(t.Proc.Pid())
-		}
-		s := Saturate(t, o.Conc, o.Duration)
-		if t.Proc != nil {
-			after, _ := CPUSeconds(t.Proc.Pid())
-			if s.Requests > 0 {
-				cpu[t.Name] = (after - before) / float64(s.Requests) * 1000
-			}
-		}
-		sat[t.Name] = s
-		o.Log.Info("saturation", "target", t.Name, "rps", int(s.RPS), "errors", s.Errors)
-	}
-	names := make([]string, 0, len(env.Targets)+3)
-	for _, t := range env.Targets {
-		measure(t)
-		names = append(names, t.Name)
-	}
-	// The proxy runs with its default flags, the access log on; the same proxy without it,
-	// started for this step only, shows what the log costs; and started again with its
-	// forward terminating TLS, beside nginx terminating TLS (keepalive connections: the cost
-	// is encryption, not handshakes).
+	// 2. Saturation, closed loop, with the proxy's CPU cost. The proxy runs with its
+	// default flags, the access log on; the same proxy without it, started for this step
+	// only, shows what the log costs; and started again with its forward terminating TLS,
+	// beside nginx terminating TLS (keepalive connections: the cost is encryption, not
+	// handshakes).
+	targets := append([]Target(nil), env.Targets...)
 	if t, err := StartProxy(ctx, o, "proxy-no-access-log", env.MockAddr, "--access-log=false"); err != nil {
 		r.Errors = append(r.Errors, fmt.Sprintf("saturation without the access log: %v", err))
 	} else {
-		Saturate(t, 8, 500*time.Millisecond)
-		measure(t)
-		t.Proc.Stop()
-		names = append(names, t.Name)
+		defer t.Proc.Stop()
+		targets = append(targets, t)
 	}
 	if env.NginxTLS.Proc != nil {
-		Saturate(env.NginxTLS, 8, 500*time.Millisecond)
-		measure(env.NginxTLS)
-		names = append(names, env.NginxTLS.Name)
+		targets = append(targets, env.NginxTLS)
 	}
 	if t, err := StartTLSProxy(ctx, o, "proxy-tls", env.MockAddr, env.Cert, env.ClientTLS); err != nil {
 		r.Errors = append(r.Errors, fmt.Sprintf("saturation with TLS: %v", err))
 	} else {
-		Saturate(t, 8, 500*time.Millisecond)
-		measure(t)
-		t.Proc.Stop()
+		defer t.Proc.Stop()
+		targets = append(targets, t)
+	}
+	sat, cpu := saturateInterleaved(targets, o.Conc, o.Duration)
+	names := make([]string, 0, len(targets))
+	for _, t := range targets {
 		names = append(names, t.Name)
+		o.Log.Info("saturation", "target", t.Name, "rps", int(sat[t.Name].RPS), "errors", sat[t.Name].Errors)
 	}
 	for _, name := range names {
 		row := SaturationRow{Target: name, Saturation: sat[name]}
@@ -333,6 +315,58 @@ func measureProxy(ctx context.Context, o Options, r *Report, limit uint64) error
 		r.IdleStreams = append(r.IdleStreams, row)
 	}
 	return nil
+}
+
+// interleaveRounds is how many slices each target's time in a side-by-side step (fixed
+// rate, saturation) is cut into.
+const interleaveRounds = 5
+
+// saturateInterleaved measures every target's closed-loop throughput for d in all, in
+// interleaveRounds slices taken in turn (target 1, 2, …, then again), so that the load
+// other work puts on a shared machine falls on every target alike instead of on whichever
+// ran while it lasted. It returns each target's throughput and, for a process, its CPU
+// seconds per 1,000 requests.
+func saturateInterleaved(targets []Target, conc int, d time.Duration) (map[string]Saturation, map[string]float64) {
+	type total struct {
+		ok, all int64
+		el, cpu float64
+	}
+	tot := make([]total, len(targets))
+	for _, t := range targets {
+		Saturate(t, 8, 500*time.Millisecond) // warm connections
+	}
+	slice := d / interleaveRounds
+	for range interleaveRounds {
+		for i, t := range targets {
+			var before float64
+			if t.Proc != nil {
+				before, _ = CPUSeconds(t.Proc.Pid())
+			}
+			s := Saturate(t, conc, slice)
+			if t.Proc != nil {
+				after, _ := CPUSeconds(t.Proc.Pid())
+				tot[i].cpu += after - before
+			}
+			ok := s.Requests - s.Errors
+			tot[i].ok += ok
+			tot[i].all += s.Requests
+			if s.RPS > 0 {
+				tot[i].el += float64(ok) / s.RPS
+			}
+		}
+	}
+	sat, cpu := map[string]Saturation{}, map[string]float64{}
+	for i, t := range targets {
+		x := Saturation{Requests: tot[i].all, Errors: tot[i].all - tot[i].ok}
+		if tot[i].el > 0 {
+			x.RPS = float64(tot[i].ok) / tot[i].el
+		}
+		sat[t.Name] = x
+		if t.Proc != nil && tot[i].all > 0 {
+			cpu[t.Name] = tot[i].cpu / float64(tot[i].all) * 1000
+		}
+	}
+	return sat, cpu
 }
 
 // measureFleet is section 4: config propagation to a simulated fleet, and the control
