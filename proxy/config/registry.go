@@ -271,7 +271,7 @@ func (r *Registry) Commit(rt *Runtime) {
 			g.Set(float64(s.breaker.State()))
 		}
 	})
-	commitMap(r.st.transports, keep.transports, func(_ transportKey, t *upstream.Client) { t.CloseIdleConnections() }, nil)
+	commitMap(r.st.transports, keep.transports, func(_ transportKey, t *upstream.Client) { t.Close() }, nil)
 	commitMap(r.st.limiters, keep.limiters, nil, nil)
 	commitMap(r.st.rateLimiters, keep.rateLimiters, func(_ rateKey, s *rateState) { s.local.Close() }, func(k rateKey, s *rateState) {
 		if k.global && s.limiter == ratelimit.Limiter(s.local) && !r.warnedGlobal {
@@ -316,7 +316,7 @@ func (r *Registry) Discard(rt *Runtime) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	discardMap(r.st.upstreams, rt.state.upstreams, func(s *upstreamState) { s.breaker.Stop() })
-	discardMap(r.st.transports, rt.state.transports, func(t *upstream.Client) { t.CloseIdleConnections() })
+	discardMap(r.st.transports, rt.state.transports, func(t *upstream.Client) { t.Close() })
 	discardMap(r.st.rateLimiters, rt.state.rateLimiters, func(s *rateState) { s.local.Close() })
 	discardMap(r.st.caches, rt.state.caches, func(s *cacheState) { s.release() })
 }

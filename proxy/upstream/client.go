@@ -69,7 +69,7 @@ type Client struct {
 	mu     sync.Mutex
 	pools  map[string][]*conn // idle connections by address, oldest first
 	sweep  *time.Timer        // closes expired idle connections; nil when none is armed
-	closed bool               // CloseIdleConnections was called: keep nothing idle
+	closed bool               // Close was called: keep nothing idle
 }
 
 // New returns a Client that sends what it cannot exchange itself through fallback.
@@ -332,14 +332,21 @@ func (c *Client) discard(pc *conn) {
 	pc.nc.Close()
 }
 
-// CloseIdleConnections closes the idle connections; connections busy with an exchange are
-// closed when it ends. The Client stays usable: later exchanges dial anew. The fallback's
-// idle connections are closed too.
-func (c *Client) CloseIdleConnections() {
+// CloseIdleConnections closes the idle connections, the fallback's too. The Client stays
+// usable and keeps connections idle again, as net/http's Transport does.
+func (c *Client) CloseIdleConnections() { c.closeIdle(false) }
+
+// Close is for a Client no configuration uses any more: it closes the idle connections, and
+// those of exchanges still running are closed when they end instead of waiting idle for a
+// request that will not come. The Client still works (a request on an old runtime may
+// retry on it) but keeps nothing idle.
+func (c *Client) Close() { c.closeIdle(true) }
+
+func (c *Client) closeIdle(final bool) {
 	c.mu.Lock()
 	pools := c.pools
 	c.pools = map[string][]*conn{}
-	c.closed = true
+	c.closed = c.closed || final
 	if c.sweep != nil {
 		c.sweep.Stop()
 		c.sweep = nil

@@ -12,6 +12,7 @@ import (
 	"net/http/httptrace"
 	"net/textproto"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -392,5 +393,72 @@ func TestHeadersLongerThanTheReadBuffer(t *testing.T) {
 	resp, body := post(t, c, context.Background(), s.URL, "")
 	if resp.Header.Get("X-Long") != long || body != "data: 1\n\n" {
 		t.Fatalf("through a 1 KiB buffer: header of %d bytes, body %q", len(resp.Header.Get("X-Long")), body)
+	}
+}
+
+func TestClosedClientKeepsNothingIdle(t *testing.T) {
+	release := make(chan struct{})
+	var once sync.Once
+	unblock := func() { once.Do(func() { close(release) }) }
+	s := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			<-release
+		}
+		w.Write([]byte("ok"))
+	})
+	defer unblock()
+	c, _ := newClient(t, Config{})
+	done := make(chan string, 1)
+	go func() {
+		req, _ := http.NewRequest(http.MethodGet, s.URL+"/slow", nil)
+		resp, err := c.RoundTrip(req)
+		if err != nil {
+			done <- err.Error()
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		done <- string(b)
+	}()
+	wait.For(t, "a busy connection", func() bool { return s.open.Load() == 1 })
+	post(t, c, context.Background(), s.URL, "") // a second connection, idle after this
+	if n := s.open.Load(); n != 2 {
+		t.Fatalf("%d connections open, want 2 (one busy, one idle)", n)
+	}
+	c.Close() // a configuration change dropped the client while an exchange runs on it
+	wait.For(t, "the idle connection to close", func() bool { return s.open.Load() == 1 })
+	unblock()
+	if got := <-done; got != "ok" {
+		t.Fatalf("the running exchange got %q", got)
+	}
+	wait.For(t, "the busy connection to close when its exchange ended", func() bool { return s.open.Load() == 0 })
+}
+
+func TestAnswerReadToTheClose(t *testing.T) {
+	// No Content-Length, not chunked: the body runs to the end of the connection.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer nc.Close()
+				if _, err := http.ReadRequest(bufio.NewReader(nc)); err == nil {
+					io.WriteString(nc, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end")
+				}
+			}()
+		}
+	}()
+	c, _ := newClient(t, Config{})
+	for range 2 {
+		if resp, body := post(t, c, context.Background(), "http://"+ln.Addr().String()+"/", "x"); body != "until the end" || !resp.Close {
+			t.Fatalf("body %q, Close %v", body, resp.Close)
+		}
 	}
 }

@@ -66,12 +66,13 @@ func (c *Client) get(ctx context.Context, addr string) (*conn, error) {
 	return &conn{nc: nc, addr: addr}, nil
 }
 
-// put makes pc idle, or closes it when its address has MaxIdlePerHost idle already.
+// put makes pc idle, or closes it when its address has MaxIdlePerHost idle already or the
+// Client is closed.
 func (c *Client) put(pc *conn) {
 	pc.since = time.Now()
 	c.mu.Lock()
 	idle := c.pools[pc.addr]
-	if len(idle) >= c.maxIdle {
+	if c.closed || len(idle) >= c.maxIdle {
 		c.mu.Unlock()
 		pc.nc.Close()
 		return
