@@ -58,8 +58,7 @@ func FixedRate(url string, rate int, d time.Duration) Latency {
 // that the load other work puts on a shared machine falls on every target alike.
 func FixedRates(urls []string, rate int, d time.Duration, rounds int) []Latency {
 	type acc struct {
-		atk  *vegeta.Attacker
-		tr   *http.Transport
+		tr   *http.Transport // kept over the slices: connections stay warm
 		lat  []time.Duration
 		errs int
 		el   time.Duration
@@ -72,8 +71,6 @@ func FixedRates(urls []string, rate int, d time.Duration, rounds int) []Latency 
 		tr := &http.Transport{Proxy: http.ProxyFromEnvironment}
 		defer tr.CloseIdleConnections()
 		accs[i].tr = tr
-		accs[i].atk = vegeta.NewAttacker(vegeta.Client(&http.Client{Transport: tr}), vegeta.KeepAlive(true),
-			vegeta.Connections(1000), vegeta.Timeout(10*time.Second), vegeta.Workers(64))
 	}
 	slice := d / time.Duration(rounds)
 	for range rounds {
@@ -83,8 +80,11 @@ func FixedRates(urls []string, rate int, d time.Duration, rounds int) []Latency 
 				Method: http.MethodPost, URL: url, Body: ChatBody,
 				Header: http.Header{"Content-Type": {"application/json"}},
 			})
+			// An attacker runs one attack: each slice gets its own, over the target's transport.
+			atk := vegeta.NewAttacker(vegeta.Client(&http.Client{Transport: a.tr}), vegeta.KeepAlive(true),
+				vegeta.Connections(1000), vegeta.Timeout(10*time.Second), vegeta.Workers(64))
 			start := time.Now()
-			for res := range a.atk.Attack(tgt, vegeta.ConstantPacer{Freq: rate, Per: time.Second}, slice, "fixed") {
+			for res := range atk.Attack(tgt, vegeta.ConstantPacer{Freq: rate, Per: time.Second}, slice, "fixed") {
 				if res.Error != "" || res.Code != http.StatusOK {
 					a.errs++
 					continue
