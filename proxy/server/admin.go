@@ -102,6 +102,11 @@ func (s *Server) StartAdmin(addr string, headerTimeout time.Duration) (string, e
 	if s.admin != nil {
 		return "", errors.New("start admin: already started")
 	}
+	for name, l := range s.live {
+		if sameSocket(l.spec.addr, addr) {
+			return "", fmt.Errorf("open admin listener on %s: forward %q listens there", addr, name)
+		}
+	}
 	lc := net.ListenConfig{Control: reusePort}
 	ln, err := lc.Listen(context.Background(), "tcp", addr)
 	if err != nil {
@@ -112,6 +117,7 @@ func (s *Server) StartAdmin(addr string, headerTimeout time.Duration) (string, e
 		ReadHeaderTimeout: cmp.Or(headerTimeout, DefaultAdminHeaderTimeout),
 		IdleTimeout:       defaultIdleTimeout,
 	}
+	s.adminAddr = ln.Addr().String()
 	srv := s.admin
 	// Not in s.wg: Shutdown waits for the forwards first and closes the admin server last.
 	go func() {

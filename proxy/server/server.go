@@ -59,6 +59,7 @@ type Server struct {
 	live      map[string]*listener // forward name → serving listener
 	lingering map[*listener]bool   // moved-away listeners still accepting during MoveGrace
 	admin     *http.Server
+	adminAddr string // the admin listener's bound address, once started
 	closed    bool
 
 	draining atomic.Bool    // Shutdown has begun: /ready answers 503
@@ -144,6 +145,9 @@ func (s *Server) apply(specs []forwardSpec, commit func()) error {
 	if s.closed {
 		return ErrClosed
 	}
+	if err := checkAdmin(specs, s.adminAddr); err != nil {
+		return err
+	}
 
 	// Open first: any failure leaves the running state as it was.
 	var opened []*listener
@@ -215,6 +219,18 @@ func checkSpecs(specs []forwardSpec) error {
 			if sameSocket(a.addr, b.addr) {
 				errs = append(errs, fmt.Errorf("forwards %q and %q both listen on %s", b.name, a.name, a.addr))
 			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// checkAdmin refuses forwards on the admin listener's address (empty: none yet): with
+// SO_REUSEPORT the kernel would split its connections between /metrics and the forward.
+func checkAdmin(specs []forwardSpec, admin string) error {
+	var errs []error
+	for _, sp := range specs {
+		if admin != "" && sameSocket(sp.addr, admin) {
+			errs = append(errs, fmt.Errorf("forward %q listens on %s, the admin listener's address (--admin-addr or http_server.admin)", sp.name, sp.addr))
 		}
 	}
 	return errors.Join(errs...)

@@ -195,6 +195,33 @@ func TestApplyRefusesSharedAddress(t *testing.T) {
 	}
 }
 
+func TestForwardAndAdminNeverShareAnAddress(t *testing.T) {
+	// Admin first, then a forward on its address.
+	s, h, _ := newTestServer(t, -1)
+	admin, err := s.StartAdmin(freeAddr(t), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = s.Apply(runtime("r1", [2]string{"a", admin}))
+	if err == nil || !strings.Contains(err.Error(), `forward "a" listens on `+admin+`, the admin listener's address`) {
+		t.Fatalf("Apply on the admin's address = %v; want it refused, naming both", err)
+	}
+	if h.Load() != nil {
+		t.Error("config stored despite the error")
+	}
+	mustGet(t, admin, "/health", `{"status":"ok"}`+"\n")
+
+	// A forward first, then the admin on its address.
+	s2, _, _ := newTestServer(t, -1)
+	a := freeAddr(t)
+	if err := s2.Apply(runtime("r1", [2]string{"a", a})); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s2.StartAdmin(a, 0); err == nil || !strings.Contains(err.Error(), `forward "a" listens there`) {
+		t.Fatalf("StartAdmin on a forward's address = %v; want it refused", err)
+	}
+}
+
 func TestRemovedForwardDrains(t *testing.T) {
 	s, _, g := newTestServer(t, -1)
 	a, b := freeAddr(t), freeAddr(t)
