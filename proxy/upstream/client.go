@@ -152,9 +152,14 @@ func (c *Client) RoundTrip(req *http.Request) (*http.Response, error) {
 		// request began (the upstream closed it between the liveness check and the
 		// write): once, on another connection, as net/http does.
 		var nw nothingWritten
-		if !retried && pc.reused && errors.As(err, &nw) && ctx.Err() == nil && req.GetBody != nil {
-			if req.Body, err = req.GetBody(); err == nil {
+		if !retried && pc.reused && errors.As(err, &nw) && ctx.Err() == nil {
+			if req.Body == nil || req.Body == http.NoBody {
 				continue
+			}
+			if req.GetBody != nil {
+				if req.Body, err = req.GetBody(); err == nil {
+					continue
+				}
 			}
 		}
 		if nw, ok := err.(nothingWritten); ok {
@@ -262,33 +267,60 @@ func (c *Client) exchange(ctx context.Context, pc *conn, req *http.Request, trac
 // body is an answer's body: it releases its connection at the end (kept for reuse when the
 // body was read to its end and nothing follows it) or on Close (closed).
 type body struct {
-	c    *Client
-	pc   *conn
-	rc   io.ReadCloser
-	mu   sync.Mutex
-	done bool
+	c  *Client
+	pc *conn
+	rc io.ReadCloser
+
+	mu      sync.Mutex
+	reading bool // a Read is in rc.Read (outside mu)
+	closed  bool // Close was called, or the body ended
+	ended   bool // the exchange was ended (done called): pc is not ours any more
 }
 
+// Read reads the answer. Close may be called from another goroutine while a Read waits: it
+// unblocks the Read (which then fails), and the exchange is ended when that Read returns,
+// since the connection's buffer is in use until then.
 func (b *body) Read(p []byte) (int, error) {
 	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.done {
+	if b.closed || b.reading {
+		b.mu.Unlock()
 		return 0, errBodyClosed
 	}
+	b.reading = true
+	ctx := b.pc.ctx
+	b.mu.Unlock()
+
 	n, err := b.rc.Read(p)
-	if err != nil {
-		b.done = true
-		ctx := b.pc.ctx
-		if err == io.EOF {
-			b.c.done(b.pc, true)
-		} else {
-			b.c.done(b.pc, false)
-			if ctx.Err() != nil {
-				err = context.Cause(ctx)
-			}
+
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.reading = false
+	switch {
+	case b.closed:
+		// Closed during the Read: the connection was aborted; end the exchange now.
+		b.end(false)
+		if err == nil {
+			err = errBodyClosed
+		}
+	case err == io.EOF:
+		b.closed = true
+		b.end(true)
+	case err != nil:
+		b.closed = true
+		b.end(false)
+		if ctx.Err() != nil {
+			err = context.Cause(ctx)
 		}
 	}
 	return n, err
+}
+
+// end ends the exchange once; mu is held.
+func (b *body) end(complete bool) {
+	if !b.ended {
+		b.ended = true
+		b.c.done(b.pc, complete)
+	}
 }
 
 // errBodyClosed is a read after the body's end or Close.
@@ -298,10 +330,16 @@ var errBodyClosed = errors.New("upstream: read on a closed answer body")
 func (b *body) Close() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if !b.done {
-		b.done = true
-		b.c.done(b.pc, false)
+	if b.closed {
+		return nil
 	}
+	b.closed = true
+	if b.reading {
+		// Unblock the Read; it ends the exchange when it returns.
+		b.pc.nc.SetDeadline(aLongTimeAgo)
+		return nil
+	}
+	b.end(false)
 	return nil
 }
 

@@ -462,3 +462,44 @@ func TestAnswerReadToTheClose(t *testing.T) {
 		}
 	}
 }
+
+func TestCloseUnblocksAWaitingRead(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	s := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.Write([]byte("data: 1\n\n"))
+		w.(http.Flusher).Flush()
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	})
+	c, _ := newClient(t, Config{})
+	req, _ := http.NewRequest(http.MethodGet, s.URL, nil)
+	resp, err := c.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 64)
+	if n, _ := resp.Body.Read(buf); string(buf[:n]) != "data: 1\n\n" {
+		t.Fatalf("first event %q", buf[:n])
+	}
+	read := make(chan error, 1)
+	go func() {
+		_, err := resp.Body.Read(buf) // waits: the upstream is silent
+		read <- err
+	}()
+	// Close from another goroutine, as net/http's Transport allows, whether or not the
+	// Read has started waiting yet.
+	resp.Body.Close()
+	select {
+	case err := <-read:
+		if err == nil {
+			t.Fatal("the Read succeeded after Close")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close did not unblock the waiting Read")
+	}
+	wait.For(t, "the connection to close", func() bool { return s.open.Load() == 0 })
+}
