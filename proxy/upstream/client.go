@@ -100,9 +100,6 @@ func New(cfg Config, fallback http.RoundTripper) *Client {
 // writers are the buffers requests are written through, held only while one is written.
 var writers = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 4<<10) }}
 
-// Fallback returns the transport that sends what the Client does not exchange itself.
-func (c *Client) Fallback() http.RoundTripper { return c.fallback }
-
 // direct reports whether the Client exchanges req itself: a cleartext HTTP/1.1 request with
 // its body in memory (or none), not expecting 100-continue.
 func direct(req *http.Request) bool {
