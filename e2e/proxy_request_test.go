@@ -269,3 +269,29 @@ func TestRequestLLMProxyURLSpellings(t *testing.T) {
 		})
 	}
 }
+
+// The proxy keeps its connections to an upstream alive: one after another, plain answers and
+// event streams read to their end all go over the one connection the first request opened.
+func TestProxyKeepsUpstreamConnectionsAlive(t *testing.T) {
+	t.Parallel()
+	m := startMocks(t, nil, "keepalive")["keepalive"]
+	addr := harness.FreeAddr(t)
+	startProxy(t, renderConfig(t, requestConfig, map[string]any{"Port": harness.Port(t, addr), "URL": m.URL}))
+	url := "http://" + addr + "/v1/chat/completions"
+	before := m.stats(t).Connections
+	for i := range 20 {
+		if a := mustSend(t, "POST", url, chat("gpt-4o")); a.Status != http.StatusOK {
+			t.Fatalf("request %d: status %d: %s", i, a.Status, a.Body)
+		}
+	}
+	stream := `{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"hi"}]}`
+	for i := range 5 {
+		a := mustSend(t, "POST", url, stream)
+		if a.Status != http.StatusOK || !strings.Contains(string(a.Body), "data: [DONE]") {
+			t.Fatalf("stream %d: status %d: %s", i, a.Status, a.Body)
+		}
+	}
+	if opened := m.stats(t).Connections - before; opened != 1 {
+		t.Fatalf("25 requests one after another opened %d connections to the upstream; want 1", opened)
+	}
+}

@@ -70,7 +70,8 @@
 //	GET    /_mock/requests    recorded requests as a JSON array of Record, oldest first;
 //	                          ?since=N returns only those with seq > N
 //	DELETE /_mock/requests    forget the recorded requests (seq keeps counting)
-//	GET    /_mock/stats       Stats: requests, in_flight, max_in_flight, cancelled, …
+//	GET    /_mock/stats       Stats: requests, in_flight, max_in_flight, cancelled, …,
+//	                          connections (accepted since start)
 //	DELETE /_mock/stats       zero the counters (max_in_flight restarts from the current in_flight)
 //
 // ("behavior" is accepted as well.) Every API request is recorded at arrival, with its method,

@@ -699,3 +699,34 @@ func TestReasoningAndToolStreams(t *testing.T) {
 		})
 	}
 }
+
+func TestStatsCountConnections(t *testing.T) {
+	s, err := New(Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewUnstartedServer(s)
+	ts.Config.ConnState = s.ConnState
+	ts.Start()
+	defer ts.Close()
+	send := func(c *http.Client) {
+		resp, err := c.Post(ts.URL+"/v1/chat/completions", "application/json", strings.NewReader(`{"model":"m","messages":[]}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	keepAlive := &http.Client{Transport: &http.Transport{}}
+	send(keepAlive)
+	send(keepAlive)
+	if n := s.Stats().Connections; n != 1 {
+		t.Fatalf("two requests on a keep-alive client: %d connections, want 1", n)
+	}
+	oneEach := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	send(oneEach)
+	send(oneEach)
+	if n := s.Stats().Connections; n != 3 {
+		t.Fatalf("then two without keep-alive: %d connections, want 3", n)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -131,6 +132,7 @@ func (s *Server) Stats() Stats {
 		Cancelled:   s.stats.cancelled.Load(),
 		Aborted:     s.stats.aborted.Load(),
 		Errors:      s.stats.errors.Load(),
+		Connections: s.stats.connections.Load(),
 	}
 	if s.records != nil {
 		st.LastSeq = s.records.lastSeq()
@@ -142,6 +144,15 @@ func (s *Server) Stats() Stats {
 func (s *Server) ResetStats() { s.stats.reset() }
 
 // ServeHTTP answers API requests and the /_mock/ admin endpoints.
+// ConnState is an http.Server ConnState hook that counts the connections accepted (in
+// Stats.Connections), so a test can tell a client that reuses connections from one that
+// opens one per request.
+func (s *Server) ConnState(_ net.Conn, st http.ConnState) {
+	if st == http.StateNew {
+		s.stats.connections.Add(1)
+	}
+}
+
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header()[HeaderUpstream] = s.nameHdr
 	if strings.HasPrefix(r.URL.Path, "/_mock/") {

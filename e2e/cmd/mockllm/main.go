@@ -95,6 +95,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	defer cancelBase()
 	hs := &http.Server{
 		Handler:           srv,
+		ConnState:         srv.ConnState,
 		ReadHeaderTimeout: 10 * time.Second,
 		BaseContext:       func(net.Listener) context.Context { return baseCtx },
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
