@@ -12,9 +12,9 @@
 // connection holds no buffer at all.
 //
 // Everything else goes through the fallback http.Transport unchanged: TLS upstreams (which
-// may negotiate HTTP/2), outbound proxies, bodies that stream from the client while the
-// answer may already come back, and requests that expect 100-continue. No HTTP is parsed or
-// framed here: both directions are net/http's code.
+// may negotiate HTTP/2), outbound proxies, bodies that stream from the client or are large
+// (the answer may come back before the body is written), and requests that expect
+// 100-continue. No HTTP is parsed or framed here: both directions are net/http's code.
 package upstream
 
 import (
@@ -100,10 +100,17 @@ func New(cfg Config, fallback http.RoundTripper) *Client {
 // writers are the buffers requests are written through, held only while one is written.
 var writers = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 4<<10) }}
 
+// maxDirectBody is the largest request body the Client writes itself. A body that fits in
+// the socket's send buffer is written whole before the answer is read, so an upstream that
+// answers early (401, 413) without reading it is still heard; a larger one could block the
+// write until the upstream gives up on the connection, and the Transport, which reads the
+// answer while it writes, takes it.
+const maxDirectBody = 64 << 10
+
 // direct reports whether the Client exchanges req itself: a cleartext HTTP/1.1 request with
-// its body in memory (or none), not expecting 100-continue.
+// its body in memory (or none) and at most maxDirectBody long, not expecting 100-continue.
 func direct(req *http.Request) bool {
-	if req.URL.Scheme != "http" || req.ContentLength < 0 {
+	if req.URL.Scheme != "http" || req.ContentLength < 0 || req.ContentLength > maxDirectBody {
 		return false
 	}
 	if req.Body != nil && req.Body != http.NoBody && req.GetBody == nil {

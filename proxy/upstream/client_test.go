@@ -335,6 +335,8 @@ func TestWhatGoesToTheFallback(t *testing.T) {
 	streamed.ContentLength = -1
 	expect, _ := http.NewRequest(http.MethodPost, s.URL, strings.NewReader("x"))
 	expect.Header.Set("Expect", "100-continue")
+	large, _ := http.NewRequest(http.MethodPost, s.URL, strings.NewReader(strings.Repeat("x", maxDirectBody+1)))
+	small, _ := http.NewRequest(http.MethodPost, s.URL, strings.NewReader(strings.Repeat("x", maxDirectBody)))
 	tls, _ := http.NewRequest(http.MethodGet, "https://example.invalid/", nil)
 	plain, _ := http.NewRequest(http.MethodPost, s.URL, strings.NewReader("x"))
 
@@ -346,6 +348,8 @@ func TestWhatGoesToTheFallback(t *testing.T) {
 	}{
 		{"body streaming from the client", streamed, false, true},
 		{"expects 100-continue", expect, false, true},
+		{"body over maxDirectBody", large, false, true},
+		{"body of maxDirectBody", small, false, false},
 		{"TLS", tls, false, true},
 		{"cleartext, body in memory", plain, false, false},
 		{"FallbackOnly (outbound proxy)", plain, true, true},
@@ -502,4 +506,24 @@ func TestCloseUnblocksAWaitingRead(t *testing.T) {
 		t.Fatal("Close did not unblock the waiting Read")
 	}
 	wait.For(t, "the connection to close", func() bool { return s.open.Load() == 0 })
+}
+
+func TestEarlyAnswerToASmallBodyIsHeard(t *testing.T) {
+	// The upstream answers without reading the body and closes the connection.
+	s := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Connection", "close")
+		w.WriteHeader(http.StatusUnauthorized)
+		w.Write([]byte("bad key"))
+	})
+	c, _ := newClient(t, Config{})
+	req, _ := http.NewRequest(http.MethodPost, s.URL, strings.NewReader(strings.Repeat("x", maxDirectBody)))
+	resp, err := c.RoundTrip(req)
+	if err != nil {
+		t.Fatalf("RoundTrip: %v; want the upstream's early answer", err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized || string(b) != "bad key" {
+		t.Fatalf("got %d %q", resp.StatusCode, b)
+	}
 }
