@@ -27,6 +27,7 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/textproto"
+	"net/url"
 	"sync"
 	"time"
 )
@@ -185,16 +186,13 @@ func closeBody(req *http.Request) {
 	}
 }
 
-// hostPort is u's address with the default port made explicit.
-func hostPort(u interface {
-	Hostname() string
-	Port() string
-}) string {
-	port := u.Port()
-	if port == "" {
-		port = "80"
+// hostPort is u's address with the default port made explicit: u.Host itself when it has
+// a port (the usual upstream URL), so most requests build no string.
+func hostPort(u *url.URL) string {
+	if u.Port() != "" {
+		return u.Host
 	}
-	return net.JoinHostPort(u.Hostname(), port)
+	return net.JoinHostPort(u.Hostname(), "80")
 }
 
 // max1xx bounds the informational answers skipped before the final one, as net/http does.
@@ -223,7 +221,7 @@ func (c *Client) exchange(ctx context.Context, pc *conn, req *http.Request, trac
 		if ctx.Err() != nil {
 			return nil, context.Cause(ctx)
 		}
-		if pc.written() == before {
+		if before >= 0 && pc.written() == before {
 			return nil, nothingWritten{err}
 		}
 		return nil, err

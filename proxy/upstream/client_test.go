@@ -527,3 +527,39 @@ func TestEarlyAnswerToASmallBodyIsHeard(t *testing.T) {
 		t.Fatalf("got %d %q", resp.StatusCode, b)
 	}
 }
+
+// breakingConn fails one write once broken is set, after letting a few bytes through, and
+// does not count what it writes.
+type breakingConn struct {
+	net.Conn
+	broken *atomic.Bool
+}
+
+func (c breakingConn) Write(p []byte) (int, error) {
+	if c.broken.CompareAndSwap(true, false) {
+		n, _ := c.Conn.Write(p[:min(len(p), 10)])
+		return n, errors.New("connection broke mid-request")
+	}
+	return c.Conn.Write(p)
+}
+
+func TestPartlySentRequestIsNotSentAgain(t *testing.T) {
+	s := newServer(t, echo)
+	broken := new(atomic.Bool)
+	d := &net.Dialer{}
+	c, _ := newClient(t, Config{Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		nc, err := d.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return breakingConn{nc, broken}, nil
+	}})
+	post(t, c, context.Background(), s.URL, "first") // leaves a pooled connection
+	broken.Store(true)
+	req, _ := http.NewRequest(http.MethodPost, s.URL, strings.NewReader("second"))
+	// A retry on a new connection would succeed: the request must fail instead.
+	if resp, err := c.RoundTrip(req); err == nil {
+		resp.Body.Close()
+		t.Fatal("a request whose write broke after some bytes went out was sent again; it may reach the upstream twice")
+	}
+}

@@ -30,7 +30,8 @@ func (pc *conn) abort() { pc.nc.SetDeadline(aLongTimeAgo) }
 var aLongTimeAgo = time.Unix(1, 0)
 
 // written is the byte count that left on the connection, or -1 when it does not count
-// (the proxy's connections do: config.CountingConn).
+// (the proxy's connections do: config.CountingConn); with -1 no write error is taken for one
+// before the first byte.
 func (pc *conn) written() int64 {
 	if w, ok := pc.nc.(interface{ Written() int64 }); ok {
 		return w.Written()
