@@ -47,15 +47,11 @@ func Percentile(sorted []time.Duration, p float64) time.Duration {
 	return sorted[i]
 }
 
-// FixedRate sends non-streaming chat completions to url at rate requests/s for d (open loop)
-// and summarises the latencies of the successful ones.
-func FixedRate(url string, rate int, d time.Duration) Latency {
-	return FixedRates([]string{url}, rate, d, 1)[0]
-}
-
-// FixedRates is FixedRate for several targets at once: each gets d in all, in rounds slices
-// taken in turn (target 1, 2, …, then again) over connections kept for the whole step, so
-// that the load other work puts on a shared machine falls on every target alike.
+// FixedRates sends non-streaming chat completions to each of urls at rate requests/s for d
+// in all (open loop) and summarises the latencies of the successful ones. The time is cut in
+// rounds slices taken in turn (target 1, 2, …, then again) over connections kept for the
+// whole step, so that the load other work puts on a shared machine falls on every target
+// alike.
 func FixedRates(urls []string, rate int, d time.Duration, rounds int) []Latency {
 	type acc struct {
 		tr   *http.Transport // kept over the slices: connections stay warm

@@ -137,15 +137,12 @@ func (s *Server) Apply(rt *config.Runtime) error {
 
 // apply is Apply on plain specs; commit stores the runtime once every listener is open.
 func (s *Server) apply(specs []forwardSpec, commit func()) error {
-	if err := checkSpecs(specs); err != nil {
-		return err
-	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return ErrClosed
 	}
-	if err := checkAdmin(specs, s.adminAddr); err != nil {
+	if err := checkSpecs(specs, s.adminAddr); err != nil {
 		return err
 	}
 
@@ -210,27 +207,19 @@ func (s *Server) apply(specs []forwardSpec, commit func()) error {
 	return nil
 }
 
-// checkSpecs refuses forwards that would share a socket address: with SO_REUSEPORT the
-// kernel would otherwise split one port's connections between two forwards.
-func checkSpecs(specs []forwardSpec) error {
+// checkSpecs refuses forwards that would share a socket address with each other or with
+// the admin listener (admin, its bound address; empty before it starts): with SO_REUSEPORT
+// the kernel would otherwise split one port's connections between them.
+func checkSpecs(specs []forwardSpec, admin string) error {
 	var errs []error
 	for i, a := range specs {
+		if admin != "" && sameSocket(a.addr, admin) {
+			errs = append(errs, fmt.Errorf("forward %q listens on %s, the admin listener's address (--admin-addr or http_server.admin)", a.name, a.addr))
+		}
 		for _, b := range specs[:i] {
 			if sameSocket(a.addr, b.addr) {
 				errs = append(errs, fmt.Errorf("forwards %q and %q both listen on %s", b.name, a.name, a.addr))
 			}
-		}
-	}
-	return errors.Join(errs...)
-}
-
-// checkAdmin refuses forwards on the admin listener's address (empty: none yet): with
-// SO_REUSEPORT the kernel would split its connections between /metrics and the forward.
-func checkAdmin(specs []forwardSpec, admin string) error {
-	var errs []error
-	for _, sp := range specs {
-		if admin != "" && sameSocket(sp.addr, admin) {
-			errs = append(errs, fmt.Errorf("forward %q listens on %s, the admin listener's address (--admin-addr or http_server.admin)", sp.name, sp.addr))
 		}
 	}
 	return errors.Join(errs...)
