@@ -101,6 +101,18 @@ func findKey(c *configv1.Consumer, id string) int {
 	return slices.IndexFunc(c.GetKeys(), func(k *configv1.ConsumerKey) bool { return k.GetId() == id })
 }
 
+// consumerKey finds consumer name and its key id in cfg: their indexes (in cfg.Consumers,
+// in its Keys), or the NOT_FOUND error naming whichever is missing.
+func consumerKey(cfg *configv1.Config, name, id string) (i, j int, err error) {
+	if i = consumers.find(cfg, name); i < 0 {
+		return 0, 0, notFound(ResourceConsumer, name)
+	}
+	if j = findKey(cfg.Consumers[i], id); j < 0 {
+		return 0, 0, keyNotFound(name, id)
+	}
+	return i, j, nil
+}
+
 // newKey is a key being added: its id is chosen inside the write (the store may run the
 // change more than once), the key itself before it.
 type newKey struct {
@@ -177,15 +189,11 @@ func (s *Server) RevokeKey(ctx context.Context, req *adminv1.RevokeKeyRequest) (
 		return nil, err
 	}
 	r, err := s.commit(ctx, w, func(next *configv1.Config) (pathRewrite, error) {
-		i := consumers.find(next, name)
-		if i < 0 {
-			return pathRewrite{}, notFound(ResourceConsumer, name)
+		i, j, err := consumerKey(next, name, id)
+		if err != nil {
+			return pathRewrite{}, err
 		}
 		c := next.Consumers[i]
-		j := findKey(c, id)
-		if j < 0 {
-			return pathRewrite{}, keyNotFound(name, id)
-		}
 		c.Keys = slices.Delete(c.Keys, j, j+1)
 		return pathRewrite{}, nil
 	})
@@ -217,15 +225,11 @@ func (s *Server) RotateKey(ctx context.Context, req *adminv1.RotateKeyRequest) (
 	}
 	k := makeKey(name, req.GetRotation().GetNewId())
 	r, err := s.commit(ctx, w, func(next *configv1.Config) (pathRewrite, error) {
-		i := consumers.find(next, name)
-		if i < 0 {
-			return pathRewrite{}, notFound(ResourceConsumer, name)
+		i, j, err := consumerKey(next, name, id)
+		if err != nil {
+			return pathRewrite{}, err
 		}
 		c := next.Consumers[i]
-		j := findKey(c, id)
-		if j < 0 {
-			return pathRewrite{}, keyNotFound(name, id)
-		}
 		old := c.Keys[j]
 		if grace == 0 {
 			c.Keys = slices.Delete(c.Keys, j, j+1)
