@@ -201,6 +201,11 @@ func (ex *exchange) try(g *config.Group, m *config.Member, done func(bool)) *att
 	t0 := time.Now()
 	a.resp, a.err = g.Transport.RoundTrip(out)
 	lat := time.Since(t0)
+	if a.resp != nil {
+		// Nothing reads the outbound request past this point, and an open stream would
+		// hold it (headers, URL, the request itself: about 1 KiB) until its end.
+		a.resp.Request = nil
+	}
 	m.Requests.Inc()
 	m.Duration.Observe(lat.Seconds())
 	if a.err != nil && ex.clientGone() {
