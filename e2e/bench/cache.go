@@ -18,6 +18,9 @@ type CacheRow struct {
 	Latency
 	RPS     float64 `json:"saturation_rps"`
 	VsNginx float64 `json:"rps_vs_nginx,omitempty"`
+	// CPUPer1000 is the serving process's CPU seconds per 1,000 answers in the closed loop
+	// (for direct and floor, the mock's).
+	CPUPer1000 float64 `json:"cpu_s_per_1000,omitempty"`
 	// Misses is the proxy's llmproxy_cache_misses_total after the run (1: only the first
 	// request, which stored the entry).
 	Misses float64 `json:"cache_misses,omitempty"`
@@ -31,6 +34,11 @@ const cacheGroup = "    cache: {enabled: true, ttl: \"1h\"}\n"
 // run: a hit's latency at a fixed rate, and hit throughput in a closed loop. Targets: a hit's
 // p50 below direct's (a hit must be faster than any upstream, even a zero-latency one), hit
 // throughput at least nginx's proxied throughput.
+//
+// The floor target is the mock's /_mock/fixed: one answer built at startup, written for
+// every request with no other work. It is the least any net/http server can do, so no hit
+// served through net/http can be faster; its distance from direct shows how much of
+// direct's time is the mock's own work.
 func measureCache(ctx context.Context, o Options, r *Report) error {
 	env, err := StartEnv(ctx, o)
 	if err != nil {
@@ -42,11 +50,14 @@ func measureCache(ctx context.Context, o Options, r *Report) error {
 		return err
 	}
 	defer hit.Proc.Stop()
+	mockProc := env.Mock
 	targets := []Target{}
-	for _, name := range []string{"direct", "nginx"} {
-		if t, ok := env.Target(name); ok {
-			targets = append(targets, t)
-		}
+	if t, ok := env.Target("direct"); ok {
+		t.Proc = mockProc
+		targets = append(targets, t, Target{Name: "floor", URL: "http://" + env.MockAddr + "/_mock/fixed", Proc: mockProc})
+	}
+	if t, ok := env.Target("nginx"); ok {
+		targets = append(targets, t)
 	}
 	targets = append(targets, hit)
 	for _, t := range targets {
@@ -62,10 +73,10 @@ func measureCache(ctx context.Context, o Options, r *Report) error {
 		urls[i] = t.URL
 	}
 	lats := FixedRates(urls, rate, o.Duration, interleaveRounds)
-	sat, _ := saturateInterleaved(targets, o.Conc, o.Duration)
+	sat, cpu := saturateInterleaved(targets, o.Conc, o.Duration)
 	for i, t := range targets {
 		l, s := lats[i], sat[t.Name]
-		rows[t.Name] = &CacheRow{Target: t.Name, Latency: l, RPS: s.RPS}
+		rows[t.Name] = &CacheRow{Target: t.Name, Latency: l, RPS: s.RPS, CPUPer1000: cpu[t.Name]}
 		o.Log.Info("cache", "target", t.Name, "rate", rate, "p50_ms", l.P50, "p99_ms", l.P99, "rps", int(s.RPS))
 	}
 	if n := rows["nginx"]; n != nil && n.RPS > 0 {
@@ -79,8 +90,11 @@ func measureCache(ctx context.Context, o Options, r *Report) error {
 	for _, t := range targets {
 		r.Cache = append(r.Cache, *rows[t.Name])
 	}
-	if d := rows["direct"]; d != nil {
+	if d := rows["direct"]; d != nil && d.P50 > 0 {
 		r.Extra["cache_hit_p50_vs_direct_p50"] = float64(rows[hit.Name].P50) / float64(d.P50)
+	}
+	if f := rows["floor"]; f != nil && f.P50 > 0 {
+		r.Extra["cache_hit_p50_vs_floor_p50"] = float64(rows[hit.Name].P50) / float64(f.P50)
 	}
 	return nil
 }
@@ -112,13 +126,18 @@ func scrapeCounter(url, name string) (float64, error) {
 // printCache prints section 5.
 func (r *Report) printCache(w io.Writer, tw *tabwriter.Writer) {
 	fmt.Fprintln(w, "\n5. Response cache: every request a hit (memory backend), next to direct and nginx of the same run")
-	fmt.Fprintln(tw, "target\trate/s\tp50 ms\tp90 ms\tp99 ms\terrors\tsaturation req/s\tvs nginx\tcache misses\t")
+	fmt.Fprintln(tw, "target\trate/s\tp50 ms\tp90 ms\tp99 ms\terrors\tsaturation req/s\tvs nginx\tCPU s/1000\tcache misses\t")
 	for _, x := range r.Cache {
 		misses := "-"
 		if strings.HasPrefix(x.Target, "proxy") {
 			misses = strconv.FormatFloat(x.Misses, 'f', 0, 64)
 		}
-		fmt.Fprintf(tw, "%s\t%.0f\t%.3f\t%.3f\t%.3f\t%d\t%.0f\t%s\t%s\t\n", x.Target, x.Rate, x.P50, x.P90, x.P99, x.Errors, x.RPS, ratio(x.VsNginx), misses)
+		cpu := "-"
+		if x.CPUPer1000 > 0 {
+			cpu = strconv.FormatFloat(x.CPUPer1000, 'f', 3, 64)
+		}
+		fmt.Fprintf(tw, "%s\t%.0f\t%.3f\t%.3f\t%.3f\t%d\t%.0f\t%s\t%s\t%s\t\n", x.Target, x.Rate, x.P50, x.P90, x.P99, x.Errors, x.RPS, ratio(x.VsNginx), cpu, misses)
 	}
 	tw.Flush()
+	fmt.Fprintln(w, "floor: the mock's /_mock/fixed, a fixed answer written with no other work (the least a net/http server does)")
 }

@@ -61,6 +61,19 @@ func (s *Server) serveAdmin(w http.ResponseWriter, r *http.Request) {
 			w.WriteHeader(http.StatusNoContent)
 			return
 		}
+	case "/_mock/fixed":
+		if r.Method != http.MethodPost && r.Method != http.MethodGet {
+			break
+		}
+		// The least a net/http server can do for a chat completion: the body read and
+		// dropped, one answer built at startup written. The benchmark's floor for anything
+		// served through net/http (a cache hit included).
+		_, _ = io.Copy(io.Discard, r.Body)
+		h := w.Header()
+		h["Content-Type"] = contentTypeHeader("application/json")
+		h["Content-Length"] = s.fixedLen
+		_, _ = w.Write(s.fixed)
+		return
 	case "/_mock/stats":
 		switch r.Method {
 		case http.MethodGet:

@@ -73,6 +73,9 @@
 //	GET    /_mock/stats       Stats: requests, in_flight, max_in_flight, cancelled, …,
 //	                          connections (accepted since start)
 //	DELETE /_mock/stats       zero the counters (max_in_flight restarts from the current in_flight)
+//	POST   /_mock/fixed       one chat completion built at startup, whatever the request (its
+//	                          body is read and dropped): the least work a net/http server can do
+//	                          for an answer, the benchmark's floor for anything net/http serves
 //
 // ("behavior" is accepted as well.) Every API request is recorded at arrival, with its method,
 // path, raw query, headers and body, in a ring of the last Options.MaxRecords; when it ends the

@@ -730,3 +730,27 @@ func TestStatsCountConnections(t *testing.T) {
 		t.Fatalf("then two without keep-alive: %d connections, want 3", n)
 	}
 }
+
+func TestFixedAnswer(t *testing.T) {
+	s, ts, _ := newTestServer(t, Options{Behaviour: Behaviour{Status: 503}})
+	for range 2 {
+		resp := post(t, ts, "/_mock/fixed", `{"model":"other","messages":[]}`, map[string]string{"X-Mock-Status": "500"})
+		body := readAll(t, resp)
+		if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "application/json" || resp.ContentLength != int64(len(body)) {
+			t.Fatalf("fixed: %d %q length %d for %d bytes; want a 200 JSON answer whatever the behaviour", resp.StatusCode, resp.Header.Get("Content-Type"), resp.ContentLength, len(body))
+		}
+		var cc struct {
+			Object  string `json:"object"`
+			Model   string `json:"model"`
+			Choices []struct {
+				Message struct{ Content string } `json:"message"`
+			} `json:"choices"`
+		}
+		if err := json.Unmarshal(body, &cc); err != nil || cc.Object != "chat.completion" || cc.Model != "gpt-4o-mini" || len(cc.Choices) != 1 || cc.Choices[0].Message.Content == "" {
+			t.Fatalf("fixed answer %s: %+v %v; want a chat completion", body, cc, err)
+		}
+	}
+	if st := s.Stats(); st.Requests != 0 {
+		t.Errorf("stats count %d requests; the fixed answer is not an API request", st.Requests)
+	}
+}

@@ -55,13 +55,16 @@ type Options struct {
 type Server struct {
 	name    string
 	nameHdr []string
-	base    Behaviour
-	cur     atomic.Pointer[behaviourState]
-	fails   failCounters
-	records *ring // nil when recording is off
-	stats   counters
-	logger  *slog.Logger
-	ids     atomic.Uint64
+	// fixed is the answer of /_mock/fixed and fixedLen its Content-Length.
+	fixed    []byte
+	fixedLen []string
+	base     Behaviour
+	cur      atomic.Pointer[behaviourState]
+	fails    failCounters
+	records  *ring // nil when recording is off
+	stats    counters
+	logger   *slog.Logger
+	ids      atomic.Uint64
 }
 
 var _ http.Handler = (*Server)(nil)
@@ -76,6 +79,8 @@ func New(opts Options) (*Server, error) {
 		s.name = "mockllm"
 	}
 	s.nameHdr = []string{s.name}
+	s.fixed = appendChatCompletion(nil, 0, time.Now().Unix(), []byte(`"gpt-4o-mini"`), 5, 0, usage{prompt: 22, completion: 5})
+	s.fixedLen = []string{strconv.Itoa(len(s.fixed))}
 	switch n := opts.MaxRecords; {
 	case n == 0:
 		s.records = &ring{buf: make([]*Record, DefaultMaxRecords)}
