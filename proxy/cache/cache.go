@@ -153,6 +153,10 @@ func (c *Cache) Metrics() *Metrics { return &c.m }
 // Backend is the cache's backend.
 func (c *Cache) Backend() Backend { return c.backend }
 
+// Local reports whether lookups are answered in this process (the memory backend), so
+// that one costs no round trip; a remote backend (Options.Async) is not local.
+func (c *Cache) Local() bool { return !c.async }
+
 // Flights are the cache's flights (nil when single flight is off).
 func (c *Cache) Flights() *Flights { return c.flights }
 

@@ -24,8 +24,9 @@ import (
 // answer, max-age=N refuses older entries, only-if-cached answers 504 rather than going
 // upstream.
 //
-// Otherwise the request joins the flight of its key. The leader looks the key up: a hit is
-// written at once (and shared with the followers); on a miss the leader goes upstream and
+// Otherwise, with a memory backend, a hit found at once is written at once. Else the
+// request joins the flight of its key. The leader looks the key up: a hit is written at
+// once (and shared with the followers); on a miss the leader goes upstream and
 // the answer is shared as it arrives: a follower writes the same status and stored headers
 // and then every byte from the first, live. Only a 2xx answer that the upstream did not
 // mark no-store is shared; anything else releases the followers to go upstream on their
@@ -120,6 +121,16 @@ func (ex *exchange) cacheStep(g *config.Group) bool {
 	}
 
 	if fl := c.Flights(); fl != nil {
+		// A local lookup costs less than joining a flight (an allocation and the lock every
+		// request of the group shares, twice): a hit is served before any flight. A miss
+		// joins, and the leader looks again, as another leader may have stored the answer
+		// in between.
+		if c.Local() {
+			if e, res := c.Lookup(ex.ctx, cx.key); res == cache.Hit && fresh(e, d) {
+				ex.serveEntry(e)
+				return true
+			}
+		}
 		f, leader := fl.Join(cx.key, c.MaxObjectBytes)
 		if !leader {
 			if ex.follow(f, d) {
