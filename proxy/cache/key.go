@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"math"
 	"net/http"
 	"slices"
 	"sync"
@@ -58,7 +59,7 @@ var CredentialHeaders = [...]string{"Authorization", "X-Api-Key", "Api-Key"}
 var VaryHeaders = [...]string{"Accept-Encoding", "Anthropic-Version", "Anthropic-Beta", "Openai-Beta"}
 
 // keyVersion changes whenever the key derivation changes, so old entries are not misread.
-const keyVersion = 2
+const keyVersion = 3
 
 // scratch is the pooled working memory of one key computation.
 type scratch struct {
@@ -132,9 +133,11 @@ type member struct {
 //
 // Representations are self-delimiting, so different documents never concatenate to the
 // same bytes: a string or number is a tag, its length and its bytes; true, false and null
-// a tag; an array 'a' and the SHA-256 of its elements' representations in order; an object
-// 'o' and the SHA-256 of its members sorted by key (stable, so duplicate keys keep their
-// order), each member its key (length and bytes) and its value's representation.
+// a tag; an array 'a', the length of its content (4 bytes) and its elements'
+// representations in order; an object 'o', the length of its content (4 bytes) and its
+// members sorted by key (stable, so duplicate keys keep their order), each member its key
+// (length and bytes) and its value's representation. Everything ends up in the one hash of
+// the key: a container costs a copy, not a hash of its own (keyVersion 2 hashed each one).
 func (s *scratch) canonical(body []byte) {
 	start := len(s.buf)
 	s.buf = append(s.buf, 'J')
@@ -203,9 +206,26 @@ func (s *scratch) literal(body []byte, i int, word string, tag byte) int {
 	return i + len(word)
 }
 
+// containerHead is a container's tag and content length (containerLen).
+const containerHead = 5
+
+// maxContainer is the largest container content a representation can hold (its length is
+// 4 bytes); a bigger body is hashed raw.
+const maxContainer = math.MaxUint32
+
+// closeContainer writes the length of the content that follows the head at buf[start:].
+func (s *scratch) closeContainer(start int) bool {
+	n := len(s.buf) - start - containerHead
+	if n > maxContainer {
+		return false
+	}
+	binary.BigEndian.PutUint32(s.buf[start+1:start+containerHead], uint32(n))
+	return true
+}
+
 func (s *scratch) array(body []byte, i, depth int) int {
 	start := len(s.buf)
-	s.buf = append(s.buf, 'A')
+	s.buf = append(s.buf, 'a', 0, 0, 0, 0)
 	i = skipSpace(body, i+1)
 	if i < len(body) && body[i] == ']' {
 		i++
@@ -228,14 +248,15 @@ func (s *scratch) array(body []byte, i, depth int) int {
 			i = skipSpace(body, i+1)
 		}
 	}
-	sum := sha256.Sum256(s.buf[start:])
-	s.buf = append(s.buf[:start], 'a')
-	s.buf = append(s.buf, sum[:]...)
+	if !s.closeContainer(start) {
+		return -1
+	}
 	return i
 }
 
 func (s *scratch) object(body []byte, i, depth int) int {
 	start := len(s.buf)
+	s.buf = append(s.buf, 'o', 0, 0, 0, 0)
 	first := len(s.spans)
 	i = skipSpace(body, i+1)
 	if i < len(body) && body[i] == '}' {
@@ -275,20 +296,29 @@ func (s *scratch) object(body []byte, i, depth int) int {
 		}
 	}
 	members := s.spans[first:]
-	slices.SortStableFunc(members, func(a, b member) int {
+	sorted := slices.IsSortedFunc(members, func(a, b member) int {
 		return bytes.Compare(body[a.ks:a.ke], body[b.ks:b.ke])
 	})
+	if !sorted {
+		slices.SortStableFunc(members, func(a, b member) int {
+			return bytes.Compare(body[a.ks:a.ke], body[b.ks:b.ke])
+		})
+	}
+	// The members are written after the values, in key order, then moved down over the
+	// values (copy handles the overlap).
 	out := len(s.buf)
-	s.buf = append(s.buf, 'O')
 	for _, m := range members {
 		s.buf = binary.AppendUvarint(s.buf, uint64(m.ke-m.ks))
 		s.buf = append(s.buf, body[m.ks:m.ke]...)
 		s.buf = append(s.buf, s.buf[m.rs:m.re]...)
 	}
-	sum := sha256.Sum256(s.buf[out:])
-	s.buf = append(s.buf[:start], 'o')
-	s.buf = append(s.buf, sum[:]...)
+	content := start + containerHead
+	n := copy(s.buf[content:], s.buf[out:])
+	s.buf = s.buf[:content+n]
 	s.spans = s.spans[:first]
+	if !s.closeContainer(start) {
+		return -1
+	}
 	return i
 }
 

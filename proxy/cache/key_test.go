@@ -103,6 +103,20 @@ func TestKeyNesting(t *testing.T) {
 	if a != keyOf(deep) {
 		t.Error("a deep body must key deterministically")
 	}
+	// Containers are delimited by their lengths: moving a value across a container's end
+	// changes the key.
+	pairs := [][2]string{
+		{`[["a"],"b"]`, `[["a","b"]]`},
+		{`{"a":{"b":1},"c":2}`, `{"a":{"b":1,"c":2}}`},
+		{`[[],[]]`, `[[[]]]`},
+		{`{"a":[]}`, `{"a":{}}`},
+		{`[{}]`, `[{},{}]`},
+	}
+	for _, p := range pairs {
+		if keyOf(p[0]) == keyOf(p[1]) {
+			t.Errorf("%s and %s share a key", p[0], p[1])
+		}
+	}
 	ok := strings.Repeat("[", 10) + "1" + strings.Repeat("]", 10)
 	if keyOf(ok) == keyOf(strings.Repeat("[", 10)+"2"+strings.Repeat("]", 10)) {
 		t.Error("nested arrays with different leaves share a key")
