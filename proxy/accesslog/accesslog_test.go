@@ -5,6 +5,9 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"math"
+	"math/rand/v2"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -278,3 +281,22 @@ func BenchmarkLog(b *testing.B) {
 type discard struct{}
 
 func (discard) Write(p []byte) (int, error) { return len(p), nil }
+
+func TestAppendMillisMatchesFloatFormatting(t *testing.T) {
+	check := func(us int64) {
+		want := strconv.AppendFloat(nil, float64(us)/1000, 'f', -1, 64)
+		if got := appendMillis(nil, us); string(got) != string(want) {
+			t.Fatalf("%d us: %s; want %s", us, got, want)
+		}
+	}
+	for us := int64(0); us < 2_000_000; us++ {
+		check(us)
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	for range 1_000_000 {
+		check(r.Int64N(2 * maxExactMillis))
+	}
+	for _, us := range []int64{-1, -1500, maxExactMillis - 1, maxExactMillis, 1 << 53, math.MaxInt64} {
+		check(us)
+	}
+}

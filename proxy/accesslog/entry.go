@@ -71,9 +71,7 @@ func (e *Entry) AppendJSON(b []byte) []byte {
 	b = append(b, `,"bytes":`...)
 	b = strconv.AppendInt(b, e.Bytes, 10)
 	b = append(b, `,"duration_ms":`...)
-	// Milliseconds with microsecond precision are never below 1e-6 (unless 0) nor above
-	// 1e21, where encoding/json (and so slog) would switch to exponent notation.
-	b = strconv.AppendFloat(b, float64(e.Duration.Microseconds())/1000, 'f', -1, 64)
+	b = appendMillis(b, e.Duration.Microseconds())
 	b = appendStringField(b, "client", e.Client)
 	if e.Peer != "" {
 		b = appendStringField(b, "peer", e.Peer)
@@ -167,3 +165,29 @@ func appendString(b []byte, s string) []byte {
 	b = append(b, s[done:]...)
 	return append(b, '"')
 }
+
+// appendMillis appends us microseconds as milliseconds, as encoding/json (and so slog)
+// writes float64(us)/1000: the shortest decimal, here at most three decimals with no
+// trailing zero. Integer arithmetic does it without strconv's float formatting, exactly
+// up to maxExactMillis; a negative or longer duration (11 days) goes through strconv, whose
+// float64 rounds the last decimals of much longer ones.
+func appendMillis(b []byte, us int64) []byte {
+	if us < 0 || us >= maxExactMillis {
+		return strconv.AppendFloat(b, float64(us)/1000, 'f', -1, 64)
+	}
+	b = strconv.AppendInt(b, us/1000, 10)
+	frac := us % 1000
+	if frac == 0 {
+		return b
+	}
+	d := [3]byte{byte('0' + frac/100), byte('0' + frac/10%10), byte('0' + frac%10)}
+	n := 3
+	for d[n-1] == '0' {
+		n--
+	}
+	b = append(b, '.')
+	return append(b, d[:n]...)
+}
+
+// maxExactMillis bounds the microseconds appendMillis writes with integers.
+const maxExactMillis = 1e12
