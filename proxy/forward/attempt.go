@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptrace"
+	"net/url"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -184,7 +186,7 @@ func (ex *exchange) try(g *config.Group, m *config.Member, done func(bool)) *att
 		cancel := a.cancel
 		a.timer = time.AfterFunc(g.RequestTimeout, func() { cancel(errRequestTimeout) })
 	}
-	out := ex.outboundRequest(a.ctx, g, m)
+	out, parts := ex.outboundRequest(a.ctx, g, m)
 	if ex.h.tracer != nil {
 		var span trace.Span
 		a.ctx, span = ex.h.tracer.Start(a.ctx, "upstream "+m.Name, trace.WithSpanKind(trace.SpanKindClient),
@@ -205,6 +207,9 @@ func (ex *exchange) try(g *config.Group, m *config.Member, done func(bool)) *att
 		// Nothing reads the outbound request past this point, and an open stream would
 		// hold it (headers, URL, the request itself: about 1 KiB) until its end.
 		a.resp.Request = nil
+	}
+	if g.Transport.Direct(out) {
+		parts.release()
 	}
 	m.Requests.Inc()
 	m.Duration.Observe(lat.Seconds())
@@ -250,19 +255,48 @@ func (ex *exchange) try(g *config.Group, m *config.Member, done func(bool)) *att
 	return a
 }
 
+// outboundParts are an outbound request's URL and header map, pooled. When the upstream
+// client exchanges a request itself (Client.Direct), it holds no reference to it once
+// RoundTrip has returned, and the parts serve a later request: a stream opening does not
+// allocate its own, nor does an open stream hold them. A request that went through the
+// Transport, which may still be writing it, leaves its parts to the collector.
+type outboundParts struct {
+	url    url.URL
+	header http.Header
+}
+
+var outboundPool = sync.Pool{New: func() any { return &outboundParts{header: make(http.Header, 16)} }}
+
+// maxPooledHeader is the most entries a pooled header map may have held: a map keeps the
+// room it grew to, and a rare request with very many headers should not pin it.
+const maxPooledHeader = 64
+
+func (p *outboundParts) release() {
+	if len(p.header) > maxPooledHeader {
+		return
+	}
+	clear(p.header)
+	p.url = url.URL{}
+	outboundPool.Put(p)
+}
+
 // outboundRequest is the request sent to m: the client's, rewritten (outbound.go), with
-// the body replayed from memory when it was read.
-func (ex *exchange) outboundRequest(ctx context.Context, g *config.Group, m *config.Member) *http.Request {
+// the body replayed from memory when it was read; its URL and header are parts (released
+// by the caller when the transport is done with them).
+func (ex *exchange) outboundRequest(ctx context.Context, g *config.Group, m *config.Member) (*http.Request, *outboundParts) {
 	r := ex.r
 	out := r.WithContext(ctx)
-	out.URL = targetURL(m.URL, r.URL)
+	parts := outboundPool.Get().(*outboundParts)
+	fillTargetURL(&parts.url, m.URL, r.URL)
+	out.URL = &parts.url
 	out.Host = ""
 	out.RequestURI = ""
 	out.Proto, out.ProtoMajor, out.ProtoMinor = "HTTP/1.1", 1, 1
 	out.Close = false
 	out.TransferEncoding = nil
 	out.Trailer = nil
-	out.Header = outboundHeader(r.Header, r, g, m, ex.idHdr, ex.fw.ClientAuth != validate.ClientAuthOff)
+	fillOutboundHeader(parts.header, r.Header, r, g, m, ex.idHdr, ex.fw.ClientAuth != validate.ClientAuthOff)
+	out.Header = parts.header
 	if ex.stripUsage {
 		// The answer is edited on its way (usage.go): it must come plain.
 		delete(out.Header, "Accept-Encoding")
@@ -276,7 +310,7 @@ func (ex *exchange) outboundRequest(ctx context.Context, g *config.Group, m *con
 	case !ex.hasBody():
 		out.Body, out.ContentLength = nil, 0
 	}
-	return out
+	return out, parts
 }
 
 // complete answers the client with a's outcome: the upstream's answer relayed, or the

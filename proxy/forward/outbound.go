@@ -104,10 +104,17 @@ func pathOverlap(base, reqPath string) (cut int, ok bool) {
 // targetURL is the upstream URL for the inbound URL in: the member's scheme, host and path
 // prefix, then in's path (joinURLPath), and in's query.
 func targetURL(base *url.URL, in *url.URL) *url.URL {
-	u := &url.URL{Scheme: base.Scheme, Host: base.Host, User: base.User, RawQuery: in.RawQuery}
+	u := new(url.URL)
+	fillTargetURL(u, base, in)
+	return u
+}
+
+// fillTargetURL sets u to targetURL(base, in).
+func fillTargetURL(u, base, in *url.URL) {
+	*u = url.URL{Scheme: base.Scheme, Host: base.Host, User: base.User, RawQuery: in.RawQuery}
 	if in.RawPath == "" && base.RawPath == "" {
 		u.Path = joinURLPath(base.Path, in.Path)
-		return u
+		return
 	}
 	// Escaped paths: join the escaped forms, so that segments are compared as sent
 	// ("%2F" is no separator) and reserved characters keep their escaping.
@@ -115,10 +122,9 @@ func targetURL(base *url.URL, in *url.URL) *url.URL {
 	p, err := url.PathUnescape(raw)
 	if err != nil { // both parts came from parsed URLs: cannot happen
 		u.Path = joinURLPath(base.Path, in.Path)
-		return u
+		return
 	}
 	u.Path, u.RawPath = p, raw
-	return u
 }
 
 // newRequestID returns 32 hex digits from 16 random bytes.
@@ -152,6 +158,12 @@ func clientIP(remoteAddr string) string {
 // every change here assigns a new slice — so in stays intact.
 func outboundHeader(in http.Header, r *http.Request, g *config.Group, m *config.Member, requestID []string, clientKeys bool) http.Header {
 	h := make(http.Header, len(in)+4)
+	fillOutboundHeader(h, in, r, g, m, requestID, clientKeys)
+	return h
+}
+
+// fillOutboundHeader fills the empty map h as outboundHeader builds its new one.
+func fillOutboundHeader(h, in http.Header, r *http.Request, g *config.Group, m *config.Member, requestID []string, clientKeys bool) {
 	for k, v := range in {
 		h[k] = v
 	}
@@ -193,7 +205,6 @@ func outboundHeader(in http.Header, r *http.Request, g *config.Group, m *config.
 	}
 	// An empty agent sends no User-Agent (net/http omits an empty value).
 	h["User-Agent"] = []string{g.Agent}
-	return h
 }
 
 var (

@@ -123,6 +123,11 @@ func direct(req *http.Request) bool {
 	return true
 }
 
+// Direct reports whether RoundTrip exchanges req itself rather than through the fallback.
+// The Client keeps no reference to such a request once RoundTrip has returned (the answer's
+// body reads the connection, not the request), so its caller may reuse the request's parts.
+func (c *Client) Direct(req *http.Request) bool { return !c.only && direct(req) }
+
 // RoundTrip sends req and returns the answer with its headers read; the body streams from
 // the connection. As with net/http's Transport, an error means no answer, the request's
 // body is closed, and a request canceled through its context fails with the context's
