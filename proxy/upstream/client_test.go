@@ -361,6 +361,9 @@ func TestWhatGoesToTheFallback(t *testing.T) {
 			if tc.req.GetBody != nil {
 				tc.req.Body, _ = tc.req.GetBody()
 			}
+			if c.Direct(tc.req) == tc.fallback {
+				t.Fatalf("Direct = %v; the request goes to the fallback: %v", !tc.fallback, tc.fallback)
+			}
 			resp, err := c.RoundTrip(tc.req)
 			if err != nil {
 				t.Fatal(err)
@@ -368,6 +371,11 @@ func TestWhatGoesToTheFallback(t *testing.T) {
 			resp.Body.Close()
 			if got := len(fb.got) == 1; got != tc.fallback {
 				t.Fatalf("went to the fallback: %v, want %v", got, tc.fallback)
+			}
+			// Direct is what callers that reuse a request's parts rely on: it must say
+			// where the request went, before and after the exchange.
+			if c.Direct(tc.req) == tc.fallback {
+				t.Fatalf("Direct = %v after the exchange; the request went to the fallback: %v", !tc.fallback, tc.fallback)
 			}
 		})
 	}
