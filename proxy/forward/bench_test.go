@@ -83,6 +83,11 @@ func BenchmarkProxyNonStream(b *testing.B) {
 		b.Cleanup(func() { al.Close(context.Background()) })
 		runBench(b, benchProxyDeps(b, Deps{AccessLog: al}, ""))
 	})
+	b.Run("cache-hit", func(b *testing.B) {
+		// Every request after the first is answered from the group's memory cache: what a
+		// hit costs the server besides the client's side (no upstream exchange).
+		runBench(b, benchProxy(b, "    cache: {enabled: true, ttl: 1h}\n"))
+	})
 	b.Run("consumer", func(b *testing.B) {
 		// An identified consumer with a local requests limit: key lookup, body read,
 		// model check, admission and settlement, x-ratelimit headers.
