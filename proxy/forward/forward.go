@@ -75,6 +75,8 @@ type handler struct {
 
 var propagator = propagation.TraceContext{}
 
+var connectionClose = []string{"close"}
+
 var exchangePool = sync.Pool{New: func() any { return new(exchange) }}
 
 // exchange is the state of one client request.
@@ -130,6 +132,15 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ex.idHdr = []string{ex.reqID}
 	w.Header()["X-Request-Id"] = ex.idHdr
+	if len(r.TransferEncoding) > 0 {
+		// A request with both Transfer-Encoding and Content-Length may be an attempt to
+		// smuggle a request past a front end that framed it by Content-Length; RFC 9112
+		// section 6.1 says the server MUST close the connection after answering it.
+		// net/http reads it by its chunked framing and keeps the connection, and it has
+		// dropped the Content-Length by now, so every request framed by
+		// Transfer-Encoding closes its connection (clients mostly send Content-Length).
+		w.Header()["Connection"] = connectionClose
+	}
 
 	ex.rt = h.holder.Load()
 	ex.fw = ex.rt.Forward(h.name)
