@@ -287,7 +287,7 @@ func (ex *exchange) outboundRequest(ctx context.Context, g *config.Group, m *con
 	r := ex.r
 	out := r.WithContext(ctx)
 	parts := outboundPool.Get().(*outboundParts)
-	fillTargetURL(&parts.url, m.URL, r.URL)
+	targetURL(&parts.url, m.URL, r.URL)
 	out.URL = &parts.url
 	out.Host = ""
 	out.RequestURI = ""
@@ -295,7 +295,7 @@ func (ex *exchange) outboundRequest(ctx context.Context, g *config.Group, m *con
 	out.Close = false
 	out.TransferEncoding = nil
 	out.Trailer = nil
-	fillOutboundHeader(parts.header, r.Header, r, g, m, ex.idHdr, ex.fw.ClientAuth != validate.ClientAuthOff)
+	outboundHeader(parts.header, r.Header, r, g, m, ex.idHdr, ex.fw.ClientAuth != validate.ClientAuthOff)
 	out.Header = parts.header
 	if ex.stripUsage {
 		// The answer is edited on its way (usage.go): it must come plain.

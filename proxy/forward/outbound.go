@@ -101,16 +101,9 @@ func pathOverlap(base, reqPath string) (cut int, ok bool) {
 	return 0, false
 }
 
-// targetURL is the upstream URL for the inbound URL in: the member's scheme, host and path
-// prefix, then in's path (joinURLPath), and in's query.
-func targetURL(base *url.URL, in *url.URL) *url.URL {
-	u := new(url.URL)
-	fillTargetURL(u, base, in)
-	return u
-}
-
-// fillTargetURL sets u to targetURL(base, in).
-func fillTargetURL(u, base, in *url.URL) {
+// targetURL sets u to the upstream URL for the inbound URL in: the member's scheme, host
+// and path prefix, then in's path (joinURLPath), and in's query.
+func targetURL(u, base, in *url.URL) {
 	*u = url.URL{Scheme: base.Scheme, Host: base.Host, User: base.User, RawQuery: in.RawQuery}
 	if in.RawPath == "" && base.RawPath == "" {
 		u.Path = joinURLPath(base.Path, in.Path)
@@ -147,23 +140,16 @@ func clientIP(remoteAddr string) string {
 	return host
 }
 
-// outboundHeader builds the header sent to member m from the inbound header in (which it
-// does not modify): hop-by-hop headers removed, X-Forwarded-For appended, X-Forwarded-Proto
+// outboundHeader fills the empty map h with the header sent to member m from the inbound
+// header in (which it does not modify): hop-by-hop headers removed, X-Forwarded-For appended, X-Forwarded-Proto
 // set, X-Request-Id set (requestID is shared, never modified), the client's key headers
 // (Authorization, X-Api-Key, Api-Key) removed when clientKeys (the forward reads keys), the
 // member's auth and header ops applied, User-Agent set.
 //
-// The new map shares in's value slices (a shallow copy: one allocation fewer than
-// Header.Clone); neither this function nor net/http modifies a value slice in place —
-// every change here assigns a new slice — so in stays intact.
-func outboundHeader(in http.Header, r *http.Request, g *config.Group, m *config.Member, requestID []string, clientKeys bool) http.Header {
-	h := make(http.Header, len(in)+4)
-	fillOutboundHeader(h, in, r, g, m, requestID, clientKeys)
-	return h
-}
-
-// fillOutboundHeader fills the empty map h as outboundHeader builds its new one.
-func fillOutboundHeader(h, in http.Header, r *http.Request, g *config.Group, m *config.Member, requestID []string, clientKeys bool) {
+// h shares in's value slices (a shallow copy: no slice is allocated); neither this function
+// nor net/http modifies a value slice in place — every change here assigns a new slice — so
+// in stays intact.
+func outboundHeader(h, in http.Header, r *http.Request, g *config.Group, m *config.Member, requestID []string, clientKeys bool) {
 	for k, v := range in {
 		h[k] = v
 	}
