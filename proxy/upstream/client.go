@@ -356,9 +356,7 @@ func (b *body) Close() error {
 func (c *Client) done(pc *conn, complete bool) {
 	aborted := !pc.stop()
 	keep := complete && pc.keep && !aborted && pc.br.Buffered() == 0
-	pc.br.Reset(nil)
-	c.readers.Put(pc.br)
-	pc.br, pc.ctx, pc.stop = nil, nil, nil
+	c.clearExchange(pc)
 	if !keep {
 		pc.nc.Close()
 		return
@@ -369,12 +367,18 @@ func (c *Client) done(pc *conn, complete bool) {
 // discard closes pc after a failed exchange.
 func (c *Client) discard(pc *conn) {
 	pc.stop()
+	c.clearExchange(pc)
+	pc.nc.Close()
+}
+
+// clearExchange returns pc's read buffer (if it had one yet) to the pool and forgets the
+// ended exchange; pc.stop has been called.
+func (c *Client) clearExchange(pc *conn) {
 	if pc.br != nil {
 		pc.br.Reset(nil)
 		c.readers.Put(pc.br)
 	}
 	pc.br, pc.ctx, pc.stop = nil, nil, nil
-	pc.nc.Close()
 }
 
 // CloseIdleConnections closes the idle connections, the fallback's too. The Client stays

@@ -162,8 +162,9 @@ func TestConnectionCloseIsHonoured(t *testing.T) {
 	}
 }
 
-// rawServer answers every connection's first request with reply, written as is.
-func rawServer(t *testing.T, reply string) (addr string, accepted *atomic.Int64) {
+// rawServer answers every request with reply, written as is; with closeAfter it closes
+// the connection after the first answer.
+func rawServer(t *testing.T, reply string, closeAfter bool) (addr string, accepted *atomic.Int64) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -186,7 +187,7 @@ func rawServer(t *testing.T, reply string) (addr string, accepted *atomic.Int64)
 						return
 					}
 					io.Copy(io.Discard, req.Body)
-					if _, err := io.WriteString(nc, reply); err != nil {
+					if _, err := io.WriteString(nc, reply); err != nil || closeAfter {
 						return
 					}
 				}
@@ -199,7 +200,7 @@ func rawServer(t *testing.T, reply string) (addr string, accepted *atomic.Int64)
 func TestBytesAfterTheAnswerPoisonTheConnection(t *testing.T) {
 	// A second, unrequested answer follows the first: the connection must not carry
 	// another request, whose answer would be the stray one.
-	addr, accepted := rawServer(t, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstray")
+	addr, accepted := rawServer(t, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstray", false)
 	c, _ := newClient(t, Config{})
 	for range 2 {
 		if _, body := post(t, c, context.Background(), "http://"+addr+"/", "q"); body != "ok" {
@@ -212,7 +213,7 @@ func TestBytesAfterTheAnswerPoisonTheConnection(t *testing.T) {
 }
 
 func TestInformationalAnswersAreSkipped(t *testing.T) {
-	addr, _ := rawServer(t, "HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ndone")
+	addr, _ := rawServer(t, "HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ndone", false)
 	c, _ := newClient(t, Config{})
 	var got []int
 	ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{
@@ -448,28 +449,10 @@ func TestClosedClientKeepsNothingIdle(t *testing.T) {
 
 func TestAnswerReadToTheClose(t *testing.T) {
 	// No Content-Length, not chunked: the body runs to the end of the connection.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			nc, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer nc.Close()
-				if _, err := http.ReadRequest(bufio.NewReader(nc)); err == nil {
-					io.WriteString(nc, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end")
-				}
-			}()
-		}
-	}()
+	addr, _ := rawServer(t, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end", true)
 	c, _ := newClient(t, Config{})
 	for range 2 {
-		if resp, body := post(t, c, context.Background(), "http://"+ln.Addr().String()+"/", "x"); body != "until the end" || !resp.Close {
+		if resp, body := post(t, c, context.Background(), "http://"+addr+"/", "x"); body != "until the end" || !resp.Close {
 			t.Fatalf("body %q, Close %v", body, resp.Close)
 		}
 	}
