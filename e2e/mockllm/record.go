@@ -100,7 +100,7 @@ type Stats struct {
 	Aborted     uint64 `json:"aborted"`       // connections broken on purpose
 	Errors      uint64 `json:"errors"`        // answers with a status ≥ 300
 	LastSeq     uint64 `json:"last_seq"`      // Seq of the newest record (for ?since=)
-	Connections uint64 `json:"connections"`   // connections accepted (when ConnState is hooked)
+	Connections uint64 `json:"connections"`   // connections accepted since start (when ConnState is hooked)
 }
 
 type counters struct {

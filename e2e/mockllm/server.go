@@ -145,10 +145,10 @@ func (s *Server) Stats() Stats {
 	return st
 }
 
-// ResetStats zeroes the counters; MaxInFlight restarts from the requests in flight now.
+// ResetStats zeroes the request counters (Connections counts from the start); MaxInFlight
+// restarts from the requests in flight now.
 func (s *Server) ResetStats() { s.stats.reset() }
 
-// ServeHTTP answers API requests and the /_mock/ admin endpoints.
 // ConnState is an http.Server ConnState hook that counts the connections accepted (in
 // Stats.Connections), so a test can tell a client that reuses connections from one that
 // opens one per request.
@@ -158,6 +158,7 @@ func (s *Server) ConnState(_ net.Conn, st http.ConnState) {
 	}
 }
 
+// ServeHTTP answers API requests and the /_mock/ admin endpoints.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header()[HeaderUpstream] = s.nameHdr
 	if strings.HasPrefix(r.URL.Path, "/_mock/") {
