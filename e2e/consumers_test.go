@@ -219,12 +219,23 @@ func TestConsumersFleet(t *testing.T) {
 			t.Errorf("proxy %s at revision %v; want %d", p.Admin, v, rev)
 		}
 	}
-	for range 6 {
-		wantProxyError(t, consumerSend(t, forward, rotated.Key, "gpt-4o-mini"), 401, "invalid_api_key")
+	// Each proxy refuses it: every request on a new connection, which the kernel gives to
+	// either proxy of the shared port, until both have refused one (64 requests all going
+	// to one proxy has a chance of 2^-63; six, as before, failed one run in 32).
+	refusals := func(p *proxy) float64 {
+		v, _ := scrape(t, p).sum("llmproxy_consumer_refusals_total", "reason", "invalid_key")
+		return v
 	}
-	// Each proxy answered some of them (new connections spread over the shared port).
+	before := map[*proxy]float64{p1: refusals(p1), p2: refusals(p2)} // earlier unknown keys count too
+	refused := func(p *proxy) bool { return refusals(p) > before[p] }
+	for range 64 {
+		wantProxyError(t, consumerSend(t, forward, rotated.Key, "gpt-4o-mini"), 401, "invalid_api_key")
+		if refused(p1) && refused(p2) {
+			break
+		}
+	}
 	for _, p := range []*proxy{p1, p2} {
-		if v, _ := scrape(t, p).sum("llmproxy_consumer_refusals_total", "reason", "invalid_key"); v == 0 {
+		if !refused(p) {
 			t.Errorf("proxy %s refused no revoked key", p.Admin)
 		}
 	}
